@@ -1,0 +1,133 @@
+use super::Bootstrap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Why a configuration was refused. Every variant names the file; the ones about content name
+/// the line, the column and the field, so that an operator can go straight to the mistake.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read the file: {source}")]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", Positioned(self))]
+    Invalid {
+        file: PathBuf,
+        line: u64,
+        column: u64,
+        /// Dotted path of the field, e.g. `listeners[0].virtual_hosts[1].routes[2].forward.cluster`.
+        field: String,
+        message: String,
+    },
+    #[error("{file}: {message}")]
+    Apply { file: PathBuf, message: String },
+}
+
+struct Positioned<'a>(&'a ConfigError);
+
+impl fmt::Display for Positioned<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ConfigError::Invalid {
+            file,
+            line,
+            column,
+            field,
+            message,
+        } = self.0
+        else {
+            return Ok(());
+        };
+        write!(f, "{}:{line}:{column}: ", file.display())?;
+        if !field.is_empty() {
+            write!(f, "field `{field}`: ")?;
+        }
+        f.write_str(message)
+    }
+}
+
+/// Reads and parses a bootstrap file.
+pub fn read_file(path: &Path) -> Result<(Bootstrap, String), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: path.to_owned(),
+        source,
+    })?;
+    let config = parse(path, &text)?;
+    Ok((config, text))
+}
+
+/// Parses bootstrap YAML. `file` is only used to name the source in errors.
+pub fn parse(file: &Path, text: &str) -> Result<Bootstrap, ConfigError> {
+    // serde_path_to_error tracks the field path; serde-saphyr tracks the position.
+    let mut field = String::new();
+    let result = serde_saphyr::with_deserializer_from_str(text, |de| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            field = e.path().to_string();
+            e.into_inner()
+        })
+    });
+    result.map_err(|e| {
+        let location = e.location();
+        let message = strip_position(&e.without_snippet().to_string());
+        ConfigError::Invalid {
+            file: file.to_owned(),
+            line: location.map(|l| l.line()).unwrap_or(0),
+            column: location.map(|l| l.column()).unwrap_or(0),
+            field: if field == "." { String::new() } else { field },
+            message,
+        }
+    })
+}
+
+/// serde-saphyr's messages start with `error: line N column M: `; the position is reported
+/// separately here, so it is cut from the message.
+fn strip_position(message: &str) -> String {
+    let m = message.strip_prefix("error: ").unwrap_or(message);
+    if let Some(rest) = m.strip_prefix("line ")
+        && let Some((_, tail)) = rest.split_once(": ")
+    {
+        return tail.lines().next().unwrap_or(tail).to_owned();
+    }
+    m.lines().next().unwrap_or(m).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(yaml: &str) -> String {
+        parse(Path::new("bad.yaml"), yaml).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_wrong_type_names_file_line_column_and_field() {
+        let e = error_of(
+            "listeners:\n  - name: a\n    address: 127.0.0.1:1\nclusters:\n  - name: c\n    endpoints: []\n    max_connections: lots\n",
+        );
+        assert!(
+            e.starts_with("bad.yaml:7:22: field `clusters[0].max_connections`: "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_field_is_refused_with_what_is_valid() {
+        let e = error_of("listeners:\n  - name: a\n    adress: 127.0.0.1:1\n");
+        assert!(e.starts_with("bad.yaml:3:5: "), "{e}");
+        assert!(e.contains("unknown field `adress`"), "{e}");
+        assert!(e.contains("address"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_duration_says_what_would_be_valid() {
+        let e = error_of("drain_timeout: 5 parsecs\n");
+        assert!(e.starts_with("bad.yaml:1:16: field `drain_timeout`: "), "{e}");
+        assert!(e.contains("valid units"), "{e}");
+    }
+
+    #[test]
+    fn broken_yaml_is_an_error_not_a_panic() {
+        let e = error_of("listeners: [\n");
+        assert!(e.starts_with("bad.yaml:1:"), "{e}");
+    }
+}

@@ -1,0 +1,317 @@
+//! The static bootstrap file: listeners, routes, clusters and the admin listener.
+//!
+//! These types mirror the YAML one to one. They are parsed once at the edge
+//! ([`load::parse`]) and turned into runtime types by [`crate::snapshot::compile`]; nothing
+//! past that point re-checks them.
+
+mod duration;
+mod load;
+
+pub use duration::Dur;
+pub use load::{ConfigError, parse, read_file};
+
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+use std::net::SocketAddr;
+
+/// A value with the position it had in the file, so that errors found after parsing (an
+/// unknown cluster, a bad regex) can still name line and column. Serializes as the bare value.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Located<T>(pub Spanned<T>);
+
+impl<T> Located<T> {
+    pub fn value(&self) -> &T {
+        &self.0.value
+    }
+    pub fn line(&self) -> u64 {
+        self.0.referenced.line()
+    }
+    pub fn column(&self) -> u64 {
+        self.0.referenced.column()
+    }
+}
+
+impl<T: Serialize> Serialize for Located<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.value.serialize(s)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bootstrap {
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Worker threads, each with its own runtime and its own accept socket per listener.
+    /// Defaults to the number of cores.
+    #[serde(default)]
+    pub workers: Option<usize>,
+    /// How long SIGTERM waits for in-flight requests before closing what is left.
+    #[serde(default = "defaults::drain_timeout")]
+    pub drain_timeout: Dur,
+    #[serde(default)]
+    pub listeners: Vec<ListenerConfig>,
+    #[serde(default)]
+    pub clusters: Vec<ClusterConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Loopback by default: the admin API exposes configuration and is unauthenticated.
+    #[serde(default = "defaults::admin_address")]
+    pub address: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            address: defaults::admin_address(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ListenerProtocol {
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c), no upgrade dance.
+    Http2,
+    /// Detects HTTP/2 by its connection preface, HTTP/1.1 otherwise.
+    Auto,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub name: Located<String>,
+    pub address: SocketAddr,
+    #[serde(default = "defaults::listener_protocol")]
+    pub protocol: ListenerProtocol,
+    #[serde(default)]
+    pub limits: ListenerLimits,
+    #[serde(default)]
+    pub virtual_hosts: Vec<VirtualHostConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerLimits {
+    /// Request line plus all header names and values, in bytes. Over it: 431.
+    #[serde(default = "defaults::max_header_bytes")]
+    pub max_request_header_bytes: usize,
+    /// Number of request headers. Over it: 431.
+    #[serde(default = "defaults::max_headers")]
+    pub max_request_headers: usize,
+    /// A client that has not sent complete request headers by then is disconnected.
+    #[serde(default = "defaults::header_read_timeout")]
+    pub header_read_timeout: Dur,
+    /// An idle keep-alive connection is closed after this long.
+    #[serde(default = "defaults::idle_timeout")]
+    pub idle_timeout: Dur,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        Self {
+            max_request_header_bytes: defaults::max_header_bytes(),
+            max_request_headers: defaults::max_headers(),
+            header_read_timeout: defaults::header_read_timeout(),
+            idle_timeout: defaults::idle_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VirtualHostConfig {
+    pub name: String,
+    /// Host names: exact (`api.example.com`), suffix wildcard (`*.example.com`) or `*`.
+    pub domains: Vec<Located<String>>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub name: Located<String>,
+    #[serde(rename = "match", default)]
+    pub matcher: RouteMatchConfig,
+    // Exactly one of the three actions; checked when compiled, with the route's position.
+    #[serde(default)]
+    pub forward: Option<ForwardConfig>,
+    #[serde(default)]
+    pub redirect: Option<RedirectConfig>,
+    #[serde(default)]
+    pub direct_response: Option<DirectResponseConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatchConfig {
+    #[serde(default)]
+    pub path: Option<PathMatchConfig>,
+    #[serde(default)]
+    pub methods: Vec<Located<String>>,
+    #[serde(default)]
+    pub headers: Vec<HeaderMatchConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum PathMatchConfig {
+    Exact(Located<String>),
+    Prefix(Located<String>),
+    Regex(Located<String>),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatchConfig {
+    pub name: Located<String>,
+    // Exactly one of exact, prefix, regex or present; checked when compiled.
+    #[serde(default)]
+    pub exact: Option<String>,
+    #[serde(default)]
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub regex: Option<Located<String>>,
+    /// `true`: the header must be there; `false`: it must not.
+    #[serde(default)]
+    pub present: Option<bool>,
+    /// Matches when the rule does not.
+    #[serde(default)]
+    pub invert: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardConfig {
+    pub cluster: Located<String>,
+    /// Replaces the matched path prefix (or the whole path of an exact match).
+    #[serde(default)]
+    pub prefix_rewrite: Option<Located<String>>,
+    /// Overrides the cluster's request timeout for this route.
+    #[serde(default)]
+    pub timeout: Option<Dur>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectConfig {
+    #[serde(default)]
+    pub scheme: Option<String>,
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Replaces the whole path; the query is kept.
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default = "defaults::redirect_status")]
+    pub status: Located<u16>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectResponseConfig {
+    pub status: Located<u16>,
+    #[serde(default)]
+    pub body: String,
+    #[serde(default = "defaults::content_type")]
+    pub content_type: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LbPolicy {
+    RoundRobin,
+    /// Power of two random choices, the one with fewer requests in flight wins.
+    LeastRequest,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c).
+    Http2,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    pub name: Located<String>,
+    pub endpoints: Vec<SocketAddr>,
+    #[serde(default = "defaults::lb")]
+    pub lb: LbPolicy,
+    #[serde(default = "defaults::upstream_protocol")]
+    pub protocol: UpstreamProtocol,
+    #[serde(default = "defaults::connect_timeout")]
+    pub connect_timeout: Dur,
+    /// From the request being sent until the response headers arrive.
+    #[serde(default = "defaults::request_timeout")]
+    pub request_timeout: Dur,
+    /// Open upstream connections across all workers; past it, requests get 503.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    /// Idle pooled connections are not reused after this long.
+    #[serde(default = "defaults::pool_idle_timeout")]
+    pub pool_idle_timeout: Dur,
+}
+
+mod defaults {
+    use super::*;
+    use std::time::Duration;
+
+    pub fn admin_address() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 15000))
+    }
+    pub fn drain_timeout() -> Dur {
+        Dur(Duration::from_secs(20))
+    }
+    pub fn listener_protocol() -> ListenerProtocol {
+        ListenerProtocol::Auto
+    }
+    // Envoy defaults to 60 KiB and 100 headers; nginx to 4 x 8 KiB buffers.
+    pub fn max_header_bytes() -> usize {
+        32 * 1024
+    }
+    pub fn max_headers() -> usize {
+        100
+    }
+    pub fn header_read_timeout() -> Dur {
+        Dur(Duration::from_secs(10))
+    }
+    pub fn idle_timeout() -> Dur {
+        Dur(Duration::from_secs(60))
+    }
+    pub fn redirect_status() -> Located<u16> {
+        Located(Spanned::new(
+            301,
+            serde_saphyr::Location::UNKNOWN,
+            serde_saphyr::Location::UNKNOWN,
+        ))
+    }
+    pub fn content_type() -> String {
+        "text/plain".to_owned()
+    }
+    pub fn lb() -> LbPolicy {
+        LbPolicy::RoundRobin
+    }
+    pub fn upstream_protocol() -> UpstreamProtocol {
+        UpstreamProtocol::Http1
+    }
+    pub fn connect_timeout() -> Dur {
+        Dur(Duration::from_secs(2))
+    }
+    pub fn request_timeout() -> Dur {
+        Dur(Duration::from_secs(15))
+    }
+    pub fn max_connections() -> usize {
+        4096
+    }
+    pub fn pool_idle_timeout() -> Dur {
+        Dur(Duration::from_secs(30))
+    }
+}

@@ -1,0 +1,7 @@
+//! membrane-proxy: Membrane's data plane.
+//!
+//! A request goes through a fixed order of phases (see `ARCHITECTURE.md`): accept, HTTP
+//! (hyper), one load of the config snapshot, route, upstream (load balancer, pool), forward,
+//! response, metrics.
+
+pub mod config;
