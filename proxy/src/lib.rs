@@ -5,3 +5,4 @@
 //! response, metrics.
 
 pub mod config;
+pub mod route;
