@@ -5,4 +5,7 @@
 //! response, metrics.
 
 pub mod config;
+pub mod metrics;
 pub mod route;
+pub mod snapshot;
+pub mod upstream;

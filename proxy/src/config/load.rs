@@ -121,7 +121,10 @@ mod tests {
     #[test]
     fn a_bad_duration_says_what_would_be_valid() {
         let e = error_of("drain_timeout: 5 parsecs\n");
-        assert!(e.starts_with("bad.yaml:1:16: field `drain_timeout`: "), "{e}");
+        assert!(
+            e.starts_with("bad.yaml:1:16: field `drain_timeout`: "),
+            "{e}"
+        );
         assert!(e.contains("valid units"), "{e}");
     }
 

@@ -141,9 +141,7 @@ pub struct DuplicateDomain {
 
 impl<A> RouteTable<A> {
     /// Builds the table; each virtual host comes with its domain patterns.
-    pub fn new(
-        vhosts: Vec<(Vec<DomainPattern>, VirtualHost<A>)>,
-    ) -> Result<Self, DuplicateDomain> {
+    pub fn new(vhosts: Vec<(Vec<DomainPattern>, VirtualHost<A>)>) -> Result<Self, DuplicateDomain> {
         let mut hosts = HostIndex::default();
         let mut list = Vec::with_capacity(vhosts.len());
         for (vi, (domains, vh)) in vhosts.into_iter().enumerate() {
@@ -298,8 +296,17 @@ mod tests {
         assert_eq!(t.find(&r).unwrap().action, 1);
         let dup = RouteTable::new(vec![
             (vec![DomainPattern::Any], vh(0)),
-            (vec![DomainPattern::parse("a").unwrap(), DomainPattern::Any], vh(1)),
+            (
+                vec![DomainPattern::parse("a").unwrap(), DomainPattern::Any],
+                vh(1),
+            ),
         ]);
-        assert_eq!(dup.unwrap_err(), DuplicateDomain { vhost: 1, domain: 1 });
+        assert_eq!(
+            dup.unwrap_err(),
+            DuplicateDomain {
+                vhost: 1,
+                domain: 1
+            }
+        );
     }
 }

@@ -136,7 +136,9 @@ mod tests {
         let mut rng = fastrand::Rng::with_seed(7);
         let alphabet = b"/ab";
         let word = |rng: &mut fastrand::Rng| -> Vec<u8> {
-            (0..rng.usize(0..6)).map(|_| alphabet[rng.usize(0..3)]).collect()
+            (0..rng.usize(0..6))
+                .map(|_| alphabet[rng.usize(0..3)])
+                .collect()
         };
         for _ in 0..200 {
             let prefixes: Vec<Vec<u8>> = (0..rng.usize(1..20)).map(|_| word(&mut rng)).collect();

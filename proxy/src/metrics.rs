@@ -1,0 +1,326 @@
+//! Prometheus metrics. Every label set is bounded by the config (listener, route and cluster
+//! names, status class), never by request data.
+//!
+//! The request path never touches a lock: counters for each route are looked up once, when a
+//! config generation is compiled, and kept on the route; the latency histogram is made of
+//! atomics (prometheus-client's own histogram takes a mutex on every observation).
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub listener: String,
+    pub route: String,
+    pub cluster: String,
+    pub status_class: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabels {
+    pub cluster: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectFailureLabels {
+    pub cluster: String,
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+/// All of the proxy's metrics and the registry that exposes them.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: Family<ListenerLabels, LatencyHistogram>,
+    connect_failures: Family<ConnectFailureLabels, Counter>,
+    upstream_connections: Family<ClusterLabels, Gauge>,
+    downstream_active: Family<ListenerLabels, Gauge>,
+    downstream_total: Family<ListenerLabels, Counter>,
+    reloads: Family<ResultLabels, Counter>,
+    generation: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("membrane");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests answered, by listener, route, cluster and status class",
+            requests.clone(),
+        );
+        let request_duration = Family::<ListenerLabels, LatencyHistogram>::new_with_constructor(
+            LatencyHistogram::default as fn() -> LatencyHistogram,
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from request headers received to response headers sent",
+            request_duration.clone(),
+        );
+        let connect_failures = Family::<ConnectFailureLabels, Counter>::default();
+        registry.register(
+            "upstream_connect_failures",
+            "Upstream connection attempts that failed, by cluster and reason",
+            connect_failures.clone(),
+        );
+        let upstream_connections = Family::<ClusterLabels, Gauge>::default();
+        registry.register(
+            "upstream_connections_active",
+            "Open upstream connections, by cluster",
+            upstream_connections.clone(),
+        );
+        let downstream_active = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "downstream_connections_active",
+            "Open downstream connections, by listener",
+            downstream_active.clone(),
+        );
+        let downstream_total = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "downstream_connections",
+            "Downstream connections accepted, by listener",
+            downstream_total.clone(),
+        );
+        let reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Configuration loads, by result (ok, failed)",
+            reloads.clone(),
+        );
+        let generation = Gauge::default();
+        registry.register(
+            "config_generation",
+            "Generation number of the configuration now serving",
+            generation.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            request_duration,
+            connect_failures,
+            upstream_connections,
+            downstream_active,
+            downstream_total,
+            reloads,
+            generation,
+        }
+    }
+
+    /// The OpenMetrics text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8192);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Counters for one route (or for a listener's unrouted requests), one per status class.
+    pub fn route(&self, listener: &str, route: &str, cluster: &str) -> RouteMetrics {
+        let counter = |class| {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    listener: listener.to_owned(),
+                    route: route.to_owned(),
+                    cluster: cluster.to_owned(),
+                    status_class: class,
+                })
+                .clone()
+        };
+        RouteMetrics {
+            by_class: STATUS_CLASSES.map(counter),
+            duration: self
+                .request_duration
+                .get_or_create(&ListenerLabels {
+                    listener: listener.to_owned(),
+                })
+                .clone(),
+        }
+    }
+
+    pub fn cluster(&self, cluster: &str) -> ClusterMetrics {
+        let fail = |reason| {
+            self.connect_failures
+                .get_or_create(&ConnectFailureLabels {
+                    cluster: cluster.to_owned(),
+                    reason,
+                })
+                .clone()
+        };
+        ClusterMetrics {
+            connect_refused: fail("refused"),
+            connect_timeout: fail("timeout"),
+            connect_other: fail("other"),
+            connections: self
+                .upstream_connections
+                .get_or_create(&ClusterLabels {
+                    cluster: cluster.to_owned(),
+                })
+                .clone(),
+        }
+    }
+
+    pub fn listener(&self, listener: &str) -> ListenerMetrics {
+        let l = ListenerLabels {
+            listener: listener.to_owned(),
+        };
+        ListenerMetrics {
+            active: self.downstream_active.get_or_create(&l).clone(),
+            accepted: self.downstream_total.get_or_create(&l).clone(),
+        }
+    }
+
+    pub fn reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.reloads.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    pub fn set_generation(&self, g: u64) {
+        self.generation.set(g as i64);
+    }
+}
+
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+#[derive(Debug, Clone)]
+pub struct RouteMetrics {
+    by_class: [Counter; 5],
+    duration: LatencyHistogram,
+}
+
+impl RouteMetrics {
+    #[inline]
+    pub fn record(&self, status: http::StatusCode, elapsed: Duration) {
+        let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
+        self.by_class[class].inc();
+        self.duration.observe(elapsed);
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ClusterMetrics {
+    pub connect_refused: Counter,
+    pub connect_timeout: Counter,
+    pub connect_other: Counter,
+    pub connections: Gauge,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerMetrics {
+    pub active: Gauge,
+    pub accepted: Counter,
+}
+
+/// Upper bounds of the latency buckets, in seconds.
+const BOUNDS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A fixed-bucket histogram built from atomics, so observing never blocks.
+#[derive(Debug, Clone, Default)]
+pub struct LatencyHistogram {
+    inner: Arc<HistogramCells>,
+}
+
+#[derive(Debug, Default)]
+struct HistogramCells {
+    /// One more than the bounds: the last bucket is +Inf.
+    buckets: [AtomicU64; BOUNDS.len() + 1],
+    sum_nanos: AtomicU64,
+    count: AtomicU64,
+}
+
+impl LatencyHistogram {
+    #[inline]
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = BOUNDS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(BOUNDS.len());
+        let c = &self.inner;
+        c.buckets[i].fetch_add(1, Ordering::Relaxed);
+        c.sum_nanos
+            .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+        c.count.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for LatencyHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for LatencyHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let c = &self.inner;
+        let mut buckets = [(0.0, 0u64); BOUNDS.len() + 1];
+        for (i, slot) in buckets.iter_mut().enumerate() {
+            let bound = BOUNDS.get(i).copied().unwrap_or(f64::MAX);
+            *slot = (bound, c.buckets[i].load(Ordering::Relaxed));
+        }
+        let sum = c.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let count = c.count.load(Ordering::Relaxed);
+        encoder
+            .encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_counters_and_histogram_show_in_the_exposition() {
+        let m = Metrics::new();
+        let r = m.route("main", "api", "backend");
+        r.record(http::StatusCode::OK, Duration::from_millis(3));
+        r.record(http::StatusCode::BAD_GATEWAY, Duration::from_millis(30));
+        m.reload(true);
+        let text = m.encode();
+        assert!(text.contains(
+            r#"membrane_requests_total{listener="main",route="api",cluster="backend",status_class="2xx"} 1"#
+        ), "{text}");
+        assert!(
+            text.contains(r#"membrane_request_duration_seconds_count{listener="main"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"membrane_request_duration_seconds_bucket{le="0.005",listener="main"} 1"#
+            ) || text.contains(
+                r#"membrane_request_duration_seconds_bucket{listener="main",le="0.005"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"membrane_config_reloads_total{result="ok"} 1"#),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,566 @@
+//! One config generation, compiled for the request path, and the compiler that makes it.
+//!
+//! Everything is checked here, before the swap: references (route → cluster), names,
+//! regexes, status codes. A request loads the snapshot once and sees one consistent view.
+
+use crate::config::{
+    Bootstrap, ClusterConfig, ConfigError, ListenerConfig, ListenerProtocol, Located,
+    PathMatchConfig, RouteConfig,
+};
+use crate::metrics::{ListenerMetrics, Metrics, RouteMetrics};
+use crate::route::{
+    DomainPattern, HeaderMatcher, HeaderRule, PathMatch, Route, RouteTable, VirtualHost,
+};
+use crate::upstream::{Cluster, ClusterShared, Endpoint};
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+use rustc_hash::FxHashMap;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+/// A compiled config generation.
+pub struct Snapshot {
+    pub generation: u64,
+    /// Hash of the source text: equal texts give equal versions.
+    pub version: String,
+    pub listeners: FxHashMap<Arc<str>, Arc<Listener>>,
+    pub clusters: FxHashMap<Arc<str>, Arc<Cluster>>,
+    pub source: Bootstrap,
+}
+
+pub struct Listener {
+    pub name: Arc<str>,
+    pub address: SocketAddr,
+    pub protocol: ListenerProtocol,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub routes: RouteTable<RouteEntry>,
+    /// Counts requests that matched no route.
+    pub unrouted: RouteMetrics,
+    pub metrics: ListenerMetrics,
+}
+
+/// What a matched route does, with its name and counters.
+pub struct RouteEntry {
+    pub name: Arc<str>,
+    pub action: Action,
+    pub metrics: RouteMetrics,
+}
+
+pub enum Action {
+    Forward {
+        cluster: Arc<Cluster>,
+        /// Replaces the first `strip` bytes of the path.
+        rewrite: Option<(usize, Box<str>)>,
+        timeout: Duration,
+    },
+    Redirect {
+        status: StatusCode,
+        scheme: Option<Box<str>>,
+        host: Option<Box<str>>,
+        path: Option<Box<str>>,
+    },
+    Direct {
+        status: StatusCode,
+        body: Bytes,
+        content_type: HeaderValue,
+    },
+}
+
+/// Compiles a parsed bootstrap. `prev` lends reload-stable cluster state (pools, counts).
+pub fn compile(
+    file: &Path,
+    text: &str,
+    cfg: Bootstrap,
+    generation: u64,
+    prev: Option<&Snapshot>,
+    metrics: &Metrics,
+) -> Result<Snapshot, ConfigError> {
+    let c = Compiler { file, metrics };
+    if cfg.workers == Some(0) {
+        return Err(c.err_at(0, 0, "workers", "must be at least 1".into()));
+    }
+    let mut clusters = FxHashMap::default();
+    for (i, cl) in cfg.clusters.iter().enumerate() {
+        let name: Arc<str> = cl.name.value().as_str().into();
+        let shared = prev
+            .and_then(|p| p.clusters.get(&name))
+            .map(|old| old.shared.clone())
+            .unwrap_or_else(ClusterShared::new);
+        let cluster = c.cluster(i, cl, name.clone(), shared)?;
+        if clusters.insert(name, Arc::new(cluster)).is_some() {
+            return Err(c.err(
+                &cl.name,
+                format!("clusters[{i}].name"),
+                "a cluster of this name is defined already".into(),
+            ));
+        }
+    }
+    let mut listeners = FxHashMap::default();
+    let mut addresses = FxHashMap::default();
+    for (i, l) in cfg.listeners.iter().enumerate() {
+        let listener = c.listener(i, l, &clusters)?;
+        if l.address.port() != 0
+            && let Some(other) = addresses.insert(l.address, l.name.value().clone())
+        {
+            return Err(c.err(
+                &l.name,
+                format!("listeners[{i}].address"),
+                format!("{} is the address of listener `{other}` already", l.address),
+            ));
+        }
+        if listeners
+            .insert(listener.name.clone(), Arc::new(listener))
+            .is_some()
+        {
+            return Err(c.err(
+                &l.name,
+                format!("listeners[{i}].name"),
+                "a listener of this name is defined already".into(),
+            ));
+        }
+    }
+    Ok(Snapshot {
+        generation,
+        version: content_version(text),
+        listeners,
+        clusters,
+        source: cfg,
+    })
+}
+
+fn content_version(text: &str) -> String {
+    let mut h = rustc_hash::FxHasher::default();
+    text.hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+struct Compiler<'a> {
+    file: &'a Path,
+    metrics: &'a Metrics,
+}
+
+impl Compiler<'_> {
+    fn err_at(&self, line: u64, column: u64, field: &str, message: String) -> ConfigError {
+        ConfigError::Invalid {
+            file: PathBuf::from(self.file),
+            line,
+            column,
+            field: field.to_owned(),
+            message,
+        }
+    }
+
+    fn err<T>(&self, at: &Located<T>, field: String, message: String) -> ConfigError {
+        self.err_at(at.line(), at.column(), &field, message)
+    }
+
+    fn cluster(
+        &self,
+        i: usize,
+        cl: &ClusterConfig,
+        name: Arc<str>,
+        shared: Arc<ClusterShared>,
+    ) -> Result<Cluster, ConfigError> {
+        if cl.max_connections == 0 {
+            return Err(self.err(
+                &cl.name,
+                format!("clusters[{i}].max_connections"),
+                "must be at least 1".into(),
+            ));
+        }
+        Ok(Cluster {
+            metrics: self.metrics.cluster(&name),
+            name,
+            endpoints: cl
+                .endpoints
+                .iter()
+                .map(|&addr| Endpoint {
+                    addr,
+                    active: AtomicUsize::new(0),
+                })
+                .collect(),
+            lb: cl.lb,
+            protocol: cl.protocol,
+            connect_timeout: cl.connect_timeout.0,
+            request_timeout: cl.request_timeout.0,
+            pool_idle_timeout: cl.pool_idle_timeout.0,
+            max_connections: cl.max_connections,
+            shared,
+        })
+    }
+
+    fn listener(
+        &self,
+        i: usize,
+        l: &ListenerConfig,
+        clusters: &FxHashMap<Arc<str>, Arc<Cluster>>,
+    ) -> Result<Listener, ConfigError> {
+        let name: Arc<str> = l.name.value().as_str().into();
+        let mut vhosts = Vec::new();
+        let mut route_names = FxHashMap::default();
+        for (vi, vh) in l.virtual_hosts.iter().enumerate() {
+            let at = format!("listeners[{i}].virtual_hosts[{vi}]");
+            let mut domains = Vec::new();
+            for (di, d) in vh.domains.iter().enumerate() {
+                let p = DomainPattern::parse(d.value())
+                    .map_err(|m| self.err(d, format!("{at}.domains[{di}]"), m))?;
+                domains.push(p);
+            }
+            let mut routes = Vec::new();
+            for (ri, r) in vh.routes.iter().enumerate() {
+                let at = format!("{at}.routes[{ri}]");
+                if route_names.insert(r.name.value().clone(), ()).is_some() {
+                    return Err(self.err(
+                        &r.name,
+                        format!("{at}.name"),
+                        "route names must be unique within a listener (they label metrics)".into(),
+                    ));
+                }
+                routes.push(self.route(&at, &name, r, clusters)?);
+            }
+            vhosts.push((domains, VirtualHost::new(vh.name.as_str(), routes)));
+        }
+        let routes = RouteTable::new(vhosts).map_err(|dup| {
+            let d = &l.virtual_hosts[dup.vhost].domains[dup.domain];
+            self.err(
+                d,
+                format!(
+                    "listeners[{i}].virtual_hosts[{}].domains[{}]",
+                    dup.vhost, dup.domain
+                ),
+                format!(
+                    "domain `{}` belongs to another virtual host of this listener already",
+                    d.value()
+                ),
+            )
+        })?;
+        Ok(Listener {
+            unrouted: self.metrics.route(&name, "", ""),
+            metrics: self.metrics.listener(&name),
+            name,
+            address: l.address,
+            protocol: l.protocol,
+            max_header_bytes: l.limits.max_request_header_bytes,
+            max_headers: l.limits.max_request_headers,
+            header_read_timeout: l.limits.header_read_timeout.0,
+            idle_timeout: l.limits.idle_timeout.0,
+            routes,
+        })
+    }
+
+    fn route(
+        &self,
+        at: &str,
+        listener: &str,
+        r: &RouteConfig,
+        clusters: &FxHashMap<Arc<str>, Arc<Cluster>>,
+    ) -> Result<Route<RouteEntry>, ConfigError> {
+        let name: Arc<str> = r.name.value().as_str().into();
+        let m = &r.matcher;
+        let path = match &m.path {
+            None => PathMatch::Prefix("".into()),
+            Some(PathMatchConfig::Exact(p)) => {
+                self.check_path(p, &format!("{at}.match.path.exact"))?;
+                PathMatch::Exact(p.value().as_str().into())
+            }
+            Some(PathMatchConfig::Prefix(p)) => {
+                self.check_path(p, &format!("{at}.match.path.prefix"))?;
+                PathMatch::Prefix(p.value().as_str().into())
+            }
+            Some(PathMatchConfig::Regex(p)) => PathMatch::full_regex(p.value()).map_err(|e| {
+                self.err(
+                    p,
+                    format!("{at}.match.path.regex"),
+                    format!("not a valid regex: {e}"),
+                )
+            })?,
+        };
+        let mut methods = Vec::new();
+        for (mi, meth) in m.methods.iter().enumerate() {
+            let parsed = Method::from_bytes(meth.value().as_bytes())
+                .ok()
+                .filter(|_| meth.value().bytes().all(|b| b.is_ascii_uppercase()))
+                .ok_or_else(|| {
+                    self.err(
+                        meth,
+                        format!("{at}.match.methods[{mi}]"),
+                        format!(
+                            "`{}` is not an HTTP method; write it in upper case, like GET",
+                            meth.value()
+                        ),
+                    )
+                })?;
+            methods.push(parsed);
+        }
+        let mut headers = Vec::new();
+        for (hi, h) in m.headers.iter().enumerate() {
+            let f = format!("{at}.match.headers[{hi}]");
+            let hname = HeaderName::from_bytes(h.name.value().as_bytes()).map_err(|_| {
+                self.err(
+                    &h.name,
+                    format!("{f}.name"),
+                    format!("`{}` is not a valid header name", h.name.value()),
+                )
+            })?;
+            let rule = match (&h.exact, &h.prefix, &h.regex, h.present) {
+                (Some(e), None, None, None) => HeaderRule::Exact(e.as_bytes().into()),
+                (None, Some(p), None, None) => HeaderRule::Prefix(p.as_bytes().into()),
+                (None, None, Some(re), None) => {
+                    HeaderRule::Regex(regex::Regex::new(re.value()).map_err(|e| {
+                        self.err(re, format!("{f}.regex"), format!("not a valid regex: {e}"))
+                    })?)
+                }
+                (None, None, None, Some(p)) => HeaderRule::Present(p),
+                _ => {
+                    return Err(self.err(
+                        &h.name,
+                        f,
+                        "give exactly one of exact, prefix, regex or present".into(),
+                    ));
+                }
+            };
+            headers.push(HeaderMatcher {
+                name: hname,
+                rule,
+                invert: h.invert,
+            });
+        }
+        let action = match (&r.forward, &r.redirect, &r.direct_response) {
+            (Some(fw), None, None) => {
+                let cluster = clusters.get(fw.cluster.value().as_str()).ok_or_else(|| {
+                    let mut known: Vec<&str> = clusters.keys().map(|k| &**k).collect();
+                    known.sort_unstable();
+                    self.err(
+                        &fw.cluster,
+                        format!("{at}.forward.cluster"),
+                        format!(
+                            "no cluster is named `{}`; defined clusters: [{}]",
+                            fw.cluster.value(),
+                            known.join(", ")
+                        ),
+                    )
+                })?;
+                let rewrite = match (&fw.prefix_rewrite, &path) {
+                    (None, _) => None,
+                    (Some(to), PathMatch::Prefix(p)) => Some((p.len(), to.value().as_str().into())),
+                    (Some(to), PathMatch::Exact(p)) => Some((p.len(), to.value().as_str().into())),
+                    (Some(to), PathMatch::Regex(_)) => {
+                        return Err(self.err(
+                            to,
+                            format!("{at}.forward.prefix_rewrite"),
+                            "needs a prefix or exact path match, not a regex".into(),
+                        ));
+                    }
+                };
+                Action::Forward {
+                    timeout: fw.timeout.map(|d| d.0).unwrap_or(cluster.request_timeout),
+                    cluster: cluster.clone(),
+                    rewrite,
+                }
+            }
+            (None, Some(rd), None) => {
+                let s = *rd.status.value();
+                if ![301, 302, 303, 307, 308].contains(&s) {
+                    return Err(self.err(
+                        &rd.status,
+                        format!("{at}.redirect.status"),
+                        format!("{s} is not a redirect; use 301, 302, 303, 307 or 308"),
+                    ));
+                }
+                Action::Redirect {
+                    status: StatusCode::from_u16(s).unwrap_or(StatusCode::MOVED_PERMANENTLY),
+                    scheme: rd.scheme.as_deref().map(Into::into),
+                    host: rd.host.as_deref().map(Into::into),
+                    path: rd.path.as_deref().map(Into::into),
+                }
+            }
+            (None, None, Some(d)) => {
+                let s = *d.status.value();
+                let status = StatusCode::from_u16(s)
+                    .ok()
+                    .filter(|_| (200..=599).contains(&s))
+                    .ok_or_else(|| {
+                        self.err(
+                            &d.status,
+                            format!("{at}.direct_response.status"),
+                            format!("{s} is not a status from 200 to 599"),
+                        )
+                    })?;
+                Action::Direct {
+                    status,
+                    body: Bytes::from(d.body.clone()),
+                    content_type: HeaderValue::from_str(&d.content_type).map_err(|_| {
+                        self.err(
+                            &d.status,
+                            format!("{at}.direct_response.content_type"),
+                            "not a valid header value".into(),
+                        )
+                    })?,
+                }
+            }
+            _ => {
+                return Err(self.err(
+                    &r.name,
+                    at.to_owned(),
+                    "a route needs exactly one of forward, redirect or direct_response".into(),
+                ));
+            }
+        };
+        let cluster_name = match &action {
+            Action::Forward { cluster, .. } => cluster.name.clone(),
+            _ => "".into(),
+        };
+        Ok(Route {
+            path,
+            methods: methods.into(),
+            headers: headers.into(),
+            action: RouteEntry {
+                metrics: self.metrics.route(listener, &name, &cluster_name),
+                name,
+                action,
+            },
+        })
+    }
+
+    fn check_path(&self, p: &Located<String>, field: &str) -> Result<(), ConfigError> {
+        if p.value().starts_with('/') {
+            Ok(())
+        } else {
+            Err(self.err(
+                p,
+                field.to_owned(),
+                format!("`{}` must start with `/`", p.value()),
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compile_text(yaml: &str) -> Result<Snapshot, ConfigError> {
+        let file = Path::new("t.yaml");
+        let cfg = crate::config::parse(file, yaml)?;
+        compile(file, yaml, cfg, 1, None, &Metrics::new())
+    }
+
+    const BASE: &str = "listeners:\n  - name: main\n    address: 127.0.0.1:0\n    virtual_hosts:\n      - name: all\n        domains: ['*']\n        routes:\n";
+
+    #[test]
+    fn an_unknown_cluster_is_named_with_its_position_and_the_known_ones() {
+        let yaml = format!(
+            "{BASE}          - name: r\n            forward: {{cluster: nope}}\nclusters:\n  - name: backend\n    endpoints: [127.0.0.1:1]\n"
+        );
+        let e = compile_text(&yaml).err().unwrap().to_string();
+        assert!(
+            e.starts_with(
+                "t.yaml:9:32: field `listeners[0].virtual_hosts[0].routes[0].forward.cluster`"
+            ),
+            "{e}"
+        );
+        assert!(
+            e.contains("no cluster is named `nope`; defined clusters: [backend]"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_route_with_two_actions_is_refused() {
+        let yaml = format!(
+            "{BASE}          - name: r\n            direct_response: {{status: 200}}\n            redirect: {{host: x}}\n"
+        );
+        let e = compile_text(&yaml).err().unwrap().to_string();
+        assert!(
+            e.contains("exactly one of forward, redirect or direct_response"),
+            "{e}"
+        );
+        assert!(e.starts_with("t.yaml:8:19:"), "{e}");
+    }
+
+    #[test]
+    fn bad_regex_method_and_status_are_refused() {
+        for (route, want) in [
+            (
+                "match: {path: {regex: '(['}}\n            direct_response: {status: 200}",
+                "not a valid regex",
+            ),
+            (
+                "match: {methods: [get]}\n            direct_response: {status: 200}",
+                "not an HTTP method",
+            ),
+            ("redirect: {status: 200}", "is not a redirect"),
+            (
+                "direct_response: {status: 700}",
+                "not a status from 200 to 599",
+            ),
+            (
+                "match: {path: {prefix: api}}\n            direct_response: {status: 200}",
+                "must start with `/`",
+            ),
+        ] {
+            let yaml = format!("{BASE}          - name: r\n            {route}\n");
+            let e = compile_text(&yaml).err().unwrap().to_string();
+            assert!(e.contains(want), "{route}: {e}");
+        }
+    }
+
+    #[test]
+    fn duplicate_names_and_domains_are_refused() {
+        let yaml = format!(
+            "{BASE}          - name: r\n            direct_response: {{status: 200}}\n          - name: r\n            direct_response: {{status: 200}}\n"
+        );
+        assert!(
+            compile_text(&yaml)
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("unique")
+        );
+        let yaml = "listeners:\n  - name: m\n    address: 127.0.0.1:0\n    virtual_hosts:\n      - {name: a, domains: ['x.com']}\n      - {name: b, domains: ['X.com']}\n";
+        let e = compile_text(yaml).err().unwrap().to_string();
+        assert!(
+            e.contains("domains[0]") && e.contains("another virtual host"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_good_config_compiles_and_keeps_cluster_state_across_generations() {
+        let yaml = format!(
+            "{BASE}          - name: r\n            forward: {{cluster: backend}}\nclusters:\n  - name: backend\n    endpoints: [127.0.0.1:1]\n"
+        );
+        let m = Metrics::new();
+        let file = Path::new("t.yaml");
+        let s1 = compile(
+            file,
+            &yaml,
+            crate::config::parse(file, &yaml).unwrap(),
+            1,
+            None,
+            &m,
+        )
+        .unwrap();
+        let s2 = compile(
+            file,
+            &yaml,
+            crate::config::parse(file, &yaml).unwrap(),
+            2,
+            Some(&s1),
+            &m,
+        )
+        .unwrap();
+        assert!(Arc::ptr_eq(
+            &s1.clusters["backend"].shared,
+            &s2.clusters["backend"].shared
+        ));
+        assert_eq!(s1.version, s2.version);
+    }
+}

@@ -1,0 +1,131 @@
+use crate::config::{LbPolicy, UpstreamProtocol};
+use crate::metrics::ClusterMetrics;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// A cluster as the request path sees it: compiled once per config generation.
+#[derive(Debug)]
+pub struct Cluster {
+    pub name: Arc<str>,
+    pub endpoints: Box<[Endpoint]>,
+    pub lb: LbPolicy,
+    pub protocol: UpstreamProtocol,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub max_connections: usize,
+    /// Survives reloads for a cluster of the same name, so that pooled connections and the
+    /// connection count carry over to the new generation.
+    pub shared: Arc<ClusterShared>,
+    pub metrics: ClusterMetrics,
+}
+
+#[derive(Debug)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    /// Requests in flight to this endpoint, for least-request balancing.
+    pub active: AtomicUsize,
+}
+
+/// Per-cluster state that outlives a config generation.
+#[derive(Debug)]
+pub struct ClusterShared {
+    /// Identifies the cluster in the per-worker connection pools.
+    pub id: u64,
+    pub open_connections: AtomicUsize,
+    round_robin: AtomicUsize,
+}
+
+impl ClusterShared {
+    pub fn new() -> Arc<Self> {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Arc::new(Self {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            open_connections: AtomicUsize::new(0),
+            round_robin: AtomicUsize::new(0),
+        })
+    }
+}
+
+impl Cluster {
+    /// Chooses an endpoint; `None` when the cluster has none.
+    #[inline]
+    pub fn pick(&self) -> Option<usize> {
+        let n = self.endpoints.len();
+        match n {
+            0 => None,
+            1 => Some(0),
+            _ => Some(match self.lb {
+                LbPolicy::RoundRobin => self.shared.round_robin.fetch_add(1, Ordering::Relaxed) % n,
+                LbPolicy::LeastRequest => {
+                    // Two distinct random choices; ties go to the first.
+                    let a = fastrand::usize(..n);
+                    let mut b = fastrand::usize(..n - 1);
+                    if b >= a {
+                        b += 1;
+                    }
+                    let load = |i: usize| self.endpoints[i].active.load(Ordering::Relaxed);
+                    if load(b) < load(a) { b } else { a }
+                }
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn test_cluster(lb: LbPolicy, n: u16) -> Cluster {
+    let m = crate::metrics::Metrics::new();
+    Cluster {
+        name: "c".into(),
+        endpoints: (0..n)
+            .map(|i| Endpoint {
+                addr: SocketAddr::from(([127, 0, 0, 1], 1000 + i)),
+                active: AtomicUsize::new(0),
+            })
+            .collect(),
+        lb,
+        protocol: UpstreamProtocol::Http1,
+        connect_timeout: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(1),
+        pool_idle_timeout: Duration::from_secs(1),
+        max_connections: 10,
+        shared: ClusterShared::new(),
+        metrics: m.cluster("c"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_robin_cycles_through_every_endpoint() {
+        let c = test_cluster(LbPolicy::RoundRobin, 3);
+        let picks: Vec<usize> = (0..6).map(|_| c.pick().unwrap()).collect();
+        assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
+        assert_eq!(test_cluster(LbPolicy::RoundRobin, 0).pick(), None);
+    }
+
+    #[test]
+    fn least_request_avoids_the_busy_endpoint() {
+        let c = test_cluster(LbPolicy::LeastRequest, 2);
+        c.endpoints[0].active.store(5, Ordering::Relaxed);
+        for _ in 0..50 {
+            assert_eq!(c.pick(), Some(1));
+        }
+        let c = test_cluster(LbPolicy::LeastRequest, 4);
+        c.endpoints[2].active.store(100, Ordering::Relaxed);
+        let mut seen = [0; 4];
+        for _ in 0..400 {
+            seen[c.pick().unwrap()] += 1;
+        }
+        // Endpoint 2 loses every comparison, so it is only picked never.
+        assert_eq!(seen[2], 0, "{seen:?}");
+        assert!(
+            seen.iter().enumerate().all(|(i, &s)| i == 2 || s > 50),
+            "{seen:?}"
+        );
+    }
+}
