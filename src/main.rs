@@ -1,1 +1,87 @@
-fn main() {}
+//! The `membrane` command line. Thin on purpose: each subcommand parses its flags and hands
+//! over to a library crate.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "membrane",
+    version,
+    about = "Membrane: a zero-trust cell gateway"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway's data plane from a static YAML config file.
+    ///
+    /// Reloads the file on SIGHUP and when it changes; a bad file is refused with its
+    /// position and the running config keeps serving. SIGTERM or Ctrl-C drains in-flight
+    /// requests, then exits 0.
+    Proxy {
+        /// The bootstrap file (listeners, routes, clusters, admin).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Do not reload when the file changes (SIGHUP still reloads).
+        #[arg(long)]
+        no_watch: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Proxy { config, no_watch } => run_proxy(config, !no_watch),
+    }
+}
+
+fn run_proxy(config_path: PathBuf, watch_file: bool) -> ExitCode {
+    let handle = match membrane_proxy::start(membrane_proxy::StartOptions {
+        config_path,
+        watch_file,
+    }) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("membrane: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("membrane: cannot start the signal runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::hangup()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            eprintln!("membrane: cannot install signal handlers");
+            return ExitCode::from(1);
+        };
+        loop {
+            tokio::select! {
+                _ = hup.recv() => handle.request_reload(),
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+        }
+        handle.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}

@@ -5,7 +5,11 @@
 //! response, metrics.
 
 pub mod config;
+pub mod http;
 pub mod metrics;
 pub mod route;
+pub mod server;
 pub mod snapshot;
 pub mod upstream;
+
+pub use server::{ProxyHandle, StartError, StartOptions, start};

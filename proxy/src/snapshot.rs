@@ -39,7 +39,6 @@ pub struct Listener {
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub header_read_timeout: Duration,
-    pub idle_timeout: Duration,
     pub routes: RouteTable<RouteEntry>,
     /// Counts requests that matched no route.
     pub unrouted: RouteMetrics,
@@ -250,7 +249,6 @@ impl Compiler<'_> {
             max_header_bytes: l.limits.max_request_header_bytes,
             max_headers: l.limits.max_request_headers,
             header_read_timeout: l.limits.header_read_timeout.0,
-            idle_timeout: l.limits.idle_timeout.0,
             routes,
         })
     }

@@ -104,12 +104,11 @@ pub struct ListenerLimits {
     /// Number of request headers. Over it: 431.
     #[serde(default = "defaults::max_headers")]
     pub max_request_headers: usize,
-    /// A client that has not sent complete request headers by then is disconnected.
+    /// A client that has not sent complete request headers by then is disconnected. On
+    /// HTTP/1.1 the clock starts when the proxy begins waiting for a request, so this also
+    /// closes keep-alive connections idle for that long.
     #[serde(default = "defaults::header_read_timeout")]
     pub header_read_timeout: Dur,
-    /// An idle keep-alive connection is closed after this long.
-    #[serde(default = "defaults::idle_timeout")]
-    pub idle_timeout: Dur,
 }
 
 impl Default for ListenerLimits {
@@ -118,7 +117,6 @@ impl Default for ListenerLimits {
             max_request_header_bytes: defaults::max_header_bytes(),
             max_request_headers: defaults::max_headers(),
             header_read_timeout: defaults::header_read_timeout(),
-            idle_timeout: defaults::idle_timeout(),
         }
     }
 }
@@ -282,9 +280,6 @@ mod defaults {
     }
     pub fn header_read_timeout() -> Dur {
         Dur(Duration::from_secs(10))
-    }
-    pub fn idle_timeout() -> Dur {
-        Dur(Duration::from_secs(60))
     }
     pub fn redirect_status() -> Located<u16> {
         Located(Spanned::new(

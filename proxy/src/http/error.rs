@@ -1,0 +1,77 @@
+//! Every failure the request path can meet, and the one place that turns it into a response.
+
+use super::body::ProxyBody;
+use crate::upstream::UpstreamError;
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route matches host `{host}` and path `{path}`")]
+    NoRoute { host: String, path: String },
+    #[error("{0}")]
+    BadRequest(&'static str),
+    #[error("request headers take {size} bytes, over this listener's limit of {limit}")]
+    HeadersTooLarge { size: usize, limit: usize },
+    #[error("request has {count} headers, over this listener's limit of {limit}")]
+    TooManyHeaders { count: usize, limit: usize },
+    #[error("listener `{0}` is being removed; retry on another connection")]
+    ListenerGone(String),
+    #[error("an Upgrade request needs an HTTP/1.1 cluster; cluster `{0}` speaks HTTP/2")]
+    UpgradeNeedsHttp1(String),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+impl ProxyError {
+    /// The status and the stable error code clients and dashboards can rely on. Exhaustive
+    /// on purpose: a new error must be given its status here.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        use UpstreamError as U;
+        match self {
+            ProxyError::NoRoute { .. } => (StatusCode::NOT_FOUND, "no_route"),
+            ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ProxyError::HeadersTooLarge { .. } => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+            ),
+            ProxyError::TooManyHeaders { .. } => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "too_many_headers",
+            ),
+            ProxyError::ListenerGone(_) => (StatusCode::SERVICE_UNAVAILABLE, "listener_draining"),
+            ProxyError::UpgradeNeedsHttp1(_) => (StatusCode::BAD_GATEWAY, "upgrade_unsupported"),
+            ProxyError::Upstream(u) => match u {
+                U::NoEndpoint(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_endpoint"),
+                U::Overflow { .. } => (StatusCode::SERVICE_UNAVAILABLE, "upstream_overflow"),
+                U::ConnectRefused { .. } => (StatusCode::BAD_GATEWAY, "upstream_connect_refused"),
+                U::Connect { .. } => (StatusCode::BAD_GATEWAY, "upstream_connect_failed"),
+                U::ConnectTimeout { .. } => {
+                    (StatusCode::GATEWAY_TIMEOUT, "upstream_connect_timeout")
+                }
+                U::Handshake { .. } => (StatusCode::BAD_GATEWAY, "upstream_protocol_error"),
+                U::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+                U::Exchange { .. } => (StatusCode::BAD_GATEWAY, "upstream_reset"),
+            },
+        }
+    }
+
+    /// `{"error": code, "message": text, "request_id": id}` with the matching status.
+    pub fn into_response(self, request_id: &HeaderValue) -> Response<ProxyBody> {
+        let (status, code) = self.status_and_code();
+        let body = serde_json::json!({
+            "error": code,
+            "message": self.to_string(),
+            "request_id": request_id.to_str().unwrap_or(""),
+        });
+        let mut resp = Response::new(ProxyBody::full(Bytes::from(body.to_string())));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(super::headers::X_REQUEST_ID, request_id.clone());
+        resp
+    }
+}

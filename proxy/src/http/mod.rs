@@ -1,0 +1,6 @@
+//! The HTTP pipeline: one request from routing to response.
+
+pub mod body;
+pub mod error;
+pub mod headers;
+pub mod service;

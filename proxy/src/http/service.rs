@@ -1,0 +1,376 @@
+//! The request path. The phases run in a fixed order, each a plain step:
+//!
+//! 1. load the config snapshot once (the whole request sees one generation)
+//! 2. check header limits (431) and read the host (400 when missing)
+//! 3. route: virtual host by host, then first matching route (404)
+//! 4. act: direct response, redirect, or forward
+//! 5. forward: rewrite, strip hop-by-hop headers, add forwarding headers, send to the
+//!    cluster (load balancer, pool, timeouts), pass an Upgrade through
+//! 6. response: strip hop-by-hop headers, add `Via`, record metrics
+//!
+//! Authentication and authorization will sit between 3 and 4: they need the route.
+
+use super::body::ProxyBody;
+use super::error::ProxyError;
+use super::headers::{self, VIA_HTTP1, VIA_HTTP2, X_FORWARDED_FOR, X_FORWARDED_PROTO};
+use crate::config::UpstreamProtocol;
+use crate::metrics::RouteMetrics;
+use crate::route::{RequestView, strip_port};
+use crate::snapshot::{Action, Listener, RouteEntry, Snapshot};
+use crate::upstream::{self, Cluster};
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::uri::{PathAndQuery, Uri};
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use std::borrow::Cow;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What a downstream connection knows, shared by its requests.
+pub struct ConnContext {
+    pub listener: Arc<str>,
+    pub state: Arc<ArcSwap<Snapshot>>,
+    /// The client's address, made into a header value once per connection.
+    pub client_ip: HeaderValue,
+}
+
+impl ConnContext {
+    pub fn new(listener: Arc<str>, state: Arc<ArcSwap<Snapshot>>, peer: SocketAddr) -> Self {
+        let client_ip = HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or(HeaderValue::from_static("unknown"));
+        Self {
+            listener,
+            state,
+            client_ip,
+        }
+    }
+}
+
+/// Serves one request. Never fails: every error becomes a response.
+pub async fn handle(
+    ctx: Arc<ConnContext>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let start = Instant::now();
+    let snapshot = ctx.state.load_full();
+    let request_id = headers::request_id(req.headers());
+    let Some(listener) = snapshot.listeners.get(&ctx.listener) else {
+        return Ok(ProxyError::ListenerGone(ctx.listener.to_string()).into_response(&request_id));
+    };
+    let (resp, metrics) = match proxy(&ctx, listener, req, &request_id).await {
+        Ok(ok) => ok,
+        Err((e, metrics)) => {
+            tracing::debug!(listener = %ctx.listener, request_id = ?request_id, error = %e, "request failed");
+            (e.into_response(&request_id), metrics)
+        }
+    };
+    metrics.record(resp.status(), start.elapsed());
+    Ok(resp)
+}
+
+type Outcome<'a> = Result<(Response<ProxyBody>, &'a RouteMetrics), (ProxyError, &'a RouteMetrics)>;
+
+async fn proxy<'a>(
+    ctx: &ConnContext,
+    listener: &'a Listener,
+    req: Request<Incoming>,
+    request_id: &HeaderValue,
+) -> Outcome<'a> {
+    let unrouted = &listener.unrouted;
+    check_limits(listener, &req).map_err(|e| (e, unrouted))?;
+    let host = request_host(&req).map_err(|e| (e, unrouted))?;
+    let view = RequestView {
+        host: &host,
+        path: req.uri().path(),
+        method: req.method(),
+        headers: req.headers(),
+    };
+    let Some(route) = listener.routes.find(&view) else {
+        return Err((
+            ProxyError::NoRoute {
+                host: host.into_owned(),
+                path: req.uri().path().to_owned(),
+            },
+            unrouted,
+        ));
+    };
+    let entry: &RouteEntry = &route.action;
+    let m = &entry.metrics;
+    match &entry.action {
+        Action::Direct {
+            status,
+            body,
+            content_type,
+        } => {
+            let mut resp = Response::new(ProxyBody::full(body.clone()));
+            *resp.status_mut() = *status;
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, content_type.clone());
+            Ok((resp, m))
+        }
+        Action::Redirect {
+            status,
+            scheme,
+            host: to_host,
+            path,
+        } => {
+            let location = redirect_location(&req, scheme, to_host, path);
+            let mut resp = Response::new(ProxyBody::empty());
+            *resp.status_mut() = *status;
+            match HeaderValue::from_str(&location) {
+                Ok(v) => {
+                    resp.headers_mut().insert(header::LOCATION, v);
+                    Ok((resp, m))
+                }
+                Err(_) => Err((
+                    ProxyError::BadRequest("redirect target is not a valid URI"),
+                    m,
+                )),
+            }
+        }
+        Action::Forward {
+            cluster,
+            rewrite,
+            timeout,
+        } => forward(ctx, req, cluster, rewrite.as_ref(), *timeout, request_id)
+            .await
+            .map(|r| (r, m))
+            .map_err(|e| (e, m)),
+    }
+}
+
+/// Header limits are checked here, below hyper's own (larger) parser limits, so that an
+/// oversized request gets a JSON 431 with a reason instead of a bare status.
+fn check_limits(listener: &Listener, req: &Request<Incoming>) -> Result<(), ProxyError> {
+    let h = req.headers();
+    if h.len() > listener.max_headers {
+        return Err(ProxyError::TooManyHeaders {
+            count: h.len(),
+            limit: listener.max_headers,
+        });
+    }
+    // Request line plus `name: value\r\n` for each header.
+    let mut size = req.method().as_str().len()
+        + 12
+        + req.uri().path_and_query().map_or(1, |p| p.as_str().len());
+    for (name, value) in h {
+        size += name.as_str().len() + value.len() + 4;
+    }
+    if size > listener.max_header_bytes {
+        return Err(ProxyError::HeadersTooLarge {
+            size,
+            limit: listener.max_header_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// The host the request is for, lower case and without port: the URI's authority (HTTP/2,
+/// absolute-form) or else the Host header.
+fn request_host(req: &Request<Incoming>) -> Result<Cow<'_, str>, ProxyError> {
+    let raw = match req.uri().authority() {
+        Some(a) => a.as_str(),
+        None => match req.headers().get(header::HOST) {
+            Some(v) => v
+                .to_str()
+                .map_err(|_| ProxyError::BadRequest("the Host header is not valid text"))?,
+            None if req.version() == Version::HTTP_10 => "",
+            None => return Err(ProxyError::BadRequest("the request has no Host header")),
+        },
+    };
+    let host = strip_port(raw);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Ok(Cow::Owned(host.to_ascii_lowercase()))
+    } else {
+        Ok(Cow::Borrowed(host))
+    }
+}
+
+fn redirect_location(
+    req: &Request<Incoming>,
+    scheme: &Option<Box<str>>,
+    host: &Option<Box<str>>,
+    path: &Option<Box<str>>,
+) -> String {
+    let scheme = scheme.as_deref().unwrap_or("http");
+    let host = host.as_deref().unwrap_or_else(|| {
+        req.uri()
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| {
+                req.headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            })
+            .unwrap_or("")
+    });
+    let p = path.as_deref().unwrap_or(req.uri().path());
+    match req.uri().query() {
+        Some(q) => format!("{scheme}://{host}{p}?{q}"),
+        None => format!("{scheme}://{host}{p}"),
+    }
+}
+
+async fn forward(
+    ctx: &ConnContext,
+    req: Request<Incoming>,
+    cluster: &Arc<Cluster>,
+    rewrite: Option<&(usize, Box<str>)>,
+    timeout: Duration,
+    request_id: &HeaderValue,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
+    if upgrade && cluster.protocol != UpstreamProtocol::Http1 {
+        return Err(ProxyError::UpgradeNeedsHttp1(cluster.name.to_string()));
+    }
+    let mut req = req;
+    // The downstream side of a protocol switch must be claimed before the request moves on.
+    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    let downstream_version = parts.version;
+
+    let path_and_query = rewritten_path(&parts.uri, rewrite)?;
+    let h = &mut parts.headers;
+    headers::strip_hop_by_hop(h, upgrade);
+    headers::append_list(h, X_FORWARDED_FOR, &ctx.client_ip);
+    h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    let via = if downstream_version == Version::HTTP_2 {
+        VIA_HTTP2
+    } else {
+        VIA_HTTP1
+    };
+    headers::append_list(h, header::VIA, &via);
+    h.insert(headers::X_REQUEST_ID, request_id.clone());
+
+    match cluster.protocol {
+        UpstreamProtocol::Http1 => {
+            // HTTP/2 requests carry the host in the URI only; HTTP/1.1 needs the header.
+            if !h.contains_key(header::HOST)
+                && let Some(a) = parts.uri.authority()
+                && let Ok(v) = HeaderValue::from_str(a.as_str())
+            {
+                h.insert(header::HOST, v);
+            }
+            parts.version = Version::HTTP_11;
+            parts.uri = Uri::from(path_and_query);
+        }
+        UpstreamProtocol::Http2 => {
+            let authority = parts
+                .uri
+                .authority()
+                .map(|a| a.as_str().to_owned())
+                .or_else(|| {
+                    h.get(header::HOST)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                })
+                .unwrap_or_default();
+            h.remove(header::HOST);
+            parts.version = Version::HTTP_2;
+            parts.uri = Uri::builder()
+                .scheme("http")
+                .authority(authority)
+                .path_and_query(path_and_query)
+                .build()
+                .map_err(|_| {
+                    ProxyError::BadRequest("the request's host is not a valid authority")
+                })?;
+        }
+    }
+
+    let (mut resp, in_flight) =
+        upstream::send(cluster, Request::from_parts(parts, body), timeout, upgrade).await?;
+
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(downstream) = downstream_upgrade
+    {
+        let upstream_side = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            let _in_flight = in_flight;
+            tunnel(downstream, upstream_side).await;
+        });
+        let (mut parts, _) = resp.into_parts();
+        headers::append_list(&mut parts.headers, header::VIA, &VIA_HTTP1);
+        return Ok(Response::from_parts(parts, ProxyBody::empty()));
+    }
+
+    let (mut parts, body) = resp.into_parts();
+    // The client gets the version it spoke, whatever the upstream answered with (an
+    // HTTP/1.0 status line would make hyper close a keep-alive connection).
+    parts.version = downstream_version;
+    headers::strip_hop_by_hop(&mut parts.headers, false);
+    let via = if parts.version == Version::HTTP_2 {
+        VIA_HTTP2
+    } else {
+        VIA_HTTP1
+    };
+    headers::append_list(&mut parts.headers, header::VIA, &via);
+    Ok(Response::from_parts(
+        parts,
+        ProxyBody::upstream(body, in_flight),
+    ))
+}
+
+fn rewritten_path(
+    uri: &Uri,
+    rewrite: Option<&(usize, Box<str>)>,
+) -> Result<PathAndQuery, ProxyError> {
+    let original = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let Some((strip, with)) = rewrite else {
+        return Ok(original);
+    };
+    let path = original.path();
+    let rest = path.get(*strip..).unwrap_or("");
+    let mut out = String::with_capacity(with.len() + rest.len() + 1);
+    out.push_str(with);
+    out.push_str(rest);
+    if !out.starts_with('/') {
+        out.insert(0, '/');
+    }
+    if let Some(q) = original.query() {
+        out.push('?');
+        out.push_str(q);
+    }
+    PathAndQuery::from_maybe_shared(Bytes::from(out))
+        .map_err(|_| ProxyError::BadRequest("the rewritten path is not a valid URI path"))
+}
+
+/// Copies bytes both ways between the two upgraded connections until either side closes.
+async fn tunnel(downstream: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (down, up) = match tokio::try_join!(downstream, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let mut down = hyper_util::rt::TokioIo::new(down);
+    let mut up = hyper_util::rt::TokioIo::new(up);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+        tracing::debug!(error = %e, "upgraded connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_rewrite_keeps_the_rest_and_the_query() {
+        let uri: Uri = "/api/v1/users?id=7".parse().unwrap();
+        let r = (7usize, Box::<str>::from("/v2"));
+        assert_eq!(rewritten_path(&uri, Some(&r)).unwrap(), "/v2/users?id=7");
+        let r = (4usize, Box::<str>::from(""));
+        assert_eq!(rewritten_path(&uri, Some(&r)).unwrap(), "/v1/users?id=7");
+        let uri: Uri = "/api".parse().unwrap();
+        assert_eq!(rewritten_path(&uri, Some(&r)).unwrap(), "/");
+        assert_eq!(rewritten_path(&uri, None).unwrap(), "/api");
+    }
+}

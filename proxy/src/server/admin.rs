@@ -1,0 +1,105 @@
+//! The admin listener: `/metrics`, `/ready`, `/live`, `/config`. It runs on the control
+//! thread, apart from the workers, so a slow scrape never delays traffic.
+
+use crate::metrics::Metrics;
+use crate::snapshot::Snapshot;
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// What the admin endpoints report besides the snapshot.
+pub struct AdminState {
+    pub metrics: Arc<Metrics>,
+    pub state: Arc<ArcSwap<Snapshot>>,
+    pub config_path: PathBuf,
+    pub draining: AtomicBool,
+    /// The last refused reload, cleared by the next good one.
+    pub last_error: Mutex<Option<String>>,
+}
+
+pub async fn serve(listener: tokio::net::TcpListener, admin: Arc<AdminState>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(respond(&admin, &req)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn respond(admin: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
+    }
+    match req.uri().path() {
+        "/metrics" => {
+            let mut r = Response::new(Full::new(Bytes::from(admin.metrics.encode())));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            r
+        }
+        "/live" => text(StatusCode::OK, "live\n"),
+        "/ready" => {
+            if admin.draining.load(Ordering::Relaxed) {
+                text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+            } else {
+                text(StatusCode::OK, "ready\n")
+            }
+        }
+        "/config" => {
+            let snap = admin.state.load();
+            let last_error = admin
+                .last_error
+                .lock()
+                .map(|e| e.clone())
+                .unwrap_or_default();
+            let body = serde_json::json!({
+                "generation": snap.generation,
+                "version": snap.version,
+                "source": admin.config_path.display().to_string(),
+                "last_reload_error": last_error,
+                "config": snap.source,
+            });
+            let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "admin endpoints: /metrics /ready /live /config\n",
+        ),
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain"),
+    );
+    r
+}

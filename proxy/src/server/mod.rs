@@ -1,0 +1,326 @@
+//! Running the proxy: worker threads, bound listeners, the admin listener, and a control
+//! thread that owns reloads and shutdown. The control thread is the only writer of the
+//! snapshot; workers only read it.
+
+mod admin;
+mod bind;
+mod listeners;
+mod worker;
+
+use crate::config::{self, ConfigError};
+use crate::metrics::Metrics;
+use crate::snapshot::{self, Snapshot};
+use admin::AdminState;
+use arc_swap::ArcSwap;
+use listeners::ListenerSet;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use worker::Worker;
+
+/// How the proxy is started.
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    pub config_path: PathBuf,
+    /// Reload when the file changes (also when it is replaced by rename or symlink swap).
+    pub watch_file: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("admin listener: cannot listen on {addr}: {source}")]
+    Admin {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start a thread or runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+enum Control {
+    Reload(Option<oneshot::Sender<Result<u64, String>>>),
+    FileChanged,
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A handle on a running proxy; cheap to clone.
+#[derive(Clone)]
+pub struct ProxyHandle {
+    control: mpsc::UnboundedSender<Control>,
+    admin_addr: SocketAddr,
+    addresses: Arc<Mutex<HashMap<String, SocketAddr>>>,
+}
+
+impl ProxyHandle {
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Where listener `name` accepts connections (the real port when configured with 0).
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.addresses.lock().ok()?.get(name).copied()
+    }
+
+    /// Re-reads the config file; returns the generation now serving, or why the file was
+    /// refused (the previous generation keeps serving).
+    pub async fn reload(&self) -> Result<u64, String> {
+        let (tx, rx) = oneshot::channel();
+        self.control
+            .send(Control::Reload(Some(tx)))
+            .map_err(|_| "the proxy has stopped".to_owned())?;
+        rx.await.map_err(|_| "the proxy has stopped".to_owned())?
+    }
+
+    /// Asks for a reload without waiting for it (for signal handlers).
+    pub fn request_reload(&self) {
+        let _ = self.control.send(Control::Reload(None));
+    }
+
+    /// Stops accepting, lets in-flight requests finish up to the drain timeout, and stops.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.control.send(Control::Shutdown(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Starts the proxy on threads of its own and returns once every listener is bound.
+pub fn start(opts: StartOptions) -> Result<ProxyHandle, StartError> {
+    let path = opts.config_path.clone();
+    let metrics = Arc::new(Metrics::new());
+    let (cfg, text) = config::read_file(&path)?;
+    let admin_addr = cfg.admin.address;
+    let workers_n = cfg.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let snap = snapshot::compile(&path, &text, cfg, 1, None, &metrics)?;
+    let listeners = ListenerSet::default();
+    let prepared = listeners.prepare(&path, &snap, workers_n)?;
+    let admin_socket = std::net::TcpListener::bind(admin_addr)
+        .and_then(|s| s.set_nonblocking(true).map(|_| s))
+        .map_err(|source| StartError::Admin {
+            addr: admin_addr,
+            source,
+        })?;
+    let admin_addr = admin_socket.local_addr().unwrap_or(admin_addr);
+    let state = Arc::new(ArcSwap::from_pointee(snap));
+    metrics.reload(true);
+    metrics.set_generation(1);
+
+    let mut workers = Vec::with_capacity(workers_n);
+    for id in 0..workers_n {
+        workers.push(worker::spawn(id, state.clone()).map_err(StartError::Runtime)?);
+    }
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    let addresses = Arc::new(Mutex::new(HashMap::new()));
+    let admin = Arc::new(AdminState {
+        metrics: metrics.clone(),
+        state: state.clone(),
+        config_path: path.clone(),
+        draining: false.into(),
+        last_error: Mutex::new(None),
+    });
+    let mut ctl = Controller {
+        path,
+        metrics,
+        state,
+        listeners,
+        workers,
+        admin,
+        addresses: addresses.clone(),
+    };
+    ctl.listeners
+        .commit(prepared, &ctl.state.load(), &ctl.workers);
+    ctl.publish_addresses();
+
+    let watcher = if opts.watch_file {
+        Some(watch_file(&opts.config_path, control_tx.clone()))
+    } else {
+        None
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(StartError::Runtime)?;
+    std::thread::Builder::new()
+        .name("membrane-control".into())
+        .spawn(move || {
+            let _watcher = watcher;
+            rt.block_on(async move {
+                match tokio::net::TcpListener::from_std(admin_socket) {
+                    Ok(l) => {
+                        tracing::info!(address = %admin_addr, "admin listening");
+                        tokio::spawn(admin::serve(l, ctl.admin.clone()));
+                    }
+                    Err(e) => tracing::error!(error = %e, "admin listener failed"),
+                }
+                ctl.run(control_rx).await;
+            });
+        })
+        .map_err(StartError::Runtime)?;
+    Ok(ProxyHandle {
+        control: control_tx,
+        admin_addr,
+        addresses,
+    })
+}
+
+struct Controller {
+    path: PathBuf,
+    metrics: Arc<Metrics>,
+    state: Arc<ArcSwap<Snapshot>>,
+    listeners: ListenerSet,
+    workers: Vec<Worker>,
+    admin: Arc<AdminState>,
+    addresses: Arc<Mutex<HashMap<String, SocketAddr>>>,
+}
+
+/// File events come in bursts (an editor writes, renames, touches); one reload per burst.
+const DEBOUNCE: Duration = Duration::from_millis(150);
+
+impl Controller {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Control>) {
+        while let Some(cmd) = rx.recv().await {
+            match cmd {
+                Control::Reload(reply) => {
+                    let r = self.reload();
+                    if let Some(reply) = reply {
+                        let _ = reply.send(r);
+                    }
+                }
+                Control::FileChanged => {
+                    tokio::time::sleep(DEBOUNCE).await;
+                    while let Ok(Control::FileChanged) = rx.try_recv() {}
+                    let _ = self.reload();
+                }
+                Control::Shutdown(done) => {
+                    self.shutdown().await;
+                    let _ = done.send(());
+                    return;
+                }
+            }
+        }
+    }
+
+    fn reload(&mut self) -> Result<u64, String> {
+        let result = self.try_reload();
+        self.metrics.reload(result.is_ok());
+        let mut last = self
+            .admin
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match &result {
+            Ok(g) => {
+                *last = None;
+                tracing::info!(generation = g, "configuration applied");
+            }
+            Err(e) => {
+                *last = Some(e.to_string());
+                tracing::error!(error = %e, "configuration refused; the previous one keeps serving");
+            }
+        }
+        result.map_err(|e| e.to_string())
+    }
+
+    fn try_reload(&mut self) -> Result<u64, ConfigError> {
+        let (cfg, text) = config::read_file(&self.path)?;
+        let prev = self.state.load_full();
+        let generation = prev.generation + 1;
+        let snap = snapshot::compile(
+            &self.path,
+            &text,
+            cfg,
+            generation,
+            Some(&prev),
+            &self.metrics,
+        )?;
+        if snap.version == prev.version {
+            return Ok(prev.generation);
+        }
+        let prepared = self
+            .listeners
+            .prepare(&self.path, &snap, self.workers.len())?;
+        // Publish first, then start and stop listeners: a new listener's first connection
+        // must find itself in the snapshot. Requests in flight keep the generation they
+        // loaded until they finish.
+        let snap = Arc::new(snap);
+        self.state.store(snap.clone());
+        self.listeners.commit(prepared, &snap, &self.workers);
+        self.publish_addresses();
+        self.metrics.set_generation(generation);
+        Ok(generation)
+    }
+
+    fn publish_addresses(&self) {
+        if let Ok(mut a) = self.addresses.lock() {
+            *a = self.listeners.addresses();
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        self.admin.draining.store(true, Ordering::Relaxed);
+        let drain = self.state.load().source.drain_timeout.0;
+        tracing::info!(timeout = ?drain, "draining");
+        self.listeners.stop_all();
+        let deadline = Instant::now() + drain;
+        let mut waits = Vec::new();
+        for w in &self.workers {
+            let (tx, rx) = oneshot::channel();
+            if w.commands
+                .send(worker::Command::Drain { deadline, done: tx })
+                .is_ok()
+            {
+                waits.push(rx);
+            }
+        }
+        for w in waits {
+            let _ = w.await;
+        }
+        for w in self.workers.drain(..) {
+            let _ = w.thread.join();
+        }
+        tracing::info!("drained");
+    }
+}
+
+fn watch_file(
+    path: &Path,
+    tx: mpsc::UnboundedSender<Control>,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::{RecursiveMode, Watcher};
+    // Watch the directory: editors and Kubernetes replace files by rename, which a watch on
+    // the file itself would miss.
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name()?.to_owned();
+    let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if let Ok(ev) = ev
+            && !ev.kind.is_access()
+            && ev
+                .paths
+                .iter()
+                .any(|p| p.file_name() == Some(&name) || p.ends_with("..data"))
+        {
+            let _ = tx.send(Control::FileChanged);
+        }
+    })
+    .map_err(|e| tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP"))
+    .ok()?;
+    watcher
+        .watch(dir, RecursiveMode::NonRecursive)
+        .map_err(|e| tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP"))
+        .ok()?;
+    Some(watcher)
+}
