@@ -269,7 +269,7 @@ mod tests {
                 let r = req(&path, m, &h);
                 let naive = routes.iter().find(|rt| {
                     let path_ok = match &rt.path {
-                        PathMatch::Exact(p) => &**p == path,
+                        PathMatch::Exact(p) => **p == path,
                         PathMatch::Prefix(p) => path.starts_with(&**p),
                         PathMatch::Regex(re) => re.is_match(&path),
                     };
