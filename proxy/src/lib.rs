@@ -13,3 +13,6 @@ pub mod snapshot;
 pub mod upstream;
 
 pub use server::{ProxyHandle, StartError, StartOptions, start};
+
+#[cfg(feature = "test-util")]
+pub mod testing;

@@ -49,7 +49,8 @@ enum Control {
     Shutdown(oneshot::Sender<()>),
 }
 
-/// A handle on a running proxy; cheap to clone.
+/// A handle on a running proxy; cheap to clone. When the last clone is dropped, the proxy
+/// drains and stops as on [`ProxyHandle::shutdown`].
 #[derive(Clone)]
 pub struct ProxyHandle {
     control: mpsc::UnboundedSender<Control>,
@@ -209,6 +210,8 @@ impl Controller {
                 }
             }
         }
+        // Every handle is gone: nobody can reload or stop this proxy any more, so stop it.
+        self.shutdown().await;
     }
 
     fn reload(&mut self) -> Result<u64, String> {
