@@ -1,0 +1,123 @@
+//! The admin endpoints: `/metrics` parsed and counted, `/ready`, `/live`, `/config`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use membrane_proxy::testing::{Upstream, start_proxy};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_what_happened() {
+    let up = Upstream::start("a").await;
+    let yaml = format!(
+        r#"
+admin: {{address: "127.0.0.1:0"}}
+workers: 2
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+    virtual_hosts:
+      - name: v
+        domains: [known.test]
+        routes:
+          - {{name: dead, match: {{path: {{prefix: /dead}}}}, forward: {{cluster: dead}}}}
+          - {{name: app, forward: {{cluster: app}}}}
+clusters:
+  - {{name: app, endpoints: ["{up}"]}}
+  - {{name: dead, endpoints: ["127.0.0.1:{closed}"]}}
+"#,
+        up = up.addr,
+        closed = closed_port()
+    );
+    let (proxy, _) = start_proxy(&yaml);
+    let url = format!("http://{}", proxy.listener_addr("main").unwrap());
+    let admin = format!("http://{}", proxy.admin_addr());
+    let c = client_h1();
+    for _ in 0..3 {
+        assert_eq!(
+            get(&c, &format!("{url}/"), "known.test", &[]).await.status,
+            200
+        );
+    }
+    for _ in 0..2 {
+        assert_eq!(
+            get(&c, &format!("{url}/status/503"), "known.test", &[])
+                .await
+                .status,
+            503
+        );
+    }
+    assert_eq!(
+        get(&c, &format!("{url}/dead"), "known.test", &[])
+            .await
+            .status,
+        502
+    );
+    assert_eq!(
+        get(&c, &format!("{url}/"), "other.test", &[]).await.status,
+        404
+    );
+
+    let text = get(&c, &format!("{admin}/metrics"), "admin", &[])
+        .await
+        .text();
+    assert!(
+        text.ends_with("# EOF\n"),
+        "OpenMetrics text ends with # EOF"
+    );
+    let m = parse_metrics(&text);
+    let req = |route: &str, cluster: &str, class: &str| {
+        let k = format!(
+            "membrane_requests_total{{listener=\"main\",route=\"{route}\",cluster=\"{cluster}\",status_class=\"{class}\"}}"
+        );
+        *m.get(&k).unwrap_or_else(|| panic!("missing {k}\n{text}"))
+    };
+    assert_eq!(req("app", "app", "2xx"), 3.0);
+    assert_eq!(req("app", "app", "5xx"), 2.0);
+    assert_eq!(req("dead", "dead", "5xx"), 1.0);
+    assert_eq!(req("", "", "4xx"), 1.0);
+    assert_eq!(
+        m["membrane_request_duration_seconds_count{listener=\"main\"}"],
+        7.0
+    );
+    assert_eq!(
+        m["membrane_upstream_connect_failures_total{cluster=\"dead\",reason=\"refused\"}"],
+        1.0
+    );
+    assert_eq!(m["membrane_config_reloads_total{result=\"ok\"}"], 1.0);
+    assert_eq!(m["membrane_config_generation"], 1.0);
+    assert!(m["membrane_downstream_connections_total{listener=\"main\"}"] >= 1.0);
+    assert!(m.contains_key("membrane_downstream_connections_active{listener=\"main\"}"));
+    assert_eq!(
+        m["membrane_upstream_connections_active{cluster=\"app\"}"],
+        1.0
+    );
+    // Bounded labels: no series names a path or a request id.
+    assert!(!text.contains("/status/503") && !text.contains("other.test"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_live_and_config() {
+    let yaml = "admin: {address: '127.0.0.1:0'}\nworkers: 1\nlisteners:\n  - name: main\n    address: 127.0.0.1:0\n";
+    let (proxy, path) = start_proxy(yaml);
+    let admin = format!("http://{}", proxy.admin_addr());
+    let c = client_h1();
+    assert_eq!(
+        get(&c, &format!("{admin}/live"), "a", &[]).await.status,
+        200
+    );
+    assert_eq!(
+        get(&c, &format!("{admin}/ready"), "a", &[]).await.status,
+        200
+    );
+    let cfg = get(&c, &format!("{admin}/config"), "a", &[]).await.json();
+    assert_eq!(cfg["generation"], 1);
+    assert_eq!(cfg["version"].as_str().unwrap().len(), 16);
+    assert_eq!(cfg["source"], path.display().to_string());
+    assert_eq!(cfg["config"]["listeners"][0]["name"], "main");
+    assert_eq!(cfg["config"]["listeners"][0]["protocol"], "auto");
+    assert_eq!(
+        get(&c, &format!("{admin}/nope"), "a", &[]).await.status,
+        404
+    );
+}
