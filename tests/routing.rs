@@ -99,7 +99,8 @@ async fn routing_matrix() {
     let e = env().await;
     let c = client_h1();
     // (host, path, headers) → upstream that answers and the URI it sees
-    let cases: &[(&str, &str, &[(&str, &str)], &str, &str)] = &[
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: &[Case] = &[
         ("api.example.com", "/users/me", &[], "b", "/users/me"),
         ("api.example.com", "/users/42", &[], "a", "/users/42"),
         (
