@@ -54,6 +54,10 @@ pub struct VirtualHost<A> {
     exact: FxHashMap<Box<str>, Vec<u32>>,
     prefixes: PrefixTrie,
     regexes: Vec<u32>,
+    /// All regex routes in one automaton: one pass over the path finds every regex that
+    /// matches, instead of one pass per route. `None` if the set would be too large, in
+    /// which case the regexes are tried one by one.
+    regex_set: Option<regex::RegexSet>,
 }
 
 impl<A> VirtualHost<A> {
@@ -69,12 +73,25 @@ impl<A> VirtualHost<A> {
                 PathMatch::Regex(_) => regexes.push(i),
             }
         }
+        let regex_set =
+            if regexes.len() > 1 {
+                regex::RegexSet::new(regexes.iter().filter_map(
+                    |&i| match &routes[i as usize].path {
+                        PathMatch::Regex(re) => Some(re.as_str()),
+                        _ => None,
+                    },
+                ))
+                .ok()
+            } else {
+                None
+            };
         Self {
             name: name.into(),
             routes,
             exact,
             prefixes,
             regexes,
+            regex_set,
         }
     }
 
@@ -108,17 +125,35 @@ impl<A> VirtualHost<A> {
             consider(list);
             true
         });
-        for &i in &self.regexes {
-            if i >= best {
-                break;
-            }
-            let r = &routes[i as usize];
-            if let PathMatch::Regex(re) = &r.path
-                && r.matches_rest(req)
-                && re.is_match(req.path)
-            {
-                best = i;
-                break;
+        if self.regexes.first().is_some_and(|&first| first < best) {
+            match &self.regex_set {
+                Some(set) => {
+                    for k in set.matches(req.path).iter() {
+                        let i = self.regexes[k];
+                        if i >= best {
+                            break;
+                        }
+                        if routes[i as usize].matches_rest(req) {
+                            best = i;
+                            break;
+                        }
+                    }
+                }
+                None => {
+                    for &i in &self.regexes {
+                        if i >= best {
+                            break;
+                        }
+                        let r = &routes[i as usize];
+                        if let PathMatch::Regex(re) = &r.path
+                            && r.matches_rest(req)
+                            && re.is_match(req.path)
+                        {
+                            best = i;
+                            break;
+                        }
+                    }
+                }
             }
         }
         routes.get(best as usize)
