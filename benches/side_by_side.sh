@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# Side-by-side HTTP/1.1 reverse-proxy benchmark: Membrane, nginx and HAProxy, one worker each,
+# in front of the same upstream (an nginx answering a 100-byte body) on loopback.
+#
+#   benches/side_by_side.sh              # 3 interleaved rounds of 10 s, then callgrind
+#   ROUNDS=5 DURATION=20 benches/side_by_side.sh
+#   SKIP_CALLGRIND=1 benches/side_by_side.sh
+#   KEEP_WORK=1 benches/side_by_side.sh   # keep configs and callgrind files for callgrind_annotate
+#
+# Pinning: each proxy runs on core 0; wrk and the upstream share core 1. Runs are interleaved
+# (M N H M N H ...) so drift hits every proxy alike; compare the ratios, not absolute numbers.
+# Instructions per request come from callgrind: two runs with N1 and N2 requests, and
+# (Ir(N2) - Ir(N1)) / (N2 - N1), so start-up and shutdown cancel out.
+# Every load is bounded: wrk by DURATION, h2load by a request count.
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
+CONNS=${CONNS:-64}
+N1=${N1:-2000}
+N2=${N2:-12000}
+PROXY_CORE=${PROXY_CORE:-0}
+LOAD_CORE=${LOAD_CORE:-1}
+UP_PORT=18081 MEMBRANE_PORT=18080 NGINX_PORT=18082 HAPROXY_PORT=18083 ADMIN_PORT=18090
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d /tmp/membrane-bench.XXXXXX)
+chmod 755 "$work"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ "${KEEP_WORK:-0}" = 1 ]; then echo "kept $work" >&2; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need nginx || ! need haproxy || ! need wrk || ! need h2load || ! need valgrind; then
+  echo "installing nginx, haproxy, wrk, h2load, valgrind from Debian" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+    nginx-light haproxy wrk nghttp2-client valgrind >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
+
+echo "building membrane (release)" >&2
+(cd "$root" && cargo build --release --quiet)
+MEMBRANE=${CARGO_TARGET_DIR:-$root/target}/release/membrane
+
+body=$(printf 'x%.0s' $(seq 1 100))
+mkdir -p "$work/nginx-tmp"
+cat >"$work/upstream.conf" <<CONF
+worker_processes 1; daemon off; pid $work/up.pid; error_log $work/up.err warn; user root;
+events { worker_connections 4096; }
+http { access_log off; client_body_temp_path $work/nginx-tmp;
+  server { listen 127.0.0.1:$UP_PORT; keepalive_requests 10000000;
+    location / { return 200 "$body"; } } }
+CONF
+nginx_proxy_conf() { # $1 = master_process on|off
+cat <<CONF
+worker_processes 1; daemon off; master_process $1; pid $work/ng.pid; error_log $work/ng.err warn; user root;
+events { worker_connections 4096; }
+http { access_log off; client_body_temp_path $work/nginx-tmp; proxy_temp_path $work/nginx-tmp;
+  upstream up { server 127.0.0.1:$UP_PORT; keepalive 256; }
+  server { listen 127.0.0.1:$NGINX_PORT; keepalive_requests 10000000;
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+CONF
+}
+nginx_proxy_conf on >"$work/nginx.conf"
+nginx_proxy_conf off >"$work/nginx-single.conf"
+cat >"$work/haproxy.cfg" <<CONF
+global
+  nbthread 1
+  maxconn 8000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  http-reuse always
+frontend f
+  bind 127.0.0.1:$HAPROXY_PORT
+  default_backend b
+backend b
+  server s1 127.0.0.1:$UP_PORT
+CONF
+cat >"$work/membrane.yaml" <<CONF
+admin: {address: "127.0.0.1:$ADMIN_PORT"}
+workers: 1
+drain_timeout: 1s
+listeners:
+  - name: bench
+    address: 127.0.0.1:$MEMBRANE_PORT
+    protocol: http1
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - name: all
+            forward: {cluster: up}
+clusters:
+  - {name: up, endpoints: ["127.0.0.1:$UP_PORT"]}
+CONF
+
+wait_port() { # $1 port; polls until it answers, 60 s at most
+  for _ in $(seq 1 600); do
+    if curl -s -o /dev/null "http://127.0.0.1:$1/"; then return 0; fi
+    sleep 0.1
+  done
+  echo "port $1 never answered" >&2; return 1
+}
+
+taskset -c "$LOAD_CORE" "$NGINX" -c "$work/upstream.conf" & pids+=($!)
+wait_port $UP_PORT
+taskset -c "$PROXY_CORE" "$MEMBRANE" proxy --no-watch --config "$work/membrane.yaml" 2>"$work/membrane.log" & pids+=($!)
+taskset -c "$PROXY_CORE" "$NGINX" -c "$work/nginx.conf" & pids+=($!)
+taskset -c "$PROXY_CORE" "$HAPROXY" -f "$work/haproxy.cfg" -db 2>"$work/haproxy.log" & pids+=($!)
+for p in $MEMBRANE_PORT $NGINX_PORT $HAPROXY_PORT; do wait_port $p; done
+for p in $MEMBRANE_PORT $NGINX_PORT $HAPROXY_PORT; do
+  got=$(curl -s "http://127.0.0.1:$p/")
+  [ "$got" = "$body" ] || { echo "port $p answered '$got', not the 100-byte body" >&2; exit 1; }
+done
+
+to_ms() { # wrk latency like 1.23ms / 456.00us / 1.02s → ms
+  awk -v v="$1" 'BEGIN{ if (v ~ /us$/) { sub(/us$/,"",v); print v/1000 }
+    else if (v ~ /ms$/) { sub(/ms$/,"",v); print v+0 }
+    else if (v ~ /s$/) { sub(/s$/,"",v); print v*1000 } else print v }'
+}
+declare -A RPS P50 P99
+names=(membrane nginx haproxy)
+declare -A PORT=([membrane]=$MEMBRANE_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT)
+printf '%-9s %5s %12s %9s %9s\n' proxy round req/s p50_ms p99_ms
+for r in $(seq 1 "$ROUNDS"); do
+  for n in "${names[@]}"; do
+    out=$(taskset -c "$LOAD_CORE" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:${PORT[$n]}/")
+    rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+    p50=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")
+    p99=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
+    errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out")
+    [ -z "$errs" ] || echo "  $n: $errs" >&2
+    printf '%-9s %5s %12.0f %9.3f %9.3f\n' "$n" "$r" "$rps" "$p50" "$p99"
+    RPS[$n]="${RPS[$n]:-} $rps"; P50[$n]="${P50[$n]:-} $p50"; P99[$n]="${P99[$n]:-} $p99"
+  done
+done
+median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{a[NR]=$1} END{ if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2 }'; }
+echo
+printf '%-9s %12s %9s %9s   (medians over %s rounds)\n' proxy req/s p50_ms p99_ms "$ROUNDS"
+declare -A MED
+for n in "${names[@]}"; do
+  MED[$n]=$(median <<<"${RPS[$n]}")
+  printf '%-9s %12.0f %9.3f %9.3f\n' "$n" "${MED[$n]}" "$(median <<<"${P50[$n]}")" "$(median <<<"${P99[$n]}")"
+done
+# Stop the load-test instances before callgrind; the upstream stays.
+kill "${pids[1]}" "${pids[2]}" "${pids[3]}" 2>/dev/null || true
+sleep 0.5
+
+instr_per_request() { # $1 name, $2 port, then the command to run under callgrind
+  local name=$1 port=$2; shift 2
+  local irs=()
+  for n in "$N1" "$N2"; do
+    local out="$work/cg.$name.$n"
+    taskset -c "$PROXY_CORE" valgrind --tool=callgrind --callgrind-out-file="$out" "$@" >/dev/null 2>"$work/vg.$name.log" &
+    local vpid=$!
+    wait_port "$port" >/dev/null
+    taskset -c "$LOAD_CORE" h2load --h1 -n "$n" -c 16 -m 1 "http://127.0.0.1:$port/" >"$work/h2load.$name.$n" 2>&1
+    grep -q "succeeded, 0 errored" "$work/h2load.$name.$n" || true
+    kill -TERM "$vpid"; wait "$vpid" 2>/dev/null || true
+    irs+=("$(awk '/^(summary|totals):/ {print $2; exit}' "$out")")
+  done
+  awk -v a="${irs[0]}" -v b="${irs[1]}" -v n1="$N1" -v n2="$N2" 'BEGIN{ printf "%.0f", (b-a)/(n2-n1) }'
+}
+
+if [ "${SKIP_CALLGRIND:-0}" != 1 ]; then
+  echo
+  echo "instructions per request (callgrind, ($N2 - $N1) requests)"
+  IM=$(instr_per_request membrane $MEMBRANE_PORT "$MEMBRANE" proxy --no-watch --config "$work/membrane.yaml")
+  IN=$(instr_per_request nginx $NGINX_PORT "$NGINX" -c "$work/nginx-single.conf")
+  printf '%-9s %10s\n' membrane "$IM" nginx "$IN"
+fi
+
+echo
+awk -v m="${MED[membrane]}" -v n="${MED[nginx]}" 'BEGIN{ printf "RESULT http1_rps_ratio_vs_nginx %.3f\n", m/n }'
+if [ "${SKIP_CALLGRIND:-0}" != 1 ]; then
+  awk -v m="$IM" -v n="$IN" 'BEGIN{ printf "RESULT http1_instr_ratio_vs_nginx %.3f\n", m/n }'
+fi
