@@ -35,34 +35,81 @@ fn has_token(v: &HeaderValue, token: &str) -> bool {
 /// fixed list. With `keep_upgrade`, `Upgrade` stays and `Connection: upgrade` is set again, so
 /// that a protocol switch can pass through.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|s| s.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            if !(keep_upgrade && name == header::UPGRADE) {
-                headers.remove(&name);
+    // One pass over the names finds which hop-by-hop headers are there (standard names compare
+    // as small integers); only those are then removed, each removal being a hashed lookup.
+    let present = headers.keys().fold(0u8, |acc, name| acc | hop_bit(name));
+    if present == 0 && !keep_upgrade {
+        return;
+    }
+    if present & bit::CONNECTION != 0 {
+        // Headers that `Connection` names are hop-by-hop too. `close`, `keep-alive` and
+        // `upgrade` are the usual tokens and are handled with the fixed list below.
+        let mut named = Vec::new();
+        for v in headers.get_all(header::CONNECTION) {
+            for token in v.to_str().unwrap_or("").split(',') {
+                let t = token.trim();
+                if t.is_empty()
+                    || t.eq_ignore_ascii_case("close")
+                    || t.eq_ignore_ascii_case("keep-alive")
+                    || t.eq_ignore_ascii_case("upgrade")
+                {
+                    continue;
+                }
+                if let Ok(n) = HeaderName::from_bytes(t.as_bytes()) {
+                    named.push(n);
+                }
             }
         }
         headers.remove(header::CONNECTION);
+        for n in named {
+            headers.remove(n);
+        }
     }
-    for name in [
-        KEEP_ALIVE,
-        PROXY_CONNECTION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
+    for (b, name) in [
+        (bit::KEEP_ALIVE, KEEP_ALIVE),
+        (bit::PROXY_CONNECTION, PROXY_CONNECTION),
+        (bit::TE, header::TE),
+        (bit::TRAILER, header::TRAILER),
+        (bit::TRANSFER_ENCODING, header::TRANSFER_ENCODING),
     ] {
-        headers.remove(name);
+        if present & b != 0 {
+            headers.remove(name);
+        }
     }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
+    } else if present & bit::UPGRADE != 0 {
         headers.remove(header::UPGRADE);
+    }
+}
+
+mod bit {
+    pub const CONNECTION: u8 = 1;
+    pub const KEEP_ALIVE: u8 = 2;
+    pub const PROXY_CONNECTION: u8 = 4;
+    pub const TE: u8 = 8;
+    pub const TRAILER: u8 = 16;
+    pub const TRANSFER_ENCODING: u8 = 32;
+    pub const UPGRADE: u8 = 64;
+}
+
+fn hop_bit(name: &HeaderName) -> u8 {
+    if name == header::CONNECTION {
+        bit::CONNECTION
+    } else if name == header::TRANSFER_ENCODING {
+        bit::TRANSFER_ENCODING
+    } else if name == header::TE {
+        bit::TE
+    } else if name == header::TRAILER {
+        bit::TRAILER
+    } else if name == header::UPGRADE {
+        bit::UPGRADE
+    } else if name == KEEP_ALIVE {
+        bit::KEEP_ALIVE
+    } else if name == PROXY_CONNECTION {
+        bit::PROXY_CONNECTION
+    } else {
+        0
     }
 }
 
@@ -84,15 +131,13 @@ fn new_request_id() -> HeaderValue {
     bits = (bits & !(0xf << 76)) | (0x4 << 76);
     bits = (bits & !(0x3 << 62)) | (0x2 << 62);
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = [0u8; 36];
-    let mut nibble = 32;
-    for (i, slot) in out.iter_mut().enumerate() {
-        if matches!(i, 8 | 13 | 18 | 23) {
-            *slot = b'-';
-        } else {
-            nibble -= 1;
-            *slot = HEX[((bits >> (nibble * 4)) & 0xf) as usize];
-        }
+    let mut out = [b'-'; 36];
+    let bytes = bits.to_be_bytes();
+    // Byte i goes to these output positions (dashes at 8, 13, 18 and 23).
+    const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+    for (b, &at) in bytes.iter().zip(&AT) {
+        out[at] = HEX[(b >> 4) as usize];
+        out[at + 1] = HEX[(b & 0xf) as usize];
     }
     // Hex digits and dashes are always a valid header value.
     HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static("invalid"))
@@ -100,17 +145,18 @@ fn new_request_id() -> HeaderValue {
 
 /// Appends `value` to a list-valued header (`X-Forwarded-For`, `Via`).
 pub fn append_list(headers: &mut HeaderMap, name: HeaderName, value: &HeaderValue) {
-    match headers.get(&name) {
-        None => {
-            headers.insert(name, value.clone());
+    match headers.entry(name) {
+        header::Entry::Vacant(v) => {
+            v.insert(value.clone());
         }
-        Some(old) => {
+        header::Entry::Occupied(mut o) => {
+            let old = o.get();
             let mut joined = Vec::with_capacity(old.len() + 2 + value.len());
             joined.extend_from_slice(old.as_bytes());
             joined.extend_from_slice(b", ");
             joined.extend_from_slice(value.as_bytes());
             if let Ok(v) = HeaderValue::from_bytes(&joined) {
-                headers.insert(name, v);
+                o.insert(v);
             }
         }
     }
@@ -180,5 +226,15 @@ mod tests {
             &HeaderValue::from_static("127.0.0.1"),
         );
         assert_eq!(h[X_FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
+    }
+
+    #[test]
+    fn a_message_without_hop_by_hop_headers_is_left_alone() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("a"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        let before = h.clone();
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h, before);
     }
 }

@@ -233,7 +233,6 @@ async fn forward(
     let (mut parts, body) = req.into_parts();
     let downstream_version = parts.version;
 
-    let path_and_query = rewritten_path(&parts.uri, rewrite)?;
     let h = &mut parts.headers;
     headers::strip_hop_by_hop(h, upgrade);
     headers::append_list(h, X_FORWARDED_FOR, &ctx.client_ip);
@@ -249,16 +248,21 @@ async fn forward(
     match cluster.protocol {
         UpstreamProtocol::Http1 => {
             // HTTP/2 requests carry the host in the URI only; HTTP/1.1 needs the header.
-            if !h.contains_key(header::HOST)
+            if downstream_version == Version::HTTP_2
+                && !h.contains_key(header::HOST)
                 && let Some(a) = parts.uri.authority()
                 && let Ok(v) = HeaderValue::from_str(a.as_str())
             {
                 h.insert(header::HOST, v);
             }
+            // An origin-form URI with nothing to rewrite goes out as it came.
+            if rewrite.is_some() || parts.uri.scheme().is_some() {
+                parts.uri = Uri::from(rewritten_path(&parts.uri, rewrite)?);
+            }
             parts.version = Version::HTTP_11;
-            parts.uri = Uri::from(path_and_query);
         }
         UpstreamProtocol::Http2 => {
+            let path_and_query = rewritten_path(&parts.uri, rewrite)?;
             let authority = parts
                 .uri
                 .authority()
