@@ -1,4 +1,5 @@
 //! Route selection with 10,000 routes. Target: under 200 ns per match.
+#![allow(clippy::unwrap_used)]
 //!
 //! `cargo bench --bench route_match`
 

@@ -114,15 +114,28 @@ fn hop_bit(name: &HeaderName) -> u8 {
 }
 
 /// The request's id: the incoming one when it is a sane token, a new UUID v4 otherwise.
-pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+pub fn request_id(headers: &HeaderMap) -> RequestId {
     if let Some(v) = headers.get(X_REQUEST_ID)
         && !v.is_empty()
         && v.len() <= MAX_REQUEST_ID
         && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
     {
-        return v.clone();
+        return RequestId {
+            value: v.clone(),
+            from_client: true,
+        };
     }
-    new_request_id()
+    RequestId {
+        value: new_request_id(),
+        from_client: false,
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RequestId {
+    pub value: HeaderValue,
+    /// The request carries this id already; it need not be set again.
+    pub from_client: bool,
 }
 
 fn new_request_id() -> HeaderValue {
@@ -202,14 +215,20 @@ mod tests {
     fn request_ids_are_kept_when_sane_and_made_otherwise() {
         let mut h = HeaderMap::new();
         h.insert(X_REQUEST_ID, HeaderValue::from_static("abc-123"));
-        assert_eq!(request_id(&h), "abc-123");
+        let kept = request_id(&h);
+        assert_eq!(kept.value, "abc-123");
+        assert!(kept.from_client);
         h.insert(X_REQUEST_ID, HeaderValue::from_static("has space"));
         let made = request_id(&h);
-        let s = made.to_str().unwrap();
+        assert!(!made.from_client);
+        let s = made.value.to_str().unwrap();
         assert_eq!(s.len(), 36);
         assert_eq!(&s[14..15], "4");
         assert!(matches!(&s[19..20], "8" | "9" | "a" | "b"), "{s}");
-        assert_ne!(request_id(&HeaderMap::new()), request_id(&HeaderMap::new()));
+        assert_ne!(
+            request_id(&HeaderMap::new()).value,
+            request_id(&HeaderMap::new()).value
+        );
     }
 
     #[test]

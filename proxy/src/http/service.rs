@@ -6,13 +6,13 @@
 //! 4. act: direct response, redirect, or forward
 //! 5. forward: rewrite, strip hop-by-hop headers, add forwarding headers, send to the
 //!    cluster (load balancer, pool, timeouts), pass an Upgrade through
-//! 6. response: strip hop-by-hop headers, add `Via`, record metrics
+//! 6. response: strip hop-by-hop headers, record metrics
 //!
 //! Authentication and authorization will sit between 3 and 4: they need the route.
 
 use super::body::ProxyBody;
 use super::error::ProxyError;
-use super::headers::{self, VIA_HTTP1, VIA_HTTP2, X_FORWARDED_FOR, X_FORWARDED_PROTO};
+use super::headers::{self, RequestId, VIA_HTTP1, VIA_HTTP2, X_FORWARDED_FOR, X_FORWARDED_PROTO};
 use crate::config::UpstreamProtocol;
 use crate::metrics::RouteMetrics;
 use crate::route::{RequestView, strip_port};
@@ -59,13 +59,15 @@ pub async fn handle(
     let snapshot = ctx.state.load_full();
     let request_id = headers::request_id(req.headers());
     let Some(listener) = snapshot.listeners.get(&ctx.listener) else {
-        return Ok(ProxyError::ListenerGone(ctx.listener.to_string()).into_response(&request_id));
+        return Ok(
+            ProxyError::ListenerGone(ctx.listener.to_string()).into_response(&request_id.value)
+        );
     };
     let (resp, metrics) = match proxy(&ctx, listener, req, &request_id).await {
         Ok(ok) => ok,
         Err((e, metrics)) => {
-            tracing::debug!(listener = %ctx.listener, request_id = ?request_id, error = %e, "request failed");
-            (e.into_response(&request_id), metrics)
+            tracing::debug!(listener = %ctx.listener, request_id = ?request_id.value, error = %e, "request failed");
+            (e.into_response(&request_id.value), metrics)
         }
     };
     metrics.record(resp.status(), start.elapsed());
@@ -78,7 +80,7 @@ async fn proxy<'a>(
     ctx: &ConnContext,
     listener: &'a Listener,
     req: Request<Incoming>,
-    request_id: &HeaderValue,
+    request_id: &RequestId,
 ) -> Outcome<'a> {
     let unrouted = &listener.unrouted;
     check_limits(listener, &req).map_err(|e| (e, unrouted))?;
@@ -221,7 +223,7 @@ async fn forward(
     cluster: &Arc<Cluster>,
     rewrite: Option<&(usize, Box<str>)>,
     timeout: Duration,
-    request_id: &HeaderValue,
+    request_id: &RequestId,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
     if upgrade && cluster.protocol != UpstreamProtocol::Http1 {
@@ -243,7 +245,9 @@ async fn forward(
         VIA_HTTP1
     };
     headers::append_list(h, header::VIA, &via);
-    h.insert(headers::X_REQUEST_ID, request_id.clone());
+    if !request_id.from_client {
+        h.insert(headers::X_REQUEST_ID, request_id.value.clone());
+    }
 
     match cluster.protocol {
         UpstreamProtocol::Http1 => {
@@ -297,8 +301,7 @@ async fn forward(
             let _in_flight = in_flight;
             tunnel(downstream, upstream_side).await;
         });
-        let (mut parts, _) = resp.into_parts();
-        headers::append_list(&mut parts.headers, header::VIA, &VIA_HTTP1);
+        let (parts, _) = resp.into_parts();
         return Ok(Response::from_parts(parts, ProxyBody::empty()));
     }
 
@@ -306,13 +309,9 @@ async fn forward(
     // The client gets the version it spoke, whatever the upstream answered with (an
     // HTTP/1.0 status line would make hyper close a keep-alive connection).
     parts.version = downstream_version;
+    // `Via` goes on requests only, as Envoy and nginx do by default: responses keep the
+    // upstream's end-to-end headers as they were.
     headers::strip_hop_by_hop(&mut parts.headers, false);
-    let via = if parts.version == Version::HTTP_2 {
-        VIA_HTTP2
-    } else {
-        VIA_HTTP1
-    };
-    headers::append_list(&mut parts.headers, header::VIA, &via);
     Ok(Response::from_parts(
         parts,
         ProxyBody::upstream(body, in_flight),

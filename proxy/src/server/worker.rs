@@ -125,6 +125,7 @@ async fn serve_connection(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(listener.header_read_timeout)
+        .writev(false)
         .max_buf_size((listener.max_header_bytes * 2).max(16 * 1024))
         .max_headers(listener.max_headers * 2);
     builder

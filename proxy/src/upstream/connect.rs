@@ -74,6 +74,7 @@ pub(super) async fn open(
     match key.protocol {
         UpstreamProtocol::Http1 => {
             let (sender, conn) = http1::Builder::new()
+                .writev(false)
                 .handshake(io)
                 .await
                 .map_err(|source| UpstreamError::Handshake { addr, source })?;
