@@ -1,16 +1,15 @@
-use crate::upstream::InFlight;
+use crate::upstream::{InFlight, UpstreamBody, UpstreamBodyError};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 /// The body of every response the proxy sends: streamed from an upstream, or made here.
 pub enum ProxyBody {
-    /// Streams frame by frame, never buffered whole. Once the upstream body has ended, the
-    /// in-flight record lets the upstream connection go back to the pool.
+    /// Streams frame by frame, never buffered whole; the in-flight record counts the
+    /// request against its endpoint until the body is done.
     Upstream {
-        body: Incoming,
+        body: UpstreamBody,
         in_flight: InFlight,
     },
     Full(Option<Bytes>),
@@ -25,31 +24,21 @@ impl ProxyBody {
         ProxyBody::Full(None)
     }
 
-    pub fn upstream(body: Incoming, mut in_flight: InFlight) -> Self {
-        if body.is_end_stream() {
-            in_flight.complete();
-        }
+    pub fn upstream(body: UpstreamBody, in_flight: InFlight) -> Self {
         ProxyBody::Upstream { body, in_flight }
     }
 }
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = UpstreamBodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamBodyError>>> {
         match self.get_mut() {
-            ProxyBody::Upstream { body, in_flight } => {
-                let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
-                // hyper may stop polling as soon as it sees the end, so check after each frame.
-                if frame.is_none() || body.is_end_stream() {
-                    in_flight.complete();
-                }
-                Poll::Ready(frame)
-            }
+            ProxyBody::Upstream { body, .. } => Pin::new(body).poll_frame(cx),
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
         }
     }

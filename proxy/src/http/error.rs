@@ -51,7 +51,9 @@ impl ProxyError {
                 }
                 U::Handshake { .. } => (StatusCode::BAD_GATEWAY, "upstream_protocol_error"),
                 U::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
-                U::Exchange { .. } => (StatusCode::BAD_GATEWAY, "upstream_reset"),
+                U::Exchange { .. } | U::Reset { .. } => (StatusCode::BAD_GATEWAY, "upstream_reset"),
+                U::Protocol { .. } => (StatusCode::BAD_GATEWAY, "upstream_protocol_error"),
+                U::RequestBody(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             },
         }
     }

@@ -1,17 +1,20 @@
 use super::UpstreamError;
 use super::cluster::{Cluster, ClusterShared};
+use super::h1::H1Conn;
 use super::pool::{self, PoolKey, Sender};
 use crate::config::UpstreamProtocol;
+use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus_client::metrics::gauge::Gauge;
 use std::io::ErrorKind;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::net::TcpStream;
 
 /// Counts an open upstream connection against its cluster's limit until dropped.
-struct OpenConnection {
+pub(crate) struct OpenConnection {
     shared: Arc<ClusterShared>,
     gauge: Gauge,
 }
@@ -23,21 +26,13 @@ impl Drop for OpenConnection {
     }
 }
 
-/// Opens a new connection to one endpoint and spawns its driver task on this worker.
-/// `upgrades`: the connection may be taken over by an Upgrade (WebSocket) tunnel.
-pub(super) async fn open(
+/// Opens a TCP connection to one endpoint of `cluster`, counted against its limit.
+async fn connect_tcp(
     cluster: &Cluster,
-    key: PoolKey,
-    upgrades: bool,
-) -> Result<Sender, UpstreamError> {
-    let addr = key.addr;
+    addr: SocketAddr,
+) -> Result<(TcpStream, OpenConnection), UpstreamError> {
     let limit = cluster.max_connections;
-    if cluster
-        .shared
-        .open_connections
-        .fetch_add(1, Ordering::Relaxed)
-        >= limit
-    {
+    if cluster.shared.open_connections.fetch_add(1, Ordering::Relaxed) >= limit {
         cluster
             .shared
             .open_connections
@@ -70,30 +65,19 @@ pub(super) async fn open(
     };
     // Small writes (headers) must not wait for Nagle's algorithm.
     let _ = stream.set_nodelay(true);
-    let io = TokioIo::new(stream);
+    Ok((stream, guard))
+}
+
+/// Opens a connection for Membrane's HTTP/1.1 client, or an HTTP/2 one (then shared through
+/// this worker's pool), according to the key's protocol.
+pub(super) async fn open(cluster: &Cluster, key: PoolKey) -> Result<Sender, UpstreamError> {
+    let addr = key.addr;
+    let (stream, guard) = connect_tcp(cluster, addr).await?;
     match key.protocol {
-        UpstreamProtocol::Http1 => {
-            let (sender, conn) = http1::Builder::new()
-                .writev(false)
-                .handshake(io)
-                .await
-                .map_err(|source| UpstreamError::Handshake { addr, source })?;
-            tokio::spawn(async move {
-                let _open = guard;
-                let result = if upgrades {
-                    conn.with_upgrades().await
-                } else {
-                    conn.await
-                };
-                if let Err(e) = result {
-                    tracing::debug!(%addr, error = %e, "upstream connection closed with an error");
-                }
-            });
-            Ok(Sender::Http1(sender))
-        }
+        UpstreamProtocol::Http1 => Ok(Sender::Http1(H1Conn::new(stream, guard))),
         UpstreamProtocol::Http2 => {
             let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-                .handshake(io)
+                .handshake(TokioIo::new(stream))
                 .await
                 .map_err(|source| UpstreamError::Handshake { addr, source })?;
             tokio::spawn(async move {
@@ -106,4 +90,24 @@ pub(super) async fn open(
             Ok(Sender::Http2(sender))
         }
     }
+}
+
+/// Opens a connection of its own, never pooled, for a request that asks for a protocol
+/// switch; hyper's client carries the upgrade.
+pub(super) async fn open_upgrade(
+    cluster: &Cluster,
+    addr: SocketAddr,
+) -> Result<http1::SendRequest<Incoming>, UpstreamError> {
+    let (stream, guard) = connect_tcp(cluster, addr).await?;
+    let (sender, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|source| UpstreamError::Handshake { addr, source })?;
+    tokio::spawn(async move {
+        let _open = guard;
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(%addr, error = %e, "upgraded upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
 }

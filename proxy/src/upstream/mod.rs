@@ -3,16 +3,23 @@
 
 mod cluster;
 mod connect;
+pub mod h1;
 pub mod pool;
 
 pub use cluster::{Cluster, ClusterShared, Endpoint};
 
+use crate::config::UpstreamProtocol;
+use bytes::Bytes;
+use h1::{H1Body, H1Error};
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use pool::{PoolKey, Sender};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// Why a request could not be exchanged with the cluster.
@@ -43,23 +50,35 @@ pub enum UpstreamError {
         addr: SocketAddr,
         source: hyper::Error,
     },
+    #[error("the exchange with {addr} failed: {reason}")]
+    Reset { addr: SocketAddr, reason: String },
+    #[error("{addr} sent an invalid response: {reason}")]
+    Protocol {
+        addr: SocketAddr,
+        reason: &'static str,
+    },
+    #[error("reading the request body from the client failed: {0}")]
+    RequestBody(hyper::Error),
 }
 
-/// A request in flight to one endpoint. Dropping it ends the request's share of the
-/// endpoint's load and, if the response was read to its end, returns the connection to the
-/// pool.
+impl UpstreamError {
+    fn from_h1(addr: SocketAddr, e: H1Error) -> Self {
+        match e {
+            H1Error::Protocol(reason) => UpstreamError::Protocol { addr, reason },
+            H1Error::RequestBody(e) => UpstreamError::RequestBody(e),
+            e @ (H1Error::Io(_) | H1Error::ClosedBeforeResponse) => UpstreamError::Reset {
+                addr,
+                reason: e.to_string(),
+            },
+        }
+    }
+}
+
+/// A request in flight to one endpoint: dropping it ends the request's share of the
+/// endpoint's load (least-request balancing counts these).
 pub struct InFlight {
     cluster: Arc<Cluster>,
     endpoint: usize,
-    reuse: Option<(PoolKey, Sender)>,
-    complete: bool,
-}
-
-impl InFlight {
-    /// The response body has been read to its end: the connection may serve another request.
-    pub fn complete(&mut self) {
-        self.complete = true;
-    }
 }
 
 impl Drop for InFlight {
@@ -67,10 +86,49 @@ impl Drop for InFlight {
         self.cluster.endpoints[self.endpoint]
             .active
             .fetch_sub(1, Ordering::Relaxed);
-        if self.complete
-            && let Some((key, sender)) = self.reuse.take()
-        {
-            pool::checkin(key, sender);
+    }
+}
+
+/// A response body from either client.
+pub enum UpstreamBody {
+    Http1(H1Body),
+    Hyper(Incoming),
+}
+
+/// An error while streaming a response body from the upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamBodyError {
+    #[error(transparent)]
+    Http1(#[from] H1Error),
+    #[error(transparent)]
+    Hyper(#[from] hyper::Error),
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = UpstreamBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamBodyError>>> {
+        match self.get_mut() {
+            UpstreamBody::Http1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Http1(b) => b.is_end_stream(),
+            UpstreamBody::Hyper(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Http1(b) => b.size_hint(),
+            UpstreamBody::Hyper(b) => b.size_hint(),
         }
     }
 }
@@ -83,24 +141,22 @@ pub async fn send(
     req: Request<Incoming>,
     timeout: Duration,
     upgrade: bool,
-) -> Result<(Response<Incoming>, InFlight), UpstreamError> {
+) -> Result<(Response<UpstreamBody>, InFlight), UpstreamError> {
     let ep = cluster
         .pick()
         .ok_or_else(|| UpstreamError::NoEndpoint(cluster.name.clone()))?;
     let endpoint = &cluster.endpoints[ep];
     endpoint.active.fetch_add(1, Ordering::Relaxed);
-    let mut in_flight = InFlight {
+    let in_flight = InFlight {
         cluster: cluster.clone(),
         endpoint: ep,
-        reuse: None,
-        complete: false,
     };
     let key = PoolKey {
         cluster: cluster.shared.id,
         addr: endpoint.addr,
         protocol: cluster.protocol,
     };
-    let exchange = exchange(cluster, key, req, upgrade, &mut in_flight);
+    let exchange = exchange(cluster, key, req, upgrade);
     match tokio::time::timeout(timeout, exchange).await {
         Ok(Ok(resp)) => Ok((resp, in_flight)),
         Ok(Err(e)) => Err(e),
@@ -114,46 +170,86 @@ pub async fn send(
 async fn exchange(
     cluster: &Cluster,
     key: PoolKey,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     upgrade: bool,
-    in_flight: &mut InFlight,
-) -> Result<Response<Incoming>, UpstreamError> {
+) -> Result<Response<UpstreamBody>, UpstreamError> {
     let addr = key.addr;
-    // A pooled connection may have been closed by the upstream just now; a request that was
-    // not sent on it is retried once on a new connection. A request that was sent is not.
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        let pooled = if upgrade || attempts > 1 {
-            None
-        } else {
+    if upgrade {
+        let mut sender = connect::open_upgrade(cluster, addr).await?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|source| UpstreamError::Exchange { addr, source })?;
+        return Ok(resp.map(UpstreamBody::Hyper));
+    }
+    match cluster.protocol {
+        UpstreamProtocol::Http1 => exchange_http1(cluster, key, req).await,
+        UpstreamProtocol::Http2 => exchange_http2(cluster, key, req).await,
+    }
+}
+
+async fn exchange_http1(
+    cluster: &Cluster,
+    key: PoolKey,
+    req: Request<Incoming>,
+) -> Result<Response<UpstreamBody>, UpstreamError> {
+    let (parts, body) = req.into_parts();
+    let mut body = (!body.is_end_stream()).then_some(body);
+    // A pooled connection may have been closed by the upstream just now. A request without
+    // body that got no byte of response is tried once more on a new connection; anything
+    // else is not retried.
+    for attempt in 0..2 {
+        let pooled = if attempt == 0 {
             pool::checkout(&key, cluster.pool_idle_timeout)
+        } else {
+            None
         };
         let reused = pooled.is_some();
-        let sender = match pooled {
-            Some(s) => s,
-            None => connect::open(cluster, key, upgrade).await?,
+        let conn = match pooled {
+            Some(Sender::Http1(c)) => c,
+            _ => match connect::open(cluster, key).await? {
+                Sender::Http1(c) => c,
+                Sender::Http2(_) => break,
+            },
         };
-        let result = match sender {
-            Sender::Http1(mut s) => {
-                if s.ready().await.is_err() && reused {
-                    continue;
-                }
-                let r = s.try_send_request(req).await;
-                if r.is_ok() && !upgrade {
-                    in_flight.reuse = Some((key, Sender::Http1(s)));
-                }
-                r
-            }
-            Sender::Http2(mut s) => {
-                if s.ready().await.is_err() && reused {
-                    continue;
-                }
-                s.try_send_request(req).await
-            }
+        match h1::exchange(conn, key, &parts, body.take()).await {
+            Ok(resp) => return Ok(resp.map(UpstreamBody::Http1)),
+            Err(f) if f.retryable && reused => continue,
+            Err(f) => return Err(UpstreamError::from_h1(key.addr, f.error)),
+        }
+    }
+    Err(UpstreamError::Reset {
+        addr: key.addr,
+        reason: "no usable connection".into(),
+    })
+}
+
+async fn exchange_http2(
+    cluster: &Cluster,
+    key: PoolKey,
+    mut req: Request<Incoming>,
+) -> Result<Response<UpstreamBody>, UpstreamError> {
+    let addr = key.addr;
+    // As above: a request that was not sent on a pooled connection is retried once.
+    for attempt in 0..2 {
+        let pooled = if attempt == 0 {
+            pool::checkout(&key, cluster.pool_idle_timeout)
+        } else {
+            None
         };
-        match result {
-            Ok(resp) => return Ok(resp),
+        let reused = pooled.is_some();
+        let mut sender = match pooled {
+            Some(Sender::Http2(s)) => s,
+            _ => match connect::open(cluster, key).await? {
+                Sender::Http2(s) => s,
+                Sender::Http1(_) => break,
+            },
+        };
+        if sender.ready().await.is_err() && reused {
+            continue;
+        }
+        match sender.try_send_request(req).await {
+            Ok(resp) => return Ok(resp.map(UpstreamBody::Hyper)),
             Err(mut e) => match e.take_message() {
                 Some(unsent) if reused => req = unsent,
                 _ => {
@@ -165,4 +261,8 @@ async fn exchange(
             },
         }
     }
+    Err(UpstreamError::Reset {
+        addr,
+        reason: "no usable connection".into(),
+    })
 }

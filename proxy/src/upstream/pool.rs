@@ -5,9 +5,10 @@
 //! `Vec` push or pop. Connections are keyed by cluster (its reload-stable id), endpoint and
 //! protocol, so two clusters never share a connection.
 
+use super::h1::H1Conn;
 use crate::config::UpstreamProtocol;
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use rustc_hash::FxHashMap;
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -24,7 +25,9 @@ pub struct PoolKey {
 }
 
 pub enum Sender {
-    Http1(http1::SendRequest<Incoming>),
+    /// Membrane's own HTTP/1.1 client connection: one request at a time.
+    Http1(H1Conn),
+    /// hyper's HTTP/2 client: shared by concurrent requests.
     Http2(http2::SendRequest<Incoming>),
 }
 

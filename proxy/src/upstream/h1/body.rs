@@ -1,0 +1,272 @@
+//! The response body, read from the upstream connection frame by frame.
+
+use super::H1Error;
+use super::conn::H1Conn;
+use crate::upstream::pool::{self, PoolKey, Sender};
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+/// Longest chunk-size line or trailer section accepted.
+const MAX_LINE: usize = 4096;
+const MAX_TRAILERS: usize = 16 * 1024;
+
+#[derive(Debug)]
+pub enum Framing {
+    Empty,
+    Length(u64),
+    Chunked(Chunk),
+    /// No length: the body ends when the upstream closes the connection.
+    UntilClose,
+}
+
+impl Framing {
+    pub fn chunked() -> Self {
+        Framing::Chunked(Chunk::Size)
+    }
+}
+
+#[derive(Debug)]
+pub enum Chunk {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers,
+}
+
+/// Inside `poll_next`: read more, or return Pending or the error.
+macro_rules! fill {
+    ($conn:expr, $cx:expr) => {
+        match fill_or_fail($conn, $cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
+            Poll::Ready(Ok(())) => {}
+        }
+    };
+}
+
+/// A response body streamed from an upstream HTTP/1.1 connection. Once read to its end, the
+/// connection goes back to this worker's pool if it can carry another request; dropped
+/// early, the connection is closed.
+pub struct H1Body {
+    conn: Option<H1Conn>,
+    key: PoolKey,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+impl H1Body {
+    pub(super) fn new(conn: H1Conn, key: PoolKey, framing: Framing, keep_alive: bool) -> Self {
+        let mut body = Self {
+            conn: Some(conn),
+            key,
+            framing,
+            keep_alive,
+        };
+        if matches!(body.framing, Framing::Empty) {
+            body.finish();
+        }
+        body
+    }
+
+    /// The body has ended: the connection is pooled when nothing forbids it.
+    fn finish(&mut self) {
+        self.framing = Framing::Empty;
+        if let Some(conn) = self.conn.take()
+            && self.keep_alive
+            && conn.rbuf.is_empty()
+        {
+            pool::checkin(self.key, Sender::Http1(conn));
+        }
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match &mut self.framing {
+                Framing::Empty => {
+                    self.finish();
+                    return Poll::Ready(None);
+                }
+                Framing::Length(left) | Framing::Chunked(Chunk::Data(left)) => {
+                    if conn.rbuf.is_empty() {
+                        let n = ready!(conn.poll_fill(cx))?;
+                        if n == 0 {
+                            return Poll::Ready(Some(Err(H1Error::Protocol(
+                                "the upstream closed the connection in the middle of the body",
+                            ))));
+                        }
+                    }
+                    let take = (*left).min(conn.rbuf.len() as u64) as usize;
+                    let data = conn.rbuf.split_to(take).freeze();
+                    *left -= take as u64;
+                    if *left == 0 {
+                        match self.framing {
+                            Framing::Length(_) => self.finish(),
+                            _ => self.framing = Framing::Chunked(Chunk::DataEnd),
+                        }
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Framing::UntilClose => {
+                    if conn.rbuf.is_empty() {
+                        let n = ready!(conn.poll_fill(cx))?;
+                        if n == 0 {
+                            self.keep_alive = false;
+                            self.finish();
+                            return Poll::Ready(None);
+                        }
+                    }
+                    let data = conn.rbuf.split().freeze();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Framing::Chunked(Chunk::Size) => match find_crlf(&conn.rbuf) {
+                    Some(end) => {
+                        let size = parse_chunk_size(&conn.rbuf[..end])?;
+                        let _ = conn.rbuf.split_to(end + 2);
+                        self.framing = Framing::Chunked(if size == 0 {
+                            Chunk::Trailers
+                        } else {
+                            Chunk::Data(size)
+                        });
+                    }
+                    None => {
+                        if conn.rbuf.len() > MAX_LINE {
+                            return Poll::Ready(Some(Err(H1Error::Protocol("chunk size line too long"))));
+                        }
+                        fill!(conn, cx);
+                    }
+                },
+                Framing::Chunked(Chunk::DataEnd) => {
+                    if conn.rbuf.len() < 2 {
+                        fill!(conn, cx);
+                        continue;
+                    }
+                    if &conn.rbuf[..2] != b"\r\n" {
+                        return Poll::Ready(Some(Err(H1Error::Protocol("chunk not followed by CRLF"))));
+                    }
+                    let _ = conn.rbuf.split_to(2);
+                    self.framing = Framing::Chunked(Chunk::Size);
+                }
+                Framing::Chunked(Chunk::Trailers) => {
+                    // Either an empty line, or trailer fields ending with an empty line.
+                    if conn.rbuf.starts_with(b"\r\n") {
+                        let _ = conn.rbuf.split_to(2);
+                        self.finish();
+                        return Poll::Ready(None);
+                    }
+                    match find_blank_line(&conn.rbuf) {
+                        Some(end) => {
+                            let block = conn.rbuf.split_to(end + 4);
+                            let trailers = parse_trailers(&block[..end + 2])?;
+                            self.finish();
+                            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                        }
+                        None => {
+                            if conn.rbuf.len() > MAX_TRAILERS {
+                                return Poll::Ready(Some(Err(H1Error::Protocol("trailers too large"))));
+                            }
+                            fill!(conn, cx);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads more; end of stream in the middle of a chunked body is an error.
+fn fill_or_fail(conn: &mut H1Conn, cx: &mut Context<'_>) -> Poll<Result<(), H1Error>> {
+    match ready!(conn.poll_fill(cx)) {
+        Ok(0) => Poll::Ready(Err(H1Error::Protocol(
+            "the upstream closed the connection in the middle of a chunked body",
+        ))),
+        Ok(_) => Poll::Ready(Ok(())),
+        Err(e) => Poll::Ready(Err(e.into())),
+    }
+}
+
+fn find_crlf(b: &[u8]) -> Option<usize> {
+    b.windows(2).position(|w| w == b"\r\n")
+}
+
+fn find_blank_line(b: &[u8]) -> Option<usize> {
+    b.windows(4).position(|w| w == b"\r\n\r\n")
+}
+
+/// `1a;ext=1` → 26. Extensions are ignored; sizes over 2^60 are refused.
+fn parse_chunk_size(line: &[u8]) -> Result<u64, H1Error> {
+    let digits = line.split(|&b| b == b';').next().unwrap_or(&[]);
+    let digits = digits.trim_ascii();
+    if digits.is_empty() || digits.len() > 15 {
+        return Err(H1Error::Protocol("invalid chunk size"));
+    }
+    let mut n: u64 = 0;
+    for &d in digits {
+        let v = (d as char).to_digit(16).ok_or(H1Error::Protocol("invalid chunk size"))?;
+        n = n * 16 + v as u64;
+    }
+    Ok(n)
+}
+
+fn parse_trailers(block: &[u8]) -> Result<HeaderMap, H1Error> {
+    let mut slots = [httparse::EMPTY_HEADER; 32];
+    match httparse::parse_headers(block, &mut slots) {
+        Ok(httparse::Status::Complete((_, fields))) => {
+            let mut map = HeaderMap::with_capacity(fields.len());
+            for f in fields {
+                if let (Ok(n), Ok(v)) = (
+                    http::HeaderName::from_bytes(f.name.as_bytes()),
+                    http::HeaderValue::from_bytes(f.value),
+                ) {
+                    map.append(n, v);
+                }
+            }
+            Ok(map)
+        }
+        _ => Err(H1Error::Protocol("malformed trailers")),
+    }
+}
+
+impl Body for H1Body {
+    type Data = Bytes;
+    type Error = H1Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
+        self.get_mut().poll_next(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.conn.is_none() || matches!(self.framing, Framing::Empty)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Empty => SizeHint::with_exact(0),
+            Framing::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_sizes() {
+        assert_eq!(parse_chunk_size(b"1a").unwrap(), 26);
+        assert_eq!(parse_chunk_size(b"0").unwrap(), 0);
+        assert_eq!(parse_chunk_size(b"FF;name=value").unwrap(), 255);
+        assert!(parse_chunk_size(b"").is_err());
+        assert!(parse_chunk_size(b"xyz").is_err());
+        assert!(parse_chunk_size(b"1234567890abcdef0").is_err());
+    }
+}

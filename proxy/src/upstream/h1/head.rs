@@ -1,0 +1,203 @@
+//! Request heads out, response heads in.
+
+use super::H1Error;
+use super::body::Framing;
+use bytes::BytesMut;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::response;
+use http::{Response, StatusCode, Version};
+use std::mem::MaybeUninit;
+
+/// Most response headers accepted; more is a protocol error.
+const MAX_HEADERS: usize = 100;
+
+/// Writes `METHOD path HTTP/1.1`, the headers, the framing header when the body is chunked,
+/// and the blank line.
+pub fn encode_request(out: &mut Vec<u8>, parts: &Parts, chunked: bool) {
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    match parts.uri.path_and_query() {
+        Some(pq) if !pq.as_str().is_empty() => out.extend_from_slice(pq.as_str().as_bytes()),
+        _ => out.push(b'/'),
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Parses a response head at the start of `buf`. On success the head's bytes are taken out
+/// of `buf` and the header values point into them (no copy per header); `Ok(None)` means the
+/// head is not complete yet.
+pub fn parse_response(buf: &mut BytesMut) -> Result<Option<Response<()>>, H1Error> {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let status = httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut parsed, buf, &mut slots)
+        .map_err(|e| match e {
+            httparse::Error::TooManyHeaders => H1Error::Protocol("more than 100 response headers"),
+            _ => H1Error::Protocol("malformed response head"),
+        })?;
+    let httparse::Status::Complete(head_len) = status else {
+        return Ok(None);
+    };
+    let code = parsed.code.unwrap_or(0);
+    let status = StatusCode::from_u16(code).map_err(|_| H1Error::Protocol("invalid status code"))?;
+    let version = if parsed.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let base = buf.as_ptr() as usize;
+    // Positions of names and values inside the head, taken before the head is split off.
+    let mut fields: [(usize, usize, usize, usize); MAX_HEADERS] = [(0, 0, 0, 0); MAX_HEADERS];
+    let count = parsed.headers.len();
+    for (slot, h) in fields.iter_mut().zip(parsed.headers.iter()) {
+        let n = h.name.as_ptr() as usize - base;
+        let v = h.value.as_ptr() as usize - base;
+        *slot = (n, h.name.len(), v, h.value.len());
+    }
+    let head = buf.split_to(head_len).freeze();
+    let mut headers = HeaderMap::with_capacity(count);
+    for &(n, nl, v, vl) in &fields[..count] {
+        let name = HeaderName::from_bytes(&head[n..n + nl])
+            .map_err(|_| H1Error::Protocol("invalid header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(v..v + vl))
+            .map_err(|_| H1Error::Protocol("invalid header value"))?;
+        headers.append(name, value);
+    }
+    let mut resp = Response::new(());
+    *resp.status_mut() = status;
+    *resp.version_mut() = version;
+    *resp.headers_mut() = headers;
+    Ok(Some(resp))
+}
+
+/// How the body of this response is delimited (RFC 9112 §6.3), and whether the connection
+/// can carry another request afterwards.
+pub fn framing(resp: Response<()>, is_head: bool) -> Result<(response::Parts, Framing, bool), H1Error> {
+    let (mut parts, ()) = resp.into_parts();
+    let h = &parts.headers;
+    let mut keep_alive = if parts.version == Version::HTTP_10 {
+        has_token(h, "keep-alive")
+    } else {
+        !has_token(h, "close")
+    };
+    let status = parts.status;
+    if is_head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok((parts, Framing::Empty, keep_alive));
+    }
+    if let Some(te) = last_value(h, &header::TRANSFER_ENCODING) {
+        let chunked = te
+            .rsplit(',')
+            .next()
+            .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+        if parts.headers.contains_key(header::CONTENT_LENGTH) {
+            // Both framings: Transfer-Encoding wins and the connection must not be reused.
+            parts.headers.remove(header::CONTENT_LENGTH);
+            keep_alive = false;
+        }
+        return Ok(if chunked {
+            (parts, Framing::chunked(), keep_alive)
+        } else {
+            (parts, Framing::UntilClose, false)
+        });
+    }
+    let mut length: Option<u64> = None;
+    for v in parts.headers.get_all(header::CONTENT_LENGTH) {
+        let n = std::str::from_utf8(v.as_bytes())
+            .ok()
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or(H1Error::Protocol("invalid content-length"))?;
+        if length.is_some_and(|l| l != n) {
+            return Err(H1Error::Protocol("conflicting content-length headers"));
+        }
+        length = Some(n);
+    }
+    Ok(match length {
+        Some(0) => (parts, Framing::Empty, keep_alive),
+        Some(n) => (parts, Framing::Length(n), keep_alive),
+        None => (parts, Framing::UntilClose, false),
+    })
+}
+
+fn last_value<'a>(h: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
+    h.get_all(name).iter().last().and_then(|v| v.to_str().ok())
+}
+
+fn has_token(h: &HeaderMap, token: &str) -> bool {
+    h.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Response<()> {
+        let mut b = BytesMut::from(text);
+        let r = parse_response(&mut b).unwrap().unwrap();
+        r
+    }
+
+    #[test]
+    fn heads_parse_and_leave_the_body_in_the_buffer() {
+        let mut b = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello");
+        let r = parse_response(&mut b).unwrap().unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-a"], "b");
+        assert_eq!(&b[..], b"hello");
+        let mut partial = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Le");
+        assert!(parse_response(&mut partial).unwrap().is_none());
+        assert_eq!(partial.len(), 27);
+        let mut bad = BytesMut::from("HTTP/1.1 abc OK\r\n\r\n");
+        assert!(parse_response(&mut bad).is_err());
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let f = |t: &str, head: bool| framing(parse(t), head).map(|(_, f, k)| (f, k));
+        assert!(matches!(f("HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", false), Ok((Framing::Length(7), true))));
+        assert!(matches!(f("HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", true), Ok((Framing::Empty, true))));
+        assert!(matches!(f("HTTP/1.1 204 No Content\r\n\r\n", false), Ok((Framing::Empty, true))));
+        assert!(matches!(f("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", false), Ok((Framing::Chunked(_), true))));
+        assert!(matches!(
+            f("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", false),
+            Ok((Framing::Chunked(_), false))
+        ));
+        assert!(matches!(f("HTTP/1.1 200 OK\r\n\r\n", false), Ok((Framing::UntilClose, false))));
+        assert!(matches!(f("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n", false), Ok((Framing::Length(1), false))));
+        assert!(matches!(f("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false), Ok((Framing::Length(1), false))));
+        assert!(matches!(f("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n", false), Ok((Framing::Length(1), true))));
+        assert!(f("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", false).is_err());
+        assert!(f("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", false).is_err());
+        assert!(f("HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\n", false).is_err());
+    }
+
+    #[test]
+    fn request_heads_are_encoded_with_framing() {
+        let (mut parts, ()) = http::Request::post("/a?b=1")
+            .header("host", "x")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let mut out = Vec::new();
+        encode_request(&mut out, &parts, true);
+        assert_eq!(out, b"POST /a?b=1 HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n");
+        parts.uri = http::Uri::from_static("http://h");
+        out.clear();
+        encode_request(&mut out, &parts, false);
+        assert_eq!(out, b"POST / HTTP/1.1\r\nhost: x\r\n\r\n");
+    }
+}
