@@ -32,7 +32,12 @@ async fn connect_tcp(
     addr: SocketAddr,
 ) -> Result<(TcpStream, OpenConnection), UpstreamError> {
     let limit = cluster.max_connections;
-    if cluster.shared.open_connections.fetch_add(1, Ordering::Relaxed) >= limit {
+    if cluster
+        .shared
+        .open_connections
+        .fetch_add(1, Ordering::Relaxed)
+        >= limit
+    {
         cluster
             .shared
             .open_connections

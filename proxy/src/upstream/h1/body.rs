@@ -136,7 +136,9 @@ impl H1Body {
                     }
                     None => {
                         if conn.rbuf.len() > MAX_LINE {
-                            return Poll::Ready(Some(Err(H1Error::Protocol("chunk size line too long"))));
+                            return Poll::Ready(Some(Err(H1Error::Protocol(
+                                "chunk size line too long",
+                            ))));
                         }
                         fill!(conn, cx);
                     }
@@ -147,7 +149,9 @@ impl H1Body {
                         continue;
                     }
                     if &conn.rbuf[..2] != b"\r\n" {
-                        return Poll::Ready(Some(Err(H1Error::Protocol("chunk not followed by CRLF"))));
+                        return Poll::Ready(Some(Err(H1Error::Protocol(
+                            "chunk not followed by CRLF",
+                        ))));
                     }
                     let _ = conn.rbuf.split_to(2);
                     self.framing = Framing::Chunked(Chunk::Size);
@@ -168,7 +172,9 @@ impl H1Body {
                         }
                         None => {
                             if conn.rbuf.len() > MAX_TRAILERS {
-                                return Poll::Ready(Some(Err(H1Error::Protocol("trailers too large"))));
+                                return Poll::Ready(Some(Err(H1Error::Protocol(
+                                    "trailers too large",
+                                ))));
                             }
                             fill!(conn, cx);
                         }
@@ -207,7 +213,9 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64, H1Error> {
     }
     let mut n: u64 = 0;
     for &d in digits {
-        let v = (d as char).to_digit(16).ok_or(H1Error::Protocol("invalid chunk size"))?;
+        let v = (d as char)
+            .to_digit(16)
+            .ok_or(H1Error::Protocol("invalid chunk size"))?;
         n = n * 16 + v as u64;
     }
     Ok(n)

@@ -22,6 +22,8 @@ pub struct H1Conn {
     pub(super) stream: TcpStream,
     pub(super) rbuf: BytesMut,
     wbuf: Vec<u8>,
+    /// Header positions while a response head is parsed; kept to avoid an allocation.
+    scratch: Vec<(usize, usize, usize, usize)>,
     _open: OpenConnection,
 }
 
@@ -31,6 +33,7 @@ impl H1Conn {
             stream,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
             wbuf: Vec::with_capacity(1024),
+            scratch: Vec::with_capacity(32),
             _open: open,
         }
     }
@@ -106,14 +109,14 @@ pub async fn exchange(
     let is_head = parts.method == Method::HEAD;
     let mut received_any = false;
     loop {
-        match head::parse_response(&mut conn.rbuf) {
-            Ok(Some(resp)) => {
-                if resp.status().is_informational() {
+        match head::parse_response(&mut conn.rbuf, &mut conn.scratch) {
+            Ok(Some(head)) => {
+                if head.status().is_informational() {
                     // 100 Continue and friends: the final response follows.
                     received_any = true;
                     continue;
                 }
-                let (parts, framing, keep_alive) = head::framing(resp, is_head).map_err(fail)?;
+                let (parts, framing, keep_alive) = head::framing(head, is_head).map_err(fail)?;
                 return Ok(Response::from_parts(
                     parts,
                     H1Body::new(conn, key, framing, keep_alive),
@@ -170,4 +173,3 @@ async fn send_body(conn: &mut H1Conn, mut body: Incoming, chunked: bool) -> Resu
     }
     Ok(())
 }
-

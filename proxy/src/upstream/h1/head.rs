@@ -34,10 +34,34 @@ pub fn encode_request(out: &mut Vec<u8>, parts: &Parts, chunked: bool) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// What the head says about framing, noted while the headers are copied so that no header
+/// needs looking up again.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FramingHeaders {
+    transfer_encoding: bool,
+    content_length: bool,
+    connection: bool,
+}
+
+/// A parsed response head.
+pub struct Head {
+    pub response: Response<()>,
+    seen: FramingHeaders,
+}
+
+impl Head {
+    pub fn status(&self) -> StatusCode {
+        self.response.status()
+    }
+}
+
 /// Parses a response head at the start of `buf`. On success the head's bytes are taken out
 /// of `buf` and the header values point into them (no copy per header); `Ok(None)` means the
-/// head is not complete yet.
-pub fn parse_response(buf: &mut BytesMut) -> Result<Option<Response<()>>, H1Error> {
+/// head is not complete yet. `scratch` is reused between calls to hold header positions.
+pub fn parse_response(
+    buf: &mut BytesMut,
+    scratch: &mut Vec<(usize, usize, usize, usize)>,
+) -> Result<Option<Head>, H1Error> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Response::new(&mut []);
     let status = httparse::ParserConfig::default()
@@ -50,57 +74,69 @@ pub fn parse_response(buf: &mut BytesMut) -> Result<Option<Response<()>>, H1Erro
         return Ok(None);
     };
     let code = parsed.code.unwrap_or(0);
-    let status = StatusCode::from_u16(code).map_err(|_| H1Error::Protocol("invalid status code"))?;
+    let status =
+        StatusCode::from_u16(code).map_err(|_| H1Error::Protocol("invalid status code"))?;
     let version = if parsed.version == Some(0) {
         Version::HTTP_10
     } else {
         Version::HTTP_11
     };
-    let base = buf.as_ptr() as usize;
     // Positions of names and values inside the head, taken before the head is split off.
-    let mut fields: [(usize, usize, usize, usize); MAX_HEADERS] = [(0, 0, 0, 0); MAX_HEADERS];
-    let count = parsed.headers.len();
-    for (slot, h) in fields.iter_mut().zip(parsed.headers.iter()) {
+    let base = buf.as_ptr() as usize;
+    scratch.clear();
+    for h in parsed.headers.iter() {
         let n = h.name.as_ptr() as usize - base;
         let v = h.value.as_ptr() as usize - base;
-        *slot = (n, h.name.len(), v, h.value.len());
+        scratch.push((n, h.name.len(), v, h.value.len()));
     }
     let head = buf.split_to(head_len).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
-    for &(n, nl, v, vl) in &fields[..count] {
+    let mut headers = HeaderMap::with_capacity(scratch.len());
+    let mut seen = FramingHeaders::default();
+    for &(n, nl, v, vl) in scratch.iter() {
         let name = HeaderName::from_bytes(&head[n..n + nl])
             .map_err(|_| H1Error::Protocol("invalid header name"))?;
+        if name == header::TRANSFER_ENCODING {
+            seen.transfer_encoding = true;
+        } else if name == header::CONTENT_LENGTH {
+            seen.content_length = true;
+        } else if name == header::CONNECTION {
+            seen.connection = true;
+        }
         let value = HeaderValue::from_maybe_shared(head.slice(v..v + vl))
             .map_err(|_| H1Error::Protocol("invalid header value"))?;
         headers.append(name, value);
     }
-    let mut resp = Response::new(());
-    *resp.status_mut() = status;
-    *resp.version_mut() = version;
-    *resp.headers_mut() = headers;
-    Ok(Some(resp))
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    *response.version_mut() = version;
+    *response.headers_mut() = headers;
+    Ok(Some(Head { response, seen }))
 }
 
 /// How the body of this response is delimited (RFC 9112 §6.3), and whether the connection
 /// can carry another request afterwards.
-pub fn framing(resp: Response<()>, is_head: bool) -> Result<(response::Parts, Framing, bool), H1Error> {
-    let (mut parts, ()) = resp.into_parts();
+pub fn framing(head: Head, is_head: bool) -> Result<(response::Parts, Framing, bool), H1Error> {
+    let seen = head.seen;
+    let (mut parts, ()) = head.response.into_parts();
     let h = &parts.headers;
-    let mut keep_alive = if parts.version == Version::HTTP_10 {
-        has_token(h, "keep-alive")
-    } else {
-        !has_token(h, "close")
+    let mut keep_alive = match (parts.version, seen.connection) {
+        (Version::HTTP_10, false) => false,
+        (Version::HTTP_10, true) => has_token(h, "keep-alive"),
+        (_, false) => true,
+        (_, true) => !has_token(h, "close"),
     };
     let status = parts.status;
     if is_head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok((parts, Framing::Empty, keep_alive));
     }
-    if let Some(te) = last_value(h, &header::TRANSFER_ENCODING) {
+    if seen.transfer_encoding
+        && let Some(te) = last_value(h, &header::TRANSFER_ENCODING)
+    {
         let chunked = te
             .rsplit(',')
             .next()
             .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
-        if parts.headers.contains_key(header::CONTENT_LENGTH) {
+        if seen.content_length {
             // Both framings: Transfer-Encoding wins and the connection must not be reused.
             parts.headers.remove(header::CONTENT_LENGTH);
             keep_alive = false;
@@ -110,6 +146,9 @@ pub fn framing(resp: Response<()>, is_head: bool) -> Result<(response::Parts, Fr
         } else {
             (parts, Framing::UntilClose, false)
         });
+    }
+    if !seen.content_length {
+        return Ok((parts, Framing::UntilClose, false));
     }
     let mut length: Option<u64> = None;
     for v in parts.headers.get_all(header::CONTENT_LENGTH) {
@@ -145,42 +184,87 @@ fn has_token(h: &HeaderMap, token: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Response<()> {
+    fn parse(text: &str) -> Head {
         let mut b = BytesMut::from(text);
-        let r = parse_response(&mut b).unwrap().unwrap();
-        r
+        parse_response(&mut b, &mut Vec::new()).unwrap().unwrap()
     }
 
     #[test]
     fn heads_parse_and_leave_the_body_in_the_buffer() {
         let mut b = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello");
-        let r = parse_response(&mut b).unwrap().unwrap();
+        let r = parse_response(&mut b, &mut Vec::new()).unwrap().unwrap();
         assert_eq!(r.status(), 200);
-        assert_eq!(r.headers()["x-a"], "b");
+        assert_eq!(r.response.headers()["x-a"], "b");
         assert_eq!(&b[..], b"hello");
         let mut partial = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Le");
-        assert!(parse_response(&mut partial).unwrap().is_none());
+        assert!(
+            parse_response(&mut partial, &mut Vec::new())
+                .unwrap()
+                .is_none()
+        );
         assert_eq!(partial.len(), 27);
         let mut bad = BytesMut::from("HTTP/1.1 abc OK\r\n\r\n");
-        assert!(parse_response(&mut bad).is_err());
+        assert!(parse_response(&mut bad, &mut Vec::new()).is_err());
     }
 
     #[test]
     fn framing_follows_rfc_9112() {
         let f = |t: &str, head: bool| framing(parse(t), head).map(|(_, f, k)| (f, k));
-        assert!(matches!(f("HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", false), Ok((Framing::Length(7), true))));
-        assert!(matches!(f("HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", true), Ok((Framing::Empty, true))));
-        assert!(matches!(f("HTTP/1.1 204 No Content\r\n\r\n", false), Ok((Framing::Empty, true))));
-        assert!(matches!(f("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", false), Ok((Framing::Chunked(_), true))));
         assert!(matches!(
-            f("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", false),
+            f("HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", false),
+            Ok((Framing::Length(7), true))
+        ));
+        assert!(matches!(
+            f("HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", true),
+            Ok((Framing::Empty, true))
+        ));
+        assert!(matches!(
+            f("HTTP/1.1 204 No Content\r\n\r\n", false),
+            Ok((Framing::Empty, true))
+        ));
+        assert!(matches!(
+            f(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                false
+            ),
+            Ok((Framing::Chunked(_), true))
+        ));
+        assert!(matches!(
+            f(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+                false
+            ),
             Ok((Framing::Chunked(_), false))
         ));
-        assert!(matches!(f("HTTP/1.1 200 OK\r\n\r\n", false), Ok((Framing::UntilClose, false))));
-        assert!(matches!(f("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n", false), Ok((Framing::Length(1), false))));
-        assert!(matches!(f("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false), Ok((Framing::Length(1), false))));
-        assert!(matches!(f("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n", false), Ok((Framing::Length(1), true))));
-        assert!(f("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", false).is_err());
+        assert!(matches!(
+            f("HTTP/1.1 200 OK\r\n\r\n", false),
+            Ok((Framing::UntilClose, false))
+        ));
+        assert!(matches!(
+            f(
+                "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n",
+                false
+            ),
+            Ok((Framing::Length(1), false))
+        ));
+        assert!(matches!(
+            f("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false),
+            Ok((Framing::Length(1), false))
+        ));
+        assert!(matches!(
+            f(
+                "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n",
+                false
+            ),
+            Ok((Framing::Length(1), true))
+        ));
+        assert!(
+            f(
+                "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                false
+            )
+            .is_err()
+        );
         assert!(f("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", false).is_err());
         assert!(f("HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\n", false).is_err());
     }
@@ -194,7 +278,10 @@ mod tests {
             .into_parts();
         let mut out = Vec::new();
         encode_request(&mut out, &parts, true);
-        assert_eq!(out, b"POST /a?b=1 HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n");
+        assert_eq!(
+            out,
+            b"POST /a?b=1 HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
         parts.uri = http::Uri::from_static("http://h");
         out.clear();
         encode_request(&mut out, &parts, false);
