@@ -32,7 +32,7 @@ fn has_token(v: &HeaderValue, token: &str) -> bool {
 }
 
 /// Removes the hop-by-hop headers (RFC 9110 §7.6.1): those named in `Connection`, and the
-/// fixed list. With `keep_upgrade`, `Upgrade` stays and `Connection: upgrade` is set again, so
+/// fixed list. `Trailer` is end-to-end (it declares the trailer fields) and stays. With `keep_upgrade`, `Upgrade` stays and `Connection: upgrade` is set again, so
 /// that a protocol switch can pass through.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // One pass over the names finds which hop-by-hop headers are there (standard names compare
@@ -69,7 +69,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         (bit::KEEP_ALIVE, KEEP_ALIVE),
         (bit::PROXY_CONNECTION, PROXY_CONNECTION),
         (bit::TE, header::TE),
-        (bit::TRAILER, header::TRAILER),
         (bit::TRANSFER_ENCODING, header::TRANSFER_ENCODING),
     ] {
         if present & b != 0 {
@@ -88,7 +87,6 @@ mod bit {
     pub const KEEP_ALIVE: u8 = 2;
     pub const PROXY_CONNECTION: u8 = 4;
     pub const TE: u8 = 8;
-    pub const TRAILER: u8 = 16;
     pub const TRANSFER_ENCODING: u8 = 32;
     pub const UPGRADE: u8 = 64;
 }
@@ -100,8 +98,6 @@ fn hop_bit(name: &HeaderName) -> u8 {
         bit::TRANSFER_ENCODING
     } else if name == header::TE {
         bit::TE
-    } else if name == header::TRAILER {
-        bit::TRAILER
     } else if name == header::UPGRADE {
         bit::UPGRADE
     } else if name == KEEP_ALIVE {
@@ -193,11 +189,12 @@ mod tests {
             HeaderValue::from_static("chunked"),
         );
         h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::TRAILER, HeaderValue::from_static("x-sum"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert("x-kept", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut h, false);
         let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
-        assert_eq!(names, vec!["x-kept"]);
+        assert_eq!(names, vec!["x-kept", "trailer"]);
     }
 
     #[test]

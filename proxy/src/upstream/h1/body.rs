@@ -166,7 +166,7 @@ impl H1Body {
                     match find_blank_line(&conn.rbuf) {
                         Some(end) => {
                             let block = conn.rbuf.split_to(end + 4);
-                            let trailers = parse_trailers(&block[..end + 2])?;
+                            let trailers = parse_trailers(&block)?;
                             self.finish();
                             return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
                         }

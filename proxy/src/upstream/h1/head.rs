@@ -170,7 +170,10 @@ pub fn framing(head: Head, is_head: bool) -> Result<(response::Parts, Framing, b
 }
 
 fn last_value<'a>(h: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
-    h.get_all(name).iter().next_back().and_then(|v| v.to_str().ok())
+    h.get_all(name)
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
 }
 
 fn has_token(h: &HeaderMap, token: &str) -> bool {
