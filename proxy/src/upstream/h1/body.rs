@@ -78,6 +78,7 @@ impl H1Body {
             && self.keep_alive
             && conn.rbuf.is_empty()
         {
+            conn.forget_readiness();
             pool::checkin(self.key, Sender::Http1(conn));
         }
     }

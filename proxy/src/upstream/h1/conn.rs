@@ -52,6 +52,16 @@ impl H1Conn {
         }
     }
 
+    /// Forgets the socket's "readable" state left by the last read of a response, without a
+    /// syscall, so that `is_closed` sees readiness only for what arrives while the connection
+    /// idles (the upstream closing it, or stray bytes). A close that races this call is caught
+    /// by the exchange instead: a request without a body is then retried.
+    pub(super) fn forget_readiness(&self) {
+        let _ = self.stream.try_io(tokio::io::Interest::READABLE, || {
+            Err::<(), _>(ErrorKind::WouldBlock.into())
+        });
+    }
+
     /// Reads more bytes into the read buffer; `Ok(0)` is end of stream.
     pub(super) fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
         if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
