@@ -17,7 +17,7 @@ use crate::config::UpstreamProtocol;
 use crate::metrics::RouteMetrics;
 use crate::route::{RequestView, strip_port};
 use crate::snapshot::{Action, Listener, RouteEntry, Snapshot};
-use crate::upstream::{self, Cluster};
+use crate::upstream::{self, Cluster, UpstreamBody};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -310,8 +310,11 @@ async fn forward(
     // HTTP/1.0 status line would make hyper close a keep-alive connection).
     parts.version = downstream_version;
     // `Via` goes on requests only, as Envoy and nginx do by default: responses keep the
-    // upstream's end-to-end headers as they were.
-    headers::strip_hop_by_hop(&mut parts.headers, false);
+    // upstream's end-to-end headers as they were. Membrane's HTTP/1.1 client leaves the
+    // hop-by-hop headers out as it parses; hyper's (HTTP/2) responses are stripped here.
+    if matches!(body, UpstreamBody::Hyper(_)) {
+        headers::strip_hop_by_hop(&mut parts.headers, false);
+    }
     Ok(Response::from_parts(
         parts,
         ProxyBody::upstream(body, in_flight),

@@ -119,14 +119,16 @@ pub async fn exchange(
     let is_head = parts.method == Method::HEAD;
     let mut received_any = false;
     loop {
-        match head::parse_response(&mut conn.rbuf, &mut conn.scratch) {
-            Ok(Some(head)) => {
-                if head.status().is_informational() {
-                    // 100 Continue and friends: the final response follows.
-                    received_any = true;
-                    continue;
-                }
-                let (parts, framing, keep_alive) = head::framing(head, is_head).map_err(fail)?;
+        match head::parse_response(&mut conn.rbuf, &mut conn.scratch, is_head) {
+            Ok(Some(head::Parsed::Informational)) => {
+                received_any = true;
+                continue;
+            }
+            Ok(Some(head::Parsed::Final {
+                parts,
+                framing,
+                keep_alive,
+            })) => {
                 return Ok(Response::from_parts(
                     parts,
                     H1Body::new(conn, key, framing, keep_alive),

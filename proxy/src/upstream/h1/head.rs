@@ -34,34 +34,28 @@ pub fn encode_request(out: &mut Vec<u8>, parts: &Parts, chunked: bool) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// What the head says about framing, noted while the headers are copied so that no header
-/// needs looking up again.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct FramingHeaders {
-    transfer_encoding: bool,
-    content_length: bool,
-    connection: bool,
-}
-
 /// A parsed response head.
-pub struct Head {
-    pub response: Response<()>,
-    seen: FramingHeaders,
+pub enum Parsed {
+    /// 100 Continue and friends: the final response follows.
+    Informational,
+    Final {
+        parts: response::Parts,
+        framing: Framing,
+        /// The connection can carry another request once the body is read.
+        keep_alive: bool,
+    },
 }
 
-impl Head {
-    pub fn status(&self) -> StatusCode {
-        self.response.status()
-    }
-}
-
-/// Parses a response head at the start of `buf`. On success the head's bytes are taken out
-/// of `buf` and the header values point into them (no copy per header); `Ok(None)` means the
-/// head is not complete yet. `scratch` is reused between calls to hold header positions.
+/// Parses a response head at the start of `buf` and decides how its body is delimited
+/// (RFC 9112 §6.3). On success the head's bytes are taken out of `buf` and the header values
+/// point into them (no copy per header); `Ok(None)` means the head is not complete yet.
+/// Hop-by-hop headers are read for framing and keep-alive and left out of the result, so the
+/// response needs no stripping afterwards. `scratch` is reused between calls.
 pub fn parse_response(
     buf: &mut BytesMut,
     scratch: &mut Vec<(usize, usize, usize, usize)>,
-) -> Result<Option<Head>, H1Error> {
+    is_head: bool,
+) -> Result<Option<Parsed>, H1Error> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Response::new(&mut []);
     let status = httparse::ParserConfig::default()
@@ -76,6 +70,10 @@ pub fn parse_response(
     let code = parsed.code.unwrap_or(0);
     let status =
         StatusCode::from_u16(code).map_err(|_| H1Error::Protocol("invalid status code"))?;
+    if status.is_informational() {
+        let _ = buf.split_to(head_len);
+        return Ok(Some(Parsed::Informational));
+    }
     let version = if parsed.version == Some(0) {
         Version::HTTP_10
     } else {
@@ -91,185 +89,207 @@ pub fn parse_response(
     }
     let head = buf.split_to(head_len).freeze();
     let mut headers = HeaderMap::with_capacity(scratch.len());
-    let mut seen = FramingHeaders::default();
+    let mut length: Option<u64> = None;
+    let mut chunked: Option<bool> = None;
+    let mut close = false;
+    let mut keep_alive_token = false;
+    let mut named: Vec<HeaderName> = Vec::new();
     for &(n, nl, v, vl) in scratch.iter() {
         let name = HeaderName::from_bytes(&head[n..n + nl])
             .map_err(|_| H1Error::Protocol("invalid header name"))?;
-        if name == header::TRANSFER_ENCODING {
-            seen.transfer_encoding = true;
-        } else if name == header::CONTENT_LENGTH {
-            seen.content_length = true;
+        let raw = &head[v..v + vl];
+        if name == header::CONTENT_LENGTH {
+            let len = parse_length(raw)?;
+            if length.is_some_and(|l| l != len) {
+                return Err(H1Error::Protocol("conflicting content-length headers"));
+            }
+            length = Some(len);
+        } else if name == header::TRANSFER_ENCODING {
+            let last = raw.rsplit(|&b| b == b',').next().unwrap_or(&[]);
+            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            continue;
         } else if name == header::CONNECTION {
-            seen.connection = true;
+            for token in raw.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive_token = true;
+                } else if let Ok(other) = HeaderName::from_bytes(token) {
+                    named.push(other);
+                }
+            }
+            continue;
+        } else if is_hop_by_hop(&name) {
+            continue;
         }
         let value = HeaderValue::from_maybe_shared(head.slice(v..v + vl))
             .map_err(|_| H1Error::Protocol("invalid header value"))?;
         headers.append(name, value);
     }
+    for n in named {
+        headers.remove(n);
+    }
+    let mut keep_alive = if version == Version::HTTP_10 {
+        keep_alive_token
+    } else {
+        !close
+    };
+    let no_body =
+        is_head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    let framing = if no_body {
+        Framing::Empty
+    } else if let Some(chunked) = chunked {
+        if length.is_some() {
+            // Both framings: Transfer-Encoding wins and the connection must not be reused.
+            headers.remove(header::CONTENT_LENGTH);
+            keep_alive = false;
+        }
+        if chunked {
+            Framing::chunked()
+        } else {
+            keep_alive = false;
+            Framing::UntilClose
+        }
+    } else {
+        match length {
+            Some(0) => Framing::Empty,
+            Some(n) => Framing::Length(n),
+            None => {
+                keep_alive = false;
+                Framing::UntilClose
+            }
+        }
+    };
     let mut response = Response::new(());
     *response.status_mut() = status;
     *response.version_mut() = version;
     *response.headers_mut() = headers;
-    Ok(Some(Head { response, seen }))
+    let (parts, ()) = response.into_parts();
+    Ok(Some(Parsed::Final {
+        parts,
+        framing,
+        keep_alive,
+    }))
 }
 
-/// How the body of this response is delimited (RFC 9112 §6.3), and whether the connection
-/// can carry another request afterwards.
-pub fn framing(head: Head, is_head: bool) -> Result<(response::Parts, Framing, bool), H1Error> {
-    let seen = head.seen;
-    let (mut parts, ()) = head.response.into_parts();
-    let h = &parts.headers;
-    let mut keep_alive = match (parts.version, seen.connection) {
-        (Version::HTTP_10, false) => false,
-        (Version::HTTP_10, true) => has_token(h, "keep-alive"),
-        (_, false) => true,
-        (_, true) => !has_token(h, "close"),
-    };
-    let status = parts.status;
-    if is_head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-        return Ok((parts, Framing::Empty, keep_alive));
+fn parse_length(raw: &[u8]) -> Result<u64, H1Error> {
+    if raw.is_empty() || raw.len() > 19 || !raw.iter().all(u8::is_ascii_digit) {
+        return Err(H1Error::Protocol("invalid content-length"));
     }
-    if seen.transfer_encoding
-        && let Some(te) = last_value(h, &header::TRANSFER_ENCODING)
-    {
-        let chunked = te
-            .rsplit(',')
-            .next()
-            .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
-        if seen.content_length {
-            // Both framings: Transfer-Encoding wins and the connection must not be reused.
-            parts.headers.remove(header::CONTENT_LENGTH);
-            keep_alive = false;
-        }
-        return Ok(if chunked {
-            (parts, Framing::chunked(), keep_alive)
-        } else {
-            (parts, Framing::UntilClose, false)
-        });
-    }
-    if !seen.content_length {
-        return Ok((parts, Framing::UntilClose, false));
-    }
-    let mut length: Option<u64> = None;
-    for v in parts.headers.get_all(header::CONTENT_LENGTH) {
-        let n = std::str::from_utf8(v.as_bytes())
-            .ok()
-            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|s| s.parse::<u64>().ok())
-            .ok_or(H1Error::Protocol("invalid content-length"))?;
-        if length.is_some_and(|l| l != n) {
-            return Err(H1Error::Protocol("conflicting content-length headers"));
-        }
-        length = Some(n);
-    }
-    Ok(match length {
-        Some(0) => (parts, Framing::Empty, keep_alive),
-        Some(n) => (parts, Framing::Length(n), keep_alive),
-        None => (parts, Framing::UntilClose, false),
-    })
+    Ok(raw.iter().fold(0u64, |n, d| n * 10 + (d - b'0') as u64))
 }
 
-fn last_value<'a>(h: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
-    h.get_all(name)
-        .iter()
-        .next_back()
-        .and_then(|v| v.to_str().ok())
-}
-
-fn has_token(h: &HeaderMap, token: &str) -> bool {
-    h.get_all(header::CONNECTION).iter().any(|v| {
-        v.to_str()
-            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-    })
+/// Hop-by-hop headers besides `Connection` and `Transfer-Encoding` (RFC 9110 §7.6.1).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::TE || name == header::UPGRADE || name == "keep-alive" || name == "proxy-connection"
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Head {
+    fn parse(text: &str, is_head: bool) -> Result<(response::Parts, Framing, bool), H1Error> {
         let mut b = BytesMut::from(text);
-        parse_response(&mut b, &mut Vec::new()).unwrap().unwrap()
+        match parse_response(&mut b, &mut Vec::new(), is_head)? {
+            Some(Parsed::Final {
+                parts,
+                framing,
+                keep_alive,
+            }) => Ok((parts, framing, keep_alive)),
+            _ => Err(H1Error::Protocol("not a final response")),
+        }
     }
 
     #[test]
     fn heads_parse_and_leave_the_body_in_the_buffer() {
-        let mut b = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello");
-        let r = parse_response(&mut b, &mut Vec::new()).unwrap().unwrap();
-        assert_eq!(r.status(), 200);
-        assert_eq!(r.response.headers()["x-a"], "b");
-        assert_eq!(&b[..], b"hello");
-        let mut partial = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Le");
-        assert!(
-            parse_response(&mut partial, &mut Vec::new())
-                .unwrap()
-                .is_none()
+        let mut b = BytesMut::from(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\nConnection: keep-alive, x-hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\n\r\nhello",
         );
+        let Some(Parsed::Final { parts, .. }) =
+            parse_response(&mut b, &mut Vec::new(), false).unwrap()
+        else {
+            panic!("not a final response");
+        };
+        assert_eq!(parts.status, 200);
+        assert_eq!(parts.headers["x-a"], "b");
+        // Hop-by-hop headers, and those `Connection` names, are left out.
+        let names: Vec<&str> = parts.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, vec!["content-length", "x-a"]);
+        assert_eq!(&b[..], b"hello");
+        let mut cont = BytesMut::from("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n\r\n");
+        assert!(matches!(
+            parse_response(&mut cont, &mut Vec::new(), false),
+            Ok(Some(Parsed::Informational))
+        ));
+        assert_eq!(&cont[..], b"HTTP/1.1 200 OK\r\n\r\n");
+        let mut partial = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Le");
+        assert!(parse_response(&mut partial, &mut Vec::new(), false).unwrap().is_none());
         assert_eq!(partial.len(), 27);
         let mut bad = BytesMut::from("HTTP/1.1 abc OK\r\n\r\n");
-        assert!(parse_response(&mut bad, &mut Vec::new()).is_err());
+        assert!(parse_response(&mut bad, &mut Vec::new(), false).is_err());
     }
 
     #[test]
     fn framing_follows_rfc_9112() {
-        let f = |t: &str, head: bool| framing(parse(t), head).map(|(_, f, k)| (f, k));
-        assert!(matches!(
-            f("HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", false),
-            Ok((Framing::Length(7), true))
-        ));
-        assert!(matches!(
-            f("HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", true),
-            Ok((Framing::Empty, true))
-        ));
-        assert!(matches!(
-            f("HTTP/1.1 204 No Content\r\n\r\n", false),
-            Ok((Framing::Empty, true))
-        ));
-        assert!(matches!(
-            f(
-                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
-                false
-            ),
-            Ok((Framing::Chunked(_), true))
-        ));
-        assert!(matches!(
-            f(
-                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
-                false
-            ),
-            Ok((Framing::Chunked(_), false))
-        ));
-        assert!(matches!(
-            f("HTTP/1.1 200 OK\r\n\r\n", false),
-            Ok((Framing::UntilClose, false))
-        ));
-        assert!(matches!(
-            f(
-                "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n",
-                false
-            ),
-            Ok((Framing::Length(1), false))
-        ));
-        assert!(matches!(
-            f("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false),
-            Ok((Framing::Length(1), false))
-        ));
-        assert!(matches!(
-            f(
-                "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n",
-                false
-            ),
-            Ok((Framing::Length(1), true))
-        ));
-        assert!(
-            f(
-                "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-                false
-            )
-            .is_err()
-        );
-        assert!(f("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", false).is_err());
-        assert!(f("HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\n", false).is_err());
+        let f = |t: &str, head: bool| parse(t, head).map(|(_, f, k)| (f, k));
+        let cl7 = "HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n";
+        assert!(matches!(f(cl7, false), Ok((Framing::Length(7), true))));
+        assert!(matches!(f(cl7, true), Ok((Framing::Empty, true))));
+        let nc = "HTTP/1.1 204 No Content\r\n\r\n";
+        assert!(matches!(f(nc, false), Ok((Framing::Empty, true))));
+        let te = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(matches!(f(te, false), Ok((Framing::Chunked(_), true))));
+        let both = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n";
+        let (parts, framing, keep) = parse(both, false).unwrap();
+        assert!(matches!(framing, Framing::Chunked(_)) && !keep);
+        assert!(!parts.headers.contains_key("content-length"));
+        let gz = "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n";
+        assert!(matches!(f(gz, false), Ok((Framing::UntilClose, false))));
+        let none = "HTTP/1.1 200 OK\r\n\r\n";
+        assert!(matches!(f(none, false), Ok((Framing::UntilClose, false))));
+        let close = "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n";
+        assert!(matches!(f(close, false), Ok((Framing::Length(1), false))));
+        let old = "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n";
+        assert!(matches!(f(old, false), Ok((Framing::Length(1), false))));
+        let old_ka = "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n";
+        assert!(matches!(f(old_ka, false), Ok((Framing::Length(1), true))));
+        for bad in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
+        ] {
+            assert!(f(bad, false).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut rng = fastrand::Rng::with_seed(3);
+        let pieces: [&[u8]; 10] = [
+            b"HTTP/1.1 200 OK\r\n",
+            b"HTTP/1.0 100 Continue\r\n",
+            b"Content-Length: 12\r\n",
+            b"Transfer-Encoding: chunked\r\n",
+            b"Connection: close, x\r\n",
+            b"\r\n",
+            b": \r\n",
+            b"\x00\xff",
+            b"X: \x7f\r\n",
+            b"5\r\nhello\r\n0\r\n\r\n",
+        ];
+        for _ in 0..5000 {
+            let mut input = Vec::new();
+            for _ in 0..rng.usize(0..8) {
+                input.extend_from_slice(pieces[rng.usize(0..pieces.len())]);
+            }
+            if rng.bool() {
+                let junk: Vec<u8> = (0..rng.usize(0..16)).map(|_| rng.u8(..)).collect();
+                input.extend(junk);
+            }
+            let mut b = BytesMut::from(&input[..]);
+            let _ = parse_response(&mut b, &mut Vec::new(), rng.bool());
+        }
     }
 
     #[test]
