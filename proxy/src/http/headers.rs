@@ -3,9 +3,7 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub use crate::upstream::forwarding::X_REQUEST_ID;
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -152,25 +150,6 @@ fn new_request_id() -> HeaderValue {
     HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static("invalid"))
 }
 
-/// Appends `value` to a list-valued header (`X-Forwarded-For`, `Via`).
-pub fn append_list(headers: &mut HeaderMap, name: HeaderName, value: &HeaderValue) {
-    match headers.entry(name) {
-        header::Entry::Vacant(v) => {
-            v.insert(value.clone());
-        }
-        header::Entry::Occupied(mut o) => {
-            let old = o.get();
-            let mut joined = Vec::with_capacity(old.len() + 2 + value.len());
-            joined.extend_from_slice(old.as_bytes());
-            joined.extend_from_slice(b", ");
-            joined.extend_from_slice(value.as_bytes());
-            if let Ok(v) = HeaderValue::from_bytes(&joined) {
-                o.insert(v);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,22 +205,6 @@ mod tests {
             request_id(&HeaderMap::new()).value,
             request_id(&HeaderMap::new()).value
         );
-    }
-
-    #[test]
-    fn list_headers_are_appended() {
-        let mut h = HeaderMap::new();
-        append_list(
-            &mut h,
-            X_FORWARDED_FOR,
-            &HeaderValue::from_static("10.0.0.1"),
-        );
-        append_list(
-            &mut h,
-            X_FORWARDED_FOR,
-            &HeaderValue::from_static("127.0.0.1"),
-        );
-        assert_eq!(h[X_FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
     }
 
     #[test]

@@ -12,12 +12,12 @@
 
 use super::body::ProxyBody;
 use super::error::ProxyError;
-use super::headers::{self, RequestId, VIA_HTTP1, VIA_HTTP2, X_FORWARDED_FOR, X_FORWARDED_PROTO};
+use super::headers::{self, RequestId, VIA_HTTP1, VIA_HTTP2};
 use crate::config::UpstreamProtocol;
 use crate::metrics::RouteMetrics;
 use crate::route::{RequestView, strip_port};
 use crate::snapshot::{Action, Listener, RouteEntry, Snapshot};
-use crate::upstream::{self, Cluster, UpstreamBody};
+use crate::upstream::{self, Cluster, Forwarding, UpstreamBody};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -237,17 +237,16 @@ async fn forward(
 
     let h = &mut parts.headers;
     headers::strip_hop_by_hop(h, upgrade);
-    headers::append_list(h, X_FORWARDED_FOR, &ctx.client_ip);
-    h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    let via = if downstream_version == Version::HTTP_2 {
-        VIA_HTTP2
-    } else {
-        VIA_HTTP1
+    let fwd = Forwarding {
+        client_ip: ctx.client_ip.clone(),
+        via: if downstream_version == Version::HTTP_2 {
+            VIA_HTTP2
+        } else {
+            VIA_HTTP1
+        },
+        proto: HeaderValue::from_static("http"),
+        request_id: (!request_id.from_client).then(|| request_id.value.clone()),
     };
-    headers::append_list(h, header::VIA, &via);
-    if !request_id.from_client {
-        h.insert(headers::X_REQUEST_ID, request_id.value.clone());
-    }
 
     match cluster.protocol {
         UpstreamProtocol::Http1 => {
@@ -290,8 +289,14 @@ async fn forward(
         }
     }
 
-    let (mut resp, in_flight) =
-        upstream::send(cluster, Request::from_parts(parts, body), timeout, upgrade).await?;
+    let (mut resp, in_flight) = upstream::send(
+        cluster,
+        Request::from_parts(parts, body),
+        &fwd,
+        timeout,
+        upgrade,
+    )
+    .await?;
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS
         && let Some(downstream) = downstream_upgrade

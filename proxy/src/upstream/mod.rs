@@ -3,10 +3,12 @@
 
 mod cluster;
 mod connect;
+pub mod forwarding;
 pub mod h1;
 pub mod pool;
 
 pub use cluster::{Cluster, ClusterShared, Endpoint};
+pub use forwarding::Forwarding;
 
 use crate::config::UpstreamProtocol;
 use bytes::Bytes;
@@ -139,6 +141,7 @@ impl Body for UpstreamBody {
 pub async fn send(
     cluster: &Arc<Cluster>,
     req: Request<Incoming>,
+    fwd: &Forwarding,
     timeout: Duration,
     upgrade: bool,
 ) -> Result<(Response<UpstreamBody>, InFlight), UpstreamError> {
@@ -156,7 +159,7 @@ pub async fn send(
         addr: endpoint.addr,
         protocol: cluster.protocol,
     };
-    let exchange = exchange(cluster, key, req, upgrade);
+    let exchange = exchange(cluster, key, req, fwd, upgrade);
     match tokio::time::timeout(timeout, exchange).await {
         Ok(Ok(resp)) => Ok((resp, in_flight)),
         Ok(Err(e)) => Err(e),
@@ -170,10 +173,14 @@ pub async fn send(
 async fn exchange(
     cluster: &Cluster,
     key: PoolKey,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
+    fwd: &Forwarding,
     upgrade: bool,
 ) -> Result<Response<UpstreamBody>, UpstreamError> {
     let addr = key.addr;
+    if upgrade || cluster.protocol == UpstreamProtocol::Http2 {
+        fwd.apply(req.headers_mut());
+    }
     if upgrade {
         let mut sender = connect::open_upgrade(cluster, addr).await?;
         let resp = sender
@@ -183,7 +190,7 @@ async fn exchange(
         return Ok(resp.map(UpstreamBody::Hyper));
     }
     match cluster.protocol {
-        UpstreamProtocol::Http1 => exchange_http1(cluster, key, req).await,
+        UpstreamProtocol::Http1 => exchange_http1(cluster, key, req, fwd).await,
         UpstreamProtocol::Http2 => exchange_http2(cluster, key, req).await,
     }
 }
@@ -192,6 +199,7 @@ async fn exchange_http1(
     cluster: &Cluster,
     key: PoolKey,
     req: Request<Incoming>,
+    fwd: &Forwarding,
 ) -> Result<Response<UpstreamBody>, UpstreamError> {
     let (parts, body) = req.into_parts();
     let mut body = (!body.is_end_stream()).then_some(body);
@@ -212,7 +220,7 @@ async fn exchange_http1(
                 Sender::Http2(_) => break,
             },
         };
-        match h1::exchange(conn, key, &parts, body.take()).await {
+        match h1::exchange(conn, key, &parts, fwd, body.take()).await {
             Ok(resp) => return Ok(resp.map(UpstreamBody::Http1)),
             Err(f) if f.retryable && reused => continue,
             Err(f) => return Err(UpstreamError::from_h1(key.addr, f.error)),

@@ -2,6 +2,7 @@ use super::H1Error;
 use super::body::H1Body;
 use super::head;
 use crate::upstream::connect::OpenConnection;
+use crate::upstream::forwarding::Forwarding;
 use crate::upstream::pool::PoolKey;
 use bytes::BytesMut;
 use http::request::Parts;
@@ -96,6 +97,7 @@ pub async fn exchange(
     mut conn: H1Conn,
     key: PoolKey,
     parts: &Parts,
+    fwd: &Forwarding,
     body: Option<Incoming>,
 ) -> Result<Response<H1Body>, Failed> {
     let fail = |error| Failed {
@@ -104,7 +106,7 @@ pub async fn exchange(
     };
     let chunked = body.is_some() && !parts.headers.contains_key(header::CONTENT_LENGTH);
     conn.wbuf.clear();
-    head::encode_request(&mut conn.wbuf, parts, chunked);
+    head::encode_request(&mut conn.wbuf, parts, fwd, chunked);
     // A write error on a request without body means the idle connection was dead already.
     let had_body = body.is_some();
     if let Err(e) = conn.stream.write_all(&conn.wbuf).await {

@@ -2,6 +2,7 @@
 
 use super::H1Error;
 use super::body::Framing;
+use crate::upstream::forwarding::Forwarding;
 use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
@@ -12,9 +13,9 @@ use std::mem::MaybeUninit;
 /// Most response headers accepted; more is a protocol error.
 const MAX_HEADERS: usize = 100;
 
-/// Writes `METHOD path HTTP/1.1`, the headers, the framing header when the body is chunked,
-/// and the blank line.
-pub fn encode_request(out: &mut Vec<u8>, parts: &Parts, chunked: bool) {
+/// Writes `METHOD path HTTP/1.1`, the headers with the forwarding headers applied, the
+/// framing header when the body is chunked, and the blank line.
+pub fn encode_request(out: &mut Vec<u8>, parts: &Parts, fwd: &Forwarding, chunked: bool) {
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     match parts.uri.path_and_query() {
@@ -22,12 +23,7 @@ pub fn encode_request(out: &mut Vec<u8>, parts: &Parts, chunked: bool) {
         _ => out.push(b'/'),
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &parts.headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    fwd.encode_headers(&parts.headers, out);
     if chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
@@ -134,8 +130,7 @@ pub fn parse_response(
     } else {
         !close
     };
-    let no_body =
-        is_head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    let no_body = is_head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
     let framing = if no_body {
         Framing::Empty
     } else if let Some(chunked) = chunked {
@@ -181,7 +176,10 @@ fn parse_length(raw: &[u8]) -> Result<u64, H1Error> {
 
 /// Hop-by-hop headers besides `Connection` and `Transfer-Encoding` (RFC 9110 §7.6.1).
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::TE || name == header::UPGRADE || name == "keep-alive" || name == "proxy-connection"
+    name == header::TE
+        || name == header::UPGRADE
+        || name == "keep-alive"
+        || name == "proxy-connection"
 }
 
 #[cfg(test)]
@@ -223,7 +221,11 @@ mod tests {
         ));
         assert_eq!(&cont[..], b"HTTP/1.1 200 OK\r\n\r\n");
         let mut partial = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Le");
-        assert!(parse_response(&mut partial, &mut Vec::new(), false).unwrap().is_none());
+        assert!(
+            parse_response(&mut partial, &mut Vec::new(), false)
+                .unwrap()
+                .is_none()
+        );
         assert_eq!(partial.len(), 27);
         let mut bad = BytesMut::from("HTTP/1.1 abc OK\r\n\r\n");
         assert!(parse_response(&mut bad, &mut Vec::new(), false).is_err());
@@ -299,15 +301,28 @@ mod tests {
             .body(())
             .unwrap()
             .into_parts();
+        let fwd = Forwarding {
+            client_ip: HeaderValue::from_static("10.1.1.1"),
+            via: HeaderValue::from_static("1.1 membrane"),
+            proto: HeaderValue::from_static("http"),
+            request_id: None,
+        };
         let mut out = Vec::new();
-        encode_request(&mut out, &parts, true);
+        encode_request(&mut out, &parts, &fwd, true);
+        let fwd_lines =
+            "x-forwarded-for: 10.1.1.1\r\nvia: 1.1 membrane\r\nx-forwarded-proto: http\r\n";
         assert_eq!(
-            out,
-            b"POST /a?b=1 HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+            String::from_utf8(out.clone()).unwrap(),
+            format!(
+                "POST /a?b=1 HTTP/1.1\r\nhost: x\r\n{fwd_lines}transfer-encoding: chunked\r\n\r\n"
+            )
         );
         parts.uri = http::Uri::from_static("http://h");
         out.clear();
-        encode_request(&mut out, &parts, false);
-        assert_eq!(out, b"POST / HTTP/1.1\r\nhost: x\r\n\r\n");
+        encode_request(&mut out, &parts, &fwd, false);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!("POST / HTTP/1.1\r\nhost: x\r\n{fwd_lines}\r\n")
+        );
     }
 }
