@@ -125,15 +125,7 @@ async fn the_connection_limit_gives_503_overflow() {
         tokio::spawn(async move { get(&c, &url, "known.test", &[]).await.status })
     };
     let up = &e._up;
-    eventually(
-        "the slow request reached the upstream",
-        Duration::from_secs(5),
-        || {
-            let n = up.served();
-            async move { n >= 1 }
-        },
-    )
-    .await;
+    served_at_least(up, 1).await;
     let mut saw_overflow = false;
     for _ in 0..100 {
         // A new client each time: a fresh downstream connection, so the request cannot

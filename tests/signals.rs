@@ -67,15 +67,7 @@ async fn sighup_reloads_and_sigterm_drains_then_exits_zero() {
         let (c, url) = (client_h1(), url.clone());
         tokio::spawn(async move { get(&c, &format!("{url}/delay/1000"), "x", &[]).await })
     };
-    eventually(
-        "the slow request reached the upstream",
-        Duration::from_secs(5),
-        || {
-            let n = up.served();
-            async move { n >= 1 }
-        },
-    )
-    .await;
+    served_at_least(&up, 1).await;
     signal(pid, "-TERM");
     let r = slow.await.unwrap();
     assert_eq!(r.status, 200, "the in-flight request was cut: {}", r.text());

@@ -39,7 +39,10 @@ impl Reply {
 }
 
 pub async fn send(client: &TestClient, req: Request<Full<Bytes>>) -> Reply {
-    let resp = client.request(req).await.expect("request failed");
+    collect(client.request(req).await.expect("request failed")).await
+}
+
+async fn collect(resp: http::Response<hyper::body::Incoming>) -> Reply {
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.expect("body failed").to_bytes();
     Reply {
@@ -47,6 +50,20 @@ pub async fn send(client: &TestClient, req: Request<Full<Bytes>>) -> Reply {
         headers: parts.headers,
         body,
     }
+}
+
+/// Waits until `up` has answered at least `n` requests (a request is counted when it
+/// arrives, so this also says a slow request is in flight).
+pub async fn served_at_least(up: &membrane_proxy::testing::Upstream, n: usize) {
+    eventually(
+        &format!("{} to have served {n} requests", up.name),
+        Duration::from_secs(5),
+        || {
+            let got = up.served();
+            async move { got >= n }
+        },
+    )
+    .await;
 }
 
 /// GET `url` with a Host header and extra headers.
@@ -102,12 +119,5 @@ pub async fn send_h2(addr: std::net::SocketAddr, req: Request<Full<Bytes>>) -> R
     .await
     .unwrap();
     tokio::spawn(conn);
-    let resp = sender.send_request(req).await.expect("h2 request failed");
-    let (parts, body) = resp.into_parts();
-    let body = body.collect().await.expect("body failed").to_bytes();
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    }
+    collect(sender.send_request(req).await.expect("h2 request failed")).await
 }

@@ -207,19 +207,8 @@ async fn exchange_http1(
     // body that got no byte of response is tried once more on a new connection; anything
     // else is not retried.
     for attempt in 0..2 {
-        let pooled = if attempt == 0 {
-            pool::checkout(&key, cluster.pool_idle_timeout)
-        } else {
-            None
-        };
-        let reused = pooled.is_some();
-        let conn = match pooled {
-            Some(Sender::Http1(c)) => c,
-            _ => match connect::open(cluster, key).await? {
-                Sender::Http1(c) => c,
-                Sender::Http2(_) => break,
-            },
-        };
+        let (sender, reused) = connection(cluster, key, attempt).await?;
+        let Sender::Http1(conn) = sender else { break };
         match h1::exchange(conn, key, &parts, fwd, body.take()).await {
             Ok(resp) => return Ok(resp.map(UpstreamBody::Http1)),
             Err(f) if f.retryable && reused => continue,
@@ -240,18 +229,9 @@ async fn exchange_http2(
     let addr = key.addr;
     // As above: a request that was not sent on a pooled connection is retried once.
     for attempt in 0..2 {
-        let pooled = if attempt == 0 {
-            pool::checkout(&key, cluster.pool_idle_timeout)
-        } else {
-            None
-        };
-        let reused = pooled.is_some();
-        let mut sender = match pooled {
-            Some(Sender::Http2(s)) => s,
-            _ => match connect::open(cluster, key).await? {
-                Sender::Http2(s) => s,
-                Sender::Http1(_) => break,
-            },
+        let (sender, reused) = connection(cluster, key, attempt).await?;
+        let Sender::Http2(mut sender) = sender else {
+            break;
         };
         if sender.ready().await.is_err() && reused {
             continue;
@@ -273,4 +253,19 @@ async fn exchange_http2(
         addr,
         reason: "no usable connection".into(),
     })
+}
+
+/// A connection for `key`: from this worker's pool on the first attempt, new otherwise (a
+/// retry never reuses). The flag says whether it came from the pool.
+async fn connection(
+    cluster: &Cluster,
+    key: PoolKey,
+    attempt: u32,
+) -> Result<(Sender, bool), UpstreamError> {
+    if attempt == 0
+        && let Some(pooled) = pool::checkout(&key, cluster.pool_idle_timeout)
+    {
+        return Ok((pooled, true));
+    }
+    Ok((connect::open(cluster, key).await?, false))
 }
