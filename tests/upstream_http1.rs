@@ -28,6 +28,10 @@ async fn read_request(s: &mut TcpStream) -> Option<(String, Vec<u8>)> {
     }
     let head = String::from_utf8_lossy(&buf).to_string();
     let path = head.split(' ').nth(1)?.to_owned();
+    if path == "/early" {
+        // Answers before reading the body, as an upstream refusing a large upload does.
+        return Some((path, Vec::new()));
+    }
     let len = head
         .lines()
         .find_map(|l| {
@@ -72,6 +76,14 @@ async fn scripted() -> (SocketAddr, Arc<AtomicUsize>) {
                             r
                         }
                         "/hang-up" => return,
+                        "/early" => {
+                            let _ = s
+                                .write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbig!")
+                                .await;
+                            // Keep the connection open without reading.
+                            tokio::time::sleep(Duration::from_secs(3)).await;
+                            return;
+                        }
                         _ => b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nfine".to_vec(),
                     };
                     if s.write_all(&reply).await.is_err() {
@@ -251,4 +263,34 @@ async fn an_idle_connection_closed_by_the_upstream_is_replaced() {
         assert_eq!(r.status, 200, "request {i}: {}", r.text());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_answer_arrives_while_the_body_is_still_being_sent() {
+    let (up, _) = scripted().await;
+    let (_proxy, url) = proxy_to(up).await;
+    let client: hyper_util::client::legacy::Client<_, membrane_proxy::testing::Repeat> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let req = Request::post(format!("{url}/early"))
+        .header("host", "x")
+        .header("content-length", (64u64 << 20).to_string())
+        .body(membrane_proxy::testing::Repeat::new(64 << 20))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+        .await
+        .expect("no answer")
+        .expect("request failed");
+    assert_eq!(resp.status(), 413);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let c = client_h1();
+    assert_eq!(
+        get(&c, &format!("{url}/plain"), "x", &[]).await.text(),
+        "fine"
+    );
 }

@@ -11,7 +11,6 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::io::ErrorKind;
 use std::task::{Context, Poll, Waker};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// Read buffer growth step, and the most a response head may take.
@@ -77,10 +76,6 @@ impl H1Conn {
             }
         }
     }
-
-    async fn fill(&mut self) -> std::io::Result<usize> {
-        std::future::poll_fn(|cx| self.poll_fill(cx)).await
-    }
 }
 
 /// A failed exchange, and whether it may be tried again on a new connection: only when
@@ -90,9 +85,10 @@ pub struct Failed {
     pub retryable: bool,
 }
 
-/// Sends one request on `conn` and reads the response head. The body, if any, is sent in
-/// full first. The returned body owns the connection and returns it to the pool under
-/// `key` when it has been read to its end and the connection can be reused.
+/// Sends one request on `conn` and reads the response head. A request body is sent while
+/// the response is awaited, so an upstream that answers early (413, say) and stops reading
+/// is heard; the connection is then not reused. The returned body owns the connection and
+/// returns it to the pool under `key` once read to its end, when it can be reused.
 pub async fn exchange(
     mut conn: H1Conn,
     key: PoolKey,
@@ -100,28 +96,85 @@ pub async fn exchange(
     fwd: &Forwarding,
     body: Option<Incoming>,
 ) -> Result<Response<H1Body>, Failed> {
+    let chunked = body.is_some() && !parts.headers.contains_key(header::CONTENT_LENGTH);
+    conn.wbuf.clear();
+    head::encode_request(&mut conn.wbuf, parts, fwd, chunked);
+    let is_head = parts.method == Method::HEAD;
+    let H1Conn {
+        stream,
+        rbuf,
+        wbuf,
+        scratch,
+        ..
+    } = &mut conn;
+    let stream = &*stream;
+    let Some(body) = body else {
+        // No body: a failure before any response byte means the pooled connection was dead
+        // already, and the request may be tried again.
+        if let Err(e) = write_all(stream, wbuf).await {
+            return Err(Failed {
+                error: e.into(),
+                retryable: true,
+            });
+        }
+        let (parts, framing, keep_alive) = read_head(stream, rbuf, scratch, is_head)
+            .await
+            .map_err(|(error, nothing)| Failed {
+                error,
+                retryable: nothing,
+            })?;
+        return Ok(Response::from_parts(
+            parts,
+            H1Body::new(conn, key, framing, keep_alive),
+        ));
+    };
     let fail = |error| Failed {
         error,
         retryable: false,
     };
-    let chunked = body.is_some() && !parts.headers.contains_key(header::CONTENT_LENGTH);
-    conn.wbuf.clear();
-    head::encode_request(&mut conn.wbuf, parts, fwd, chunked);
-    // A write error on a request without body means the idle connection was dead already.
-    let had_body = body.is_some();
-    if let Err(e) = conn.stream.write_all(&conn.wbuf).await {
-        return Err(Failed {
-            error: e.into(),
-            retryable: !had_body,
-        });
-    }
-    if let Some(body) = body {
-        send_body(&mut conn, body, chunked).await.map_err(fail)?;
-    }
-    let is_head = parts.method == Method::HEAD;
+    write_all(stream, wbuf).await.map_err(|e| fail(e.into()))?;
+    // The futures borrow the connection; they end with this block.
+    let (head, sent) = {
+        let send = send_body(stream, body, chunked);
+        let recv = read_head(stream, rbuf, scratch, is_head);
+        tokio::pin!(send, recv);
+        let mut sent = false;
+        let mut send_failed = false;
+        let head = loop {
+            tokio::select! {
+                biased;
+                head = &mut recv => break head,
+                done = &mut send, if !sent && !send_failed => match done {
+                    Ok(()) => sent = true,
+                    Err(e @ H1Error::RequestBody(_)) => return Err(fail(e)),
+                    // The upstream stopped reading (it may have answered already): keep
+                    // waiting for its response.
+                    Err(_) => send_failed = true,
+                },
+            }
+        };
+        (head, sent)
+    };
+    let (parts, framing, keep_alive) = head.map_err(|(error, _)| fail(error))?;
+    // A response before the whole body went out leaves the connection mid-request.
+    let keep_alive = keep_alive && sent;
+    Ok(Response::from_parts(
+        parts,
+        H1Body::new(conn, key, framing, keep_alive),
+    ))
+}
+
+/// Reads until a final response head is parsed. The error comes with whether nothing at all
+/// had arrived from the upstream.
+async fn read_head(
+    stream: &TcpStream,
+    rbuf: &mut BytesMut,
+    scratch: &mut Vec<(usize, usize, usize, usize)>,
+    is_head: bool,
+) -> Result<(http::response::Parts, super::body::Framing, bool), (H1Error, bool)> {
     let mut received_any = false;
     loop {
-        match head::parse_response(&mut conn.rbuf, &mut conn.scratch, is_head) {
+        match head::parse_response(rbuf, scratch, is_head) {
             Ok(Some(head::Parsed::Informational)) => {
                 received_any = true;
                 continue;
@@ -130,40 +183,52 @@ pub async fn exchange(
                 parts,
                 framing,
                 keep_alive,
-            })) => {
-                return Ok(Response::from_parts(
-                    parts,
-                    H1Body::new(conn, key, framing, keep_alive),
-                ));
+            })) => return Ok((parts, framing, keep_alive)),
+            Ok(None) if rbuf.len() > MAX_HEAD => {
+                return Err((H1Error::Protocol("response head over 64 KiB"), false));
             }
-            Ok(None) => {
-                if conn.rbuf.len() > MAX_HEAD {
-                    return Err(fail(H1Error::Protocol("response head over 64 KiB")));
-                }
-            }
-            Err(e) => return Err(fail(e)),
+            Ok(None) => {}
+            Err(e) => return Err((e, false)),
         }
-        match conn.fill().await {
-            Ok(0) => {
-                let nothing = !received_any && conn.rbuf.is_empty();
-                return Err(Failed {
-                    error: H1Error::ClosedBeforeResponse,
-                    retryable: nothing && !had_body,
-                });
-            }
+        let nothing = !received_any && rbuf.is_empty();
+        match fill(stream, rbuf).await {
+            Ok(0) => return Err((H1Error::ClosedBeforeResponse, nothing)),
             Ok(_) => received_any = true,
-            Err(e) => {
-                let nothing = !received_any && conn.rbuf.is_empty();
-                return Err(Failed {
-                    error: e.into(),
-                    retryable: nothing && !had_body,
-                });
-            }
+            Err(e) => return Err((e.into(), nothing)),
         }
     }
 }
 
-async fn send_body(conn: &mut H1Conn, mut body: Incoming, chunked: bool) -> Result<(), H1Error> {
+/// Reads more into `rbuf`; `Ok(0)` is end of stream.
+async fn fill(stream: &TcpStream, rbuf: &mut BytesMut) -> std::io::Result<usize> {
+    if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
+        rbuf.reserve(READ_CHUNK);
+    }
+    // Try first: tokio answers WouldBlock without a syscall when the socket is not known to be
+    // readable, and only then is readiness awaited.
+    loop {
+        match stream.try_read_buf(rbuf) {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => stream.readable().await?,
+            other => return other,
+        }
+    }
+}
+
+/// Writes all of `buf` through a shared reference, so that reading can go on at the same
+/// time.
+async fn write_all(stream: &TcpStream, mut buf: &[u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        match stream.try_write(buf) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == ErrorKind::WouldBlock => stream.writable().await?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+async fn send_body(stream: &TcpStream, mut body: Incoming, chunked: bool) -> Result<(), H1Error> {
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(H1Error::RequestBody)?;
         if let Ok(data) = frame.into_data() {
@@ -171,19 +236,18 @@ async fn send_body(conn: &mut H1Conn, mut body: Incoming, chunked: bool) -> Resu
                 continue;
             }
             if chunked {
-                let size = format!("{:x}\r\n", data.len());
-                conn.stream.write_all(size.as_bytes()).await?;
-                conn.stream.write_all(&data).await?;
-                conn.stream.write_all(b"\r\n").await?;
+                write_all(stream, format!("{:x}\r\n", data.len()).as_bytes()).await?;
+                write_all(stream, &data).await?;
+                write_all(stream, b"\r\n").await?;
             } else {
-                conn.stream.write_all(&data).await?;
+                write_all(stream, &data).await?;
             }
         }
         // Request trailers are dropped: few upstreams accept them and HTTP/1.1 proxies
         // commonly drop them.
     }
     if chunked {
-        conn.stream.write_all(b"0\r\n\r\n").await?;
+        write_all(stream, b"0\r\n\r\n").await?;
     }
     Ok(())
 }
