@@ -79,7 +79,7 @@ pub(super) async fn open(cluster: &Cluster, key: PoolKey) -> Result<Sender, Upst
     let addr = key.addr;
     let (stream, guard) = connect_tcp(cluster, addr).await?;
     match key.protocol {
-        UpstreamProtocol::Http1 => Ok(Sender::Http1(H1Conn::new(stream, guard))),
+        UpstreamProtocol::Http1 => Ok(Sender::Http1(Box::new(H1Conn::new(stream, guard)))),
         UpstreamProtocol::Http2 => {
             let (sender, conn) = http2::Builder::new(TokioExecutor::new())
                 .handshake(TokioIo::new(stream))

@@ -25,8 +25,9 @@ pub struct PoolKey {
 }
 
 pub enum Sender {
-    /// Membrane's own HTTP/1.1 client connection: one request at a time.
-    Http1(H1Conn),
+    /// Membrane's own HTTP/1.1 client connection: one request at a time. Boxed, so that the
+    /// response body that owns it during a request stays small to move.
+    Http1(Box<H1Conn>),
     /// hyper's HTTP/2 client: shared by concurrent requests.
     Http2(http2::SendRequest<Incoming>),
 }

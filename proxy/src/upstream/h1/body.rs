@@ -51,14 +51,14 @@ macro_rules! fill {
 /// connection goes back to this worker's pool if it can carry another request; dropped
 /// early, the connection is closed.
 pub struct H1Body {
-    conn: Option<H1Conn>,
+    conn: Option<Box<H1Conn>>,
     key: PoolKey,
     framing: Framing,
     keep_alive: bool,
 }
 
 impl H1Body {
-    pub(super) fn new(conn: H1Conn, key: PoolKey, framing: Framing, keep_alive: bool) -> Self {
+    pub(super) fn new(conn: Box<H1Conn>, key: PoolKey, framing: Framing, keep_alive: bool) -> Self {
         let mut body = Self {
             conn: Some(conn),
             key,

@@ -90,7 +90,7 @@ pub struct Failed {
 /// is heard; the connection is then not reused. The returned body owns the connection and
 /// returns it to the pool under `key` once read to its end, when it can be reused.
 pub async fn exchange(
-    mut conn: H1Conn,
+    mut conn: Box<H1Conn>,
     key: PoolKey,
     parts: &Parts,
     fwd: &Forwarding,
@@ -106,7 +106,7 @@ pub async fn exchange(
         wbuf,
         scratch,
         ..
-    } = &mut conn;
+    } = &mut *conn;
     let stream = &*stream;
     let Some(body) = body else {
         // No body: a failure before any response byte means the pooled connection was dead
