@@ -116,3 +116,14 @@ pub(super) async fn open_upgrade(
     });
     Ok(sender)
 }
+
+#[cfg(test)]
+impl OpenConnection {
+    /// An open-connection record for tests that build connections by hand.
+    pub(crate) fn for_test() -> Self {
+        OpenConnection {
+            shared: ClusterShared::new(),
+            gauge: Gauge::default(),
+        }
+    }
+}

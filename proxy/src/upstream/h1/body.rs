@@ -269,6 +269,79 @@ impl Body for H1Body {
 mod tests {
     use super::*;
 
+    use crate::config::UpstreamProtocol;
+    use crate::upstream::connect::OpenConnection;
+    use http_body_util::BodyExt;
+    use tokio::io::AsyncWriteExt;
+
+    /// Encodes `data` as a chunked body with random chunk sizes, extensions and a trailer.
+    fn encode_chunked(rng: &mut fastrand::Rng, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut rest = data;
+        while !rest.is_empty() {
+            let n = rng.usize(1..=rest.len().min(300));
+            let ext = if rng.bool() { ";a=b" } else { "" };
+            out.extend_from_slice(format!("{n:X}{ext}\r\n").as_bytes());
+            out.extend_from_slice(&rest[..n]);
+            out.extend_from_slice(b"\r\n");
+            rest = &rest[n..];
+        }
+        out.extend_from_slice(b"0\r\n");
+        if rng.bool() {
+            out.extend_from_slice(b"x-sum: 42\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+
+    #[tokio::test]
+    async fn chunked_bodies_decode_whatever_the_read_boundaries() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut rng = fastrand::Rng::with_seed(5);
+        for round in 0..40 {
+            let data: Vec<u8> = (0..rng.usize(0..2000)).map(|_| rng.u8(..)).collect();
+            let wire = encode_chunked(&mut rng, &data);
+            let (client, server) =
+                tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+            let (mut server, _) = server.unwrap();
+            let conn = Box::new(H1Conn::new(client.unwrap(), OpenConnection::for_test()));
+            let key = PoolKey {
+                cluster: 0,
+                addr,
+                protocol: UpstreamProtocol::Http1,
+            };
+            let cuts: Vec<usize> = {
+                let mut c: Vec<usize> = (0..rng.usize(0..6))
+                    .map(|_| rng.usize(0..=wire.len()))
+                    .collect();
+                c.sort_unstable();
+                c
+            };
+            let writer = tokio::spawn(async move {
+                let mut at = 0;
+                for cut in cuts.into_iter().chain([wire.len()]) {
+                    server.write_all(&wire[at..cut]).await.unwrap();
+                    server.flush().await.unwrap();
+                    at = cut;
+                    tokio::task::yield_now().await;
+                }
+                server
+            });
+            let body = H1Body::new(conn, key, Framing::chunked(), true);
+            let collected = body
+                .collect()
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            let trailers = collected.trailers().cloned();
+            assert_eq!(collected.to_bytes(), data, "round {round}");
+            if let Some(t) = trailers {
+                assert_eq!(t["x-sum"], "42");
+            }
+            drop(writer.await.unwrap());
+        }
+    }
+
     #[test]
     fn chunk_sizes() {
         assert_eq!(parse_chunk_size(b"1a").unwrap(), 26);
