@@ -10,6 +10,8 @@ use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -109,7 +111,7 @@ async fn accept_loop(
 async fn serve_connection(
     ctx: Arc<ConnContext>,
     stream: tokio::net::TcpStream,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     _alive: mpsc::Sender<()>,
 ) {
     let Some(listener) = ctx.state.load().listeners.get(&ctx.listener).cloned() else {
@@ -118,43 +120,122 @@ async fn serve_connection(
     let metrics = listener.metrics.clone();
     metrics.accepted.inc();
     metrics.active.inc();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
     // hyper's own limits sit above the listener's, which are checked per request to give a
     // JSON 431 with a reason; past hyper's, it answers a bare 431 and closes.
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(listener.header_read_timeout)
-        .writev(false)
-        .max_buf_size((listener.max_header_bytes * 2).max(16 * 1024))
-        .max_headers(listener.max_headers * 2);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size((listener.max_header_bytes * 2).min(u32::MAX as usize) as u32);
-    let builder = match listener.protocol {
-        ListenerProtocol::Http1 => builder.http1_only(),
-        ListenerProtocol::Http2 => builder.http2_only(),
-        ListenerProtocol::Auto => builder,
-    };
+    let max_buf = (listener.max_header_bytes * 2).max(16 * 1024);
+    let max_headers = listener.max_headers * 2;
+    let max_list = (listener.max_header_bytes * 2).min(u32::MAX as usize) as u32;
+    let read_timeout = listener.header_read_timeout;
+    let protocol = listener.protocol;
     drop(listener);
     let svc_ctx = ctx.clone();
     let svc = service_fn(move |req| service::handle(svc_ctx.clone(), req));
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = stopped(&mut stop) => {
-            // Finish the request in flight, refuse new ones (HTTP/1.1: `Connection: close`;
-            // HTTP/2: GOAWAY), then close.
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    let io = TokioIo::new(stream);
+    // A listener fixed to one protocol gets hyper's builder for that protocol: the
+    // auto-detecting builder ignores "only" settings once upgrades are enabled.
+    let result: Result<(), Box<dyn std::error::Error + Send + Sync>> = match protocol {
+        ListenerProtocol::Http1 => {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(read_timeout)
+                .writev(false)
+                .max_buf_size(max_buf)
+                .max_headers(max_headers)
+                .serve_connection(io, svc)
+                .with_upgrades();
+            drive(conn, stop).await.map_err(Into::into)
+        }
+        ListenerProtocol::Http2 => {
+            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .max_header_list_size(max_list)
+                .serve_connection(io, svc);
+            drive(conn, stop).await.map_err(Into::into)
+        }
+        ListenerProtocol::Auto => {
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(read_timeout)
+                .writev(false)
+                .max_buf_size(max_buf)
+                .max_headers(max_headers);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_header_list_size(max_list);
+            let conn = builder.serve_connection_with_upgrades(io, svc);
+            drive(conn, stop).await
         }
     };
     if let Err(e) = result {
         tracing::debug!(listener = %ctx.listener, error = %e, "connection ended with an error");
     }
     metrics.active.dec();
+}
+
+/// The connection types served here, which can all be asked to finish gracefully.
+trait Graceful {
+    fn graceful(self: Pin<&mut Self>);
+}
+
+impl<I, S> Graceful for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: http_body::Body + 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, E> Graceful for hyper::server::conn::http2::Connection<I, S, E>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: http_body::Body + 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
+{
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, E> Graceful for auto::UpgradeableConnection<'_, I, S, E>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: http_body::Body + Send + 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
+{
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// Serves a connection until it ends; when the listener stops, the request in flight
+/// finishes, new ones are refused (HTTP/1.1: `Connection: close`; HTTP/2: GOAWAY), and the
+/// connection closes.
+async fn drive<C, E>(conn: C, mut stop: watch::Receiver<bool>) -> Result<(), E>
+where
+    C: Future<Output = Result<(), E>> + Graceful,
+{
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stopped(&mut stop) => {
+            conn.as_mut().graceful();
+            conn.await
+        }
+    }
 }
 
 /// Resolves once the listener is told to stop (or its controller is gone).
