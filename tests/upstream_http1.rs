@@ -269,25 +269,42 @@ async fn an_idle_connection_closed_by_the_upstream_is_replaced() {
 async fn an_early_answer_arrives_while_the_body_is_still_being_sent() {
     let (up, _) = scripted().await;
     let (_proxy, url) = proxy_to(up).await;
-    let client: hyper_util::client::legacy::Client<_, membrane_proxy::testing::Repeat> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http();
-    let req = Request::post(format!("{url}/early"))
-        .header("host", "x")
-        .header("content-length", (64u64 << 20).to_string())
-        .body(membrane_proxy::testing::Repeat::new(64 << 20))
-        .unwrap();
+    let addr: SocketAddr = url.trim_start_matches("http://").parse().unwrap();
+    // A raw client, so that its own writes cannot hide the answer: it keeps sending a
+    // 64 MiB body from one task while the test reads the response in another.
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let total: usize = 64 << 20;
+    let writer = tokio::spawn(async move {
+        let head = format!("POST /early HTTP/1.1\r\nHost: x\r\nContent-Length: {total}\r\n\r\n");
+        wr.write_all(head.as_bytes()).await?;
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..total / chunk.len() {
+            wr.write_all(&chunk).await?;
+        }
+        Ok::<_, std::io::Error>(())
+    });
     let started = std::time::Instant::now();
-    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
-        .await
-        .expect("no answer")
-        .expect("request failed");
-    assert_eq!(resp.status(), 413);
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        while !head.ends_with(b"\r\n\r\n") {
+            if rd.read(&mut byte).await.unwrap() == 0 {
+                break;
+            }
+            head.push(byte[0]);
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer while the body was being sent");
+    let head = String::from_utf8_lossy(&head).to_string();
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "{:?}",
         started.elapsed()
     );
+    writer.abort();
     let c = client_h1();
     assert_eq!(
         get(&c, &format!("{url}/plain"), "x", &[]).await.text(),
