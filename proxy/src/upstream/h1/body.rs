@@ -3,7 +3,7 @@
 use super::H1Error;
 use super::conn::H1Conn;
 use crate::upstream::pool::{self, PoolKey, Sender};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use std::pin::Pin;
@@ -34,17 +34,6 @@ pub enum Chunk {
     Data(u64),
     DataEnd,
     Trailers,
-}
-
-/// Inside `poll_next`: read more, or return Pending or the error.
-macro_rules! fill {
-    ($conn:expr, $cx:expr) => {
-        match fill_or_fail($conn, $cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
-            Poll::Ready(Ok(())) => {}
-        }
-    };
 }
 
 /// A response body streamed from an upstream HTTP/1.1 connection. Once read to its end, the
@@ -84,101 +73,145 @@ impl H1Body {
     }
 
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
-        loop {
-            let Some(conn) = self.conn.as_mut() else {
-                return Poll::Ready(None);
-            };
-            match &mut self.framing {
-                Framing::Empty => {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match ready!(poll_decode(&mut self.framing, &mut **conn, cx)) {
+            Ok(Step::Frame(f)) => {
+                if matches!(self.framing, Framing::Empty) {
                     self.finish();
-                    return Poll::Ready(None);
                 }
-                Framing::Length(left) | Framing::Chunked(Chunk::Data(left)) => {
-                    if conn.rbuf.is_empty() {
-                        let n = ready!(conn.poll_fill(cx))?;
-                        if n == 0 {
-                            return Poll::Ready(Some(Err(H1Error::Protocol(
-                                "the upstream closed the connection in the middle of the body",
-                            ))));
-                        }
+                Poll::Ready(Some(Ok(f)))
+            }
+            Ok(Step::End) => {
+                self.finish();
+                Poll::Ready(None)
+            }
+            Ok(Step::Closed) => {
+                self.keep_alive = false;
+                self.finish();
+                Poll::Ready(None)
+            }
+            Err(e) => Poll::Ready(Some(Err(e))),
+        }
+    }
+}
+
+/// Where a body decoder reads from: a buffer, and a way to read more into it.
+pub(crate) trait Source {
+    fn buf(&mut self) -> &mut BytesMut;
+    /// Reads more into the buffer; `Ok(0)` is end of stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>>;
+}
+
+impl Source for H1Conn {
+    fn buf(&mut self) -> &mut BytesMut {
+        &mut self.rbuf
+    }
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        H1Conn::poll_fill(self, cx)
+    }
+}
+
+/// One step of a body decoder.
+pub(crate) enum Step {
+    Frame(Frame<Bytes>),
+    /// The body ended as its framing said.
+    End,
+    /// A close-delimited body ended with the connection.
+    Closed,
+}
+
+/// Decodes the next frame of an HTTP/1.1 body (RFC 9112 §6 and §7.1) from `src`, leaving
+/// `framing` at `Empty` once the body is complete. Shared by the upstream client's response
+/// bodies and the downstream server's request bodies.
+pub(crate) fn poll_decode<S: Source + ?Sized>(
+    framing: &mut Framing,
+    src: &mut S,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Step, H1Error>> {
+    loop {
+        match framing {
+            Framing::Empty => return Poll::Ready(Ok(Step::End)),
+            Framing::Length(left) | Framing::Chunked(Chunk::Data(left)) => {
+                if src.buf().is_empty() {
+                    let n = ready!(src.poll_fill(cx))?;
+                    if n == 0 {
+                        return Poll::Ready(Err(H1Error::Protocol(
+                            "the connection closed in the middle of the body",
+                        )));
                     }
-                    let take = (*left).min(conn.rbuf.len() as u64) as usize;
-                    let data = conn.rbuf.split_to(take).freeze();
-                    *left -= take as u64;
-                    if *left == 0 {
-                        match self.framing {
-                            Framing::Length(_) => self.finish(),
-                            _ => self.framing = Framing::Chunked(Chunk::DataEnd),
-                        }
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                Framing::UntilClose => {
-                    if conn.rbuf.is_empty() {
-                        let n = ready!(conn.poll_fill(cx))?;
-                        if n == 0 {
-                            self.keep_alive = false;
-                            self.finish();
-                            return Poll::Ready(None);
-                        }
-                    }
-                    let data = conn.rbuf.split().freeze();
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                let buf = src.buf();
+                let take = (*left).min(buf.len() as u64) as usize;
+                let data = buf.split_to(take).freeze();
+                *left -= take as u64;
+                if *left == 0 {
+                    *framing = match framing {
+                        Framing::Length(_) => Framing::Empty,
+                        _ => Framing::Chunked(Chunk::DataEnd),
+                    };
                 }
-                Framing::Chunked(Chunk::Size) => match find_crlf(&conn.rbuf) {
+                return Poll::Ready(Ok(Step::Frame(Frame::data(data))));
+            }
+            Framing::UntilClose => {
+                if src.buf().is_empty() {
+                    let n = ready!(src.poll_fill(cx))?;
+                    if n == 0 {
+                        *framing = Framing::Empty;
+                        return Poll::Ready(Ok(Step::Closed));
+                    }
+                }
+                let data = src.buf().split().freeze();
+                return Poll::Ready(Ok(Step::Frame(Frame::data(data))));
+            }
+            Framing::Chunked(Chunk::Size) => match find_crlf(src.buf()) {
+                Some(end) => {
+                    let size = parse_chunk_size(&src.buf()[..end])?;
+                    let _ = src.buf().split_to(end + 2);
+                    *framing = Framing::Chunked(if size == 0 {
+                        Chunk::Trailers
+                    } else {
+                        Chunk::Data(size)
+                    });
+                }
+                None => {
+                    if src.buf().len() > MAX_LINE {
+                        return Poll::Ready(Err(H1Error::Protocol("chunk size line too long")));
+                    }
+                    ready!(fill_or_fail(src, cx))?;
+                }
+            },
+            Framing::Chunked(Chunk::DataEnd) => {
+                if src.buf().len() < 2 {
+                    ready!(fill_or_fail(src, cx))?;
+                    continue;
+                }
+                if &src.buf()[..2] != b"\r\n" {
+                    return Poll::Ready(Err(H1Error::Protocol("chunk not followed by CRLF")));
+                }
+                let _ = src.buf().split_to(2);
+                *framing = Framing::Chunked(Chunk::Size);
+            }
+            Framing::Chunked(Chunk::Trailers) => {
+                // Either an empty line, or trailer fields ending with an empty line.
+                if src.buf().starts_with(b"\r\n") {
+                    let _ = src.buf().split_to(2);
+                    *framing = Framing::Empty;
+                    return Poll::Ready(Ok(Step::End));
+                }
+                match find_blank_line(src.buf()) {
                     Some(end) => {
-                        let size = parse_chunk_size(&conn.rbuf[..end])?;
-                        let _ = conn.rbuf.split_to(end + 2);
-                        self.framing = Framing::Chunked(if size == 0 {
-                            Chunk::Trailers
-                        } else {
-                            Chunk::Data(size)
-                        });
+                        let block = src.buf().split_to(end + 4);
+                        let trailers = parse_trailers(&block)?;
+                        *framing = Framing::Empty;
+                        return Poll::Ready(Ok(Step::Frame(Frame::trailers(trailers))));
                     }
                     None => {
-                        if conn.rbuf.len() > MAX_LINE {
-                            return Poll::Ready(Some(Err(H1Error::Protocol(
-                                "chunk size line too long",
-                            ))));
+                        if src.buf().len() > MAX_TRAILERS {
+                            return Poll::Ready(Err(H1Error::Protocol("trailers too large")));
                         }
-                        fill!(conn, cx);
-                    }
-                },
-                Framing::Chunked(Chunk::DataEnd) => {
-                    if conn.rbuf.len() < 2 {
-                        fill!(conn, cx);
-                        continue;
-                    }
-                    if &conn.rbuf[..2] != b"\r\n" {
-                        return Poll::Ready(Some(Err(H1Error::Protocol(
-                            "chunk not followed by CRLF",
-                        ))));
-                    }
-                    let _ = conn.rbuf.split_to(2);
-                    self.framing = Framing::Chunked(Chunk::Size);
-                }
-                Framing::Chunked(Chunk::Trailers) => {
-                    // Either an empty line, or trailer fields ending with an empty line.
-                    if conn.rbuf.starts_with(b"\r\n") {
-                        let _ = conn.rbuf.split_to(2);
-                        self.finish();
-                        return Poll::Ready(None);
-                    }
-                    match find_blank_line(&conn.rbuf) {
-                        Some(end) => {
-                            let block = conn.rbuf.split_to(end + 4);
-                            let trailers = parse_trailers(&block)?;
-                            self.finish();
-                            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
-                        }
-                        None => {
-                            if conn.rbuf.len() > MAX_TRAILERS {
-                                return Poll::Ready(Some(Err(H1Error::Protocol(
-                                    "trailers too large",
-                                ))));
-                            }
-                            fill!(conn, cx);
-                        }
+                        ready!(fill_or_fail(src, cx))?;
                     }
                 }
             }
@@ -187,10 +220,13 @@ impl H1Body {
 }
 
 /// Reads more; end of stream in the middle of a chunked body is an error.
-fn fill_or_fail(conn: &mut H1Conn, cx: &mut Context<'_>) -> Poll<Result<(), H1Error>> {
-    match ready!(conn.poll_fill(cx)) {
+fn fill_or_fail<S: Source + ?Sized>(
+    src: &mut S,
+    cx: &mut Context<'_>,
+) -> Poll<Result<(), H1Error>> {
+    match ready!(src.poll_fill(cx)) {
         Ok(0) => Poll::Ready(Err(H1Error::Protocol(
-            "the upstream closed the connection in the middle of a chunked body",
+            "the connection closed in the middle of a chunked body",
         ))),
         Ok(_) => Poll::Ready(Ok(())),
         Err(e) => Poll::Ready(Err(e.into())),
