@@ -5,6 +5,7 @@
 //! response, metrics.
 
 pub mod config;
+pub mod downstream;
 pub mod http;
 pub mod metrics;
 pub mod route;

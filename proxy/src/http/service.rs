@@ -11,6 +11,7 @@
 //! Authentication and authorization will sit between 3 and 4: they need the route.
 
 use super::body::ProxyBody;
+use super::body::RequestBody;
 use super::error::ProxyError;
 use super::headers::{self, RequestId, VIA_HTTP1, VIA_HTTP2};
 use crate::config::UpstreamProtocol;
@@ -23,7 +24,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
 use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -53,7 +53,7 @@ impl ConnContext {
 /// Serves one request. Never fails: every error becomes a response.
 pub async fn handle(
     ctx: Arc<ConnContext>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let start = Instant::now();
     let snapshot = ctx.state.load_full();
@@ -79,7 +79,7 @@ type Outcome<'a> = Result<(Response<ProxyBody>, &'a RouteMetrics), (ProxyError, 
 async fn proxy<'a>(
     ctx: &ConnContext,
     listener: &'a Listener,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     request_id: &RequestId,
 ) -> Outcome<'a> {
     let unrouted = &listener.unrouted;
@@ -147,7 +147,7 @@ async fn proxy<'a>(
 
 /// Header limits are checked here, below hyper's own (larger) parser limits, so that an
 /// oversized request gets a JSON 431 with a reason instead of a bare status.
-fn check_limits(listener: &Listener, req: &Request<Incoming>) -> Result<(), ProxyError> {
+fn check_limits(listener: &Listener, req: &Request<RequestBody>) -> Result<(), ProxyError> {
     let h = req.headers();
     if h.len() > listener.max_headers {
         return Err(ProxyError::TooManyHeaders {
@@ -173,7 +173,7 @@ fn check_limits(listener: &Listener, req: &Request<Incoming>) -> Result<(), Prox
 
 /// The host the request is for, lower case and without port: the URI's authority (HTTP/2,
 /// absolute-form) or else the Host header.
-fn request_host(req: &Request<Incoming>) -> Result<Cow<'_, str>, ProxyError> {
+fn request_host(req: &Request<RequestBody>) -> Result<Cow<'_, str>, ProxyError> {
     let raw = match req.uri().authority() {
         Some(a) => a.as_str(),
         None => match req.headers().get(header::HOST) {
@@ -193,7 +193,7 @@ fn request_host(req: &Request<Incoming>) -> Result<Cow<'_, str>, ProxyError> {
 }
 
 fn redirect_location(
-    req: &Request<Incoming>,
+    req: &Request<RequestBody>,
     scheme: &Option<Box<str>>,
     host: &Option<Box<str>>,
     path: &Option<Box<str>>,
@@ -219,7 +219,7 @@ fn redirect_location(
 
 async fn forward(
     ctx: &ConnContext,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     cluster: &Arc<Cluster>,
     rewrite: Option<&(usize, Box<str>)>,
     timeout: Duration,
@@ -230,8 +230,18 @@ async fn forward(
         return Err(ProxyError::UpgradeNeedsHttp1(cluster.name.to_string()));
     }
     let mut req = req;
-    // The downstream side of a protocol switch must be claimed before the request moves on.
-    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    // The downstream side of a protocol switch must be claimed before the request moves on:
+    // from hyper, or from Membrane's own HTTP/1.1 server, which tunnels once the 101 is out.
+    let downstream_upgrade = upgrade.then(|| {
+        match req
+            .extensions_mut()
+            .remove::<crate::downstream::UpgradeSlot>()
+            .and_then(|slot| slot.take())
+        {
+            Some(tx) => DownstreamUpgrade::Native(tx),
+            None => DownstreamUpgrade::Hyper(hyper::upgrade::on(&mut req)),
+        }
+    });
     let (mut parts, body) = req.into_parts();
     let downstream_version = parts.version;
 
@@ -302,10 +312,17 @@ async fn forward(
         && let Some(downstream) = downstream_upgrade
     {
         let upstream_side = hyper::upgrade::on(&mut resp);
-        tokio::spawn(async move {
-            let _in_flight = in_flight;
-            tunnel(downstream, upstream_side).await;
-        });
+        match downstream {
+            DownstreamUpgrade::Hyper(downstream) => {
+                tokio::spawn(async move {
+                    let _in_flight = in_flight;
+                    tunnel(downstream, upstream_side).await;
+                });
+            }
+            DownstreamUpgrade::Native(slot) => {
+                let _ = slot.send(upstream_side);
+            }
+        }
         let (parts, _) = resp.into_parts();
         return Ok(Response::from_parts(parts, ProxyBody::empty()));
     }
@@ -351,6 +368,12 @@ fn rewritten_path(
     }
     PathAndQuery::from_maybe_shared(Bytes::from(out))
         .map_err(|_| ProxyError::BadRequest("the rewritten path is not a valid URI path"))
+}
+
+/// Who holds the client's side of a protocol switch.
+enum DownstreamUpgrade {
+    Hyper(hyper::upgrade::OnUpgrade),
+    Native(tokio::sync::oneshot::Sender<hyper::upgrade::OnUpgrade>),
 }
 
 /// Copies bytes both ways between the two upgraded connections until either side closes.

@@ -4,6 +4,7 @@
 //! atomic counters.
 
 use crate::config::ListenerProtocol;
+use crate::http::body::RequestBody;
 use crate::http::service::{self, ConnContext};
 use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
@@ -129,21 +130,20 @@ async fn serve_connection(
     let protocol = listener.protocol;
     drop(listener);
     let svc_ctx = ctx.clone();
-    let svc = service_fn(move |req| service::handle(svc_ctx.clone(), req));
+    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        service::handle(svc_ctx.clone(), req.map(RequestBody::Hyper))
+    });
     let io = TokioIo::new(stream);
     // A listener fixed to one protocol gets hyper's builder for that protocol: the
     // auto-detecting builder ignores "only" settings once upgrades are enabled.
     let result: Result<(), Box<dyn std::error::Error + Send + Sync>> = match protocol {
         ListenerProtocol::Http1 => {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(read_timeout)
-                .writev(false)
-                .max_buf_size(max_buf)
-                .max_headers(max_headers)
-                .serve_connection(io, svc)
-                .with_upgrades();
-            drive(conn, stop).await.map_err(Into::into)
+            let limits = crate::downstream::Limits {
+                max_head: max_buf,
+                header_read_timeout: read_timeout,
+            };
+            crate::downstream::serve(ctx.clone(), io.into_inner(), limits, stop).await;
+            Ok(())
         }
         ListenerProtocol::Http2 => {
             let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())

@@ -3,7 +3,7 @@ use super::cluster::{Cluster, ClusterShared};
 use super::h1::H1Conn;
 use super::pool::{self, PoolKey, Sender};
 use crate::config::UpstreamProtocol;
-use hyper::body::Incoming;
+use crate::http::body::RequestBody;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus_client::metrics::gauge::Gauge;
@@ -102,7 +102,7 @@ pub(super) async fn open(cluster: &Cluster, key: PoolKey) -> Result<Sender, Upst
 pub(super) async fn open_upgrade(
     cluster: &Cluster,
     addr: SocketAddr,
-) -> Result<http1::SendRequest<Incoming>, UpstreamError> {
+) -> Result<http1::SendRequest<RequestBody>, UpstreamError> {
     let (stream, guard) = connect_tcp(cluster, addr).await?;
     let (sender, conn) = http1::Builder::new()
         .handshake(TokioIo::new(stream))

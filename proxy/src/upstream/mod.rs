@@ -11,6 +11,7 @@ pub use cluster::{Cluster, ClusterShared, Endpoint};
 pub use forwarding::Forwarding;
 
 use crate::config::UpstreamProtocol;
+use crate::http::body::{RequestBody, RequestBodyError};
 use bytes::Bytes;
 use h1::{H1Body, H1Error};
 use http_body::{Body, Frame, SizeHint};
@@ -60,14 +61,14 @@ pub enum UpstreamError {
         reason: &'static str,
     },
     #[error("reading the request body from the client failed: {0}")]
-    RequestBody(hyper::Error),
+    RequestBody(RequestBodyError),
 }
 
 impl UpstreamError {
     fn from_h1(addr: SocketAddr, e: H1Error) -> Self {
         match e {
             H1Error::Protocol(reason) => UpstreamError::Protocol { addr, reason },
-            H1Error::RequestBody(e) => UpstreamError::RequestBody(e),
+            H1Error::RequestBody(e) => UpstreamError::RequestBody(*e),
             e @ (H1Error::Io(_) | H1Error::ClosedBeforeResponse) => UpstreamError::Reset {
                 addr,
                 reason: e.to_string(),
@@ -140,7 +141,7 @@ impl Body for UpstreamBody {
 /// own that is never pooled.
 pub async fn send(
     cluster: &Arc<Cluster>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     fwd: &Forwarding,
     timeout: Duration,
     upgrade: bool,
@@ -173,7 +174,7 @@ pub async fn send(
 async fn exchange(
     cluster: &Cluster,
     key: PoolKey,
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
     fwd: &Forwarding,
     upgrade: bool,
 ) -> Result<Response<UpstreamBody>, UpstreamError> {
@@ -198,7 +199,7 @@ async fn exchange(
 async fn exchange_http1(
     cluster: &Cluster,
     key: PoolKey,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     fwd: &Forwarding,
 ) -> Result<Response<UpstreamBody>, UpstreamError> {
     let (parts, body) = req.into_parts();
@@ -224,7 +225,7 @@ async fn exchange_http1(
 async fn exchange_http2(
     cluster: &Cluster,
     key: PoolKey,
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
 ) -> Result<Response<UpstreamBody>, UpstreamError> {
     let addr = key.addr;
     // As above: a request that was not sent on a pooled connection is retried once.

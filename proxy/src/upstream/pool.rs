@@ -7,7 +7,7 @@
 
 use super::h1::H1Conn;
 use crate::config::UpstreamProtocol;
-use hyper::body::Incoming;
+use crate::http::body::RequestBody;
 use hyper::client::conn::http2;
 use rustc_hash::FxHashMap;
 use std::cell::RefCell;
@@ -29,7 +29,7 @@ pub enum Sender {
     /// response body that owns it during a request stays small to move.
     Http1(Box<H1Conn>),
     /// hyper's HTTP/2 client: shared by concurrent requests.
-    Http2(http2::SendRequest<Incoming>),
+    Http2(http2::SendRequest<RequestBody>),
 }
 
 impl Sender {
@@ -95,6 +95,6 @@ pub fn checkin(key: PoolKey, sender: Sender) {
 }
 
 /// Registers a new HTTP/2 connection so later requests on this worker share it.
-pub fn share_http2(key: PoolKey, sender: &http2::SendRequest<Incoming>) {
+pub fn share_http2(key: PoolKey, sender: &http2::SendRequest<RequestBody>) {
     checkin(key, Sender::Http2(sender.clone()));
 }

@@ -1,6 +1,7 @@
 use super::H1Error;
 use super::body::H1Body;
 use super::head;
+use crate::http::body::RequestBody;
 use crate::upstream::connect::OpenConnection;
 use crate::upstream::forwarding::Forwarding;
 use crate::upstream::pool::PoolKey;
@@ -8,7 +9,6 @@ use bytes::BytesMut;
 use http::request::Parts;
 use http::{Method, Response, header};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use std::io::ErrorKind;
 use std::task::{Context, Poll, Waker};
 use tokio::net::TcpStream;
@@ -94,7 +94,7 @@ pub async fn exchange(
     key: PoolKey,
     parts: &Parts,
     fwd: &Forwarding,
-    body: Option<Incoming>,
+    body: Option<RequestBody>,
 ) -> Result<Response<H1Body>, Failed> {
     let chunked = body.is_some() && !parts.headers.contains_key(header::CONTENT_LENGTH);
     conn.wbuf.clear();
@@ -228,9 +228,13 @@ async fn write_all(stream: &TcpStream, mut buf: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-async fn send_body(stream: &TcpStream, mut body: Incoming, chunked: bool) -> Result<(), H1Error> {
+async fn send_body(
+    stream: &TcpStream,
+    mut body: RequestBody,
+    chunked: bool,
+) -> Result<(), H1Error> {
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(H1Error::RequestBody)?;
+        let frame = frame.map_err(|e| H1Error::RequestBody(Box::new(e)))?;
         if let Ok(data) = frame.into_data() {
             if data.is_empty() {
                 continue;

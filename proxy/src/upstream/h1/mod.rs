@@ -14,7 +14,7 @@
 //! honoured. Assumption: the request body is sent in full before the response is read (as
 //! nginx does); an upstream that answers early and stops reading fails the exchange.
 
-mod body;
+pub(crate) mod body;
 mod conn;
 mod head;
 
@@ -35,5 +35,5 @@ pub enum H1Error {
     #[error("invalid response: {0}")]
     Protocol(&'static str),
     #[error("reading the request body failed: {0}")]
-    RequestBody(hyper::Error),
+    RequestBody(Box<crate::http::body::RequestBodyError>),
 }

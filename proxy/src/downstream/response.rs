@@ -1,0 +1,175 @@
+//! Writing a response to a downstream HTTP/1.1 connection.
+
+use super::date;
+use crate::http::body::ProxyBody;
+use http::header::{self, HeaderMap};
+use http::{Response, StatusCode, Version};
+use http_body::{Body, Frame};
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+
+/// What the response writer needs to know about the request it answers.
+pub struct Answering {
+    pub version: Version,
+    pub head_request: bool,
+    /// The connection may carry another request after this one.
+    pub keep_alive: bool,
+    pub trailers: bool,
+}
+
+enum Out {
+    None,
+    Length,
+    Chunked,
+    UntilClose,
+}
+
+/// Writes `resp`; returns whether the connection can be kept (the body was framed and sent
+/// whole). Small bodies that are ready at once go out in the same write as the head.
+pub async fn write_response(
+    stream: &mut OwnedWriteHalf,
+    wbuf: &mut Vec<u8>,
+    resp: Response<ProxyBody>,
+    to: &Answering,
+) -> std::io::Result<bool> {
+    let (parts, mut body) = resp.into_parts();
+    let status = parts.status;
+    let mut keep_alive = to.keep_alive;
+    wbuf.clear();
+    wbuf.extend_from_slice(if to.version == Version::HTTP_10 {
+        b"HTTP/1.0 "
+    } else {
+        b"HTTP/1.1 "
+    });
+    wbuf.extend_from_slice(status.as_str().as_bytes());
+    wbuf.push(b' ');
+    wbuf.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    wbuf.extend_from_slice(b"\r\n");
+    let (has_length, has_date) = write_headers(wbuf, &parts.headers);
+    if !has_date {
+        wbuf.extend_from_slice(b"date: ");
+        wbuf.extend_from_slice(date::now().as_bytes());
+        wbuf.extend_from_slice(b"\r\n");
+    }
+    let no_body = to.head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let out = if no_body {
+        Out::None
+    } else if has_length {
+        Out::Length
+    } else if let Some(n) = body.size_hint().exact() {
+        wbuf.extend_from_slice(b"content-length: ");
+        wbuf.extend_from_slice(n.to_string().as_bytes());
+        wbuf.extend_from_slice(b"\r\n");
+        Out::Length
+    } else if to.version == Version::HTTP_11 {
+        wbuf.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        Out::Chunked
+    } else {
+        keep_alive = false;
+        Out::UntilClose
+    };
+    if !keep_alive {
+        wbuf.extend_from_slice(b"connection: close\r\n");
+    } else if to.version == Version::HTTP_10 {
+        wbuf.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    wbuf.extend_from_slice(b"\r\n");
+    if matches!(out, Out::None) {
+        write_all(stream, wbuf).await?;
+        return Ok(keep_alive);
+    }
+    // The body's first frame is often ready (a direct response, or an upstream body already
+    // in the read buffer): send it with the head.
+    let mut first = {
+        let mut cx = Context::from_waker(Waker::noop());
+        match Pin::new(&mut body).poll_frame(&mut cx) {
+            Poll::Ready(f) => Some(f),
+            Poll::Pending => None,
+        }
+    };
+    let mut ended = false;
+    loop {
+        let frame = match first.take() {
+            Some(f) => f,
+            None => {
+                if !wbuf.is_empty() {
+                    write_all(stream, wbuf).await?;
+                    wbuf.clear();
+                }
+                std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+            }
+        };
+        match frame {
+            None => break,
+            Some(Err(e)) => {
+                // Nothing can be said to the client mid-body: the connection is closed.
+                tracing::debug!(error = %e, "response body failed");
+                if !wbuf.is_empty() {
+                    let _ = write_all(stream, wbuf).await;
+                }
+                return Ok(false);
+            }
+            Some(Ok(frame)) => ended |= encode_frame(wbuf, frame, &out, to.trailers),
+        }
+    }
+    if matches!(out, Out::Chunked) && !ended {
+        wbuf.extend_from_slice(b"0\r\n\r\n");
+    }
+    if !wbuf.is_empty() {
+        write_all(stream, wbuf).await?;
+    }
+    Ok(keep_alive && !matches!(out, Out::UntilClose))
+}
+
+/// Appends one body frame in the response's framing; true when it ended a chunked body
+/// (trailers).
+fn encode_frame(wbuf: &mut Vec<u8>, frame: Frame<bytes::Bytes>, out: &Out, trailers: bool) -> bool {
+    match frame.into_data() {
+        Ok(data) => {
+            if !data.is_empty() {
+                if matches!(out, Out::Chunked) {
+                    wbuf.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                    wbuf.extend_from_slice(&data);
+                    wbuf.extend_from_slice(b"\r\n");
+                } else {
+                    wbuf.extend_from_slice(&data);
+                }
+            }
+            false
+        }
+        Err(frame) => match (out, frame.into_trailers()) {
+            (Out::Chunked, Ok(map)) => {
+                wbuf.extend_from_slice(b"0\r\n");
+                if trailers {
+                    write_headers(wbuf, &map);
+                }
+                wbuf.extend_from_slice(b"\r\n");
+                true
+            }
+            _ => false,
+        },
+    }
+}
+
+/// Writes header lines; says whether `content-length` and `date` were among them.
+fn write_headers(wbuf: &mut Vec<u8>, headers: &HeaderMap) -> (bool, bool) {
+    let (mut length, mut date) = (false, false);
+    for (name, value) in headers {
+        length |= name == header::CONTENT_LENGTH;
+        date |= name == header::DATE;
+        wbuf.extend_from_slice(name.as_str().as_bytes());
+        wbuf.extend_from_slice(b": ");
+        wbuf.extend_from_slice(value.as_bytes());
+        wbuf.extend_from_slice(b"\r\n");
+    }
+    (length, date)
+}
+
+async fn write_all(stream: &mut OwnedWriteHalf, buf: &[u8]) -> std::io::Result<()> {
+    stream.write_all(buf).await
+}
