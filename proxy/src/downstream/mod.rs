@@ -1,11 +1,13 @@
-//! Membrane's own HTTP/1.1 server loop for listeners fixed to `http1`.
+//! Membrane's own HTTP/1.1 server loop, for `http1` listeners and the HTTP/1.x connections
+//! of `auto` ones.
 //!
 //! Why: with hyper serving downstream, about 9-10k instructions of the 25k a proxied request
 //! cost went to hyper's server (parsing into its own structures, a per-request timer
 //! allocation, dispatch). This loop parses the request head in place with httparse (URI and
 //! header values are slices of the read buffer), hands the request to the same request path
 //! as hyper does, and writes the response head and a small first body frame in one write.
-//! Listeners on `auto` and `http2` keep hyper.
+//! HTTP/2 (on `http2` listeners, and on `auto` ones when the client starts with the
+//! HTTP/2 preface) stays with hyper.
 //!
 //! What it does (RFC 9112): keep-alive (HTTP/1.1 by default, HTTP/1.0 on request),
 //! Content-Length and chunked request bodies (read while the upstream exchange runs),
@@ -62,12 +64,13 @@ impl UpgradeSlot {
 pub async fn serve(
     ctx: Arc<ConnContext>,
     stream: TcpStream,
+    initial: BytesMut,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
 ) {
     let (rd, mut wr) = stream.into_split();
     let mut rd = Some(rd);
-    let mut rbuf = BytesMut::with_capacity(8 * 1024);
+    let mut rbuf = initial;
     let mut wbuf: Vec<u8> = Vec::with_capacity(4 * 1024);
     let mut scratch = Vec::with_capacity(32);
     loop {

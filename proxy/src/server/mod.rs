@@ -5,6 +5,7 @@
 mod admin;
 mod bind;
 mod listeners;
+mod sniff;
 mod worker;
 
 use crate::config::{self, ConfigError};

@@ -3,6 +3,7 @@
 //! is shared between cores except the config snapshot (read through `ArcSwap`) and a few
 //! atomic counters.
 
+use super::sniff;
 use crate::config::ListenerProtocol;
 use crate::http::body::RequestBody;
 use crate::http::service::{self, ConnContext};
@@ -10,7 +11,6 @@ use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -124,7 +124,6 @@ async fn serve_connection(
     // hyper's own limits sit above the listener's, which are checked per request to give a
     // JSON 431 with a reason; past hyper's, it answers a bare 431 and closes.
     let max_buf = (listener.max_header_bytes * 2).max(16 * 1024);
-    let max_headers = listener.max_headers * 2;
     let max_list = (listener.max_header_bytes * 2).min(u32::MAX as usize) as u32;
     let read_timeout = listener.header_read_timeout;
     let protocol = listener.protocol;
@@ -133,7 +132,7 @@ async fn serve_connection(
     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         service::handle(svc_ctx.clone(), req.map(RequestBody::Hyper))
     });
-    let io = TokioIo::new(stream);
+    let mut stream = stream;
     // A listener fixed to one protocol gets hyper's builder for that protocol: the
     // auto-detecting builder ignores "only" settings once upgrades are enabled.
     let result: Result<(), Box<dyn std::error::Error + Send + Sync>> = match protocol {
@@ -142,32 +141,39 @@ async fn serve_connection(
                 max_head: max_buf,
                 header_read_timeout: read_timeout,
             };
-            crate::downstream::serve(ctx.clone(), io.into_inner(), limits, stop).await;
+            let initial = bytes::BytesMut::new();
+            crate::downstream::serve(ctx.clone(), stream, initial, limits, stop).await;
             Ok(())
         }
         ListenerProtocol::Http2 => {
             let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .max_header_list_size(max_list)
-                .serve_connection(io, svc);
+                .serve_connection(TokioIo::new(stream), svc);
             drive(conn, stop).await.map_err(Into::into)
         }
-        ListenerProtocol::Auto => {
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(read_timeout)
-                .writev(false)
-                .max_buf_size(max_buf)
-                .max_headers(max_headers);
-            builder
-                .http2()
-                .timer(TokioTimer::new())
-                .max_header_list_size(max_list);
-            let conn = builder.serve_connection_with_upgrades(io, svc);
-            drive(conn, stop).await
-        }
+        ListenerProtocol::Auto => match sniff::sniff(&mut stream, read_timeout).await {
+            sniff::Sniffed::Http1(initial) => {
+                let limits = crate::downstream::Limits {
+                    max_head: max_buf,
+                    header_read_timeout: read_timeout,
+                };
+                crate::downstream::serve(ctx.clone(), stream, initial, limits, stop).await;
+                Ok(())
+            }
+            sniff::Sniffed::Http2(prefix) => {
+                let io = TokioIo::new(sniff::Prefixed {
+                    prefix,
+                    inner: stream,
+                });
+                let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .max_header_list_size(max_list)
+                    .serve_connection(io, svc);
+                drive(conn, stop).await.map_err(Into::into)
+            }
+            sniff::Sniffed::Gone => Ok(()),
+        },
     };
     if let Err(e) = result {
         tracing::debug!(listener = %ctx.listener, error = %e, "connection ended with an error");
@@ -200,20 +206,6 @@ where
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     S::ResBody: http_body::Body + 'static,
     <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
-{
-    fn graceful(self: Pin<&mut Self>) {
-        self.graceful_shutdown();
-    }
-}
-
-impl<I, S, E> Graceful for auto::UpgradeableConnection<'_, I, S, E>
-where
-    S: hyper::service::HttpService<hyper::body::Incoming>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    S::ResBody: http_body::Body + Send + 'static,
-    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
 {
     fn graceful(self: Pin<&mut Self>) {
