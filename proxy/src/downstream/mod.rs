@@ -73,19 +73,24 @@ pub async fn serve(
     let mut rbuf = initial;
     let mut wbuf: Vec<u8> = Vec::with_capacity(4 * 1024);
     let mut scratch = Vec::with_capacity(32);
+    // One timer per connection, moved forward for each request: cheaper than a new one per
+    // request. It bounds both a slow head and an idle keep-alive connection.
+    let head_deadline = tokio::time::sleep(limits.header_read_timeout);
+    tokio::pin!(head_deadline);
     loop {
+        head_deadline
+            .as_mut()
+            .reset(tokio::time::Instant::now() + limits.header_read_timeout);
         let head = tokio::select! {
             biased;
             // Idle between requests: a stopping listener closes the connection here.
             _ = stop.wait_for(|s| *s) => return,
-            r = tokio::time::timeout(
-                limits.header_read_timeout,
-                read_head(&mut rd, &mut rbuf, &mut scratch, limits.max_head),
-            ) => r,
+            () = &mut head_deadline => return,
+            r = read_head(&mut rd, &mut rbuf, &mut scratch, limits.max_head) => r,
         };
         let head = match head {
-            Err(_) | Ok(Err(ReadError::Closed)) => return,
-            Ok(Err(ReadError::Bad(e))) => {
+            Err(ReadError::Closed) => return,
+            Err(ReadError::Bad(e)) => {
                 let id = crate::http::headers::request_id(&http::HeaderMap::new()).value;
                 let resp = e.into_response(&id);
                 let to = Answering {
@@ -97,7 +102,7 @@ pub async fn serve(
                 let _ = write_response(&mut wr, &mut wbuf, resp, &to).await;
                 return;
             }
-            Ok(Ok(h)) => h,
+            Ok(h) => h,
         };
         let to_version = head.parts.version;
         let head_request = head.parts.method == http::Method::HEAD;
