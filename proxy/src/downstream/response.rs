@@ -2,6 +2,7 @@
 
 use super::date;
 use crate::http::body::ProxyBody;
+use crate::upstream::UpstreamBody;
 use http::header::{self, HeaderMap};
 use http::{Response, StatusCode, Version};
 use http_body::{Body, Frame};
@@ -47,7 +48,19 @@ pub async fn write_response(
     wbuf.push(b' ');
     wbuf.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     wbuf.extend_from_slice(b"\r\n");
-    let (has_length, has_date) = write_headers(wbuf, &parts.headers);
+    let (mut has_length, mut has_date) = write_headers(wbuf, &parts.headers);
+    // A response from Membrane's HTTP/1.1 client carries its header fields as the bytes
+    // they came in: they go out as they are, with no header map in between.
+    if let ProxyBody::Upstream {
+        body: UpstreamBody::Http1(h1),
+        ..
+    } = &body
+    {
+        h1.write_fields(wbuf);
+        let (date, length) = h1.has_date_and_length();
+        has_date |= date;
+        has_length |= length;
+    }
     if !has_date {
         wbuf.extend_from_slice(b"date: ");
         wbuf.extend_from_slice(date::now().as_bytes());

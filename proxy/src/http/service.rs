@@ -334,8 +334,14 @@ async fn forward(
     // `Via` goes on requests only, as Envoy and nginx do by default: responses keep the
     // upstream's end-to-end headers as they were. Membrane's HTTP/1.1 client leaves the
     // hop-by-hop headers out as it parses; hyper's (HTTP/2) responses are stripped here.
-    if matches!(body, UpstreamBody::Hyper(_)) {
-        headers::strip_hop_by_hop(&mut parts.headers, false);
+    match &body {
+        UpstreamBody::Hyper(_) => headers::strip_hop_by_hop(&mut parts.headers, false),
+        // Membrane's HTTP/1.1 server writes these fields from their bytes; hyper's HTTP/2
+        // server needs them as a map.
+        UpstreamBody::Http1(h1) if downstream_version == Version::HTTP_2 => {
+            parts.headers = h1.header_map();
+        }
+        UpstreamBody::Http1(_) => {}
     }
     Ok(Response::from_parts(
         parts,

@@ -2,6 +2,7 @@
 
 use super::H1Error;
 use super::conn::H1Conn;
+use super::head::{FinalHead, Positions, RawFields};
 use crate::upstream::pool::{self, PoolKey, Sender};
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
@@ -44,29 +45,62 @@ pub struct H1Body {
     key: PoolKey,
     framing: Framing,
     keep_alive: bool,
+    /// The response's end-to-end header fields, as bytes of its head.
+    fields: RawFields,
+    positions: Positions,
 }
 
 impl H1Body {
-    pub(super) fn new(conn: Box<H1Conn>, key: PoolKey, framing: Framing, keep_alive: bool) -> Self {
-        let mut body = Self {
+    /// The response for a parsed head; `reusable` is false when the connection cannot
+    /// carry another request whatever the head says (the request body was cut short).
+    pub(super) fn response(
+        mut conn: Box<H1Conn>,
+        key: PoolKey,
+        head: FinalHead,
+        reusable: bool,
+    ) -> http::Response<Self> {
+        let FinalHead {
+            parts,
+            framing,
+            keep_alive,
+            fields,
+        } = head;
+        let positions = std::mem::take(&mut conn.scratch);
+        let body = Self {
             conn: Some(conn),
             key,
             framing,
-            keep_alive,
+            keep_alive: keep_alive && reusable,
+            fields,
+            positions,
         };
-        if matches!(body.framing, Framing::Empty) {
-            body.finish();
-        }
-        body
+        http::Response::from_parts(parts, body)
+    }
+
+    /// Writes the response's header fields as they came (Membrane's HTTP/1.1 server).
+    pub fn write_fields(&self, out: &mut Vec<u8>) {
+        self.fields.write(&self.positions, out);
+    }
+
+    /// Whether the fields include `Date` and `Content-Length`.
+    pub fn has_date_and_length(&self) -> (bool, bool) {
+        (self.fields.has_date, self.fields.has_length)
+    }
+
+    /// The header fields as a map, for a server that needs one (hyper's HTTP/2).
+    pub fn header_map(&self) -> http::HeaderMap {
+        self.fields.to_map(&self.positions)
     }
 
     /// The body has ended: the connection is pooled when nothing forbids it.
     fn finish(&mut self) {
         self.framing = Framing::Empty;
-        if let Some(conn) = self.conn.take()
+        if let Some(mut conn) = self.conn.take()
             && self.keep_alive
             && conn.rbuf.is_empty()
         {
+            // The positions vector goes back to serve the connection's next response.
+            conn.scratch = std::mem::take(&mut self.positions);
             conn.forget_readiness();
             pool::checkin(self.key, Sender::Http1(conn));
         }
@@ -277,6 +311,16 @@ fn parse_trailers(block: &[u8]) -> Result<HeaderMap, H1Error> {
     }
 }
 
+impl Drop for H1Body {
+    fn drop(&mut self) {
+        // A body known to be complete (no bytes, or all read) that nobody polled to its end
+        // still gives its connection back.
+        if matches!(self.framing, Framing::Empty) {
+            self.finish();
+        }
+    }
+}
+
 impl Body for H1Body {
     type Data = Bytes;
     type Error = H1Error;
@@ -364,7 +408,17 @@ mod tests {
                 }
                 server
             });
-            let body = H1Body::new(conn, key, Framing::chunked(), true);
+            let head = FinalHead {
+                parts: http::Response::new(()).into_parts().0,
+                framing: Framing::chunked(),
+                keep_alive: true,
+                fields: RawFields {
+                    head: Bytes::new(),
+                    has_date: false,
+                    has_length: false,
+                },
+            };
+            let body = H1Body::response(conn, key, head, true).into_body();
             let collected = body
                 .collect()
                 .await

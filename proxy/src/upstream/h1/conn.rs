@@ -23,7 +23,7 @@ pub struct H1Conn {
     pub(super) rbuf: BytesMut,
     wbuf: Vec<u8>,
     /// Header positions while a response head is parsed; kept to avoid an allocation.
-    scratch: Vec<(usize, usize, usize, usize)>,
+    pub(super) scratch: Vec<(usize, usize, usize, usize)>,
     _open: OpenConnection,
 }
 
@@ -117,16 +117,14 @@ pub async fn exchange(
                 retryable: true,
             });
         }
-        let (parts, framing, keep_alive) = read_head(stream, rbuf, scratch, is_head)
-            .await
-            .map_err(|(error, nothing)| Failed {
-                error,
-                retryable: nothing,
-            })?;
-        return Ok(Response::from_parts(
-            parts,
-            H1Body::new(conn, key, framing, keep_alive),
-        ));
+        let head =
+            read_head(stream, rbuf, scratch, is_head)
+                .await
+                .map_err(|(error, nothing)| Failed {
+                    error,
+                    retryable: nothing,
+                })?;
+        return Ok(H1Body::response(conn, key, *head, true));
     };
     let fail = |error| Failed {
         error,
@@ -155,13 +153,9 @@ pub async fn exchange(
         };
         (head, sent)
     };
-    let (parts, framing, keep_alive) = head.map_err(|(error, _)| fail(error))?;
+    let head = head.map_err(|(error, _)| fail(error))?;
     // A response before the whole body went out leaves the connection mid-request.
-    let keep_alive = keep_alive && sent;
-    Ok(Response::from_parts(
-        parts,
-        H1Body::new(conn, key, framing, keep_alive),
-    ))
+    Ok(H1Body::response(conn, key, *head, sent))
 }
 
 /// Reads until a final response head is parsed. The error comes with whether nothing at all
@@ -171,7 +165,7 @@ async fn read_head(
     rbuf: &mut BytesMut,
     scratch: &mut Vec<(usize, usize, usize, usize)>,
     is_head: bool,
-) -> Result<(http::response::Parts, super::body::Framing, bool), (H1Error, bool)> {
+) -> Result<Box<head::FinalHead>, (H1Error, bool)> {
     let mut received_any = false;
     loop {
         match head::parse_response(rbuf, scratch, is_head) {
@@ -179,11 +173,7 @@ async fn read_head(
                 received_any = true;
                 continue;
             }
-            Ok(Some(head::Parsed::Final {
-                parts,
-                framing,
-                keep_alive,
-            })) => return Ok((parts, framing, keep_alive)),
+            Ok(Some(head::Parsed::Final(head))) => return Ok(head),
             Ok(None) if rbuf.len() > MAX_HEAD => {
                 return Err((H1Error::Protocol("response head over 64 KiB"), false));
             }

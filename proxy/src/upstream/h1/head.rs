@@ -3,8 +3,8 @@
 use super::H1Error;
 use super::body::Framing;
 use crate::upstream::forwarding::Forwarding;
-use bytes::BytesMut;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use bytes::{Bytes, BytesMut};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::response;
 use http::{Response, StatusCode, Version};
@@ -34,22 +34,64 @@ pub fn encode_request(out: &mut Vec<u8>, parts: &Parts, fwd: &Forwarding, chunke
 pub enum Parsed {
     /// 100 Continue and friends: the final response follows.
     Informational,
-    Final {
-        parts: response::Parts,
-        framing: Framing,
-        /// The connection can carry another request once the body is read.
-        keep_alive: bool,
-    },
+    Final(Box<FinalHead>),
+}
+
+/// A final response head. Its header fields stay as bytes of the head (positions in the
+/// connection's scratch vector) until someone needs a header map: Membrane's HTTP/1.1 server
+/// writes them out as they came, without building one.
+pub struct FinalHead {
+    /// Status and version; the header map is empty (see `RawFields`).
+    pub parts: response::Parts,
+    pub framing: Framing,
+    /// The connection can carry another request once the body is read.
+    pub keep_alive: bool,
+    pub fields: RawFields,
+}
+
+/// End-to-end header fields of a response, as slices of its head.
+pub struct RawFields {
+    pub head: Bytes,
+    pub has_date: bool,
+    pub has_length: bool,
+}
+
+/// Field positions (name start, name length, value start, value length) within the head.
+pub type Positions = Vec<(usize, usize, usize, usize)>;
+
+impl RawFields {
+    /// Writes the fields as `name: value` lines.
+    pub fn write(&self, positions: &Positions, out: &mut Vec<u8>) {
+        for &(n, nl, v, vl) in positions {
+            out.extend_from_slice(&self.head[n..n + nl]);
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(&self.head[v..v + vl]);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+
+    /// Builds a header map (for hyper's HTTP/2 server, which needs one).
+    pub fn to_map(&self, positions: &Positions) -> HeaderMap {
+        let mut map = HeaderMap::with_capacity(positions.len());
+        for &(n, nl, v, vl) in positions {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(&self.head[n..n + nl]),
+                HeaderValue::from_maybe_shared(self.head.slice(v..v + vl)),
+            ) {
+                map.append(name, value);
+            }
+        }
+        map
+    }
 }
 
 /// Parses a response head at the start of `buf` and decides how its body is delimited
-/// (RFC 9112 §6.3). On success the head's bytes are taken out of `buf` and the header values
-/// point into them (no copy per header); `Ok(None)` means the head is not complete yet.
-/// Hop-by-hop headers are read for framing and keep-alive and left out of the result, so the
-/// response needs no stripping afterwards. `scratch` is reused between calls.
+/// (RFC 9112 §6.3). On success the head's bytes are taken out of `buf`; `positions` then
+/// holds where each end-to-end field sits in them. Hop-by-hop fields are read for framing
+/// and keep-alive and left out. `Ok(None)` means the head is not complete yet.
 pub fn parse_response(
     buf: &mut BytesMut,
-    scratch: &mut Vec<(usize, usize, usize, usize)>,
+    positions: &mut Positions,
     is_head: bool,
 ) -> Result<Option<Parsed>, H1Error> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
@@ -75,55 +117,56 @@ pub fn parse_response(
     } else {
         Version::HTTP_11
     };
-    // Positions of names and values inside the head, taken before the head is split off.
     let base = buf.as_ptr() as usize;
-    scratch.clear();
-    for h in parsed.headers.iter() {
-        let n = h.name.as_ptr() as usize - base;
-        let v = h.value.as_ptr() as usize - base;
-        scratch.push((n, h.name.len(), v, h.value.len()));
-    }
-    let head = buf.split_to(head_len).freeze();
-    let mut headers = HeaderMap::with_capacity(scratch.len());
     let mut length: Option<u64> = None;
     let mut chunked: Option<bool> = None;
-    let mut close = false;
-    let mut keep_alive_token = false;
-    let mut named: Vec<HeaderName> = Vec::new();
-    for &(n, nl, v, vl) in scratch.iter() {
-        let name = HeaderName::from_bytes(&head[n..n + nl])
-            .map_err(|_| H1Error::Protocol("invalid header name"))?;
-        let raw = &head[v..v + vl];
-        if name == header::CONTENT_LENGTH {
-            let len = parse_length(raw)?;
-            if length.is_some_and(|l| l != len) {
-                return Err(H1Error::Protocol("conflicting content-length headers"));
-            }
-            length = Some(len);
-        } else if name == header::TRANSFER_ENCODING {
-            let last = raw.rsplit(|&b| b == b',').next().unwrap_or(&[]);
-            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            continue;
-        } else if name == header::CONNECTION {
-            for token in raw.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    keep_alive_token = true;
-                } else if let Ok(other) = HeaderName::from_bytes(token) {
-                    named.push(other);
+    let (mut close, mut keep_alive_token, mut has_date) = (false, false, false);
+    let mut named: Vec<Vec<u8>> = Vec::new();
+    positions.clear();
+    // httparse has checked names (tokens) and values (no control characters) already.
+    for h in parsed.headers.iter() {
+        let name = h.name.as_bytes();
+        let raw = h.value;
+        match field_kind(name) {
+            Field::ContentLength => {
+                let len = parse_length(raw)?;
+                if length.is_some_and(|l| l != len) {
+                    return Err(H1Error::Protocol("conflicting content-length headers"));
                 }
+                length = Some(len);
             }
-            continue;
-        } else if is_hop_by_hop(&name) {
-            continue;
+            Field::TransferEncoding => {
+                let last = raw.rsplit(|&b| b == b',').next().unwrap_or(&[]);
+                chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                continue;
+            }
+            Field::Connection => {
+                for token in raw.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        keep_alive_token = true;
+                    } else if !token.is_empty() {
+                        named.push(token.to_ascii_lowercase());
+                    }
+                }
+                continue;
+            }
+            Field::HopByHop => continue,
+            Field::Date => has_date = true,
+            Field::Other => {}
         }
-        let value = HeaderValue::from_maybe_shared(head.slice(v..v + vl))
-            .map_err(|_| H1Error::Protocol("invalid header value"))?;
-        headers.append(name, value);
+        let n = name.as_ptr() as usize - base;
+        let v = raw.as_ptr() as usize - base;
+        positions.push((n, name.len(), v, raw.len()));
     }
-    for n in named {
-        headers.remove(n);
+    let head = buf.split_to(head_len).freeze();
+    if !named.is_empty() {
+        positions.retain(|&(n, nl, _, _)| {
+            !named
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case(&head[n..n + nl]))
+        });
     }
     let mut keep_alive = if version == Version::HTTP_10 {
         keep_alive_token
@@ -131,12 +174,16 @@ pub fn parse_response(
         !close
     };
     let no_body = is_head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    let mut has_length = length.is_some();
     let framing = if no_body {
         Framing::Empty
     } else if let Some(chunked) = chunked {
         if length.is_some() {
-            // Both framings: Transfer-Encoding wins and the connection must not be reused.
-            headers.remove(header::CONTENT_LENGTH);
+            // Both framings: Transfer-Encoding wins, the length goes, and the connection
+            // must not be reused.
+            positions
+                .retain(|&(n, nl, _, _)| !head[n..n + nl].eq_ignore_ascii_case(b"content-length"));
+            has_length = false;
             keep_alive = false;
         }
         if chunked {
@@ -158,13 +205,44 @@ pub fn parse_response(
     let mut response = Response::new(());
     *response.status_mut() = status;
     *response.version_mut() = version;
-    *response.headers_mut() = headers;
     let (parts, ()) = response.into_parts();
-    Ok(Some(Parsed::Final {
+    Ok(Some(Parsed::Final(Box::new(FinalHead {
         parts,
         framing,
         keep_alive,
-    }))
+        fields: RawFields {
+            head,
+            has_date,
+            has_length,
+        },
+    }))))
+}
+
+enum Field {
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    /// Keep-Alive, Proxy-Connection, TE, Upgrade (RFC 9110 §7.6.1).
+    HopByHop,
+    Date,
+    Other,
+}
+
+/// Classifies a field name without building a `HeaderName`: by length first, then a
+/// case-insensitive compare.
+fn field_kind(name: &[u8]) -> Field {
+    let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
+    match name.len() {
+        2 if is("te") => Field::HopByHop,
+        4 if is("date") => Field::Date,
+        7 if is("upgrade") => Field::HopByHop,
+        10 if is("connection") => Field::Connection,
+        10 if is("keep-alive") => Field::HopByHop,
+        14 if is("content-length") => Field::ContentLength,
+        16 if is("proxy-connection") => Field::HopByHop,
+        17 if is("transfer-encoding") => Field::TransferEncoding,
+        _ => Field::Other,
+    }
 }
 
 fn parse_length(raw: &[u8]) -> Result<u64, H1Error> {
@@ -174,26 +252,24 @@ fn parse_length(raw: &[u8]) -> Result<u64, H1Error> {
     Ok(raw.iter().fold(0u64, |n, d| n * 10 + (d - b'0') as u64))
 }
 
-/// Hop-by-hop headers besides `Connection` and `Transfer-Encoding` (RFC 9110 §7.6.1).
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::TE
-        || name == header::UPGRADE
-        || name == "keep-alive"
-        || name == "proxy-connection"
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse(text: &str, is_head: bool) -> Result<(response::Parts, Framing, bool), H1Error> {
         let mut b = BytesMut::from(text);
-        match parse_response(&mut b, &mut Vec::new(), is_head)? {
-            Some(Parsed::Final {
-                parts,
-                framing,
-                keep_alive,
-            }) => Ok((parts, framing, keep_alive)),
+        let mut positions = Vec::new();
+        match parse_response(&mut b, &mut positions, is_head)? {
+            Some(Parsed::Final(f)) => {
+                let FinalHead {
+                    mut parts,
+                    framing,
+                    keep_alive,
+                    fields,
+                } = *f;
+                parts.headers = fields.to_map(&positions);
+                Ok((parts, framing, keep_alive))
+            }
             _ => Err(H1Error::Protocol("not a final response")),
         }
     }
@@ -203,15 +279,18 @@ mod tests {
         let mut b = BytesMut::from(
             "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\nConnection: keep-alive, x-hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\n\r\nhello",
         );
-        let Some(Parsed::Final { parts, .. }) =
-            parse_response(&mut b, &mut Vec::new(), false).unwrap()
-        else {
+        let mut positions = Vec::new();
+        let Some(Parsed::Final(f)) = parse_response(&mut b, &mut positions, false).unwrap() else {
             panic!("not a final response");
         };
-        assert_eq!(parts.status, 200);
-        assert_eq!(parts.headers["x-a"], "b");
+        assert_eq!(f.parts.status, 200);
+        let mut written = Vec::new();
+        f.fields.write(&positions, &mut written);
+        assert_eq!(written, b"Content-Length: 5\r\nX-A: b\r\n");
+        let parts_headers = f.fields.to_map(&positions);
+        assert_eq!(parts_headers["x-a"], "b");
         // Hop-by-hop headers, and those `Connection` names, are left out.
-        let names: Vec<&str> = parts.headers.keys().map(|k| k.as_str()).collect();
+        let names: Vec<&str> = parts_headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, vec!["content-length", "x-a"]);
         assert_eq!(&b[..], b"hello");
         let mut cont = BytesMut::from("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n\r\n");
