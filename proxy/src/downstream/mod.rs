@@ -66,7 +66,7 @@ pub async fn serve(
     stream: TcpStream,
     initial: BytesMut,
     limits: Limits,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let (rd, mut wr) = stream.into_split();
     let mut rd = Some(rd);
@@ -77,6 +77,12 @@ pub async fn serve(
     // request. It bounds both a slow head and an idle keep-alive connection.
     let head_deadline = tokio::time::sleep(limits.header_read_timeout);
     tokio::pin!(head_deadline);
+    // Likewise one wait for the listener to stop, registered once, not once per request.
+    let mut stop_wait = stop.clone();
+    let stopping_now = async move {
+        let _ = stop_wait.wait_for(|s| *s).await;
+    };
+    tokio::pin!(stopping_now);
     loop {
         head_deadline
             .as_mut()
@@ -84,7 +90,7 @@ pub async fn serve(
         let head = tokio::select! {
             biased;
             // Idle between requests: a stopping listener closes the connection here.
-            _ = stop.wait_for(|s| *s) => return,
+            () = &mut stopping_now => return,
             () = &mut head_deadline => return,
             r = read_head(&mut rd, &mut rbuf, &mut scratch, limits.max_head) => r,
         };
