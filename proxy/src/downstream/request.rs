@@ -139,10 +139,8 @@ pub fn parse_request(
 }
 
 fn parse_length(raw: &[u8]) -> Result<u64, HeadError> {
-    if raw.is_empty() || raw.len() > 19 || !raw.iter().all(u8::is_ascii_digit) {
-        return Err(HeadError::Malformed("invalid content-length"));
-    }
-    Ok(raw.iter().fold(0u64, |n, d| n * 10 + (d - b'0') as u64))
+    crate::upstream::h1::head::content_length(raw)
+        .ok_or(HeadError::Malformed("invalid content-length"))
 }
 
 #[cfg(test)]

@@ -246,10 +246,16 @@ fn field_kind(name: &[u8]) -> Field {
 }
 
 fn parse_length(raw: &[u8]) -> Result<u64, H1Error> {
+    content_length(raw).ok_or(H1Error::Protocol("invalid content-length"))
+}
+
+/// A Content-Length value: digits only (no sign, no spaces), at most 19 of them so the sum
+/// cannot overflow. Shared by the server and the client.
+pub(crate) fn content_length(raw: &[u8]) -> Option<u64> {
     if raw.is_empty() || raw.len() > 19 || !raw.iter().all(u8::is_ascii_digit) {
-        return Err(H1Error::Protocol("invalid content-length"));
+        return None;
     }
-    Ok(raw.iter().fold(0u64, |n, d| n * 10 + (d - b'0') as u64))
+    Some(raw.iter().fold(0u64, |n, d| n * 10 + (d - b'0') as u64))
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@
 
 pub(crate) mod body;
 mod conn;
-mod head;
+pub(crate) mod head;
 
 pub(crate) use conn::exchange;
 
