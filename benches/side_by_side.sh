@@ -21,7 +21,7 @@ N1=${N1:-2000}
 N2=${N2:-12000}
 PROXY_CORE=${PROXY_CORE:-0}
 LOAD_CORE=${LOAD_CORE:-1}
-UP_PORT=18081 MEMBRANE_PORT=18080 NGINX_PORT=18082 HAPROXY_PORT=18083 ADMIN_PORT=18090
+UP_PORT=18081 MEMBRANE_PORT=18080 NGINX_PORT=18082 HAPROXY_PORT=18083 NGINX_FWD_PORT=18084 ADMIN_PORT=18090
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/membrane-bench.XXXXXX)
@@ -56,18 +56,22 @@ http { access_log off; client_body_temp_path $work/nginx-tmp;
   server { listen 127.0.0.1:$UP_PORT; keepalive_requests 10000000;
     location / { return 200 "$body"; } } }
 CONF
-nginx_proxy_conf() { # $1 = master_process on|off
+nginx_proxy_conf() { # $1 = master_process on|off, $2 = port, $3 = pid name, $4 = extra directives
 cat <<CONF
-worker_processes 1; daemon off; master_process $1; pid $work/ng.pid; error_log $work/ng.err warn; user root;
+worker_processes 1; daemon off; master_process $1; pid $work/$3.pid; error_log $work/ng.err warn; user root;
 events { worker_connections 4096; }
 http { access_log off; client_body_temp_path $work/nginx-tmp; proxy_temp_path $work/nginx-tmp;
   upstream up { server 127.0.0.1:$UP_PORT; keepalive 256; }
-  server { listen 127.0.0.1:$NGINX_PORT; keepalive_requests 10000000;
-    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+  server { listen 127.0.0.1:$2; keepalive_requests 10000000;
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; $4 } } }
 CONF
 }
-nginx_proxy_conf on >"$work/nginx.conf"
-nginx_proxy_conf off >"$work/nginx-single.conf"
+# "nginx-fwd" does the forwarding work Membrane does on every request: X-Forwarded-For,
+# X-Forwarded-Proto, a request id, Via. Plain "nginx" forwards the request as it came.
+FWD='proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header X-Request-ID $request_id; proxy_set_header Via "1.1 nginx";'
+nginx_proxy_conf on $NGINX_PORT ng "" >"$work/nginx.conf"
+nginx_proxy_conf off $NGINX_PORT ng "" >"$work/nginx-single.conf"
+nginx_proxy_conf on $NGINX_FWD_PORT ngf "$FWD" >"$work/nginx-fwd.conf"
 cat >"$work/haproxy.cfg" <<CONF
 global
   nbthread 1
@@ -115,8 +119,9 @@ wait_port $UP_PORT
 taskset -c "$PROXY_CORE" "$MEMBRANE" proxy --no-watch --config "$work/membrane.yaml" 2>"$work/membrane.log" & pids+=($!)
 taskset -c "$PROXY_CORE" "$NGINX" -c "$work/nginx.conf" & pids+=($!)
 taskset -c "$PROXY_CORE" "$HAPROXY" -f "$work/haproxy.cfg" -db 2>"$work/haproxy.log" & pids+=($!)
-for p in $MEMBRANE_PORT $NGINX_PORT $HAPROXY_PORT; do wait_port $p; done
-for p in $MEMBRANE_PORT $NGINX_PORT $HAPROXY_PORT; do
+taskset -c "$PROXY_CORE" "$NGINX" -c "$work/nginx-fwd.conf" & pids+=($!)
+for p in $MEMBRANE_PORT $NGINX_PORT $HAPROXY_PORT $NGINX_FWD_PORT; do wait_port $p; done
+for p in $MEMBRANE_PORT $NGINX_PORT $HAPROXY_PORT $NGINX_FWD_PORT; do
   got=$(curl -s "http://127.0.0.1:$p/")
   [ "$got" = "$body" ] || { echo "port $p answered '$got', not the 100-byte body" >&2; exit 1; }
 done
@@ -127,8 +132,8 @@ to_ms() { # wrk latency like 1.23ms / 456.00us / 1.02s → ms
     else if (v ~ /s$/) { sub(/s$/,"",v); print v*1000 } else print v }'
 }
 declare -A RPS P50 P99
-names=(membrane nginx haproxy)
-declare -A PORT=([membrane]=$MEMBRANE_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT)
+names=(membrane nginx haproxy nginx-fwd)
+declare -A PORT=([membrane]=$MEMBRANE_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT [nginx-fwd]=$NGINX_FWD_PORT)
 printf '%-9s %5s %12s %9s %9s\n' proxy round req/s p50_ms p99_ms
 for r in $(seq 1 "$ROUNDS"); do
   for n in "${names[@]}"; do
@@ -151,7 +156,7 @@ for n in "${names[@]}"; do
   printf '%-9s %12.0f %9.3f %9.3f\n' "$n" "${MED[$n]}" "$(median <<<"${P50[$n]}")" "$(median <<<"${P99[$n]}")"
 done
 # Stop the load-test instances before callgrind; the upstream stays.
-kill "${pids[1]}" "${pids[2]}" "${pids[3]}" 2>/dev/null || true
+kill "${pids[1]}" "${pids[2]}" "${pids[3]}" "${pids[4]}" 2>/dev/null || true
 sleep 0.5
 
 instr_per_request() { # $1 name, $2 port, then the command to run under callgrind
@@ -180,6 +185,7 @@ fi
 
 echo
 awk -v m="${MED[membrane]}" -v n="${MED[nginx]}" 'BEGIN{ printf "RESULT http1_rps_ratio_vs_nginx %.3f\n", m/n }'
+awk -v m="${MED[membrane]}" -v n="${MED[nginx-fwd]}" 'BEGIN{ printf "RESULT http1_rps_ratio_vs_nginx_same_headers %.3f\n", m/n }'
 if [ "${SKIP_CALLGRIND:-0}" != 1 ]; then
   awk -v m="$IM" -v n="$IN" 'BEGIN{ printf "RESULT http1_instr_ratio_vs_nginx %.3f\n", m/n }'
 fi
