@@ -48,6 +48,11 @@ pub fn parse_request(
     };
     let method = Method::from_bytes(parsed.method.unwrap_or("").as_bytes())
         .map_err(|_| HeadError::Malformed("invalid method"))?;
+    if method == Method::CONNECT {
+        // A tunnel to wherever the client names is not a gateway's job (Envoy, too, refuses
+        // CONNECT unless configured for it).
+        return Err(HeadError::Malformed("CONNECT is not supported"));
+    }
     let version = match parsed.version {
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
@@ -182,6 +187,7 @@ mod tests {
             "GET / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
             "NOT HTTP\r\n\r\n",
             "GET / HTTP/3.0\r\n\r\n",
+            "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
