@@ -147,10 +147,7 @@ pub async fn serve(
         } else {
             None
         };
-        let resp = match service::handle(ctx.clone(), req).await {
-            Ok(r) => r,
-            Err(never) => match never {},
-        };
+        let resp = service::serve(&ctx, req).await;
         // Take the read buffer back; a body not read to its end leaves the connection in
         // the middle of a request, so it is closed after this response.
         let mut body_done = true;

@@ -55,15 +55,19 @@ pub async fn handle(
     ctx: Arc<ConnContext>,
     req: Request<RequestBody>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    Ok(serve(&ctx, req).await)
+}
+
+/// The same, for a caller that keeps the connection's context alive for the whole request
+/// (Membrane's HTTP/1.x loop): no reference count to touch per request.
+pub async fn serve(ctx: &ConnContext, req: Request<RequestBody>) -> Response<ProxyBody> {
     let start = Instant::now();
     let snapshot = ctx.state.load_full();
     let request_id = headers::request_id(req.headers());
     let Some(listener) = snapshot.listeners.get(&ctx.listener) else {
-        return Ok(
-            ProxyError::ListenerGone(ctx.listener.to_string()).into_response(&request_id.value)
-        );
+        return ProxyError::ListenerGone(ctx.listener.to_string()).into_response(&request_id.value);
     };
-    let (resp, metrics) = match proxy(&ctx, listener, req, &request_id).await {
+    let (resp, metrics) = match proxy(ctx, listener, req, &request_id).await {
         Ok(ok) => ok,
         Err((e, metrics)) => {
             tracing::debug!(listener = %ctx.listener, request_id = ?request_id.value, error = %e, "request failed");
@@ -71,7 +75,7 @@ pub async fn handle(
         }
     };
     metrics.record(resp.status(), start.elapsed());
-    Ok(resp)
+    resp
 }
 
 type Outcome<'a> = Result<(Response<ProxyBody>, &'a RouteMetrics), (ProxyError, &'a RouteMetrics)>;
