@@ -139,7 +139,7 @@ pub async fn serve(
             None => RequestBody::Empty,
         };
         let mut req = http::Request::from_parts(head.parts, body);
-        let upgrade = if crate::http::headers::is_upgrade(req.headers()) {
+        let upgrade = if head.upgrade {
             let (tx, rx) = oneshot::channel();
             req.extensions_mut()
                 .insert(UpgradeSlot(Arc::new(Mutex::new(Some(tx)))));

@@ -19,6 +19,8 @@ pub struct RequestHead {
     pub expect_continue: bool,
     /// The client accepts trailer fields (`TE: trailers`).
     pub trailers: bool,
+    /// An HTTP/1.1 protocol switch: `Connection: upgrade` and an `Upgrade` field.
+    pub upgrade: bool,
 }
 
 #[derive(Debug)]
@@ -74,6 +76,7 @@ pub fn parse_request(
     let mut chunked: Option<bool> = None;
     let (mut close, mut keep_alive_token, mut expect_continue, mut trailers) =
         (false, false, false, false);
+    let (mut upgrade_token, mut upgrade_field) = (false, false);
     for &(n, nl, v, vl) in scratch.iter() {
         let name = HeaderName::from_bytes(&head[n..n + nl])
             .map_err(|_| HeadError::Malformed("invalid header name"))?;
@@ -85,15 +88,17 @@ pub fn parse_request(
             }
             length = Some(len);
         } else if name == header::TRANSFER_ENCODING {
-            let last = raw.rsplit(|&b| b == b',').next().unwrap_or(&[]);
-            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            chunked = Some(crate::upstream::h1::head::ends_chunked(raw));
         } else if name == header::CONNECTION {
             for token in raw.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 close |= token.eq_ignore_ascii_case(b"close");
                 keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+                upgrade_token |= token.eq_ignore_ascii_case(b"upgrade");
             }
         } else if name == header::EXPECT {
             expect_continue = raw.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+        } else if name == header::UPGRADE {
+            upgrade_field = true;
         } else if name == header::TE {
             trailers = raw
                 .split(|&b| b == b',')
@@ -140,6 +145,7 @@ pub fn parse_request(
         keep_alive,
         expect_continue,
         trailers,
+        upgrade: upgrade_token && upgrade_field && version == Version::HTTP_11,
     }))
 }
 
@@ -172,6 +178,16 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(matches!(h.framing, Framing::Chunked(_)) && h.expect_continue && h.trailers);
+        let h = parse(
+            "GET /ws HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert!(h.upgrade);
+        let h = parse("GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!h.upgrade);
         let h = parse("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
         assert!(!h.keep_alive);
         let h = parse("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")

@@ -3,6 +3,7 @@
 use super::date;
 use crate::http::body::ProxyBody;
 use crate::upstream::UpstreamBody;
+use crate::upstream::forwarding::write_line;
 use http::header::{self, HeaderMap};
 use http::{Response, StatusCode, Version};
 use http_body::{Body, Frame};
@@ -175,10 +176,7 @@ fn write_headers(wbuf: &mut Vec<u8>, headers: &HeaderMap) -> (bool, bool) {
     for (name, value) in headers {
         length |= name == header::CONTENT_LENGTH;
         date |= name == header::DATE;
-        wbuf.extend_from_slice(name.as_str().as_bytes());
-        wbuf.extend_from_slice(b": ");
-        wbuf.extend_from_slice(value.as_bytes());
-        wbuf.extend_from_slice(b"\r\n");
+        write_line(wbuf, name.as_str().as_bytes(), value.as_bytes());
     }
     (length, date)
 }

@@ -16,21 +16,6 @@ pub const VIA_HTTP2: HeaderValue = HeaderValue::from_static("2 membrane");
 /// Longest incoming `x-request-id` that is kept; a longer one is replaced.
 const MAX_REQUEST_ID: usize = 128;
 
-/// True when an HTTP/1.1 request asks to switch protocols (WebSocket and the like).
-pub fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .any(|v| has_token(v, "upgrade"))
-}
-
-fn has_token(v: &HeaderValue, token: &str) -> bool {
-    v.to_str()
-        .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-        .unwrap_or(false)
-}
-
 /// Removes the hop-by-hop headers (RFC 9110 §7.6.1): those named in `Connection`, and the
 /// fixed list. `Trailer` is end-to-end (it declares the trailer fields) and stays. With `keep_upgrade`, `Upgrade` stays and `Connection: upgrade` is set again, so
 /// that a protocol switch can pass through.
@@ -201,7 +186,6 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        assert!(is_upgrade(&h));
         strip_hop_by_hop(&mut h, true);
         assert_eq!(h[header::UPGRADE], "websocket");
         assert_eq!(h[header::CONNECTION], "upgrade");

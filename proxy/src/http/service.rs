@@ -229,23 +229,18 @@ async fn forward(
     timeout: Duration,
     request_id: &RequestId,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
+    let mut req = req;
+    // Only Membrane's HTTP/1.x loop accepts protocol switches (hyper serves HTTP/2 only): it
+    // marks such a request with a slot, where the upstream side goes for it to tunnel once
+    // the 101 is out.
+    let downstream_upgrade = req
+        .extensions_mut()
+        .remove::<crate::downstream::UpgradeSlot>()
+        .and_then(|slot| slot.take());
+    let upgrade = downstream_upgrade.is_some();
     if upgrade && cluster.protocol != UpstreamProtocol::Http1 {
         return Err(ProxyError::UpgradeNeedsHttp1(cluster.name.to_string()));
     }
-    let mut req = req;
-    // The downstream side of a protocol switch must be claimed before the request moves on:
-    // from hyper, or from Membrane's own HTTP/1.1 server, which tunnels once the 101 is out.
-    let downstream_upgrade = upgrade.then(|| {
-        match req
-            .extensions_mut()
-            .remove::<crate::downstream::UpgradeSlot>()
-            .and_then(|slot| slot.take())
-        {
-            Some(tx) => DownstreamUpgrade::Native(tx),
-            None => DownstreamUpgrade::Hyper(hyper::upgrade::on(&mut req)),
-        }
-    });
     let (mut parts, body) = req.into_parts();
     let downstream_version = parts.version;
 
@@ -315,18 +310,10 @@ async fn forward(
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS
         && let Some(downstream) = downstream_upgrade
     {
-        let upstream_side = hyper::upgrade::on(&mut resp);
-        match downstream {
-            DownstreamUpgrade::Hyper(downstream) => {
-                tokio::spawn(async move {
-                    let _in_flight = in_flight;
-                    tunnel(downstream, upstream_side).await;
-                });
-            }
-            DownstreamUpgrade::Native(slot) => {
-                let _ = slot.send(upstream_side);
-            }
-        }
+        let _ = downstream.send(hyper::upgrade::on(&mut resp));
+        // The upstream request's share of its endpoint ends with the exchange; the tunnel
+        // is the connection loop's.
+        drop(in_flight);
         let (parts, _) = resp.into_parts();
         return Ok(Response::from_parts(parts, ProxyBody::empty()));
     }
@@ -378,28 +365,6 @@ fn rewritten_path(
     }
     PathAndQuery::from_maybe_shared(Bytes::from(out))
         .map_err(|_| ProxyError::BadRequest("the rewritten path is not a valid URI path"))
-}
-
-/// Who holds the client's side of a protocol switch.
-enum DownstreamUpgrade {
-    Hyper(hyper::upgrade::OnUpgrade),
-    Native(tokio::sync::oneshot::Sender<hyper::upgrade::OnUpgrade>),
-}
-
-/// Copies bytes both ways between the two upgraded connections until either side closes.
-async fn tunnel(downstream: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    let (down, up) = match tokio::try_join!(downstream, upstream) {
-        Ok(pair) => pair,
-        Err(e) => {
-            tracing::debug!(error = %e, "upgrade failed");
-            return;
-        }
-    };
-    let mut down = hyper_util::rt::TokioIo::new(down);
-    let mut up = hyper_util::rt::TokioIo::new(up);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
-        tracing::debug!(error = %e, "upgraded connection ended with an error");
-    }
 }
 
 #[cfg(test)]

@@ -67,7 +67,8 @@ impl Forwarding {
     }
 }
 
-fn write_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+/// Writes one `name: value` header line.
+pub(crate) fn write_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);

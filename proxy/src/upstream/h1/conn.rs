@@ -64,17 +64,7 @@ impl H1Conn {
 
     /// Reads more bytes into the read buffer; `Ok(0)` is end of stream.
     pub(super) fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
-            self.rbuf.reserve(READ_CHUNK);
-        }
-        loop {
-            std::task::ready!(self.stream.poll_read_ready(cx))?;
-            match self.stream.try_read_buf(&mut self.rbuf) {
-                Ok(n) => return Poll::Ready(Ok(n)),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+        poll_fill(&self.stream, &mut self.rbuf, cx)
     }
 }
 
@@ -189,19 +179,27 @@ async fn read_head(
     }
 }
 
-/// Reads more into `rbuf`; `Ok(0)` is end of stream.
-async fn fill(stream: &TcpStream, rbuf: &mut BytesMut) -> std::io::Result<usize> {
+/// Reads more into `rbuf`; `Ok(0)` is end of stream. Readiness is checked first, which
+/// costs no syscall, and the read is tried only when the socket may have data.
+fn poll_fill(
+    stream: &TcpStream,
+    rbuf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<usize>> {
     if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
         rbuf.reserve(READ_CHUNK);
     }
-    // Try first: tokio answers WouldBlock without a syscall when the socket is not known to be
-    // readable, and only then is readiness awaited.
     loop {
+        std::task::ready!(stream.poll_read_ready(cx))?;
         match stream.try_read_buf(rbuf) {
-            Err(e) if e.kind() == ErrorKind::WouldBlock => stream.readable().await?,
-            other => return other,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
+            other => return Poll::Ready(other),
         }
     }
+}
+
+async fn fill(stream: &TcpStream, rbuf: &mut BytesMut) -> std::io::Result<usize> {
+    std::future::poll_fn(|cx| poll_fill(stream, rbuf, cx)).await
 }
 
 /// Writes all of `buf` through a shared reference, so that reading can go on at the same

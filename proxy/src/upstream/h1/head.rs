@@ -2,7 +2,7 @@
 
 use super::H1Error;
 use super::body::Framing;
-use crate::upstream::forwarding::Forwarding;
+use crate::upstream::forwarding::{Forwarding, write_line};
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
@@ -63,10 +63,7 @@ impl RawFields {
     /// Writes the fields as `name: value` lines.
     pub fn write(&self, positions: &Positions, out: &mut Vec<u8>) {
         for &(n, nl, v, vl) in positions {
-            out.extend_from_slice(&self.head[n..n + nl]);
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(&self.head[v..v + vl]);
-            out.extend_from_slice(b"\r\n");
+            write_line(out, &self.head[n..n + nl], &self.head[v..v + vl]);
         }
     }
 
@@ -136,8 +133,7 @@ pub fn parse_response(
                 length = Some(len);
             }
             Field::TransferEncoding => {
-                let last = raw.rsplit(|&b| b == b',').next().unwrap_or(&[]);
-                chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                chunked = Some(ends_chunked(raw));
                 continue;
             }
             Field::Connection => {
@@ -247,6 +243,13 @@ fn field_kind(name: &[u8]) -> Field {
 
 fn parse_length(raw: &[u8]) -> Result<u64, H1Error> {
     content_length(raw).ok_or(H1Error::Protocol("invalid content-length"))
+}
+
+/// Whether a Transfer-Encoding value's final coding is chunked. Shared by the server and
+/// the client.
+pub(crate) fn ends_chunked(raw: &[u8]) -> bool {
+    let last = raw.rsplit(|&b| b == b',').next().unwrap_or(&[]);
+    last.trim_ascii().eq_ignore_ascii_case(b"chunked")
 }
 
 /// A Content-Length value: digits only (no sign, no spaces), at most 19 of them so the sum
