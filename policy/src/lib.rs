@@ -1,5 +1,7 @@
-//! membrane-policy: pure policy decisions for Membrane (SPIFFE identity, JWT verification,
-//! compiled authorization rules, rate-limit buckets, `explain`).
+//! membrane-policy: pure policy decisions for Membrane.
 //!
-//! Nothing is built here yet: the policy issue fills this crate. It must stay free of I/O,
-//! tokio and hyper, and depend on no other crate of this workspace.
+//! Built so far: SPIFFE identities ([`identity`]). JWT verification, compiled authorization
+//! rules, rate-limit buckets and `explain` come with the policy issue. This crate stays free
+//! of I/O, tokio and hyper, and depends on no other crate of this workspace.
+
+pub mod identity;

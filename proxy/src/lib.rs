@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod route;
 pub mod server;
 pub mod snapshot;
+pub mod tls;
 pub mod upstream;
 
 pub use server::{ProxyHandle, StartError, StartOptions, start};

@@ -6,9 +6,13 @@
 
 mod duration;
 mod load;
+mod tls;
 
 pub use duration::Dur;
 pub use load::{ConfigError, parse, read_file};
+pub use tls::{
+    CertKeyConfig, ClientAuth, ClusterTlsConfig, ListenerTlsConfig, TlsVersion, UpstreamVerify,
+};
 
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
@@ -89,6 +93,9 @@ pub struct ListenerConfig {
     pub address: SocketAddr,
     #[serde(default = "defaults::listener_protocol")]
     pub protocol: ListenerProtocol,
+    /// TLS termination; plain TCP when absent.
+    #[serde(default)]
+    pub tls: Option<ListenerTlsConfig>,
     #[serde(default)]
     pub limits: ListenerLimits,
     #[serde(default)]
@@ -256,6 +263,9 @@ pub struct ClusterConfig {
     /// Idle pooled connections are not reused after this long.
     #[serde(default = "defaults::pool_idle_timeout")]
     pub pool_idle_timeout: Dur,
+    /// TLS origination; plain TCP when absent.
+    #[serde(default)]
+    pub tls: Option<ClusterTlsConfig>,
 }
 
 mod defaults {

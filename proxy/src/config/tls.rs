@@ -1,0 +1,93 @@
+//! TLS settings of listeners (termination, client certificates) and clusters (origination).
+//! Relative file paths are read relative to the bootstrap file's directory.
+
+use super::{Dur, Located};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsConfig {
+    /// One or more certificates. A client's SNI picks the certificate whose DNS names match
+    /// it (exact first, then `*.` wildcards); the first is the default for clients without
+    /// SNI or with a name no certificate has.
+    pub certificates: Vec<CertKeyConfig>,
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    /// PEM file of the CAs that client certificates must chain to (several allowed;
+    /// clients send their intermediates). Needed unless `client_auth` is `none`.
+    #[serde(default)]
+    pub trust_bundle: Option<Located<PathBuf>>,
+    /// When set, a client certificate must carry a SPIFFE ID in one of these trust domains.
+    #[serde(default)]
+    pub trust_domains: Vec<Located<String>>,
+    /// `"1.2"` (the default: TLS 1.2 and 1.3) or `"1.3"` (TLS 1.3 only).
+    #[serde(default)]
+    pub min_version: TlsVersion,
+    /// A handshake not complete by then is dropped.
+    #[serde(default = "handshake_timeout")]
+    pub handshake_timeout: Dur,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertKeyConfig {
+    /// PEM: the certificate, then its intermediates.
+    pub cert: Located<PathBuf>,
+    /// PEM: the private key (PKCS#8, SEC1 or PKCS#1).
+    pub key: Located<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// No client certificate is asked for.
+    #[default]
+    None,
+    /// Asked for and verified when sent; a client without one still connects.
+    Optional,
+    /// Without a valid client certificate the handshake fails.
+    Require,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+pub enum TlsVersion {
+    #[default]
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterTlsConfig {
+    /// Server name sent in SNI; also the DNS name verified when `verify` is not given.
+    pub sni: Located<String>,
+    /// PEM file of the CAs the upstream's certificate must chain to.
+    pub trust_bundle: Located<PathBuf>,
+    /// How the upstream's certificate is checked beyond its chain. Default: the DNS name
+    /// in `sni`.
+    #[serde(default)]
+    pub verify: Option<UpstreamVerify>,
+    /// A client certificate for mTLS origination.
+    #[serde(default)]
+    pub client_certificate: Option<CertKeyConfig>,
+    #[serde(default)]
+    pub min_version: TlsVersion,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum UpstreamVerify {
+    /// The certificate's URI SAN must be exactly this SPIFFE ID.
+    SpiffeId(Located<String>),
+    /// The certificate's SPIFFE ID must be in this trust domain.
+    TrustDomain(Located<String>),
+    /// The certificate must be valid for this DNS name.
+    Dns(Located<String>),
+}
+
+fn handshake_timeout() -> Dur {
+    Dur(std::time::Duration::from_secs(10))
+}

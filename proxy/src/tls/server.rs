@@ -1,0 +1,237 @@
+//! TLS termination for a listener: certificates chosen by SNI, client certificates verified
+//! against a trust bundle and, optionally, a list of SPIFFE trust domains.
+
+use super::cert_info::CertInfo;
+use super::material::LoadedCert;
+use super::provider;
+use crate::config::{ClientAuth, TlsVersion};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{
+    ClientHello, ProducesTickets, ResolvesServerCert, ServerSessionMemoryCache,
+    StoresServerSessions, WebPkiClientVerifier,
+};
+use rustls::sign::CertifiedKey;
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, RootCertStore,
+    ServerConfig, SignatureScheme,
+};
+use rustls_pki_types::{CertificateDer, UnixTime};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Session state that outlives a config generation, so that rotating a certificate does
+/// not void every ticket and cached session. Kept per listener, and only while the
+/// listener's client-certificate settings stay the same: a session resumed on a listener
+/// skips the client certificate check, so one made under other settings must not resume.
+pub struct Resumption {
+    pub fingerprint: u64,
+    pub ticketer: Arc<dyn ProducesTickets>,
+    pub cache: Arc<dyn StoresServerSessions>,
+}
+
+/// Sessions remembered for resumption by session ID (TLS 1.2) and as stateful fallback.
+const SESSION_CACHE_ENTRIES: usize = 16 * 1024;
+
+impl Resumption {
+    pub fn new(fingerprint: u64) -> Result<Arc<Self>, rustls::Error> {
+        Ok(Arc::new(Self {
+            fingerprint,
+            ticketer: rustls::crypto::aws_lc_rs::Ticketer::new()?,
+            cache: ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES),
+        }))
+    }
+}
+
+/// What a listener's TLS needs, already loaded.
+pub struct ServerTlsParts {
+    pub certs: Vec<LoadedCert>,
+    pub client_auth: ClientAuth,
+    pub roots: Option<Arc<RootCertStore>>,
+    pub trust_domains: Vec<String>,
+    pub min_version: TlsVersion,
+    pub alpn: Vec<Vec<u8>>,
+}
+
+/// A listener's compiled TLS: the rustls config and what operators and XFCC need to know.
+pub struct ServerTls {
+    pub config: Arc<ServerConfig>,
+    pub handshake_timeout: Duration,
+    pub certs: Vec<CertInfo>,
+    pub client_auth: ClientAuth,
+    pub resumption: Arc<Resumption>,
+}
+
+pub fn build(
+    parts: ServerTlsParts,
+    handshake_timeout: Duration,
+    resumption: Arc<Resumption>,
+) -> Result<ServerTls, String> {
+    let provider = provider();
+    let versions = super::versions(parts.min_version);
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .map_err(|e| e.to_string())?;
+    let verifier: Arc<dyn ClientCertVerifier> = match (parts.client_auth, parts.roots) {
+        (ClientAuth::None, _) => Arc::new(rustls::server::NoClientAuth),
+        (_, None) => return Err("client_auth needs a trust_bundle".into()),
+        (auth, Some(roots)) => {
+            let b = WebPkiClientVerifier::builder_with_provider(roots, provider.clone());
+            let b = if auth == ClientAuth::Optional {
+                b.allow_unauthenticated()
+            } else {
+                b
+            };
+            let inner = b.build().map_err(|e| e.to_string())?;
+            Arc::new(SpiffeClientVerifier {
+                inner,
+                trust_domains: parts.trust_domains,
+            })
+        }
+    };
+    let resolver = SniResolver::new(&parts.certs).ok_or("a TLS listener needs a certificate")?;
+    let mut config = builder
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols = parts.alpn;
+    config.ticketer = resumption.ticketer.clone();
+    config.session_storage = resumption.cache.clone();
+    Ok(ServerTls {
+        config: Arc::new(config),
+        handshake_timeout,
+        certs: parts.certs.iter().map(|c| c.info.clone()).collect(),
+        client_auth: parts.client_auth,
+        resumption,
+    })
+}
+
+/// Picks the certificate for a client's SNI: an exact DNS name, then a `*.` wildcard one
+/// label up, then the listener's first certificate.
+#[derive(Debug)]
+struct SniResolver {
+    exact: rustc_hash::FxHashMap<String, Arc<CertifiedKey>>,
+    wildcard: rustc_hash::FxHashMap<String, Arc<CertifiedKey>>,
+    default: Arc<CertifiedKey>,
+}
+
+impl SniResolver {
+    fn new(certs: &[LoadedCert]) -> Option<Self> {
+        let default = certs.first()?.key.clone();
+        let mut exact = rustc_hash::FxHashMap::default();
+        let mut wildcard = rustc_hash::FxHashMap::default();
+        // The first certificate to name a host wins, as listed.
+        for c in certs {
+            for name in &c.info.dns_names {
+                match name.strip_prefix("*.") {
+                    Some(suffix) => wildcard.entry(suffix.to_owned()),
+                    None => exact.entry(name.clone()),
+                }
+                .or_insert_with(|| c.key.clone());
+            }
+        }
+        Some(Self {
+            exact,
+            wildcard,
+            default,
+        })
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let Some(name) = hello.server_name() else {
+            return Some(self.default.clone());
+        };
+        let name = name.to_ascii_lowercase();
+        if let Some(k) = self.exact.get(&name) {
+            return Some(k.clone());
+        }
+        if let Some((_, parent)) = name.split_once('.')
+            && let Some(k) = self.wildcard.get(parent)
+        {
+            return Some(k.clone());
+        }
+        Some(self.default.clone())
+    }
+}
+
+/// Why a certificate's names were refused (carried inside rustls' error, so that the
+/// handshake failure can be counted under `bad_san`).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadSan(pub String);
+
+/// rustls' WebPKI verifier, then the SPIFFE trust-domain check.
+#[derive(Debug)]
+struct SpiffeClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    trust_domains: Vec<String>,
+}
+
+impl ClientCertVerifier for SpiffeClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let ok = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        if self.trust_domains.is_empty() {
+            return Ok(ok);
+        }
+        let info = CertInfo::parse(end_entity).map_err(|e| bad_san(e.to_string()))?;
+        match info.spiffe {
+            None => Err(bad_san(
+                "the client certificate carries no SPIFFE ID (one URI SAN)".into(),
+            )),
+            Some(id) if !self.trust_domains.iter().any(|d| d == id.trust_domain()) => {
+                Err(bad_san(format!(
+                    "trust domain `{}` of {id} is not allowed here",
+                    id.trust_domain()
+                )))
+            }
+            Some(_) => Ok(ok),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+pub(super) fn bad_san(message: String) -> rustls::Error {
+    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(BadSan(
+        message,
+    )))))
+}
