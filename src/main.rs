@@ -1,6 +1,8 @@
 //! The `membrane` command line. Thin on purpose: each subcommand parses its flags and hands
 //! over to a library crate.
 
+mod cert;
+
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +36,9 @@ enum Command {
         #[arg(long)]
         no_watch: bool,
     },
+    /// A development certificate authority: `cert ca`, then `cert issue`.
+    #[command(subcommand)]
+    Cert(cert::CertCommand),
 }
 
 fn main() -> ExitCode {
@@ -44,8 +49,11 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    // One crypto provider for the process, installed before anything asks for the default.
+    let _ = membrane_proxy::tls::provider();
     match cli.command {
         Command::Proxy { config, no_watch } => run_proxy(config, !no_watch),
+        Command::Cert(cmd) => cert::run(cmd),
     }
 }
 

@@ -40,6 +40,33 @@ pub struct ConnectFailureLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeLabels {
+    pub listener: String,
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeFailureLabels {
+    pub listener: String,
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerCellLabels {
+    pub listener: String,
+    pub peer_cell: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertLabels {
+    /// `listener/<name>`, `listener/<name>/trust_bundle`, `cluster/<name>/client` or
+    /// `cluster/<name>/trust_bundle`.
+    pub owner: String,
+    /// The certificate's SPIFFE ID, first DNS name or subject.
+    pub certificate: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
 }
@@ -55,6 +82,10 @@ pub struct Metrics {
     downstream_total: Family<ListenerLabels, Counter>,
     reloads: Family<ResultLabels, Counter>,
     generation: Gauge,
+    tls_handshakes: Family<HandshakeLabels, Counter>,
+    tls_failures: Family<HandshakeFailureLabels, Counter>,
+    peer_cells: Family<PeerCellLabels, Counter>,
+    cert_expiry: Family<CertLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -116,7 +147,36 @@ impl Metrics {
             "Generation number of the configuration now serving",
             generation.clone(),
         );
+        let tls_handshakes = Family::<HandshakeLabels, Counter>::default();
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes on listeners, by listener and outcome (full, resumed, failed)",
+            tls_handshakes.clone(),
+        );
+        let tls_failures = Family::<HandshakeFailureLabels, Counter>::default();
+        registry.register(
+            "tls_handshake_failures",
+            "Failed TLS handshakes on listeners, by listener and reason",
+            tls_failures.clone(),
+        );
+        let peer_cells = Family::<PeerCellLabels, Counter>::default();
+        registry.register(
+            "tls_peer_connections",
+            "Connections with a verified client certificate, by listener and the peer's cell \
+             (from its SPIFFE ID; `none` without a cell; `other` past 64 cells per listener)",
+            peer_cells.clone(),
+        );
+        let cert_expiry = Family::<CertLabels, Gauge>::default();
+        registry.register(
+            "tls_certificate_expiry_seconds",
+            "Seconds until each loaded certificate expires (negative: expired)",
+            cert_expiry.clone(),
+        );
         Self {
+            tls_handshakes,
+            tls_failures,
+            peer_cells,
+            cert_expiry,
             registry,
             requests,
             request_duration,
@@ -173,6 +233,7 @@ impl Metrics {
             connect_refused: fail("refused"),
             connect_timeout: fail("timeout"),
             connect_other: fail("other"),
+            connect_tls: fail("tls"),
             connections: self
                 .upstream_connections
                 .get_or_create(&ClusterLabels {
@@ -189,6 +250,57 @@ impl Metrics {
         ListenerMetrics {
             active: self.downstream_active.get_or_create(&l).clone(),
             accepted: self.downstream_total.get_or_create(&l).clone(),
+        }
+    }
+
+    /// Handshake counters for a TLS listener, every reason made up front so that each
+    /// series exists from the start (a rate over a series that appears late misses its
+    /// first increment).
+    pub fn listener_tls(&self, listener: &str) -> TlsListenerMetrics {
+        let outcome = |outcome| {
+            self.tls_handshakes
+                .get_or_create(&HandshakeLabels {
+                    listener: listener.to_owned(),
+                    outcome,
+                })
+                .clone()
+        };
+        TlsListenerMetrics {
+            full: outcome("full"),
+            resumed: outcome("resumed"),
+            failed: outcome("failed"),
+            reasons: crate::tls::failure::REASONS
+                .iter()
+                .map(|&reason| {
+                    let c = self
+                        .tls_failures
+                        .get_or_create(&HandshakeFailureLabels {
+                            listener: listener.to_owned(),
+                            reason,
+                        })
+                        .clone();
+                    (reason, c)
+                })
+                .collect(),
+            peers: Arc::new(PeerCells {
+                listener: listener.to_owned(),
+                family: self.peer_cells.clone(),
+                seen: std::sync::Mutex::new(rustc_hash::FxHashSet::default()),
+            }),
+        }
+    }
+
+    /// Sets the expiry gauges to the certificates of the generation now serving, forgetting
+    /// those of earlier ones. Called before each scrape.
+    pub fn set_cert_expiry(&self, certs: &[(String, String, i64)], now: i64) {
+        self.cert_expiry.clear();
+        for (owner, certificate, not_after) in certs {
+            self.cert_expiry
+                .get_or_create(&CertLabels {
+                    owner: owner.clone(),
+                    certificate: certificate.clone(),
+                })
+                .set(not_after - now);
         }
     }
 
@@ -224,6 +336,8 @@ pub struct ClusterMetrics {
     pub connect_refused: Counter,
     pub connect_timeout: Counter,
     pub connect_other: Counter,
+    /// The TCP connection opened but the TLS handshake failed.
+    pub connect_tls: Counter,
     pub connections: Gauge,
 }
 
@@ -234,6 +348,60 @@ pub struct ListenerMetrics {
 }
 
 /// Upper bounds of the latency buckets, in seconds.
+#[derive(Debug, Clone)]
+pub struct TlsListenerMetrics {
+    pub full: Counter,
+    pub resumed: Counter,
+    pub failed: Counter,
+    reasons: Box<[(&'static str, Counter)]>,
+    pub peers: Arc<PeerCells>,
+}
+
+impl TlsListenerMetrics {
+    pub fn handshake_failed(&self, reason: &'static str) {
+        self.failed.inc();
+        if let Some((_, c)) = self.reasons.iter().find(|(r, _)| *r == reason) {
+            c.inc();
+        }
+    }
+}
+
+/// Most distinct peer cells labelled per listener; later ones count as `other`. Cells come
+/// from certificates a trusted CA signed, so the set is an organisation's cells, but a
+/// bound keeps a misissuing CA from growing the label set without end.
+const MAX_PEER_CELLS: usize = 64;
+
+#[derive(Debug)]
+pub struct PeerCells {
+    listener: String,
+    family: Family<PeerCellLabels, Counter>,
+    seen: std::sync::Mutex<rustc_hash::FxHashSet<String>>,
+}
+
+impl PeerCells {
+    /// Counts a connection from a verified peer of `cell` (`None`: no cell in its ID).
+    pub fn count(&self, cell: Option<&str>) {
+        let cell = cell.unwrap_or("none");
+        let label = {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            if seen.contains(cell) {
+                cell
+            } else if seen.len() < MAX_PEER_CELLS {
+                seen.insert(cell.to_owned());
+                cell
+            } else {
+                "other"
+            }
+        };
+        self.family
+            .get_or_create(&PeerCellLabels {
+                listener: self.listener.clone(),
+                peer_cell: label.to_owned(),
+            })
+            .inc();
+    }
+}
+
 const BOUNDS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];

@@ -1,5 +1,6 @@
 //! A request body read from a downstream HTTP/1.1 connection while the request is proxied.
 
+use super::io::DownRead;
 use crate::upstream::h1::H1Error;
 use crate::upstream::h1::body::{Framing, Source, Step, poll_decode};
 use bytes::{Bytes, BytesMut};
@@ -9,12 +10,11 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
 use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedReadHalf;
 
 /// The reading side of a downstream connection while a request body is being read. The
 /// connection loop takes it back once the exchange is over.
 pub struct ReadSide {
-    pub rd: OwnedReadHalf,
+    pub rd: DownRead,
     pub rbuf: BytesMut,
     pub framing: Framing,
 }

@@ -21,10 +21,12 @@
 
 mod body;
 mod date;
+pub mod io;
 mod request;
 mod response;
 
 pub use body::BodyReader;
+pub use io::DownStream;
 
 use crate::http::body::RequestBody;
 use crate::http::error::ProxyError;
@@ -32,13 +34,12 @@ use crate::http::service::{self, ConnContext};
 use crate::upstream::h1::body::Framing;
 use body::ReadSide;
 use bytes::BytesMut;
+use io::DownRead;
 use request::HeadError;
 use response::{Answering, write_response};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{oneshot, watch};
 
 /// Most bytes a request head may take before the parser gives up (the listener's own limit
@@ -63,12 +64,12 @@ impl UpgradeSlot {
 /// Serves one connection until it closes, errs, or its listener stops.
 pub async fn serve(
     ctx: Arc<ConnContext>,
-    stream: TcpStream,
+    stream: DownStream,
     initial: BytesMut,
     limits: Limits,
     stop: watch::Receiver<bool>,
 ) {
-    let (rd, mut wr) = stream.into_split();
+    let (rd, mut wr) = stream.split();
     let mut rd = Some(rd);
     let mut rbuf = initial;
     let mut wbuf: Vec<u8> = Vec::with_capacity(4 * 1024);
@@ -120,6 +121,7 @@ pub async fn serve(
                 .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
                 .await
                 .is_err()
+                || wr.flush().await.is_err()
             {
                 return;
             }
@@ -175,7 +177,7 @@ pub async fn serve(
             if write_response(&mut wr, &mut wbuf, resp, &to).await.is_ok()
                 && let Ok(upstream) = rx.await
                 && let Some(rd) = rd.take()
-                && let Ok(stream) = rd.reunite(wr)
+                && let Some(stream) = io::reunite(rd, wr)
             {
                 tunnel(stream, rbuf, upstream).await;
             }
@@ -200,7 +202,7 @@ enum ReadError {
 }
 
 async fn read_head(
-    rd: &mut Option<OwnedReadHalf>,
+    rd: &mut Option<DownRead>,
     rbuf: &mut BytesMut,
     scratch: &mut Vec<(usize, usize, usize, usize)>,
     max_head: usize,
@@ -241,7 +243,7 @@ async fn read_head(
 }
 
 /// Copies bytes both ways between the client and the upgraded upstream connection.
-async fn tunnel(mut down: TcpStream, early: BytesMut, upstream: hyper::upgrade::OnUpgrade) {
+async fn tunnel(mut down: DownStream, early: BytesMut, upstream: hyper::upgrade::OnUpgrade) {
     let Ok(upstream) = upstream.await else { return };
     let mut up = hyper_util::rt::TokioIo::new(upstream);
     if !early.is_empty() {

@@ -1,6 +1,7 @@
 //! Writing a response to a downstream HTTP/1.1 connection.
 
 use super::date;
+use super::io::DownWrite;
 use crate::http::body::ProxyBody;
 use crate::upstream::UpstreamBody;
 use crate::upstream::forwarding::write_line;
@@ -10,7 +11,6 @@ use http_body::{Body, Frame};
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 
 /// What the response writer needs to know about the request it answers.
 pub struct Answering {
@@ -31,7 +31,7 @@ enum Out {
 /// Writes `resp`; returns whether the connection can be kept (the body was framed and sent
 /// whole). Small bodies that are ready at once go out in the same write as the head.
 pub async fn write_response(
-    stream: &mut OwnedWriteHalf,
+    stream: &mut DownWrite,
     wbuf: &mut Vec<u8>,
     resp: Response<ProxyBody>,
     to: &Answering,
@@ -181,6 +181,9 @@ fn write_headers(wbuf: &mut Vec<u8>, headers: &HeaderMap) -> (bool, bool) {
     (length, date)
 }
 
-async fn write_all(stream: &mut OwnedWriteHalf, buf: &[u8]) -> std::io::Result<()> {
-    stream.write_all(buf).await
+/// Writes and flushes: TLS may hold records back when the socket was full, and nothing
+/// else would push them out before the next response. (A TCP flush does nothing.)
+async fn write_all(stream: &mut DownWrite, buf: &[u8]) -> std::io::Result<()> {
+    stream.write_all(buf).await?;
+    stream.flush().await
 }

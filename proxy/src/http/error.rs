@@ -50,6 +50,7 @@ impl ProxyError {
                     (StatusCode::GATEWAY_TIMEOUT, "upstream_connect_timeout")
                 }
                 U::Handshake { .. } => (StatusCode::BAD_GATEWAY, "upstream_protocol_error"),
+                U::Tls { .. } => (StatusCode::BAD_GATEWAY, "upstream_tls_failed"),
                 U::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
                 U::Exchange { .. } | U::Reset { .. } => (StatusCode::BAD_GATEWAY, "upstream_reset"),
                 U::Protocol { .. } => (StatusCode::BAD_GATEWAY, "upstream_protocol_error"),

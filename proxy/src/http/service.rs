@@ -18,6 +18,7 @@ use crate::config::UpstreamProtocol;
 use crate::metrics::RouteMetrics;
 use crate::route::{RequestView, strip_port};
 use crate::snapshot::{Action, Listener, RouteEntry, Snapshot};
+use crate::tls::peer::PeerTls;
 use crate::upstream::{self, Cluster, Forwarding, UpstreamBody};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -36,6 +37,10 @@ pub struct ConnContext {
     pub state: Arc<ArcSwap<Snapshot>>,
     /// The client's address, made into a header value once per connection.
     pub client_ip: HeaderValue,
+    /// `x-forwarded-proto`: `https` on TLS connections.
+    pub scheme: HeaderValue,
+    /// What the TLS handshake established; `None` on plain connections.
+    pub tls: Option<PeerTls>,
 }
 
 impl ConnContext {
@@ -46,7 +51,14 @@ impl ConnContext {
             listener,
             state,
             client_ip,
+            scheme: HeaderValue::from_static("http"),
+            tls: None,
         }
+    }
+
+    pub fn set_tls(&mut self, peer: PeerTls) {
+        self.scheme = HeaderValue::from_static("https");
+        self.tls = Some(peer);
     }
 }
 
@@ -253,8 +265,9 @@ async fn forward(
         } else {
             VIA_HTTP1
         },
-        proto: HeaderValue::from_static("http"),
+        proto: ctx.scheme.clone(),
         request_id: (!request_id.from_client).then(|| request_id.value.clone()),
+        client_cert: ctx.tls.as_ref().and_then(|t| t.xfcc.clone()),
     };
 
     match cluster.protocol {
@@ -326,7 +339,9 @@ async fn forward(
     // upstream's end-to-end headers as they were. Membrane's HTTP/1.1 client leaves the
     // hop-by-hop headers out as it parses; hyper's (HTTP/2) responses are stripped here.
     match &body {
-        UpstreamBody::Hyper(_) => headers::strip_hop_by_hop(&mut parts.headers, false),
+        UpstreamBody::Hyper(_) | UpstreamBody::Tls1(_) => {
+            headers::strip_hop_by_hop(&mut parts.headers, false)
+        }
         // Membrane's HTTP/1.1 server writes these fields from their bytes; hyper's HTTP/2
         // server needs them as a map.
         UpstreamBody::Http1(h1) if downstream_version == Version::HTTP_2 => {

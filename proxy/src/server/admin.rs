@@ -49,6 +49,12 @@ fn respond(admin: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>>
     }
     match req.uri().path() {
         "/metrics" => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            admin
+                .metrics
+                .set_cert_expiry(&admin.state.load().certificates(), now);
             let mut r = Response::new(Full::new(Bytes::from(admin.metrics.encode())));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

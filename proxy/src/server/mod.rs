@@ -6,6 +6,7 @@ mod admin;
 mod bind;
 mod listeners;
 mod sniff;
+mod watch;
 mod worker;
 
 use crate::config::{self, ConfigError};
@@ -16,7 +17,7 @@ use arc_swap::ArcSwap;
 use listeners::ListenerSet;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -139,16 +140,16 @@ pub fn start(opts: StartOptions) -> Result<ProxyHandle, StartError> {
         workers,
         admin,
         addresses: addresses.clone(),
+        watch: None,
     };
     ctl.listeners
         .commit(prepared, &ctl.state.load(), &ctl.workers);
     ctl.publish_addresses();
 
-    let watcher = if opts.watch_file {
-        Some(watch_file(&opts.config_path, control_tx.clone()))
-    } else {
-        None
-    };
+    if opts.watch_file {
+        ctl.watch = watch::FileWatch::new(control_tx.clone());
+        ctl.track_files();
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -156,7 +157,6 @@ pub fn start(opts: StartOptions) -> Result<ProxyHandle, StartError> {
     std::thread::Builder::new()
         .name("membrane-control".into())
         .spawn(move || {
-            let _watcher = watcher;
             rt.block_on(async move {
                 match tokio::net::TcpListener::from_std(admin_socket) {
                     Ok(l) => {
@@ -184,6 +184,7 @@ struct Controller {
     workers: Vec<Worker>,
     admin: Arc<AdminState>,
     addresses: Arc<Mutex<HashMap<String, SocketAddr>>>,
+    watch: Option<watch::FileWatch>,
 }
 
 /// File events come in bursts (an editor writes, renames, touches); one reload per burst.
@@ -262,7 +263,19 @@ impl Controller {
         self.listeners.commit(prepared, &snap, &self.workers);
         self.publish_addresses();
         self.metrics.set_generation(generation);
+        self.track_files();
         Ok(generation)
+    }
+
+    /// Watches the config file and the TLS files of the generation now serving.
+    fn track_files(&mut self) {
+        let snap = self.state.load();
+        if let Some(w) = &mut self.watch {
+            w.track(
+                std::iter::once(self.path.as_path())
+                    .chain(snap.tls_files.iter().map(|p| p.as_path())),
+            );
+        }
     }
 
     fn publish_addresses(&self) {
@@ -295,36 +308,4 @@ impl Controller {
         }
         tracing::info!("drained");
     }
-}
-
-fn watch_file(
-    path: &Path,
-    tx: mpsc::UnboundedSender<Control>,
-) -> Option<notify::RecommendedWatcher> {
-    use notify::{RecursiveMode, Watcher};
-    // Watch the directory: editors and Kubernetes replace files by rename, which a watch on
-    // the file itself would miss.
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path.file_name()?.to_owned();
-    let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-        if let Ok(ev) = ev
-            && !ev.kind.is_access()
-            && ev
-                .paths
-                .iter()
-                .any(|p| p.file_name() == Some(&name) || p.ends_with("..data"))
-        {
-            let _ = tx.send(Control::FileChanged);
-        }
-    })
-    .map_err(|e| tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP"))
-    .ok()?;
-    watcher
-        .watch(dir, RecursiveMode::NonRecursive)
-        .map_err(|e| tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP"))
-        .ok()?;
-    Some(watcher)
 }

@@ -6,7 +6,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -22,7 +21,7 @@ pub enum Sniffed {
 /// Reads until the first bytes tell HTTP/2's preface from anything else. An HTTP/1.1
 /// request line diverges from the preface at its first byte in practice, so this costs no
 /// extra read.
-pub async fn sniff(stream: &mut TcpStream, timeout: Duration) -> Sniffed {
+pub async fn sniff<S: AsyncRead + Unpin>(stream: &mut S, timeout: Duration) -> Sniffed {
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let read = async {
         loop {
@@ -45,12 +44,12 @@ pub async fn sniff(stream: &mut TcpStream, timeout: Duration) -> Sniffed {
 }
 
 /// A stream that first yields bytes already read from it.
-pub struct Prefixed {
+pub struct Prefixed<S> {
     pub prefix: Bytes,
-    pub inner: TcpStream,
+    pub inner: S,
 }
 
-impl AsyncRead for Prefixed {
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -66,7 +65,7 @@ impl AsyncRead for Prefixed {
     }
 }
 
-impl AsyncWrite for Prefixed {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

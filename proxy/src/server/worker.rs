@@ -5,16 +5,24 @@
 
 use super::sniff;
 use crate::config::ListenerProtocol;
+use crate::downstream::DownStream;
+use crate::downstream::io::TlsStream;
 use crate::http::body::RequestBody;
 use crate::http::service::{self, ConnContext};
-use crate::snapshot::Snapshot;
+use crate::metrics::TlsListenerMetrics;
+use crate::snapshot::{Listener, Snapshot};
+use crate::tls::failure;
+use crate::tls::peer::PeerTls;
+use crate::tls::server::ServerTls;
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub enum Command {
@@ -97,8 +105,14 @@ async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                let ctx = Arc::new(ConnContext::new(name.clone(), state.clone(), peer));
-                tokio::spawn(serve_connection(ctx, stream, stop.clone(), alive.clone()));
+                tokio::spawn(serve_connection(
+                    name.clone(),
+                    state.clone(),
+                    peer,
+                    stream,
+                    stop.clone(),
+                    alive.clone(),
+                ));
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -110,75 +124,148 @@ async fn accept_loop(
 }
 
 async fn serve_connection(
-    ctx: Arc<ConnContext>,
-    stream: tokio::net::TcpStream,
+    name: Arc<str>,
+    state: Arc<ArcSwap<Snapshot>>,
+    peer: SocketAddr,
+    stream: TcpStream,
     stop: watch::Receiver<bool>,
     _alive: mpsc::Sender<()>,
 ) {
-    let Some(listener) = ctx.state.load().listeners.get(&ctx.listener).cloned() else {
+    let Some(listener) = state.load().listeners.get(&name).cloned() else {
         return;
     };
     let metrics = listener.metrics.clone();
     metrics.accepted.inc();
     metrics.active.inc();
+    serve_accepted(name, state, peer, stream, listener, stop).await;
+    metrics.active.dec();
+}
+
+async fn serve_accepted(
+    name: Arc<str>,
+    state: Arc<ArcSwap<Snapshot>>,
+    peer: SocketAddr,
+    stream: TcpStream,
+    listener: Arc<Listener>,
+    stop: watch::Receiver<bool>,
+) {
     // hyper's own limits sit above the listener's, which are checked per request to give a
     // JSON 431 with a reason; past hyper's, it answers a bare 431 and closes.
     let max_buf = (listener.max_header_bytes * 2).max(16 * 1024);
     let max_list = (listener.max_header_bytes * 2).min(u32::MAX as usize) as u32;
     let read_timeout = listener.header_read_timeout;
+    let limits = crate::downstream::Limits {
+        max_head: max_buf,
+        header_read_timeout: read_timeout,
+    };
+    let mut ctx = ConnContext::new(name, state, peer);
+    let (mut stream, alpn) = match (&listener.tls, &listener.tls_metrics) {
+        (Some(tls), Some(m)) => match handshake(stream, tls, m).await {
+            Some((s, peer_tls, alpn)) => {
+                ctx.set_tls(peer_tls);
+                (DownStream::Tls(s), alpn)
+            }
+            None => return,
+        },
+        _ => (DownStream::Tcp(stream), Alpn::None),
+    };
     let protocol = listener.protocol;
     drop(listener);
+    let ctx = Arc::new(ctx);
     let svc_ctx = ctx.clone();
     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         service::handle(svc_ctx.clone(), req.map(RequestBody::Hyper))
     });
-    let mut stream = stream;
-    // A listener fixed to one protocol gets hyper's builder for that protocol: the
-    // auto-detecting builder ignores "only" settings once upgrades are enabled.
-    let result: Result<(), Box<dyn std::error::Error + Send + Sync>> = match protocol {
-        ListenerProtocol::Http1 => {
-            let limits = crate::downstream::Limits {
-                max_head: max_buf,
-                header_read_timeout: read_timeout,
-            };
-            let initial = bytes::BytesMut::new();
-            crate::downstream::serve(ctx.clone(), stream, initial, limits, stop).await;
-            Ok(())
-        }
-        ListenerProtocol::Http2 => {
-            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .max_header_list_size(max_list)
-                .serve_connection(TokioIo::new(stream), svc);
-            drive(conn, stop).await.map_err(Into::into)
-        }
-        ListenerProtocol::Auto => match sniff::sniff(&mut stream, read_timeout).await {
-            sniff::Sniffed::Http1(initial) => {
-                let limits = crate::downstream::Limits {
-                    max_head: max_buf,
-                    header_read_timeout: read_timeout,
-                };
-                crate::downstream::serve(ctx.clone(), stream, initial, limits, stop).await;
-                Ok(())
+    // ALPN decides when the client offered it; an `auto` listener sniffs otherwise.
+    let h2 = match (protocol, alpn) {
+        (ListenerProtocol::Http1, _) => false,
+        (ListenerProtocol::Http2, _) => true,
+        (ListenerProtocol::Auto, Alpn::H2) => true,
+        (ListenerProtocol::Auto, Alpn::Http11) => false,
+        (ListenerProtocol::Auto, Alpn::None) => {
+            match sniff::sniff(&mut stream, read_timeout).await {
+                sniff::Sniffed::Http1(initial) => {
+                    crate::downstream::serve(ctx.clone(), stream, initial, limits, stop).await;
+                }
+                sniff::Sniffed::Http2(prefix) => {
+                    let io = TokioIo::new(sniff::Prefixed {
+                        prefix,
+                        inner: stream,
+                    });
+                    let conn = h2_builder(max_list).serve_connection(io, svc);
+                    log_end(&ctx, drive(conn, stop).await);
+                }
+                sniff::Sniffed::Gone => {}
             }
-            sniff::Sniffed::Http2(prefix) => {
-                let io = TokioIo::new(sniff::Prefixed {
-                    prefix,
-                    inner: stream,
-                });
-                let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .timer(TokioTimer::new())
-                    .max_header_list_size(max_list)
-                    .serve_connection(io, svc);
-                drive(conn, stop).await.map_err(Into::into)
-            }
-            sniff::Sniffed::Gone => Ok(()),
-        },
+            return;
+        }
     };
-    if let Err(e) = result {
+    if h2 {
+        let conn = h2_builder(max_list).serve_connection(TokioIo::new(stream), svc);
+        log_end(&ctx, drive(conn, stop).await);
+    } else {
+        crate::downstream::serve(ctx.clone(), stream, bytes::BytesMut::new(), limits, stop).await;
+    }
+}
+
+fn h2_builder(max_list: u32) -> hyper::server::conn::http2::Builder<TokioExecutor> {
+    let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new()).max_header_list_size(max_list);
+    b
+}
+
+fn log_end(ctx: &ConnContext, r: Result<(), hyper::Error>) {
+    if let Err(e) = r {
         tracing::debug!(listener = %ctx.listener, error = %e, "connection ended with an error");
     }
-    metrics.active.dec();
+}
+
+#[derive(Clone, Copy)]
+enum Alpn {
+    None,
+    H2,
+    Http11,
+}
+
+/// Runs the TLS handshake within the listener's timeout and counts its outcome.
+async fn handshake(
+    stream: TcpStream,
+    tls: &ServerTls,
+    m: &TlsListenerMetrics,
+) -> Option<(Box<TlsStream>, PeerTls, Alpn)> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
+    let s = match tokio::time::timeout(tls.handshake_timeout, acceptor.accept(stream)).await {
+        Err(_) => {
+            m.handshake_failed("timeout");
+            return None;
+        }
+        Ok(Err(e)) => {
+            let reason = failure::reason(&e);
+            m.handshake_failed(reason);
+            tracing::debug!(%reason, error = %e, "TLS handshake failed");
+            return None;
+        }
+        Ok(Ok(s)) => s,
+    };
+    let conn = s.get_ref().1;
+    match conn.handshake_kind() {
+        Some(rustls::HandshakeKind::Resumed) => m.resumed.inc(),
+        _ => m.full.inc(),
+    };
+    let alpn = match conn.alpn_protocol() {
+        Some(b"h2") => Alpn::H2,
+        Some(b"http/1.1") => Alpn::Http11,
+        _ => Alpn::None,
+    };
+    let peer = PeerTls::new(
+        conn.peer_certificates(),
+        tls.own_id.as_ref(),
+        conn.server_name(),
+    );
+    if peer.identity.cert_sha256.is_some() {
+        m.peers.count(peer.identity.cell());
+    }
+    Some((Box::new(s), peer, alpn))
 }
 
 /// The connection types served here, which can all be asked to finish gracefully.

@@ -26,11 +26,14 @@ pub enum Expect {
 }
 
 /// A cluster's compiled TLS origination.
+#[derive(Debug)]
 pub struct ClientTls {
     pub config: Arc<ClientConfig>,
     pub server_name: ServerName<'static>,
     /// The client certificate's facts, for expiry metrics.
     pub client_cert: Option<CertInfo>,
+    /// The trust bundle's certificates, for expiry metrics.
+    pub bundle: Vec<CertInfo>,
 }
 
 pub fn build(
@@ -61,6 +64,7 @@ pub fn build(
         config: Arc::new(config),
         server_name,
         client_cert: info,
+        bundle: Vec::new(),
     })
 }
 

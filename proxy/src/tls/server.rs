@@ -47,6 +47,7 @@ pub struct ServerTlsParts {
     pub certs: Vec<LoadedCert>,
     pub client_auth: ClientAuth,
     pub roots: Option<Arc<RootCertStore>>,
+    pub bundle: Vec<CertInfo>,
     pub trust_domains: Vec<String>,
     pub min_version: TlsVersion,
     pub alpn: Vec<Vec<u8>>,
@@ -59,6 +60,10 @@ pub struct ServerTls {
     pub certs: Vec<CertInfo>,
     pub client_auth: ClientAuth,
     pub resumption: Arc<Resumption>,
+    /// The SPIFFE ID of the listener's first certificate: `By=` in XFCC.
+    pub own_id: Option<membrane_policy::identity::SpiffeId>,
+    /// The trust bundle's certificates, for expiry metrics.
+    pub bundle: Vec<CertInfo>,
 }
 
 pub fn build(
@@ -98,9 +103,11 @@ pub fn build(
     Ok(ServerTls {
         config: Arc::new(config),
         handshake_timeout,
+        own_id: parts.certs.first().and_then(|c| c.info.spiffe.clone()),
         certs: parts.certs.iter().map(|c| c.info.clone()).collect(),
         client_auth: parts.client_auth,
         resumption,
+        bundle: parts.bundle,
     })
 }
 

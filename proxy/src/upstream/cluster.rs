@@ -16,6 +16,11 @@ pub struct Cluster {
     pub request_timeout: Duration,
     pub pool_idle_timeout: Duration,
     pub max_connections: usize,
+    /// TLS origination; `None` for plain TCP.
+    pub tls: Option<Arc<crate::tls::client::ClientTls>>,
+    /// Identifies the TLS settings (names, trust, client certificate) in the pool key, so
+    /// that connections made with one identity are never used for another.
+    pub tls_fingerprint: u64,
     /// Survives reloads for a cluster of the same name, so that pooled connections and the
     /// connection count carry over to the new generation.
     pub shared: Arc<ClusterShared>,
@@ -91,6 +96,8 @@ pub(crate) fn test_cluster(lb: LbPolicy, n: u16) -> Cluster {
         request_timeout: Duration::from_secs(1),
         pool_idle_timeout: Duration::from_secs(1),
         max_connections: 10,
+        tls: None,
+        tls_fingerprint: 0,
         shared: ClusterShared::new(),
         metrics: m.cluster("c"),
     }

@@ -4,6 +4,7 @@ use super::h1::H1Conn;
 use super::pool::{self, PoolKey, Sender};
 use crate::config::UpstreamProtocol;
 use crate::http::body::RequestBody;
+use crate::tls::client::ClientTls;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus_client::metrics::gauge::Gauge;
@@ -78,6 +79,28 @@ async fn connect_tcp(
 pub(super) async fn open(cluster: &Cluster, key: PoolKey) -> Result<Sender, UpstreamError> {
     let addr = key.addr;
     let (stream, guard) = connect_tcp(cluster, addr).await?;
+    if let Some(tls) = &cluster.tls {
+        let stream = connect_tls(cluster, tls, addr, stream).await?;
+        return match key.protocol {
+            UpstreamProtocol::Http1 => {
+                let (sender, conn) = http1::Builder::new()
+                    .handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(|source| UpstreamError::Handshake { addr, source })?;
+                spawn_conn(addr, guard, conn);
+                Ok(Sender::Tls1(sender))
+            }
+            UpstreamProtocol::Http2 => {
+                let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                    .handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(|source| UpstreamError::Handshake { addr, source })?;
+                spawn_conn(addr, guard, conn);
+                pool::share_http2(key, &sender);
+                Ok(Sender::Http2(sender))
+            }
+        };
+    }
     match key.protocol {
         UpstreamProtocol::Http1 => Ok(Sender::Http1(Box::new(H1Conn::new(stream, guard)))),
         UpstreamProtocol::Http2 => {
@@ -97,6 +120,47 @@ pub(super) async fn open(cluster: &Cluster, key: PoolKey) -> Result<Sender, Upst
     }
 }
 
+/// Runs the TLS handshake on a new upstream connection, within the cluster's connect
+/// timeout; a failure is counted and reported with rustls' reason (a wrong SPIFFE ID, an
+/// unknown CA, ...).
+async fn connect_tls(
+    cluster: &Cluster,
+    tls: &ClientTls,
+    addr: SocketAddr,
+    stream: TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, UpstreamError> {
+    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+    let after = cluster.connect_timeout;
+    match tokio::time::timeout(after, connector.connect(tls.server_name.clone(), stream)).await {
+        Err(_) => {
+            cluster.metrics.connect_timeout.inc();
+            Err(UpstreamError::ConnectTimeout { addr, after })
+        }
+        Ok(Err(e)) => {
+            cluster.metrics.connect_tls.inc();
+            tracing::debug!(%addr, error = %e, "upstream TLS handshake failed");
+            Err(UpstreamError::Tls {
+                addr,
+                reason: e.to_string(),
+            })
+        }
+        Ok(Ok(s)) => Ok(s),
+    }
+}
+
+fn spawn_conn<F, E>(addr: SocketAddr, guard: OpenConnection, conn: F)
+where
+    F: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display,
+{
+    tokio::spawn(async move {
+        let _open = guard;
+        if let Err(e) = conn.await {
+            tracing::debug!(%addr, error = %e, "upstream connection closed with an error");
+        }
+    });
+}
+
 /// Opens a connection of its own, never pooled, for a request that asks for a protocol
 /// switch; hyper's client carries the upgrade.
 pub(super) async fn open_upgrade(
@@ -104,16 +168,20 @@ pub(super) async fn open_upgrade(
     addr: SocketAddr,
 ) -> Result<http1::SendRequest<RequestBody>, UpstreamError> {
     let (stream, guard) = connect_tcp(cluster, addr).await?;
+    if let Some(tls) = &cluster.tls {
+        let stream = connect_tls(cluster, tls, addr, stream).await?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| UpstreamError::Handshake { addr, source })?;
+        spawn_conn(addr, guard, conn.with_upgrades());
+        return Ok(sender);
+    }
     let (sender, conn) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|source| UpstreamError::Handshake { addr, source })?;
-    tokio::spawn(async move {
-        let _open = guard;
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(%addr, error = %e, "upgraded upstream connection ended with an error");
-        }
-    });
+    spawn_conn(addr, guard, conn.with_upgrades());
     Ok(sender)
 }
 

@@ -5,16 +5,21 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 
 /// `x-forwarded-for` gets the client's address appended, `via` this proxy appended,
 /// `x-forwarded-proto` is set (a client must not claim a scheme it did not use), and
-/// `x-request-id` is set when the proxy made the id.
+/// `x-request-id` is set when the proxy made the id. `x-forwarded-client-cert` is removed
+/// from every request (a client could forge it) and set only from a verified client
+/// certificate.
 pub struct Forwarding {
     pub client_ip: HeaderValue,
     pub via: HeaderValue,
     pub proto: HeaderValue,
     /// `None` when the request carries its own id already.
     pub request_id: Option<HeaderValue>,
+    /// XFCC for the connection's verified client certificate, if any.
+    pub client_cert: Option<HeaderValue>,
 }
 
 impl Forwarding {
@@ -25,6 +30,10 @@ impl Forwarding {
         append_list(h, header::VIA, &self.via);
         if let Some(id) = &self.request_id {
             h.insert(X_REQUEST_ID, id.clone());
+        }
+        h.remove(X_FORWARDED_CLIENT_CERT);
+        if let Some(c) = &self.client_cert {
+            h.insert(X_FORWARDED_CLIENT_CERT, c.clone());
         }
     }
 
@@ -49,7 +58,10 @@ impl Forwarding {
                 }
                 continue;
             }
-            if name == X_FORWARDED_PROTO || (self.request_id.is_some() && name == X_REQUEST_ID) {
+            if name == X_FORWARDED_PROTO
+                || name == X_FORWARDED_CLIENT_CERT
+                || (self.request_id.is_some() && name == X_REQUEST_ID)
+            {
                 continue;
             }
             write_line(out, name.as_str().as_bytes(), value.as_bytes());
@@ -63,6 +75,9 @@ impl Forwarding {
         write_line(out, b"x-forwarded-proto", self.proto.as_bytes());
         if let Some(id) = &self.request_id {
             write_line(out, b"x-request-id", id.as_bytes());
+        }
+        if let Some(c) = &self.client_cert {
+            write_line(out, b"x-forwarded-client-cert", c.as_bytes());
         }
     }
 }
@@ -116,6 +131,7 @@ mod tests {
             via: HeaderValue::from_static("1.1 membrane"),
             proto: HeaderValue::from_static("http"),
             request_id: request_id.map(HeaderValue::from_static),
+            client_cert: None,
         }
     }
 

@@ -6,6 +6,7 @@ mod connect;
 pub mod forwarding;
 pub mod h1;
 pub mod pool;
+mod tls_http1;
 
 pub use cluster::{Cluster, ClusterShared, Endpoint};
 pub use forwarding::Forwarding;
@@ -41,6 +42,8 @@ pub enum UpstreamError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("TLS handshake with {addr} failed: {reason}")]
+    Tls { addr: SocketAddr, reason: String },
     #[error("HTTP handshake with {addr} failed: {source}")]
     Handshake {
         addr: SocketAddr,
@@ -96,6 +99,8 @@ impl Drop for InFlight {
 pub enum UpstreamBody {
     Http1(H1Body),
     Hyper(Incoming),
+    /// hyper's HTTP/1.1 client over TLS; gives its connection back at the end.
+    Tls1(tls_http1::PooledBody),
 }
 
 /// An error while streaming a response body from the upstream.
@@ -118,6 +123,7 @@ impl Body for UpstreamBody {
         match self.get_mut() {
             UpstreamBody::Http1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             UpstreamBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Tls1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
         }
     }
 
@@ -125,6 +131,7 @@ impl Body for UpstreamBody {
         match self {
             UpstreamBody::Http1(b) => b.is_end_stream(),
             UpstreamBody::Hyper(b) => b.is_end_stream(),
+            UpstreamBody::Tls1(b) => b.is_end_stream(),
         }
     }
 
@@ -132,6 +139,7 @@ impl Body for UpstreamBody {
         match self {
             UpstreamBody::Http1(b) => b.size_hint(),
             UpstreamBody::Hyper(b) => b.size_hint(),
+            UpstreamBody::Tls1(b) => b.size_hint(),
         }
     }
 }
@@ -159,6 +167,7 @@ pub async fn send(
         cluster: cluster.shared.id,
         addr: endpoint.addr,
         protocol: cluster.protocol,
+        tls: cluster.tls_fingerprint,
     };
     let exchange = exchange(cluster, key, req, fwd, upgrade);
     match tokio::time::timeout(timeout, exchange).await {
@@ -179,7 +188,7 @@ async fn exchange(
     upgrade: bool,
 ) -> Result<Response<UpstreamBody>, UpstreamError> {
     let addr = key.addr;
-    if upgrade || cluster.protocol == UpstreamProtocol::Http2 {
+    if upgrade || cluster.protocol == UpstreamProtocol::Http2 || cluster.tls.is_some() {
         fwd.apply(req.headers_mut());
     }
     if upgrade {
@@ -191,6 +200,9 @@ async fn exchange(
         return Ok(resp.map(UpstreamBody::Hyper));
     }
     match cluster.protocol {
+        UpstreamProtocol::Http1 if cluster.tls.is_some() => {
+            tls_http1::exchange(cluster, key, req).await
+        }
         UpstreamProtocol::Http1 => exchange_http1(cluster, key, req, fwd).await,
         UpstreamProtocol::Http2 => exchange_http2(cluster, key, req).await,
     }

@@ -8,7 +8,7 @@
 use super::h1::H1Conn;
 use crate::config::UpstreamProtocol;
 use crate::http::body::RequestBody;
-use hyper::client::conn::http2;
+use hyper::client::conn::{http1, http2};
 use rustc_hash::FxHashMap;
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -22,6 +22,9 @@ pub struct PoolKey {
     pub cluster: u64,
     pub addr: SocketAddr,
     pub protocol: UpstreamProtocol,
+    /// The cluster's TLS fingerprint (0 for plain TCP): connections made with one client
+    /// identity or one set of server checks never serve another.
+    pub tls: u64,
 }
 
 pub enum Sender {
@@ -30,6 +33,8 @@ pub enum Sender {
     Http1(Box<H1Conn>),
     /// hyper's HTTP/2 client: shared by concurrent requests.
     Http2(http2::SendRequest<RequestBody>),
+    /// hyper's HTTP/1.1 client over TLS: one request at a time.
+    Tls1(http1::SendRequest<RequestBody>),
 }
 
 impl Sender {
@@ -37,6 +42,7 @@ impl Sender {
         match self {
             Sender::Http1(s) => s.is_closed(),
             Sender::Http2(s) => s.is_closed(),
+            Sender::Tls1(s) => s.is_closed(),
         }
     }
 }

@@ -390,6 +390,7 @@ mod tests {
                 cluster: 0,
                 addr,
                 protocol: UpstreamProtocol::Http1,
+                tls: 0,
             };
             let cuts: Vec<usize> = {
                 let mut c: Vec<usize> = (0..rng.usize(0..6))

@@ -394,6 +394,7 @@ mod tests {
             via: HeaderValue::from_static("1.1 membrane"),
             proto: HeaderValue::from_static("http"),
             request_id: None,
+            client_cert: None,
         };
         let mut out = Vec::new();
         encode_request(&mut out, &parts, &fwd, true);

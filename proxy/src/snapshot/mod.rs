@@ -11,10 +11,14 @@ use crate::metrics::{ListenerMetrics, Metrics, RouteMetrics};
 use crate::route::{
     DomainPattern, HeaderMatcher, HeaderRule, PathMatch, Route, RouteTable, VirtualHost,
 };
+use crate::tls::server::ServerTls;
 use crate::upstream::{Cluster, ClusterShared, Endpoint};
+
+mod tls;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 use rustc_hash::FxHashMap;
+use std::cell::{Cell, RefCell};
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -30,6 +34,9 @@ pub struct Snapshot {
     pub listeners: FxHashMap<Arc<str>, Arc<Listener>>,
     pub clusters: FxHashMap<Arc<str>, Arc<Cluster>>,
     pub source: Bootstrap,
+    /// Every certificate, key and bundle file read for this generation (watched for
+    /// rotation).
+    pub tls_files: Vec<PathBuf>,
 }
 
 pub struct Listener {
@@ -39,6 +46,9 @@ pub struct Listener {
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub header_read_timeout: Duration,
+    /// TLS termination; `None` for plain TCP.
+    pub tls: Option<Arc<ServerTls>>,
+    pub tls_metrics: Option<crate::metrics::TlsListenerMetrics>,
     pub routes: RouteTable<RouteEntry>,
     /// Counts requests that matched no route.
     pub unrouted: RouteMetrics,
@@ -81,7 +91,12 @@ pub fn compile(
     prev: Option<&Snapshot>,
     metrics: &Metrics,
 ) -> Result<Snapshot, ConfigError> {
-    let c = Compiler { file, metrics };
+    let c = Compiler {
+        file,
+        metrics,
+        tls_files: RefCell::new(Vec::new()),
+        material: Cell::new(0),
+    };
     if cfg.workers == Some(0) {
         return Err(c.err_at(0, 0, "workers", "must be at least 1".into()));
     }
@@ -104,7 +119,11 @@ pub fn compile(
     let mut listeners = FxHashMap::default();
     let mut addresses = FxHashMap::default();
     for (i, l) in cfg.listeners.iter().enumerate() {
-        let listener = c.listener(i, l, &clusters)?;
+        let prev_resumption = prev
+            .and_then(|p| p.listeners.get(l.name.value().as_str()))
+            .and_then(|old| old.tls.as_ref())
+            .map(|t| &t.resumption);
+        let listener = c.listener(i, l, &clusters, prev_resumption)?;
         if l.address.port() != 0
             && let Some(other) = addresses.insert(l.address, l.name.value().clone())
         {
@@ -125,24 +144,60 @@ pub fn compile(
             ));
         }
     }
+    // The version covers the TLS material too, so that a rotated certificate under an
+    // unchanged config file still makes a new generation.
+    let version = content_version(text, c.material.get());
     Ok(Snapshot {
         generation,
-        version: content_version(text),
+        version,
+        tls_files: c.tls_files.into_inner(),
         listeners,
         clusters,
         source: cfg,
     })
 }
 
-fn content_version(text: &str) -> String {
+impl Snapshot {
+    /// Every loaded certificate as (owner, label, not-after in Unix seconds), for the
+    /// expiry gauges.
+    pub fn certificates(&self) -> Vec<(String, String, i64)> {
+        let mut out = Vec::new();
+        let mut add = |owner: String, infos: &[crate::tls::cert_info::CertInfo]| {
+            for i in infos {
+                out.push((owner.clone(), i.label(), i.not_after));
+            }
+        };
+        for (name, l) in &self.listeners {
+            if let Some(t) = &l.tls {
+                add(format!("listener/{name}"), &t.certs);
+                add(format!("listener/{name}/trust_bundle"), &t.bundle);
+            }
+        }
+        for (name, c) in &self.clusters {
+            if let Some(t) = &c.tls {
+                add(format!("cluster/{name}/client"), t.client_cert.as_slice());
+                add(format!("cluster/{name}/trust_bundle"), &t.bundle);
+            }
+        }
+        out
+    }
+}
+
+fn content_version(text: &str, material: u64) -> String {
     let mut h = rustc_hash::FxHasher::default();
     text.hash(&mut h);
+    if material != 0 {
+        material.hash(&mut h);
+    }
     format!("{:016x}", h.finish())
 }
 
 struct Compiler<'a> {
     file: &'a Path,
     metrics: &'a Metrics,
+    tls_files: RefCell<Vec<PathBuf>>,
+    /// A hash over the TLS files' contents read so far.
+    material: Cell<u64>,
 }
 
 impl Compiler<'_> {
@@ -174,7 +229,19 @@ impl Compiler<'_> {
                 "must be at least 1".into(),
             ));
         }
+        let tls = match &cl.tls {
+            Some(t) => {
+                Some(self.cluster_tls(&format!("clusters[{i}].tls"), t, cl.protocol, &cl.name)?)
+            }
+            None => None,
+        };
+        let (tls, tls_fingerprint) = match tls {
+            Some((t, f)) => (Some(Arc::new(t)), f),
+            None => (None, 0),
+        };
         Ok(Cluster {
+            tls,
+            tls_fingerprint,
             metrics: self.metrics.cluster(&name),
             name,
             endpoints: cl
@@ -200,8 +267,19 @@ impl Compiler<'_> {
         i: usize,
         l: &ListenerConfig,
         clusters: &FxHashMap<Arc<str>, Arc<Cluster>>,
+        prev_resumption: Option<&Arc<crate::tls::server::Resumption>>,
     ) -> Result<Listener, ConfigError> {
         let name: Arc<str> = l.name.value().as_str().into();
+        let tls = match &l.tls {
+            Some(t) => Some(Arc::new(self.listener_tls(
+                &format!("listeners[{i}].tls"),
+                t,
+                l.protocol,
+                prev_resumption,
+                &l.name,
+            )?)),
+            None => None,
+        };
         let mut vhosts = Vec::new();
         let mut route_names = FxHashMap::default();
         for (vi, vh) in l.virtual_hosts.iter().enumerate() {
@@ -241,6 +319,7 @@ impl Compiler<'_> {
             )
         })?;
         Ok(Listener {
+            tls_metrics: tls.as_ref().map(|_| self.metrics.listener_tls(&name)),
             unrouted: self.metrics.route(&name, "", ""),
             metrics: self.metrics.listener(&name),
             name,
@@ -249,6 +328,7 @@ impl Compiler<'_> {
             max_header_bytes: l.limits.max_request_header_bytes,
             max_headers: l.limits.max_request_headers,
             header_read_timeout: l.limits.header_read_timeout.0,
+            tls,
             routes,
         })
     }

@@ -1,0 +1,185 @@
+//! Compiling the TLS parts of listeners and clusters: files are read here, so a missing or
+//! bad certificate refuses the whole generation with the field that names it.
+
+use super::Compiler;
+use crate::config::{
+    CertKeyConfig, ClientAuth, ClusterTlsConfig, ConfigError, ListenerProtocol, ListenerTlsConfig,
+    Located, UpstreamProtocol, UpstreamVerify,
+};
+use crate::tls::client::{self, ClientTls, Expect};
+use crate::tls::material::{self, LoadedCert};
+use crate::tls::server::{self, Resumption, ServerTls, ServerTlsParts};
+use membrane_policy::identity::{SpiffeId, check_trust_domain};
+use rustls_pki_types::ServerName;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+impl Compiler<'_> {
+    /// Resolves a file named in the config (relative to the config file's directory) and
+    /// notes it for the file watch and the version hash.
+    fn path(&self, p: &Located<PathBuf>) -> PathBuf {
+        let p = p.value();
+        let full = if p.is_absolute() {
+            p.clone()
+        } else {
+            self.file.parent().unwrap_or(Path::new(".")).join(p)
+        };
+        if let Ok(bytes) = std::fs::read(&full) {
+            let mut h = rustc_hash::FxHasher::default();
+            (self.material.get(), bytes).hash(&mut h);
+            self.material.set(h.finish());
+        }
+        self.tls_files.borrow_mut().push(full.clone());
+        full
+    }
+
+    fn cert_key(&self, at: &str, c: &CertKeyConfig) -> Result<LoadedCert, ConfigError> {
+        let (cert, key) = (self.path(&c.cert), self.path(&c.key));
+        material::load_cert_key(&crate::tls::provider(), &cert, &key).map_err(|e| {
+            let material::MaterialError::File { file, .. } = &e;
+            let (field, loc) = if *file == key {
+                ("key", &c.key)
+            } else {
+                ("cert", &c.cert)
+            };
+            self.err(loc, format!("{at}.{field}"), e.to_string())
+        })
+    }
+
+    pub(super) fn listener_tls(
+        &self,
+        at: &str,
+        t: &ListenerTlsConfig,
+        protocol: ListenerProtocol,
+        prev: Option<&Arc<Resumption>>,
+        anchor: &Located<String>,
+    ) -> Result<ServerTls, ConfigError> {
+        let mut certs = Vec::with_capacity(t.certificates.len());
+        for (i, c) in t.certificates.iter().enumerate() {
+            certs.push(self.cert_key(&format!("{at}.certificates[{i}]"), c)?);
+        }
+        if certs.is_empty() {
+            return Err(self.err(
+                anchor,
+                format!("{at}.certificates"),
+                "a TLS listener needs at least one certificate".into(),
+            ));
+        }
+        let (roots, bundle) = match (&t.trust_bundle, t.client_auth) {
+            (Some(b), _) => {
+                let (roots, infos) = material::load_bundle(&self.path(b))
+                    .map_err(|e| self.err(b, format!("{at}.trust_bundle"), e.to_string()))?;
+                (Some(roots), infos)
+            }
+            (None, ClientAuth::None) => (None, Vec::new()),
+            (None, _) => {
+                return Err(self.err(
+                    anchor,
+                    format!("{at}.trust_bundle"),
+                    "client_auth `optional` or `require` needs a trust_bundle".into(),
+                ));
+            }
+        };
+        let mut trust_domains = Vec::new();
+        for (i, d) in t.trust_domains.iter().enumerate() {
+            check_trust_domain(d.value())
+                .map_err(|e| self.err(d, format!("{at}.trust_domains[{i}]"), e.to_string()))?;
+            trust_domains.push(d.value().clone());
+        }
+        let mut h = rustc_hash::FxHasher::default();
+        (
+            t.client_auth,
+            &t.trust_bundle.as_ref().map(|b| b.value()),
+            &trust_domains,
+        )
+            .hash(&mut h);
+        let fingerprint = h.finish();
+        let resumption = match prev {
+            Some(r) if r.fingerprint == fingerprint => r.clone(),
+            _ => Resumption::new(fingerprint).map_err(|e| {
+                self.err(
+                    anchor,
+                    at.to_owned(),
+                    format!("cannot make session ticket keys: {e}"),
+                )
+            })?,
+        };
+        let alpn = match protocol {
+            ListenerProtocol::Http1 => vec![b"http/1.1".to_vec()],
+            ListenerProtocol::Http2 => vec![b"h2".to_vec()],
+            ListenerProtocol::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+        };
+        let parts = ServerTlsParts {
+            certs,
+            client_auth: t.client_auth,
+            roots,
+            bundle,
+            trust_domains,
+            min_version: t.min_version,
+            alpn,
+        };
+        server::build(parts, t.handshake_timeout.0, resumption)
+            .map_err(|m| self.err(anchor, at.to_owned(), m))
+    }
+
+    /// The cluster's TLS, and a fingerprint of everything that makes its connections'
+    /// identity (for the pool key).
+    pub(super) fn cluster_tls(
+        &self,
+        at: &str,
+        t: &ClusterTlsConfig,
+        protocol: UpstreamProtocol,
+        anchor: &Located<String>,
+    ) -> Result<(ClientTls, u64), ConfigError> {
+        let server_name = ServerName::try_from(t.sni.value().clone()).map_err(|e| {
+            self.err(
+                &t.sni,
+                format!("{at}.sni"),
+                format!("not a valid server name: {e}"),
+            )
+        })?;
+        let (roots, bundle) = material::load_bundle(&self.path(&t.trust_bundle))
+            .map_err(|e| self.err(&t.trust_bundle, format!("{at}.trust_bundle"), e.to_string()))?;
+        let expect = match &t.verify {
+            None => Expect::Dns(server_name.clone()),
+            Some(UpstreamVerify::Dns(d)) => {
+                Expect::Dns(ServerName::try_from(d.value().clone()).map_err(|e| {
+                    self.err(
+                        d,
+                        format!("{at}.verify.dns"),
+                        format!("not a DNS name: {e}"),
+                    )
+                })?)
+            }
+            Some(UpstreamVerify::SpiffeId(s)) => Expect::SpiffeId(
+                SpiffeId::parse(s.value())
+                    .map_err(|e| self.err(s, format!("{at}.verify.spiffe_id"), e.to_string()))?,
+            ),
+            Some(UpstreamVerify::TrustDomain(d)) => {
+                check_trust_domain(d.value())
+                    .map_err(|e| self.err(d, format!("{at}.verify.trust_domain"), e.to_string()))?;
+                Expect::TrustDomain(d.value().clone())
+            }
+        };
+        let client_cert = match &t.client_certificate {
+            Some(c) => Some(self.cert_key(&format!("{at}.client_certificate"), c)?),
+            None => None,
+        };
+        let mut h = rustc_hash::FxHasher::default();
+        (t.sni.value(), &expect, t.trust_bundle.value()).hash(&mut h);
+        if let Some(c) = &client_cert {
+            for der in &c.key.cert {
+                der.as_ref().hash(&mut h);
+            }
+        }
+        let alpn = match protocol {
+            UpstreamProtocol::Http1 => vec![b"http/1.1".to_vec()],
+            UpstreamProtocol::Http2 => vec![b"h2".to_vec()],
+        };
+        let mut tls = client::build(roots, expect, server_name, client_cert, t.min_version, alpn)
+            .map_err(|m| self.err(anchor, at.to_owned(), m))?;
+        tls.bundle = bundle;
+        Ok((tls, h.finish()))
+    }
+}
