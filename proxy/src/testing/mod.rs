@@ -2,6 +2,8 @@
 //! that starts the proxy from a YAML string. Nothing here is used by the proxy itself.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod tls;
+
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
@@ -92,7 +94,7 @@ impl Drop for Upstream {
     }
 }
 
-async fn respond(
+pub(crate) async fn respond(
     name: String,
     mut req: Request<Incoming>,
 ) -> Result<Response<BoxBody>, Infallible> {
