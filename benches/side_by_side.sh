@@ -5,6 +5,7 @@
 #   benches/side_by_side.sh              # 3 interleaved rounds of 10 s, then callgrind
 #   ROUNDS=5 DURATION=20 benches/side_by_side.sh
 #   SKIP_CALLGRIND=1 benches/side_by_side.sh
+#   SKIP_TLS=1 benches/side_by_side.sh      # without the TLS rows (benches/tls_rows.sh)
 #   KEEP_WORK=1 benches/side_by_side.sh   # keep configs and callgrind files for callgrind_annotate
 #
 # Pinning: each proxy runs on core 0; wrk and the upstream share core 1. Runs are interleaved
@@ -155,6 +156,11 @@ for n in "${names[@]}"; do
   MED[$n]=$(median <<<"${RPS[$n]}")
   printf '%-9s %12.0f %9.3f %9.3f\n' "$n" "${MED[$n]}" "$(median <<<"${P50[$n]}")" "$(median <<<"${P99[$n]}")"
 done
+declare -A HS HSR TRPS
+if [ "${SKIP_TLS:-0}" != 1 ]; then
+  # shellcheck source=benches/tls_rows.sh
+  . "$root/benches/tls_rows.sh"
+fi
 # Stop the load-test instances before callgrind; the upstream stays.
 kill "${pids[1]}" "${pids[2]}" "${pids[3]}" "${pids[4]}" 2>/dev/null || true
 sleep 0.5
@@ -188,4 +194,15 @@ awk -v m="${MED[membrane]}" -v n="${MED[nginx]}" 'BEGIN{ printf "RESULT http1_rp
 awk -v m="${MED[membrane]}" -v n="${MED[nginx-fwd]}" 'BEGIN{ printf "RESULT http1_rps_ratio_vs_nginx_same_headers %.3f\n", m/n }'
 if [ "${SKIP_CALLGRIND:-0}" != 1 ]; then
   awk -v m="$IM" -v n="$IN" 'BEGIN{ printf "RESULT http1_instr_ratio_vs_nginx %.3f\n", m/n }'
+fi
+if [ "${SKIP_TLS:-0}" != 1 ]; then
+  # Handshakes: per server CPU-second (the inverse of CPU time per handshake), medians.
+  awk -v m="$(median <<<"${HS[membrane-tls.full]}")" -v n="$(median <<<"${HS[nginx-tls.full]}")" \
+    'BEGIN{ printf "RESULT tls_handshake_ratio_vs_nginx %.3f\n", n/m }'
+  awk -v m="$(median <<<"${HS[membrane-tls.resumed]}")" -v n="$(median <<<"${HS[nginx-tls.resumed]}")" \
+    'BEGIN{ printf "RESULT tls_resumed_handshake_ratio_vs_nginx %.3f\n", n/m }'
+  awk -v m="$(median <<<"${HSR[membrane-tls.full]}")" -v n="$(median <<<"${HSR[nginx-tls.full]}")" \
+    'BEGIN{ printf "RESULT tls_handshake_rate_ratio_vs_nginx %.3f\n", m/n }'
+  awk -v m="$(median <<<"${TRPS[membrane-tls]}")" -v n="$(median <<<"${TRPS[nginx-tls]}")" \
+    'BEGIN{ printf "RESULT tls_rps_ratio_vs_nginx %.3f\n", m/n }'
 fi

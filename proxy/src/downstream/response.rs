@@ -181,9 +181,12 @@ fn write_headers(wbuf: &mut Vec<u8>, headers: &HeaderMap) -> (bool, bool) {
     (length, date)
 }
 
-/// Writes and flushes: TLS may hold records back when the socket was full, and nothing
-/// else would push them out before the next response. (A TCP flush does nothing.)
+/// Writes, and flushes TLS: it may hold records back when the socket was full, and nothing
+/// else would push them out before the next response. (TCP has nothing to flush.)
 async fn write_all(stream: &mut DownWrite, buf: &[u8]) -> std::io::Result<()> {
     stream.write_all(buf).await?;
-    stream.flush().await
+    if let DownWrite::Tls(_) = stream {
+        stream.flush().await?;
+    }
+    Ok(())
 }
