@@ -577,3 +577,54 @@ async fn a_rotated_certificate_is_used_at_once_and_no_request_is_lost() {
     assert_eq!(failed.load(Ordering::Relaxed), 0, "no request lost");
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_is_dropped_at_the_handshake_timeout_and_upgrades_work_over_tls() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tmp("timeout");
+    let pki = Pki::new(&dir);
+    let (cert, key) = pki.leaf("gw", &Leaf::new("gw").dns("gw.test"));
+    let up = Upstream::start("up").await;
+    let tls = format!(
+        "      certificates: [{{cert: {}, key: {}}}]\n      handshake_timeout: 200ms",
+        p(&cert),
+        p(&key)
+    );
+    let (proxy, _) = start_proxy(&config(&tls, up.addr, ""));
+    let addr = proxy.listener_addr("edge").unwrap();
+
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf))
+        .await
+        .expect("closed by the proxy, not by the test's timeout")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the proxy closed the connection");
+    assert_eq!(failures(&metrics(&proxy).await, "timeout"), 1.0);
+
+    // A protocol switch through a TLS listener: the tunnel carries bytes both ways.
+    let cfg = client_config(&pki.bundle(), None, &["http/1.1"], &[&TLS13]);
+    let mut s = connect(addr, "gw.test", cfg).await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: gw.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).await.unwrap();
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s.write_all(b"ping over tls").await.unwrap();
+    let mut echo = [0u8; 13];
+    s.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"ping over tls");
+    drop(s);
+    proxy.shutdown().await;
+}

@@ -4,6 +4,7 @@
 //! (hyper), one load of the config snapshot, route, upstream (load balancer, pool), forward,
 //! response, metrics.
 
+pub mod access_log;
 pub mod config;
 pub mod downstream;
 pub mod http;

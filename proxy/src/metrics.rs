@@ -86,6 +86,8 @@ pub struct Metrics {
     tls_failures: Family<HandshakeFailureLabels, Counter>,
     peer_cells: Family<PeerCellLabels, Counter>,
     cert_expiry: Family<CertLabels, Gauge>,
+    /// Handed to the access log writers.
+    pub access_log_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -166,6 +168,12 @@ impl Metrics {
              (from its SPIFFE ID; `none` without a cell; `other` past 64 cells per listener)",
             peer_cells.clone(),
         );
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "access_log_dropped",
+            "Access log lines dropped because the writer fell behind",
+            access_log_dropped.clone(),
+        );
         let cert_expiry = Family::<CertLabels, Gauge>::default();
         registry.register(
             "tls_certificate_expiry_seconds",
@@ -173,6 +181,7 @@ impl Metrics {
             cert_expiry.clone(),
         );
         Self {
+            access_log_dropped,
             tls_handshakes,
             tls_failures,
             peer_cells,
@@ -210,6 +219,8 @@ impl Metrics {
                 .clone()
         };
         RouteMetrics {
+            route: route.into(),
+            cluster: cluster.into(),
             by_class: STATUS_CLASSES.map(counter),
             duration: self
                 .request_duration
@@ -250,6 +261,7 @@ impl Metrics {
         ListenerMetrics {
             active: self.downstream_active.get_or_create(&l).clone(),
             accepted: self.downstream_total.get_or_create(&l).clone(),
+            access_log_dropped: self.access_log_dropped.clone(),
         }
     }
 
@@ -318,6 +330,9 @@ const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 #[derive(Debug, Clone)]
 pub struct RouteMetrics {
+    /// The route's and cluster's names (empty when none), for the access log.
+    pub route: Arc<str>,
+    pub cluster: Arc<str>,
     by_class: [Counter; 5],
     duration: LatencyHistogram,
 }
@@ -345,6 +360,7 @@ pub struct ClusterMetrics {
 pub struct ListenerMetrics {
     pub active: Gauge,
     pub accepted: Counter,
+    pub access_log_dropped: Counter,
 }
 
 /// Upper bounds of the latency buckets, in seconds.

@@ -96,6 +96,9 @@ pub struct ListenerConfig {
     /// TLS termination; plain TCP when absent.
     #[serde(default)]
     pub tls: Option<ListenerTlsConfig>,
+    /// One JSON line per request: `off` (the default), `stdout` or `stderr`.
+    #[serde(default)]
+    pub access_log: crate::access_log::AccessLogTarget,
     #[serde(default)]
     pub limits: ListenerLimits,
     #[serde(default)]

@@ -14,6 +14,7 @@ use super::body::ProxyBody;
 use super::body::RequestBody;
 use super::error::ProxyError;
 use super::headers::{self, RequestId, VIA_HTTP1, VIA_HTTP2};
+use crate::access_log::{self, AccessLogTarget};
 use crate::config::UpstreamProtocol;
 use crate::metrics::RouteMetrics;
 use crate::route::{RequestView, strip_port};
@@ -79,15 +80,57 @@ pub async fn serve(ctx: &ConnContext, req: Request<RequestBody>) -> Response<Pro
     let Some(listener) = snapshot.listeners.get(&ctx.listener) else {
         return ProxyError::ListenerGone(ctx.listener.to_string()).into_response(&request_id.value);
     };
+    let logged = (listener.access_log != AccessLogTarget::Off).then(|| {
+        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        (req.method().clone(), target.to_owned(), req.version())
+    });
+    let mut error = None;
     let (resp, metrics) = match proxy(ctx, listener, req, &request_id).await {
         Ok(ok) => ok,
         Err((e, metrics)) => {
             tracing::debug!(listener = %ctx.listener, request_id = ?request_id.value, error = %e, "request failed");
+            error = Some(e.status_and_code().1);
             (e.into_response(&request_id.value), metrics)
         }
     };
-    metrics.record(resp.status(), start.elapsed());
+    let elapsed = start.elapsed();
+    metrics.record(resp.status(), elapsed);
+    if let Some((method, path, version)) = logged {
+        let peer = ctx.tls.as_ref().and_then(|t| t.identity.spiffe.as_ref());
+        let line = access_log::Line {
+            ts: access_log::timestamp(),
+            listener: &ctx.listener,
+            route: &metrics.route,
+            cluster: &metrics.cluster,
+            method: method.as_str(),
+            path: &path,
+            protocol: version_name(version),
+            status: resp.status().as_u16(),
+            error,
+            duration_ms: elapsed.as_secs_f64() * 1000.0,
+            request_id: request_id.value.to_str().unwrap_or(""),
+            client: ctx.client_ip.to_str().unwrap_or(""),
+            peer: peer.map(|p| p.as_str()),
+            peer_cell: peer.and_then(|p| p.cell()),
+        };
+        access_log::write(
+            listener.access_log,
+            &line,
+            &listener.metrics.access_log_dropped,
+        );
+    }
     resp
+}
+
+fn version_name(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "unknown",
+    }
 }
 
 type Outcome<'a> = Result<(Response<ProxyBody>, &'a RouteMetrics), (ProxyError, &'a RouteMetrics)>;

@@ -49,6 +49,7 @@ pub struct Listener {
     /// TLS termination; `None` for plain TCP.
     pub tls: Option<Arc<ServerTls>>,
     pub tls_metrics: Option<crate::metrics::TlsListenerMetrics>,
+    pub access_log: crate::access_log::AccessLogTarget,
     pub routes: RouteTable<RouteEntry>,
     /// Counts requests that matched no route.
     pub unrouted: RouteMetrics,
@@ -320,6 +321,7 @@ impl Compiler<'_> {
         })?;
         Ok(Listener {
             tls_metrics: tls.as_ref().map(|_| self.metrics.listener_tls(&name)),
+            access_log: l.access_log,
             unrouted: self.metrics.route(&name, "", ""),
             metrics: self.metrics.listener(&name),
             name,

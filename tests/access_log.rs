@@ -1,0 +1,111 @@
+//! The access log: one JSON line per request on stdout, with the route, the status, the
+//! error code of a failure and the verified peer's SPIFFE ID and cell.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use membrane_proxy::testing::tls::{Leaf, Pki, client_config, connect, get_over};
+use membrane_proxy::testing::{Upstream, write_config};
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_request_is_one_json_line_with_route_status_and_peer() {
+    let path = write_config("");
+    let pki = Pki::new(&path.parent().unwrap().join("pki"));
+    let gw = pki.leaf("gw", &Leaf::new("gw").dns("gw.test"));
+    let caller_id = "spiffe://acme.internal/org/acme/env/dev/cell/billing";
+    let caller = pki.leaf("caller", &Leaf::new("caller").spiffe(caller_id));
+    let up = Upstream::start("a").await;
+    let (port, admin_port) = (closed_port(), closed_port());
+    std::fs::write(
+        &path,
+        format!(
+            "admin: {{address: '127.0.0.1:{admin_port}'}}\nworkers: 1\nlisteners:\n  - name: west\n    address: 127.0.0.1:{port}\n    access_log: stdout\n    tls:\n      certificates: [{{cert: {}, key: {}}}]\n      client_auth: require\n      trust_bundle: {}\n    virtual_hosts:\n      - name: v\n        domains: ['*']\n        routes:\n          - {{name: orders, match: {{path: {{prefix: /orders}}}}, forward: {{cluster: c}}}}\nclusters: [{{name: c, endpoints: ['{}']}}]\n",
+            gw.0.display(),
+            gw.1.display(),
+            pki.bundle().display(),
+            up.addr
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_membrane"))
+        .args(["proxy", "--no-watch", "--config"])
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let c = client_h1();
+    let admin = format!("http://127.0.0.1:{admin_port}/ready");
+    eventually("the binary is ready", Duration::from_secs(20), || {
+        let (c, admin) = (c.clone(), admin.clone());
+        async move { matches!(c.get(admin.parse().unwrap()).await, Ok(r) if r.status() == 200) }
+    })
+    .await;
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let cfg = client_config(
+        &pki.bundle(),
+        Some((&caller.0, &caller.1)),
+        &["http/1.1"],
+        &[&rustls::version::TLS13],
+    );
+    let ok = get_over(
+        connect(addr, "gw.test", cfg.clone()).await.unwrap(),
+        "/orders/7?x=1",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(ok.status, 200);
+    let miss = get_over(
+        connect(addr, "gw.test", cfg).await.unwrap(),
+        "/nothing",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(miss.status, 404);
+
+    let next = || -> serde_json::Value {
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("an access log line");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    };
+    let first = next();
+    assert_eq!(first["listener"], "west");
+    assert_eq!(first["route"], "orders");
+    assert_eq!(first["cluster"], "c");
+    assert_eq!(first["method"], "GET");
+    assert_eq!(first["path"], "/orders/7?x=1");
+    assert_eq!(first["protocol"], "HTTP/1.1");
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["peer"], caller_id);
+    assert_eq!(first["peer_cell"], "billing");
+    assert_eq!(first["client"], "127.0.0.1");
+    let echo: serde_json::Value = serde_json::from_slice(&ok.body).unwrap();
+    assert_eq!(first["request_id"], echo["headers"]["x-request-id"]);
+    assert!(first.get("error").is_none());
+    assert!(first["duration_ms"].as_f64().unwrap() >= 0.0);
+    assert!(first["ts"].as_str().unwrap().ends_with('Z'));
+    let second = next();
+    assert_eq!(second["status"], 404);
+    assert_eq!(second["error"], "no_route");
+    assert_eq!(second["route"], "");
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
