@@ -5,3 +5,4 @@
 //! of I/O, tokio and hyper, and depends on no other crate of this workspace.
 
 pub mod identity;
+pub mod jwt;
