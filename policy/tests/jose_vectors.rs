@@ -40,7 +40,10 @@ fn wycheproof_json_web_signature() {
         };
         let supported = !keys.keys.is_empty();
         for t in group["tests"].as_array().unwrap() {
-            let jws = t["jws"].as_str().map(str::to_owned).unwrap_or_else(|| t["jws"].to_string());
+            let jws = t["jws"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| t["jws"].to_string());
             let got = verify_jws(&jws, &keys);
             let id = format!("{} tcId {} ({})", group["comment"], t["tcId"], t["comment"]);
             match t["result"].as_str().unwrap() {
@@ -68,9 +71,17 @@ fn wycheproof_json_web_signature() {
             }
         }
     }
-    eprintln!("wycheproof: {accepted} valid accepted, {refused} invalid refused, {skipped} valid of unsupported algorithms skipped");
-    assert_eq!(accepted + refused + skipped, doc["numberOfTests"].as_u64().unwrap() as usize);
-    assert!(accepted >= 30 && refused >= 300, "the vectors ran: {accepted} / {refused}");
+    eprintln!(
+        "wycheproof: {accepted} valid accepted, {refused} invalid refused, {skipped} valid of unsupported algorithms skipped"
+    );
+    assert_eq!(
+        accepted + refused + skipped,
+        doc["numberOfTests"].as_u64().unwrap() as usize
+    );
+    assert!(
+        accepted >= 30 && refused >= 300,
+        "the vectors ran: {accepted} / {refused}"
+    );
 }
 
 #[test]
@@ -105,7 +116,9 @@ fn wycheproof_json_web_keys() {
             }
         }
     }
-    eprintln!("wycheproof keys: {accepted} valid accepted, {refused} invalid refused, {skipped} valid (HMAC) skipped");
+    eprintln!(
+        "wycheproof keys: {accepted} valid accepted, {refused} invalid refused, {skipped} valid (HMAC) skipped"
+    );
     assert!(accepted >= 1 && refused >= 20);
 }
 
@@ -123,7 +136,11 @@ fn rfc7520_cookbook_signatures() {
     ] {
         let case = read(dir.join("rfc7520/jws").join(file));
         let compact = case["output"]["compact"].as_str().unwrap();
-        let key = if case["input"]["key"]["kty"] == "EC" { &ec } else { &rsa };
+        let key = if case["input"]["key"]["kty"] == "EC" {
+            &ec
+        } else {
+            &rsa
+        };
         let keys = match Key::from_jwk(key) {
             Ok(k) => KeySet::from_keys(vec![k]),
             Err(_) => KeySet::default(),
@@ -139,13 +156,22 @@ fn rfc7520_cookbook_signatures() {
             // A flipped payload byte breaks it.
             let mut parts: Vec<String> = compact.split('.').map(str::to_owned).collect();
             parts[1] = parts[1].replacen('S', "T", 1);
-            assert!(verify_jws(&parts.join("."), &keys).is_err(), "{file} tampered");
+            assert!(
+                verify_jws(&parts.join("."), &keys).is_err(),
+                "{file} tampered"
+            );
         } else {
             // ES512 (P-521) and HMAC are not accepted here.
-            assert!(got.is_err(), "{file}: an unsupported algorithm was accepted");
+            assert!(
+                got.is_err(),
+                "{file}: an unsupported algorithm was accepted"
+            );
         }
         // JSON serializations are not compact JWS and are refused.
         let json = case["output"]["json"].to_string();
-        assert!(verify_jws(&json, &keys).is_err(), "{file}: JSON serialization");
+        assert!(
+            verify_jws(&json, &keys).is_err(),
+            "{file}: JSON serialization"
+        );
     }
 }

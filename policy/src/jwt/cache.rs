@@ -58,7 +58,9 @@ impl TokenCache {
     /// moment the token itself would be refused.
     pub fn insert(&self, token: &str, claims: Arc<Claims>, now: u64, leeway: u64) {
         let until = match claims.exp {
-            Some(exp) => exp.saturating_add(leeway).min(now.saturating_add(self.max_age)),
+            Some(exp) => exp
+                .saturating_add(leeway)
+                .min(now.saturating_add(self.max_age)),
             None => now.saturating_add(self.max_age),
         };
         let key = Self::key(token);

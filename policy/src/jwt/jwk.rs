@@ -29,7 +29,10 @@ impl std::fmt::Debug for Key {
 
 impl Key {
     pub(super) fn verifier(&self, alg: Alg) -> Option<&ParsedPublicKey> {
-        self.verifiers.iter().find(|(a, _)| *a == alg).map(|(_, k)| k)
+        self.verifiers
+            .iter()
+            .find(|(a, _)| *a == alg)
+            .map(|(_, k)| k)
     }
 }
 
@@ -97,11 +100,19 @@ impl KeySet {
     }
 }
 
-fn str_field<'a>(o: &'a serde_json::Map<String, Value>, name: &'static str) -> Result<&'a str, JwkError> {
-    o.get(name).and_then(Value::as_str).ok_or(JwkError::Field(name))
+fn str_field<'a>(
+    o: &'a serde_json::Map<String, Value>,
+    name: &'static str,
+) -> Result<&'a str, JwkError> {
+    o.get(name)
+        .and_then(Value::as_str)
+        .ok_or(JwkError::Field(name))
 }
 
-fn bytes_field(o: &serde_json::Map<String, Value>, name: &'static str) -> Result<Vec<u8>, JwkError> {
+fn bytes_field(
+    o: &serde_json::Map<String, Value>,
+    name: &'static str,
+) -> Result<Vec<u8>, JwkError> {
     b64::decode(str_field(o, name)?).ok_or(JwkError::Base64(name))
 }
 
@@ -152,7 +163,9 @@ impl Key {
                 };
                 let (x, y) = (bytes_field(o, "x")?, bytes_field(o, "y")?);
                 if x.len() != len || y.len() != len {
-                    return Err(JwkError::Material(format!("{crv} coordinates are {len} bytes")));
+                    return Err(JwkError::Material(format!(
+                        "{crv} coordinates are {len} bytes"
+                    )));
                 }
                 let mut point = Vec::with_capacity(1 + 2 * len);
                 point.push(4);
@@ -176,13 +189,21 @@ impl Key {
         if let Some(a) = alg
             && a.key_kind() != kind
         {
-            return Err(JwkError::AlgMismatch { alg: a, kty: kty_name(kind) });
+            return Err(JwkError::AlgMismatch {
+                alg: a,
+                kty: kty_name(kind),
+            });
         }
         let mut verifiers = Vec::new();
-        for a in ALL.into_iter().filter(|a| a.key_kind() == kind && alg.is_none_or(|k| k == *a)) {
+        for a in ALL
+            .into_iter()
+            .filter(|a| a.key_kind() == kind && alg.is_none_or(|k| k == *a))
+        {
             let parsed = match &material {
                 Material::Rsa { n, e } => {
-                    let params = a.rsa_params().ok_or(JwkError::AlgMismatch { alg: a, kty: "RSA" })?;
+                    let params = a
+                        .rsa_params()
+                        .ok_or(JwkError::AlgMismatch { alg: a, kty: "RSA" })?;
                     RsaPublicKeyComponents {
                         n: strip_zeros(n),
                         e: strip_zeros(e),
@@ -211,7 +232,10 @@ enum Material {
 /// RFC 7518 asks for no leading zero octets, but some libraries write one; the integer is
 /// the same either way.
 fn strip_zeros(b: &[u8]) -> &[u8] {
-    let i = b.iter().position(|&x| x != 0).unwrap_or(b.len().saturating_sub(1));
+    let i = b
+        .iter()
+        .position(|&x| x != 0)
+        .unwrap_or(b.len().saturating_sub(1));
     &b[i..]
 }
 
@@ -233,7 +257,9 @@ const ROCA_PRIMES: [u32; 38] = [
 
 fn roca_fingerprint(n: &[u8]) -> bool {
     ROCA_PRIMES.iter().all(|&p| {
-        let r = n.iter().fold(0u32, |acc, &b| (acc * 256 + u32::from(b)) % p);
+        let r = n
+            .iter()
+            .fold(0u32, |acc, &b| (acc * 256 + u32::from(b)) % p);
         // Walk the powers of 65537 mod p until they repeat.
         let g = 65537 % p;
         let mut x = 1u32;

@@ -27,8 +27,12 @@ impl Signer {
             Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512 => {
                 SigningKey::Rsa(RsaKeyPair::generate(KeySize::Rsa2048)?)
             }
-            Alg::ES256 => SigningKey::Ec(EcdsaKeyPair::generate(&sig::ECDSA_P256_SHA256_FIXED_SIGNING)?),
-            Alg::ES384 => SigningKey::Ec(EcdsaKeyPair::generate(&sig::ECDSA_P384_SHA384_FIXED_SIGNING)?),
+            Alg::ES256 => SigningKey::Ec(EcdsaKeyPair::generate(
+                &sig::ECDSA_P256_SHA256_FIXED_SIGNING,
+            )?),
+            Alg::ES384 => SigningKey::Ec(EcdsaKeyPair::generate(
+                &sig::ECDSA_P384_SHA384_FIXED_SIGNING,
+            )?),
             Alg::EdDSA => SigningKey::Ed(Ed25519KeyPair::generate()?),
         };
         Ok(Self {
@@ -78,7 +82,11 @@ impl Signer {
     /// A JWS over any header and payload, signed with this key's algorithm whatever the
     /// header says (tests build hostile headers with it).
     pub fn sign_raw(&self, header: &Value, payload: &[u8]) -> String {
-        let input = format!("{}.{}", b64::encode(header.to_string().as_bytes()), b64::encode(payload));
+        let input = format!(
+            "{}.{}",
+            b64::encode(header.to_string().as_bytes()),
+            b64::encode(payload)
+        );
         let signature = self.signature(input.as_bytes());
         format!("{input}.{}", b64::encode(&signature))
     }
@@ -102,7 +110,10 @@ impl Signer {
                 }
                 out
             }
-            SigningKey::Ec(k) => k.sign(&rng, msg).map(|s| s.as_ref().to_vec()).unwrap_or_default(),
+            SigningKey::Ec(k) => k
+                .sign(&rng, msg)
+                .map(|s| s.as_ref().to_vec())
+                .unwrap_or_default(),
             SigningKey::Ed(k) => k.sign(msg).as_ref().to_vec(),
         }
     }

@@ -68,9 +68,12 @@ pub fn verify_jws(token: &str, keys: &KeySet) -> Result<VerifiedJws, JwtError> {
         return Err(JwtError::TooLong);
     }
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(JwtError::Malformed("a compact JWS has three dot-separated parts"));
+        return Err(JwtError::Malformed(
+            "a compact JWS has three dot-separated parts",
+        ));
     };
     let header_bytes = b64::decode(h).ok_or(JwtError::Malformed("header is not base64url"))?;
     let header: Map<String, Value> = serde_json::from_slice(&header_bytes)
