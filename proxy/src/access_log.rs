@@ -6,7 +6,7 @@
 //! `listener`, `route`, `cluster`, `method`, `path` (with query), `protocol`, `status`,
 //! `error` (the stable code of a failure), `duration_ms` (to response headers),
 //! `request_id`, `client` (address), `peer` (the client certificate's SPIFFE ID) and
-//! `peer_cell`. Assumption: a request that the client abandons before its response is
+//! `peer_cell`, `subject` (a verified JWT's `sub`), `authz` and `authz_rule`. Assumption: a request that the client abandons before its response is
 //! logged like any other (its status is the one the proxy produced).
 
 use prometheus_client::metrics::counter::Counter;
@@ -46,6 +46,14 @@ pub struct Line<'a> {
     pub peer: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer_cell: Option<&'a str>,
+    /// The verified token's `sub`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<&'a str>,
+    /// `allow`, `deny` or `dry_run_deny`, and the deciding rule (`default` when none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authz: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authz_rule: Option<&'a str>,
 }
 
 /// Queues a line for `target`.

@@ -7,6 +7,7 @@
 pub mod access_log;
 pub mod config;
 pub mod downstream;
+pub mod enforce;
 pub mod http;
 pub mod metrics;
 pub mod route;

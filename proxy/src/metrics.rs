@@ -67,6 +67,32 @@ pub struct CertLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderResultLabels {
+    pub provider: String,
+    pub result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    pub provider: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub policy: String,
+    pub rule: String,
+    pub decision: &'static str,
+    pub mode: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RateLimitLabels {
+    pub listener: String,
+    pub route: String,
+    pub result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
 }
@@ -86,6 +112,12 @@ pub struct Metrics {
     tls_failures: Family<HandshakeFailureLabels, Counter>,
     peer_cells: Family<PeerCellLabels, Counter>,
     cert_expiry: Family<CertLabels, Gauge>,
+    jwt: Family<ProviderResultLabels, Counter>,
+    jwks_fetches: Family<ProviderResultLabels, Counter>,
+    jwks_keys: Family<ProviderLabels, Gauge>,
+    jwks_age: Family<ProviderLabels, Gauge>,
+    decisions: Family<DecisionLabels, Counter>,
+    rate_limits: Family<RateLimitLabels, Counter>,
     /// Handed to the access log writers.
     pub access_log_dropped: Counter,
 }
@@ -174,6 +206,42 @@ impl Metrics {
             "Access log lines dropped because the writer fell behind",
             access_log_dropped.clone(),
         );
+        let jwt = Family::<ProviderResultLabels, Counter>::default();
+        registry.register(
+            "jwt_validations",
+            "JWT checks by provider and result (verified, cached, or why not)",
+            jwt.clone(),
+        );
+        let jwks_fetches = Family::<ProviderResultLabels, Counter>::default();
+        registry.register(
+            "jwks_fetches",
+            "Remote JWK set fetches by provider and result",
+            jwks_fetches.clone(),
+        );
+        let jwks_keys = Family::<ProviderLabels, Gauge>::default();
+        registry.register(
+            "jwks_keys",
+            "Signing keys loaded, by provider",
+            jwks_keys.clone(),
+        );
+        let jwks_age = Family::<ProviderLabels, Gauge>::default();
+        registry.register(
+            "jwks_age_seconds",
+            "Seconds since each provider's key set was loaded",
+            jwks_age.clone(),
+        );
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "authz_decisions",
+            "Authorization decisions by policy, deciding rule, decision and mode",
+            decisions.clone(),
+        );
+        let rate_limits = Family::<RateLimitLabels, Counter>::default();
+        registry.register(
+            "rate_limit_checks",
+            "Rate limit checks by listener, route and result (allowed, limited)",
+            rate_limits.clone(),
+        );
         let cert_expiry = Family::<CertLabels, Gauge>::default();
         registry.register(
             "tls_certificate_expiry_seconds",
@@ -181,6 +249,12 @@ impl Metrics {
             cert_expiry.clone(),
         );
         Self {
+            jwt,
+            jwks_fetches,
+            jwks_keys,
+            jwks_age,
+            decisions,
+            rate_limits,
             access_log_dropped,
             tls_handshakes,
             tls_failures,
@@ -302,6 +376,84 @@ impl Metrics {
         }
     }
 
+    pub fn provider(&self, provider: &str) -> ProviderMetrics {
+        let jwt = |result| {
+            self.jwt
+                .get_or_create(&ProviderResultLabels {
+                    provider: provider.to_owned(),
+                    result,
+                })
+                .clone()
+        };
+        let fetch = |result| {
+            self.jwks_fetches
+                .get_or_create(&ProviderResultLabels {
+                    provider: provider.to_owned(),
+                    result,
+                })
+                .clone()
+        };
+        let l = ProviderLabels {
+            provider: provider.to_owned(),
+        };
+        ProviderMetrics {
+            verified: jwt("verified"),
+            cached: jwt("cached"),
+            failures: crate::enforce::authn::REASONS
+                .iter()
+                .map(|&r| (r, jwt(r)))
+                .collect(),
+            fetch_ok: fetch("ok"),
+            fetch_failed: fetch("failed"),
+            keys: self.jwks_keys.get_or_create(&l).clone(),
+            age: self.jwks_age.get_or_create(&l).clone(),
+        }
+    }
+
+    /// One counter per rule of a policy (by its effect) and one per default outcome.
+    pub fn authz(&self, policy: &membrane_policy::authz::Policy) -> AuthzCounters {
+        use membrane_policy::authz::{Effect, Mode};
+        let mode = match policy.mode {
+            Mode::Enforce => "enforce",
+            Mode::DryRun => "dry_run",
+        };
+        let name = |e: Effect| match e {
+            Effect::Allow => "allow",
+            Effect::Deny => "deny",
+        };
+        let counter = |rule: &str, decision| {
+            self.decisions
+                .get_or_create(&DecisionLabels {
+                    policy: policy.name.clone(),
+                    rule: rule.to_owned(),
+                    decision,
+                    mode,
+                })
+                .clone()
+        };
+        AuthzCounters {
+            rules: policy
+                .rules()
+                .iter()
+                .map(|r| counter(&r.name, name(r.effect)))
+                .collect(),
+            default: counter("default", name(policy.default)),
+        }
+    }
+
+    pub fn rate_limit(&self, listener: &str, route: &str) -> (Counter, Counter) {
+        let c = |result| {
+            self.rate_limits
+                .get_or_create(&RateLimitLabels {
+                    listener: listener.to_owned(),
+                    route: route.to_owned(),
+                    result,
+                })
+                .clone()
+        };
+        (c("allowed"), c("limited"))
+    }
+
     /// Sets the expiry gauges to the certificates of the generation now serving, forgetting
     /// those of earlier ones. Called before each scrape.
     pub fn set_cert_expiry(&self, certs: &[(String, String, i64)], now: i64) {
@@ -415,6 +567,40 @@ impl PeerCells {
                 peer_cell: label.to_owned(),
             })
             .inc();
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderMetrics {
+    pub verified: Counter,
+    pub cached: Counter,
+    failures: Box<[(&'static str, Counter)]>,
+    pub fetch_ok: Counter,
+    pub fetch_failed: Counter,
+    pub keys: Gauge,
+    pub age: Gauge,
+}
+
+impl ProviderMetrics {
+    pub fn failed(&self, reason: &'static str) {
+        if let Some((_, c)) = self.failures.iter().find(|(r, _)| *r == reason) {
+            c.inc();
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthzCounters {
+    rules: Box<[Counter]>,
+    default: Counter,
+}
+
+impl AuthzCounters {
+    pub fn count(&self, d: &membrane_policy::authz::Decision) {
+        match d.rule.and_then(|i| self.rules.get(i)) {
+            Some(c) => c.inc(),
+            None => self.default.inc(),
+        };
     }
 }
 

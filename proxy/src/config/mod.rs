@@ -6,10 +6,12 @@
 
 mod duration;
 mod load;
+mod policy;
 mod tls;
 
 pub use duration::Dur;
 pub use load::{ConfigError, parse, read_file};
+pub use policy::*;
 pub use tls::{
     CertKeyConfig, ClientAuth, ClusterTlsConfig, ListenerTlsConfig, TlsVersion, UpstreamVerify,
 };
@@ -58,6 +60,9 @@ pub struct Bootstrap {
     pub listeners: Vec<ListenerConfig>,
     #[serde(default)]
     pub clusters: Vec<ClusterConfig>,
+    /// JWT issuers that routes may require tokens from.
+    #[serde(default)]
+    pub jwt_providers: Vec<JwtProviderConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -99,6 +104,9 @@ pub struct ListenerConfig {
     /// One JSON line per request: `off` (the default), `stdout` or `stderr`.
     #[serde(default)]
     pub access_log: crate::access_log::AccessLogTarget,
+    /// Authorization rules for every request on this listener, after routing.
+    #[serde(default)]
+    pub authorization: Option<AuthorizationConfig>,
     #[serde(default)]
     pub limits: ListenerLimits,
     #[serde(default)]
@@ -154,6 +162,12 @@ pub struct RouteConfig {
     pub redirect: Option<RedirectConfig>,
     #[serde(default)]
     pub direct_response: Option<DirectResponseConfig>,
+    /// A JWT from this provider, checked before the action.
+    #[serde(default)]
+    pub jwt: Option<RouteJwtConfig>,
+    /// A token bucket per key, checked after authorization.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

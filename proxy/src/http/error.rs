@@ -21,6 +21,12 @@ pub enum ProxyError {
     UpgradeNeedsHttp1(String),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    #[error("{0}")]
+    Unauthorized(crate::enforce::authn::AuthnError),
+    #[error("denied by policy `{policy}`, rule `{rule}`")]
+    Forbidden { policy: String, rule: String },
+    #[error("rate limit reached; retry in {} s", .0.retry_after_secs)]
+    RateLimited(membrane_policy::ratelimit::Verdict),
 }
 
 impl ProxyError {
@@ -41,6 +47,9 @@ impl ProxyError {
             ),
             ProxyError::ListenerGone(_) => (StatusCode::SERVICE_UNAVAILABLE, "listener_draining"),
             ProxyError::UpgradeNeedsHttp1(_) => (StatusCode::BAD_GATEWAY, "upgrade_unsupported"),
+            ProxyError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ProxyError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
+            ProxyError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ProxyError::Upstream(u) => match u {
                 U::NoEndpoint(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_endpoint"),
                 U::Overflow { .. } => (StatusCode::SERVICE_UNAVAILABLE, "upstream_overflow"),
@@ -75,6 +84,38 @@ impl ProxyError {
             HeaderValue::from_static("application/json"),
         );
         h.insert(super::headers::X_REQUEST_ID, request_id.clone());
+        self.challenge_headers(h);
         resp
+    }
+
+    /// `WWW-Authenticate` on 401 (RFC 6750 §3), `Retry-After` and the `RateLimit-*` fields
+    /// on 429.
+    fn challenge_headers(&self, h: &mut http::HeaderMap) {
+        use crate::enforce::authn::AuthnError;
+        match self {
+            ProxyError::Unauthorized(AuthnError::Missing) => {
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"membrane\""),
+                );
+            }
+            ProxyError::Unauthorized(AuthnError::Invalid(e)) => {
+                // The description is ours (no token bytes in it); quotes are kept out.
+                let desc = e.to_string().replace(['"', '\\'], "'");
+                let v = format!(
+                    "Bearer realm=\"membrane\", error=\"invalid_token\", error_description=\"{desc}\""
+                );
+                if let Ok(v) = HeaderValue::from_str(&v) {
+                    h.insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
+            ProxyError::RateLimited(v) => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(v.retry_after_secs));
+                h.insert("ratelimit-limit", HeaderValue::from(v.limit));
+                h.insert("ratelimit-remaining", HeaderValue::from(v.remaining));
+                h.insert("ratelimit-reset", HeaderValue::from(v.reset_secs));
+            }
+            _ => {}
+        }
     }
 }

@@ -3,4 +3,5 @@
 pub mod body;
 pub mod error;
 pub mod headers;
+pub mod phases;
 pub mod service;

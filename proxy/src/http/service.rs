@@ -14,6 +14,7 @@ use super::body::ProxyBody;
 use super::body::RequestBody;
 use super::error::ProxyError;
 use super::headers::{self, RequestId, VIA_HTTP1, VIA_HTTP2};
+use super::phases::{self, PolicyNote};
 use crate::access_log::{self, AccessLogTarget};
 use crate::config::UpstreamProtocol;
 use crate::metrics::RouteMetrics;
@@ -38,6 +39,7 @@ pub struct ConnContext {
     pub state: Arc<ArcSwap<Snapshot>>,
     /// The client's address, made into a header value once per connection.
     pub client_ip: HeaderValue,
+    pub peer_ip: std::net::IpAddr,
     /// `x-forwarded-proto`: `https` on TLS connections.
     pub scheme: HeaderValue,
     /// What the TLS handshake established; `None` on plain connections.
@@ -52,6 +54,7 @@ impl ConnContext {
             listener,
             state,
             client_ip,
+            peer_ip: peer.ip(),
             scheme: HeaderValue::from_static("http"),
             tls: None,
         }
@@ -85,7 +88,8 @@ pub async fn serve(ctx: &ConnContext, req: Request<RequestBody>) -> Response<Pro
         (req.method().clone(), target.to_owned(), req.version())
     });
     let mut error = None;
-    let (resp, metrics) = match proxy(ctx, listener, req, &request_id).await {
+    let mut note = PolicyNote::default();
+    let (resp, metrics) = match proxy(ctx, listener, req, &request_id, &mut note).await {
         Ok(ok) => ok,
         Err((e, metrics)) => {
             tracing::debug!(listener = %ctx.listener, request_id = ?request_id.value, error = %e, "request failed");
@@ -112,6 +116,9 @@ pub async fn serve(ctx: &ConnContext, req: Request<RequestBody>) -> Response<Pro
             client: ctx.client_ip.to_str().unwrap_or(""),
             peer: peer.map(|p| p.as_str()),
             peer_cell: peer.and_then(|p| p.cell()),
+            subject: note.subject.as_deref(),
+            authz: note.decision.as_ref().map(|(d, _)| *d),
+            authz_rule: note.decision.as_ref().map(|(_, r)| r.as_str()),
         };
         access_log::write(
             listener.access_log,
@@ -140,6 +147,7 @@ async fn proxy<'a>(
     listener: &'a Listener,
     req: Request<RequestBody>,
     request_id: &RequestId,
+    note: &mut PolicyNote,
 ) -> Outcome<'a> {
     let unrouted = &listener.unrouted;
     check_limits(listener, &req).map_err(|e| (e, unrouted))?;
@@ -161,6 +169,11 @@ async fn proxy<'a>(
     };
     let entry: &RouteEntry = &route.action;
     let m = &entry.metrics;
+    let claims = if entry.jwt.is_some() || entry.rate_limit.is_some() || listener.authz.is_some() {
+        phases::check(ctx, listener, entry, &view, note).map_err(|e| (e, m))?
+    } else {
+        None
+    };
     match &entry.action {
         Action::Direct {
             status,
@@ -197,10 +210,19 @@ async fn proxy<'a>(
             cluster,
             rewrite,
             timeout,
-        } => forward(ctx, req, cluster, rewrite.as_ref(), *timeout, request_id)
-            .await
-            .map(|r| (r, m))
-            .map_err(|e| (e, m)),
+        } => forward(
+            ctx,
+            req,
+            entry,
+            claims.as_deref(),
+            cluster,
+            rewrite.as_ref(),
+            *timeout,
+            request_id,
+        )
+        .await
+        .map(|r| (r, m))
+        .map_err(|e| (e, m)),
     }
 }
 
@@ -276,9 +298,12 @@ fn redirect_location(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn forward(
     ctx: &ConnContext,
     req: Request<RequestBody>,
+    entry: &RouteEntry,
+    claims: Option<&membrane_policy::jwt::Claims>,
     cluster: &Arc<Cluster>,
     rewrite: Option<&(usize, Box<str>)>,
     timeout: Duration,
@@ -301,6 +326,7 @@ async fn forward(
 
     let h = &mut parts.headers;
     headers::strip_hop_by_hop(h, upgrade);
+    phases::identity_headers(h, entry, claims);
     let fwd = Forwarding {
         client_ip: ctx.client_ip.clone(),
         via: if downstream_version == Version::HTTP_2 {

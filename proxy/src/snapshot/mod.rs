@@ -14,6 +14,7 @@ use crate::route::{
 use crate::tls::server::ServerTls;
 use crate::upstream::{Cluster, ClusterShared, Endpoint};
 
+mod policy;
 mod tls;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, StatusCode};
@@ -34,9 +35,12 @@ pub struct Snapshot {
     pub listeners: FxHashMap<Arc<str>, Arc<Listener>>,
     pub clusters: FxHashMap<Arc<str>, Arc<Cluster>>,
     pub source: Bootstrap,
-    /// Every certificate, key and bundle file read for this generation (watched for
-    /// rotation).
+    /// Every certificate, key, bundle and key set file read for this generation (watched
+    /// for rotation).
     pub tls_files: Vec<PathBuf>,
+    pub providers: FxHashMap<Arc<str>, Arc<crate::enforce::authn::JwtProvider>>,
+    /// Rate-limit buckets by (listener, route), handed to the next generation.
+    pub rate_limits: policy::RateLimitState,
 }
 
 pub struct Listener {
@@ -49,6 +53,7 @@ pub struct Listener {
     /// TLS termination; `None` for plain TCP.
     pub tls: Option<Arc<ServerTls>>,
     pub tls_metrics: Option<crate::metrics::TlsListenerMetrics>,
+    pub authz: Option<crate::enforce::authz::ListenerAuthz>,
     pub access_log: crate::access_log::AccessLogTarget,
     pub routes: RouteTable<RouteEntry>,
     /// Counts requests that matched no route.
@@ -56,11 +61,20 @@ pub struct Listener {
     pub metrics: ListenerMetrics,
 }
 
+pub struct RouteJwt {
+    pub provider: Arc<crate::enforce::authn::JwtProvider>,
+    /// `false`: requests without a token pass unauthenticated.
+    pub required: bool,
+}
+
 /// What a matched route does, with its name and counters.
 pub struct RouteEntry {
     pub name: Arc<str>,
     pub action: Action,
     pub metrics: RouteMetrics,
+    /// A JWT is checked before the action.
+    pub jwt: Option<RouteJwt>,
+    pub rate_limit: Option<Arc<crate::enforce::ratelimit::RouteRateLimit>>,
 }
 
 pub enum Action {
@@ -97,6 +111,9 @@ pub fn compile(
         metrics,
         tls_files: RefCell::new(Vec::new()),
         material: Cell::new(0),
+        providers: RefCell::new(FxHashMap::default()),
+        prev_rate: prev.map(|p| &p.rate_limits),
+        rate: RefCell::new(FxHashMap::default()),
     };
     if cfg.workers == Some(0) {
         return Err(c.err_at(0, 0, "workers", "must be at least 1".into()));
@@ -117,6 +134,8 @@ pub fn compile(
             ));
         }
     }
+    let providers = c.providers(&cfg.jwt_providers, prev.map(|p| &p.providers))?;
+    *c.providers.borrow_mut() = providers.clone();
     let mut listeners = FxHashMap::default();
     let mut addresses = FxHashMap::default();
     for (i, l) in cfg.listeners.iter().enumerate() {
@@ -152,6 +171,8 @@ pub fn compile(
         generation,
         version,
         tls_files: c.tls_files.into_inner(),
+        providers,
+        rate_limits: c.rate.into_inner(),
         listeners,
         clusters,
         source: cfg,
@@ -199,6 +220,9 @@ struct Compiler<'a> {
     tls_files: RefCell<Vec<PathBuf>>,
     /// A hash over the TLS files' contents read so far.
     material: Cell<u64>,
+    providers: RefCell<FxHashMap<Arc<str>, Arc<crate::enforce::authn::JwtProvider>>>,
+    prev_rate: Option<&'a policy::RateLimitState>,
+    rate: RefCell<policy::RateLimitState>,
 }
 
 impl Compiler<'_> {
@@ -321,6 +345,19 @@ impl Compiler<'_> {
         })?;
         Ok(Listener {
             tls_metrics: tls.as_ref().map(|_| self.metrics.listener_tls(&name)),
+            authz: match &l.authorization {
+                None => None,
+                Some(a) => Some(
+                    self.listener_authz(
+                        &format!("listeners[{i}].authorization"),
+                        &name,
+                        a,
+                        l.tls
+                            .as_ref()
+                            .is_some_and(|t| t.client_auth == crate::config::ClientAuth::Require),
+                    )?,
+                ),
+            },
             access_log: l.access_log,
             unrouted: self.metrics.route(&name, "", ""),
             metrics: self.metrics.listener(&name),
@@ -338,7 +375,7 @@ impl Compiler<'_> {
     fn route(
         &self,
         at: &str,
-        listener: &str,
+        listener: &Arc<str>,
         r: &RouteConfig,
         clusters: &FxHashMap<Arc<str>, Arc<Cluster>>,
     ) -> Result<Route<RouteEntry>, ConfigError> {
@@ -497,6 +534,40 @@ impl Compiler<'_> {
             Action::Forward { cluster, .. } => cluster.name.clone(),
             _ => "".into(),
         };
+        let jwt = match &r.jwt {
+            None => None,
+            Some(j) => {
+                let providers = self.providers.borrow();
+                let provider = providers.get(j.provider.value().as_str()).ok_or_else(|| {
+                    let mut known: Vec<&str> = providers.keys().map(|k| &**k).collect();
+                    known.sort_unstable();
+                    self.err(
+                        &j.provider,
+                        format!("{at}.jwt.provider"),
+                        format!(
+                            "no JWT provider is named `{}`; defined providers: [{}]",
+                            j.provider.value(),
+                            known.join(", ")
+                        ),
+                    )
+                })?;
+                Some(RouteJwt {
+                    provider: provider.clone(),
+                    required: j.required,
+                })
+            }
+        };
+        let rate_limit = match &r.rate_limit {
+            None => None,
+            Some(rl) => Some(self.route_rate_limit(
+                &format!("{at}.rate_limit"),
+                listener,
+                &name,
+                rl,
+                self.prev_rate,
+                &mut self.rate.borrow_mut(),
+            )?),
+        };
         Ok(Route {
             path,
             methods: methods.into(),
@@ -505,6 +576,8 @@ impl Compiler<'_> {
                 metrics: self.metrics.route(listener, &name, &cluster_name),
                 name,
                 action,
+                jwt,
+                rate_limit,
             },
         })
     }

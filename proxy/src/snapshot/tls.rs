@@ -18,7 +18,7 @@ use std::sync::Arc;
 impl Compiler<'_> {
     /// Resolves a file named in the config (relative to the config file's directory) and
     /// notes it for the file watch and the version hash.
-    fn path(&self, p: &Located<PathBuf>) -> PathBuf {
+    pub(super) fn path(&self, p: &Located<PathBuf>) -> PathBuf {
         let p = p.value();
         let full = if p.is_absolute() {
             p.clone()

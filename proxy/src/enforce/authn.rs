@@ -1,0 +1,119 @@
+//! JWT authentication of a request: find the token, verify it (a cached result when the same
+//! token was verified before), and say why not when it fails.
+
+use super::jwks::ProviderKeys;
+use crate::config::TokenSource;
+use http::{HeaderMap, HeaderName, header};
+use membrane_policy::jwt::{self, Claims, JwtError, Validation};
+use std::sync::Arc;
+
+/// A provider as one config generation compiled it.
+pub struct JwtProvider {
+    pub name: Arc<str>,
+    pub validation: Validation,
+    pub from: TokenSource,
+    /// Claim path → request header for the upstream.
+    pub forward: Vec<(String, HeaderName)>,
+    /// Keys, cache and metrics; they outlive generations while the key source stays.
+    pub keys: Arc<ProviderKeys>,
+}
+
+/// Every failure reason counted in `membrane_jwt_validations_total`.
+pub const REASONS: &[&str] = &[
+    "missing",
+    "malformed",
+    "algorithm",
+    "crit",
+    "unknown_key",
+    "signature",
+    "expired",
+    "not_yet_valid",
+    "issuer",
+    "audience",
+    "claims",
+];
+
+/// Why a request was not authenticated.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthnError {
+    #[error("a bearer token is required")]
+    Missing,
+    #[error("{0}")]
+    Invalid(JwtError),
+}
+
+impl AuthnError {
+    /// The bounded reason label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthnError::Missing => "missing",
+            AuthnError::Invalid(e) => match e {
+                JwtError::Malformed(_) | JwtError::TooLong | JwtError::Payload => "malformed",
+                JwtError::AlgNone | JwtError::Hmac(_) | JwtError::UnsupportedAlg(_) => "algorithm",
+                JwtError::Crit(_) => "crit",
+                JwtError::UnknownKid(_) | JwtError::NoKey(_) => "unknown_key",
+                JwtError::BadSignature => "signature",
+                JwtError::Expired => "expired",
+                JwtError::NotYetValid | JwtError::IssuedInFuture => "not_yet_valid",
+                JwtError::Issuer => "issuer",
+                JwtError::Audience => "audience",
+                JwtError::MissingClaim(_) | JwtError::ClaimType(_) => "claims",
+            },
+        }
+    }
+}
+
+impl JwtProvider {
+    /// Reads the token from where this provider expects it.
+    pub fn token<'a>(&self, h: &'a HeaderMap) -> Option<&'a str> {
+        match &self.from {
+            TokenSource::Bearer => {
+                let v = h.get(header::AUTHORIZATION)?.to_str().ok()?;
+                let (scheme, token) = v.split_once(' ')?;
+                scheme
+                    .eq_ignore_ascii_case("bearer")
+                    .then(|| token.trim())
+                    .filter(|t| !t.is_empty())
+            }
+            TokenSource::Header(name) => h.get(name.as_str())?.to_str().ok().map(str::trim),
+            TokenSource::Cookie(name) => h
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .filter_map(|kv| kv.trim().split_once('='))
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v),
+        }
+    }
+
+    /// Verifies `token` now: the cache first, then the signature and claims. A token naming
+    /// a key this provider does not know may start a refetch of a remote key set (at most one
+    /// at a time, and not more often than the provider allows).
+    pub fn verify(&self, token: &str) -> Result<Arc<Claims>, AuthnError> {
+        let now = super::unix_now();
+        let keys = &self.keys;
+        if let Some(c) = keys.cache.get(token, now) {
+            keys.metrics.cached.inc();
+            return Ok(c);
+        }
+        let set = keys.current();
+        match jwt::verify(token, &set, &self.validation, now) {
+            Ok(claims) => {
+                keys.metrics.verified.inc();
+                let claims = Arc::new(claims);
+                keys.cache
+                    .insert(token, claims.clone(), now, self.validation.leeway);
+                Ok(claims)
+            }
+            Err(e) => {
+                if let JwtError::UnknownKid(_) = &e {
+                    keys.unknown_kid();
+                }
+                let e = AuthnError::Invalid(e);
+                keys.metrics.failed(e.reason());
+                Err(e)
+            }
+        }
+    }
+}

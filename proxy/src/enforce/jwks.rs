@@ -1,0 +1,215 @@
+//! A provider's key set, its verified-token cache and its metrics, kept across config
+//! generations while the key source stays the same; and, for a remote key set, the
+//! background fetcher.
+//!
+//! Remote key sets are fetched over HTTPS by a thread of their own (a small current-thread
+//! runtime), at start, every `refresh`, and when a token names an unknown `kid`. Those
+//! refetches are single-flight by construction (one fetcher per provider, woken through a
+//! `Notify`) and at least `min_refetch` apart, so a flood of tokens with made-up kids causes
+//! at most one fetch per interval. A failed fetch keeps the last good key set. The thread
+//! ends when the provider is dropped from the config.
+
+use crate::metrics::ProviderMetrics;
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use membrane_policy::jwt::{KeySet, TokenCache};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+/// Verified tokens remembered per provider, and for at most this long.
+const CACHE_ENTRIES: usize = 64 * 1024;
+const CACHE_MAX_AGE: u64 = 300;
+/// Largest key set document accepted.
+const MAX_JWKS_BYTES: usize = 512 * 1024;
+
+pub struct ProviderKeys {
+    keys: ArcSwap<KeySet>,
+    pub cache: TokenCache,
+    pub metrics: ProviderMetrics,
+    /// Identifies the key source, so a reload with the same source keeps this state.
+    pub source: String,
+    /// Unix seconds of the last key set loaded (0: none yet).
+    loaded_at: AtomicU64,
+    /// A hash of a static key set's text, to tell a changed file from an unchanged one.
+    content: AtomicU64,
+    remote: Option<Arc<tokio::sync::Notify>>,
+}
+
+pub struct RemoteSpec {
+    pub url: http::Uri,
+    pub tls: Arc<rustls::ClientConfig>,
+    pub refresh: Duration,
+    pub min_refetch: Duration,
+    pub timeout: Duration,
+}
+
+impl ProviderKeys {
+    /// Keys known now (a static set, or an empty one until a remote set arrives).
+    pub fn new(source: String, keys: KeySet, metrics: ProviderMetrics, remote: bool) -> Arc<Self> {
+        // A static set is installed by `replace_if_changed`; `keys` seeds a remote one's
+        // first state (empty until the first fetch).
+        let p = Arc::new(Self {
+            loaded_at: AtomicU64::new(0),
+            content: AtomicU64::new(0),
+            keys: ArcSwap::from_pointee(KeySet::default()),
+            cache: TokenCache::new(CACHE_ENTRIES, CACHE_MAX_AGE),
+            metrics,
+            source,
+            remote: remote.then(|| Arc::new(tokio::sync::Notify::new())),
+        });
+        if !keys.keys.is_empty() {
+            p.replace(keys);
+        }
+        p
+    }
+
+    pub fn current(&self) -> Arc<KeySet> {
+        self.keys.load_full()
+    }
+
+    /// Installs a new key set; tokens verified with the old one are forgotten.
+    pub fn replace(&self, keys: KeySet) {
+        self.metrics.keys.set(keys.keys.len() as i64);
+        self.keys.store(Arc::new(keys));
+        self.cache.clear();
+        self.loaded_at.store(super::unix_now(), Ordering::Relaxed);
+    }
+
+    /// Installs a static key set read from text whose hash is `content`, unless that text
+    /// is what is loaded already (then verified tokens stay cached).
+    pub fn replace_if_changed(&self, content: u64, keys: KeySet) {
+        if self.content.swap(content, Ordering::Relaxed) != content {
+            self.replace(keys);
+        }
+    }
+
+    /// Seconds since the key set was loaded (`None` before the first one).
+    pub fn age(&self, now: u64) -> Option<u64> {
+        match self.loaded_at.load(Ordering::Relaxed) {
+            0 => None,
+            t => Some(now.saturating_sub(t)),
+        }
+    }
+
+    /// A token named a key that is not in the set: ask the fetcher for a new set.
+    pub fn unknown_kid(&self) {
+        if let Some(n) = &self.remote {
+            n.notify_one();
+        }
+    }
+
+    /// Starts the fetcher thread for a remote key set.
+    pub fn spawn_fetcher(self: &Arc<Self>, spec: RemoteSpec) -> std::io::Result<()> {
+        let weak = Arc::downgrade(self);
+        let Some(notify) = self.remote.clone() else {
+            return Ok(());
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("membrane-jwks".into())
+            .spawn(move || rt.block_on(fetch_loop(weak, notify, spec)))?;
+        Ok(())
+    }
+}
+
+async fn fetch_loop(weak: Weak<ProviderKeys>, notify: Arc<tokio::sync::Notify>, spec: RemoteSpec) {
+    let mut last_fetch: Option<Instant> = None;
+    let mut failures = 0u32;
+    loop {
+        // Wait for the next scheduled fetch or a refetch request, whichever comes first;
+        // a request is held back until `min_refetch` has passed since the last fetch.
+        if let Some(last) = last_fetch {
+            let next = if failures > 0 {
+                // Retry sooner after a failure, backing off up to the refresh interval.
+                (spec.min_refetch * 2u32.saturating_pow(failures - 1)).min(spec.refresh)
+            } else {
+                spec.refresh
+            };
+            let scheduled = tokio::time::sleep_until((last + next).into());
+            tokio::select! {
+                () = scheduled => {}
+                () = notify.notified() => {
+                    let allowed = last + spec.min_refetch;
+                    tokio::time::sleep_until(allowed.into()).await;
+                }
+            }
+        }
+        let Some(keys) = weak.upgrade() else { return };
+        last_fetch = Some(Instant::now());
+        match tokio::time::timeout(spec.timeout, fetch(&spec)).await {
+            Ok(Ok(set)) => {
+                failures = 0;
+                keys.metrics.fetch_ok.inc();
+                keys.replace(set);
+            }
+            Ok(Err(e)) => {
+                failures += 1;
+                keys.metrics.fetch_failed.inc();
+                tracing::warn!(url = %spec.url, error = %e, "JWKS fetch failed; the last good key set stays");
+            }
+            Err(_) => {
+                failures += 1;
+                keys.metrics.fetch_failed.inc();
+                tracing::warn!(url = %spec.url, "JWKS fetch timed out; the last good key set stays");
+            }
+        }
+        drop(keys);
+    }
+}
+
+async fn fetch(spec: &RemoteSpec) -> Result<KeySet, String> {
+    let host = spec.url.host().ok_or("the URL has no host")?.to_owned();
+    let port = spec.url.port_u16().unwrap_or(443);
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let name = rustls_pki_types::ServerName::try_from(host.clone())
+        .map_err(|e| format!("server name: {e}"))?;
+    let tls = tokio_rustls::TlsConnector::from(spec.tls.clone())
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS: {e}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| format!("HTTP: {e}"))?;
+    tokio::spawn(conn);
+    let path = spec
+        .url
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let req = http::Request::get(path)
+        .header(
+            http::header::HOST,
+            spec.url.authority().map_or(host.as_str(), |a| a.as_str()),
+        )
+        .header(http::header::ACCEPT, "application/json")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("HTTP: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("status {}", resp.status()));
+    }
+    let body = http_body_util::Limited::new(resp.into_body(), MAX_JWKS_BYTES)
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes();
+    let text = std::str::from_utf8(&body).map_err(|_| "the body is not UTF-8".to_owned())?;
+    let (set, skipped) = KeySet::from_json(text).map_err(|e| e.to_string())?;
+    for (i, why) in skipped {
+        tracing::debug!(url = %spec.url, key = i, reason = %why, "JWKS key skipped");
+    }
+    if set.keys.is_empty() {
+        return Err("no usable signing key in the set".into());
+    }
+    Ok(set)
+}

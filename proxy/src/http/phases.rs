@@ -1,0 +1,141 @@
+//! The policy phases of the request path, after routing and before the action:
+//! authentication (JWT), authorization (the listener's policy), rate limit (the route's).
+//! Also the identity headers: incoming `x-membrane-*` headers and the route provider's claim
+//! headers are removed, then claim headers are set from a verified token.
+
+use super::error::ProxyError;
+use super::service::ConnContext;
+use crate::config::RateKeyConfig;
+use crate::enforce::authn::AuthnError;
+use crate::enforce::authz::HeaderView;
+use crate::route::RequestView;
+use crate::snapshot::{Listener, RouteEntry};
+use http::{HeaderMap, HeaderValue};
+use membrane_policy::authz::Request as AuthzRequest;
+use membrane_policy::jwt::Claims;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// What the phases found out, for the access log.
+#[derive(Default)]
+pub struct PolicyNote {
+    /// `allow` / `deny` / `dry_run_deny`, and the deciding rule.
+    pub decision: Option<(&'static str, String)>,
+    pub subject: Option<String>,
+}
+
+/// Runs the phases. `Ok(claims)` lets the request go on.
+pub fn check(
+    ctx: &ConnContext,
+    listener: &Listener,
+    entry: &RouteEntry,
+    view: &RequestView<'_>,
+    note: &mut PolicyNote,
+) -> Result<Option<Arc<Claims>>, ProxyError> {
+    let (host, method, path, headers) = (view.host, view.method.as_str(), view.path, view.headers);
+    let claims = match &entry.jwt {
+        None => None,
+        Some(j) => match j.provider.token(headers) {
+            None if !j.required => None,
+            None => {
+                j.provider.keys.metrics.failed("missing");
+                return Err(ProxyError::Unauthorized(AuthnError::Missing));
+            }
+            Some(token) => Some(j.provider.verify(token).map_err(ProxyError::Unauthorized)?),
+        },
+    };
+    if let Some(c) = &claims {
+        note.subject = c.map.get("sub").and_then(Value::as_str).map(str::to_owned);
+    }
+    let peer = ctx.tls.as_ref().and_then(|t| t.identity.spiffe.as_ref());
+    if let Some(az) = &listener.authz {
+        let view = HeaderView(headers);
+        let req = AuthzRequest {
+            peer,
+            claims: claims.as_ref().map(|c| &c.map),
+            host,
+            method,
+            path,
+            headers: &view,
+            source: ctx.peer_ip,
+        };
+        let d = az.policy.decide(&req);
+        let rule = az.policy.rule_name(&d).to_owned();
+        let go = az.apply(&d);
+        let word = match (d.effect, go) {
+            (membrane_policy::authz::Effect::Allow, _) => "allow",
+            (_, true) => "dry_run_deny",
+            (_, false) => "deny",
+        };
+        note.decision = Some((word, rule.clone()));
+        if !go {
+            return Err(ProxyError::Forbidden {
+                policy: az.policy.name.clone(),
+                rule,
+            });
+        }
+    }
+    if let Some(rl) = &entry.rate_limit {
+        let ip;
+        let key: &str = match &rl.key {
+            RateKeyConfig::Peer if peer.is_some() => peer.map_or("", |p| p.as_str()),
+            RateKeyConfig::Claim(name) => {
+                match claims
+                    .as_ref()
+                    .and_then(|c| membrane_policy::authz::claim_at(&c.map, name))
+                    .and_then(Value::as_str)
+                {
+                    Some(v) => v,
+                    None => {
+                        ip = ctx.peer_ip.to_string();
+                        &ip
+                    }
+                }
+            }
+            _ => {
+                ip = ctx.peer_ip.to_string();
+                &ip
+            }
+        };
+        let v = rl.check(key);
+        if !v.allowed {
+            return Err(ProxyError::RateLimited(v));
+        }
+    }
+    Ok(claims)
+}
+
+/// Removes headers a client could forge to pose as a verified identity, then sets the
+/// route provider's claim headers. Runs for every forwarded request; the common case (no
+/// such header, no provider) is one pass over the header names.
+pub fn identity_headers(h: &mut HeaderMap, entry: &RouteEntry, claims: Option<&Claims>) {
+    if h.keys().any(|k| k.as_str().starts_with("x-membrane-")) {
+        let forged: Vec<_> = h
+            .keys()
+            .filter(|k| k.as_str().starts_with("x-membrane-"))
+            .cloned()
+            .collect();
+        for k in forged {
+            h.remove(k);
+        }
+    }
+    let Some(j) = &entry.jwt else { return };
+    for (claim, header) in &j.provider.forward {
+        h.remove(header);
+        let Some(v) = claims.and_then(|c| membrane_policy::authz::claim_at(&c.map, claim)) else {
+            continue;
+        };
+        let text = match v {
+            Value::String(s) => s.clone(),
+            Value::Array(a) => a
+                .iter()
+                .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned))
+                .collect::<Vec<_>>()
+                .join(","),
+            other => other.to_string(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            h.insert(header.clone(), v);
+        }
+    }
+}
