@@ -52,9 +52,13 @@ fn respond(admin: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>>
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs() as i64);
-            admin
-                .metrics
-                .set_cert_expiry(&admin.state.load().certificates(), now);
+            let snap = admin.state.load();
+            admin.metrics.set_cert_expiry(&snap.certificates(), now);
+            for p in snap.providers.values() {
+                if let Some(age) = p.keys.age(now as u64) {
+                    p.keys.metrics.age.set(age as i64);
+                }
+            }
             let mut r = Response::new(Full::new(Bytes::from(admin.metrics.encode())));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
