@@ -36,6 +36,32 @@ enum Command {
         #[arg(long)]
         no_watch: bool,
     },
+    /// Show what the gateway would do with one request (route, authentication,
+    /// authorization and the rule that decided, rate limit, action) without sending it.
+    /// Exits 0 when the request would reach its action, 1 when refused, 2 on bad input.
+    Explain {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// `METHOD URL`, e.g. 'GET https://api.example.com/orders/7'.
+        #[arg(long)]
+        request: String,
+        /// The caller's SPIFFE ID, as its client certificate would prove it.
+        #[arg(long)]
+        peer: Option<String>,
+        /// A JWT, sent as `Authorization: Bearer`.
+        #[arg(long)]
+        jwt: Option<String>,
+        /// Extra request headers, `name: value` (repeatable).
+        #[arg(long = "header")]
+        headers: Vec<String>,
+        /// The listener to ask (default: the one on the URL's port, else the first whose
+        /// TLS matches the scheme).
+        #[arg(long)]
+        listener: Option<String>,
+        /// The client's address.
+        #[arg(long, default_value = "127.0.0.1")]
+        source: std::net::IpAddr,
+    },
     /// A development certificate authority: `cert ca`, then `cert issue`.
     #[command(subcommand)]
     Cert(cert::CertCommand),
@@ -54,6 +80,38 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Proxy { config, no_watch } => run_proxy(config, !no_watch),
         Command::Cert(cmd) => cert::run(cmd),
+        Command::Explain {
+            config,
+            request,
+            peer,
+            jwt,
+            headers,
+            listener,
+            source,
+        } => {
+            let q = membrane_proxy::explain::Question {
+                request,
+                peer,
+                jwt,
+                headers,
+                listener,
+                source,
+            };
+            match membrane_proxy::explain::explain(&config, &q) {
+                Ok(a) => {
+                    print!("{}", a.text);
+                    if a.allowed {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("membrane explain: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
     }
 }
 

@@ -8,6 +8,7 @@ pub mod access_log;
 pub mod config;
 pub mod downstream;
 pub mod enforce;
+pub mod explain;
 pub mod http;
 pub mod metrics;
 pub mod route;
