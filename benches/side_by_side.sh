@@ -23,6 +23,7 @@ N2=${N2:-12000}
 PROXY_CORE=${PROXY_CORE:-0}
 LOAD_CORE=${LOAD_CORE:-1}
 UP_PORT=18081 MEMBRANE_PORT=18080 NGINX_PORT=18082 HAPROXY_PORT=18083 NGINX_FWD_PORT=18084 ADMIN_PORT=18090
+POLICY_PORT=18085 POLICY_ADMIN_PORT=18092
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/membrane-bench.XXXXXX)
@@ -107,6 +108,42 @@ clusters:
   - {name: up, endpoints: ["127.0.0.1:$UP_PORT"]}
 CONF
 
+# "membrane-policy": the same proxy with a JWT checked and an authorization policy decided on
+# every request (a token from `membrane token`, 50 rules, the allowing one matching on a
+# scope claim and a path glob).
+TOKEN=$("$MEMBRANE" token --jwks-out "$work/jwks.json" --audience bench --scope "orders.read")
+{
+  cat <<CONF
+admin: {address: "127.0.0.1:$POLICY_ADMIN_PORT"}
+workers: 1
+drain_timeout: 1s
+jwt_providers:
+  - {name: dev, issuer: "https://membrane.dev", audiences: [bench], jwks: {file: jwks.json}}
+listeners:
+  - name: bench
+    address: 127.0.0.1:$POLICY_PORT
+    protocol: http1
+    authorization:
+      default: deny
+      rules:
+CONF
+  for i in $(seq 1 49); do
+    echo "        - {name: other-$i, action: allow, paths: [{prefix: /svc$i/}], claims: [{claim: scope, contains: svc$i}]}"
+  done
+  cat <<CONF
+        - {name: readers, action: allow, paths: [{glob: "/**"}], claims: [{claim: scope, contains: orders.read}]}
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - name: all
+            jwt: {provider: dev}
+            forward: {cluster: up}
+clusters:
+  - {name: up, endpoints: ["127.0.0.1:$UP_PORT"]}
+CONF
+} >"$work/membrane-policy.yaml"
+
 wait_port() { # $1 port; polls until it answers, 60 s at most
   for _ in $(seq 1 600); do
     if curl -s -o /dev/null "http://127.0.0.1:$1/"; then return 0; fi
@@ -121,9 +158,12 @@ taskset -c "$PROXY_CORE" "$MEMBRANE" proxy --no-watch --config "$work/membrane.y
 taskset -c "$PROXY_CORE" "$NGINX" -c "$work/nginx.conf" & pids+=($!)
 taskset -c "$PROXY_CORE" "$HAPROXY" -f "$work/haproxy.cfg" -db 2>"$work/haproxy.log" & pids+=($!)
 taskset -c "$PROXY_CORE" "$NGINX" -c "$work/nginx-fwd.conf" & pids+=($!)
-for p in $MEMBRANE_PORT $NGINX_PORT $HAPROXY_PORT $NGINX_FWD_PORT; do wait_port $p; done
-for p in $MEMBRANE_PORT $NGINX_PORT $HAPROXY_PORT $NGINX_FWD_PORT; do
-  got=$(curl -s "http://127.0.0.1:$p/")
+taskset -c "$PROXY_CORE" "$MEMBRANE" proxy --no-watch --config "$work/membrane-policy.yaml" 2>"$work/membrane-policy.log" & pids+=($!)
+for p in $MEMBRANE_PORT $NGINX_PORT $HAPROXY_PORT $NGINX_FWD_PORT $POLICY_PORT; do wait_port $p; done
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$POLICY_PORT/")" = 401 ] ||
+  { echo "the policy instance did not ask for a token" >&2; exit 1; }
+for p in $MEMBRANE_PORT $NGINX_PORT $HAPROXY_PORT $NGINX_FWD_PORT $POLICY_PORT; do
+  got=$(curl -s -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$p/")
   [ "$got" = "$body" ] || { echo "port $p answered '$got', not the 100-byte body" >&2; exit 1; }
 done
 
@@ -133,28 +173,29 @@ to_ms() { # wrk latency like 1.23ms / 456.00us / 1.02s → ms
     else if (v ~ /s$/) { sub(/s$/,"",v); print v*1000 } else print v }'
 }
 declare -A RPS P50 P99
-names=(membrane nginx haproxy nginx-fwd)
-declare -A PORT=([membrane]=$MEMBRANE_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT [nginx-fwd]=$NGINX_FWD_PORT)
-printf '%-9s %5s %12s %9s %9s\n' proxy round req/s p50_ms p99_ms
+names=(membrane nginx haproxy nginx-fwd membrane-policy)
+declare -A PORT=([membrane]=$MEMBRANE_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT [nginx-fwd]=$NGINX_FWD_PORT [membrane-policy]=$POLICY_PORT)
+printf '%-15s %5s %12s %9s %9s\n' proxy round req/s p50_ms p99_ms
 for r in $(seq 1 "$ROUNDS"); do
   for n in "${names[@]}"; do
-    out=$(taskset -c "$LOAD_CORE" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:${PORT[$n]}/")
+    out=$(taskset -c "$LOAD_CORE" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency \
+      -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:${PORT[$n]}/")
     rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
     p50=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")
     p99=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
     errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out")
     [ -z "$errs" ] || echo "  $n: $errs" >&2
-    printf '%-9s %5s %12.0f %9.3f %9.3f\n' "$n" "$r" "$rps" "$p50" "$p99"
+    printf '%-15s %5s %12.0f %9.3f %9.3f\n' "$n" "$r" "$rps" "$p50" "$p99"
     RPS[$n]="${RPS[$n]:-} $rps"; P50[$n]="${P50[$n]:-} $p50"; P99[$n]="${P99[$n]:-} $p99"
   done
 done
 median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{a[NR]=$1} END{ if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2 }'; }
 echo
-printf '%-9s %12s %9s %9s   (medians over %s rounds)\n' proxy req/s p50_ms p99_ms "$ROUNDS"
+printf '%-15s %12s %9s %9s   (medians over %s rounds)\n' proxy req/s p50_ms p99_ms "$ROUNDS"
 declare -A MED
 for n in "${names[@]}"; do
   MED[$n]=$(median <<<"${RPS[$n]}")
-  printf '%-9s %12.0f %9.3f %9.3f\n' "$n" "${MED[$n]}" "$(median <<<"${P50[$n]}")" "$(median <<<"${P99[$n]}")"
+  printf '%-15s %12.0f %9.3f %9.3f\n' "$n" "${MED[$n]}" "$(median <<<"${P50[$n]}")" "$(median <<<"${P99[$n]}")"
 done
 declare -A HS HSR TRPS
 if [ "${SKIP_TLS:-0}" != 1 ]; then
@@ -162,7 +203,7 @@ if [ "${SKIP_TLS:-0}" != 1 ]; then
   . "$root/benches/tls_rows.sh"
 fi
 # Stop the load-test instances before callgrind; the upstream stays.
-kill "${pids[1]}" "${pids[2]}" "${pids[3]}" "${pids[4]}" 2>/dev/null || true
+kill "${pids[1]}" "${pids[2]}" "${pids[3]}" "${pids[4]}" "${pids[5]}" 2>/dev/null || true
 sleep 0.5
 
 instr_per_request() { # $1 name, $2 port, then the command to run under callgrind
@@ -173,7 +214,8 @@ instr_per_request() { # $1 name, $2 port, then the command to run under callgrin
     taskset -c "$PROXY_CORE" valgrind --tool=callgrind --callgrind-out-file="$out" "$@" >/dev/null 2>"$work/vg.$name.log" &
     local vpid=$!
     wait_port "$port" >/dev/null
-    taskset -c "$LOAD_CORE" h2load --h1 -n "$n" -c 16 -m 1 "http://127.0.0.1:$port/" >"$work/h2load.$name.$n" 2>&1
+    taskset -c "$LOAD_CORE" h2load --h1 -n "$n" -c 16 -m 1 -H "Authorization: Bearer $TOKEN" \
+      "http://127.0.0.1:$port/" >"$work/h2load.$name.$n" 2>&1
     grep -q "succeeded, 0 errored" "$work/h2load.$name.$n" || true
     kill -TERM "$vpid"; wait "$vpid" 2>/dev/null || true
     irs+=("$(awk '/^(summary|totals):/ {print $2; exit}' "$out")")
@@ -186,7 +228,8 @@ if [ "${SKIP_CALLGRIND:-0}" != 1 ]; then
   echo "instructions per request (callgrind, ($N2 - $N1) requests)"
   IM=$(instr_per_request membrane $MEMBRANE_PORT "$MEMBRANE" proxy --no-watch --config "$work/membrane.yaml")
   IN=$(instr_per_request nginx $NGINX_PORT "$NGINX" -c "$work/nginx-single.conf")
-  printf '%-9s %10s\n' membrane "$IM" nginx "$IN"
+  IP=$(instr_per_request membrane-policy $POLICY_PORT "$MEMBRANE" proxy --no-watch --config "$work/membrane-policy.yaml")
+  printf '%-15s %10s\n' membrane "$IM" nginx "$IN" membrane-policy "$IP"
 fi
 
 echo
@@ -194,7 +237,9 @@ awk -v m="${MED[membrane]}" -v n="${MED[nginx]}" 'BEGIN{ printf "RESULT http1_rp
 awk -v m="${MED[membrane]}" -v n="${MED[nginx-fwd]}" 'BEGIN{ printf "RESULT http1_rps_ratio_vs_nginx_same_headers %.3f\n", m/n }'
 if [ "${SKIP_CALLGRIND:-0}" != 1 ]; then
   awk -v m="$IM" -v n="$IN" 'BEGIN{ printf "RESULT http1_instr_ratio_vs_nginx %.3f\n", m/n }'
+  awk -v p="$IP" -v m="$IM" 'BEGIN{ printf "RESULT policy_instr_ratio_vs_plain %.3f\n", p/m }'
 fi
+awk -v p="${MED[membrane-policy]}" -v m="${MED[membrane]}" 'BEGIN{ printf "RESULT policy_rps_ratio_vs_plain %.3f\n", p/m }'
 if [ "${SKIP_TLS:-0}" != 1 ]; then
   # Handshakes: per server CPU-second (the inverse of CPU time per handshake), medians.
   awk -v m="$(median <<<"${HS[membrane-tls.full]}")" -v n="$(median <<<"${HS[nginx-tls.full]}")" \

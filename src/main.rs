@@ -2,6 +2,7 @@
 //! over to a library crate.
 
 mod cert;
+mod token;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -62,6 +63,8 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1")]
         source: std::net::IpAddr,
     },
+    /// A development token issuer: writes a fresh key's JWK set and prints a signed JWT.
+    Token(token::TokenArgs),
     /// A development certificate authority: `cert ca`, then `cert issue`.
     #[command(subcommand)]
     Cert(cert::CertCommand),
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Proxy { config, no_watch } => run_proxy(config, !no_watch),
         Command::Cert(cmd) => cert::run(cmd),
+        Command::Token(args) => token::run(args),
         Command::Explain {
             config,
             request,

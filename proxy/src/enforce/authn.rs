@@ -117,3 +117,52 @@ impl JwtProvider {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use membrane_policy::jwt::KeySet;
+
+    fn provider(from: TokenSource) -> JwtProvider {
+        JwtProvider {
+            name: "p".into(),
+            validation: Validation::default(),
+            from,
+            forward: Vec::new(),
+            keys: super::super::jwks::ProviderKeys::new(
+                "inline".into(),
+                KeySet::default(),
+                Metrics::new().provider("p"),
+                false,
+            ),
+        }
+    }
+
+    #[test]
+    fn tokens_are_found_where_the_provider_says() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            "bearer  abc.def.ghi ".parse().unwrap(),
+        );
+        h.insert("x-token", "tok-1".parse().unwrap());
+        h.append(header::COOKIE, "a=1; session=tok-2".parse().unwrap());
+        h.append(header::COOKIE, "b=2".parse().unwrap());
+        assert_eq!(provider(TokenSource::Bearer).token(&h), Some("abc.def.ghi"));
+        assert_eq!(
+            provider(TokenSource::Header("x-token".into())).token(&h),
+            Some("tok-1")
+        );
+        assert_eq!(
+            provider(TokenSource::Cookie("session".into())).token(&h),
+            Some("tok-2")
+        );
+        assert_eq!(provider(TokenSource::Cookie("none".into())).token(&h), None);
+        let mut basic = HeaderMap::new();
+        basic.insert(header::AUTHORIZATION, "Basic dXNlcjpwdw==".parse().unwrap());
+        assert_eq!(provider(TokenSource::Bearer).token(&basic), None);
+        basic.insert(header::AUTHORIZATION, "Bearer ".parse().unwrap());
+        assert_eq!(provider(TokenSource::Bearer).token(&basic), None);
+    }
+}
