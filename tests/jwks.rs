@@ -129,6 +129,33 @@ async fn remote_keys_rotate_survive_outages_and_resist_kid_floods() {
     assert!(sent >= 50, "the flood ran: {sent}");
     assert!(during <= 3, "{during} fetches for {sent} unknown kids");
 
+    // A max-age shorter than `refresh` (1 h) brings the next fetches forward: once a fetch
+    // has returned `max-age=1`, the set is fetched about every second with no token asking.
+    server.set_max_age(1);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let before_trigger = server.fetches();
+    let s = Signer::generate(Alg::ES256, "made-up-last").unwrap();
+    assert_eq!(
+        get(&c, &url, "x", &[("authorization", &auth(&s))])
+            .await
+            .status,
+        401
+    );
+    let server = &server;
+    eventually(
+        "the triggered fetch",
+        Duration::from_secs(5),
+        || async move { server.fetches() > before_trigger },
+    )
+    .await;
+    let base = server.fetches();
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let more = server.fetches() - base;
+    assert!(
+        (2..=4).contains(&more),
+        "{more} fetches in 2.6 s with max-age=1"
+    );
+
     let m = m().await;
     assert_eq!(m["membrane_jwks_keys{provider=\"idp\"}"], 2.0);
     assert!(m.contains_key("membrane_jwks_age_seconds{provider=\"idp\"}"));

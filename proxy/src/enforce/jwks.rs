@@ -3,7 +3,8 @@
 //! background fetcher.
 //!
 //! Remote key sets are fetched over HTTPS by a thread of their own (a small current-thread
-//! runtime), at start, every `refresh`, and when a token names an unknown `kid`. Those
+//! runtime), at start, every `refresh` (sooner when the server's `Cache-Control: max-age`
+//! runs out first: at 90% of it), and when a token names an unknown `kid`. Those
 //! refetches are single-flight by construction (one fetcher per provider, woken through a
 //! `Notify`) and at least `min_refetch` apart, so a flood of tokens with made-up kids causes
 //! at most one fetch per interval. A failed fetch keeps the last good key set. The thread
@@ -120,6 +121,9 @@ impl ProviderKeys {
 async fn fetch_loop(weak: Weak<ProviderKeys>, notify: Arc<tokio::sync::Notify>, spec: RemoteSpec) {
     let mut last_fetch: Option<Instant> = None;
     let mut failures = 0u32;
+    // The server's `Cache-Control: max-age`, when it gave one: the set is fetched again
+    // before it runs out (at 90% of it), never sooner than `min_refetch`.
+    let mut max_age: Option<Duration> = None;
     loop {
         // Wait for the next scheduled fetch or a refetch request, whichever comes first;
         // a request is held back until `min_refetch` has passed since the last fetch.
@@ -128,7 +132,10 @@ async fn fetch_loop(weak: Weak<ProviderKeys>, notify: Arc<tokio::sync::Notify>, 
                 // Retry sooner after a failure, backing off up to the refresh interval.
                 (spec.min_refetch * 2u32.saturating_pow(failures - 1)).min(spec.refresh)
             } else {
-                spec.refresh
+                match max_age {
+                    Some(age) => spec.refresh.min(age.mul_f64(0.9)).max(spec.min_refetch),
+                    None => spec.refresh,
+                }
             };
             let scheduled = tokio::time::sleep_until((last + next).into());
             tokio::select! {
@@ -142,8 +149,9 @@ async fn fetch_loop(weak: Weak<ProviderKeys>, notify: Arc<tokio::sync::Notify>, 
         let Some(keys) = weak.upgrade() else { return };
         last_fetch = Some(Instant::now());
         match tokio::time::timeout(spec.timeout, fetch(&spec)).await {
-            Ok(Ok(set)) => {
+            Ok(Ok((set, age))) => {
                 failures = 0;
+                max_age = age;
                 keys.metrics.fetch_ok.inc();
                 keys.replace(set);
             }
@@ -162,7 +170,8 @@ async fn fetch_loop(weak: Weak<ProviderKeys>, notify: Arc<tokio::sync::Notify>, 
     }
 }
 
-async fn fetch(spec: &RemoteSpec) -> Result<KeySet, String> {
+/// The key set, and how long the server says it stays fresh.
+async fn fetch(spec: &RemoteSpec) -> Result<(KeySet, Option<Duration>), String> {
     let host = spec.url.host().ok_or("the URL has no host")?.to_owned();
     let port = spec.url.port_u16().unwrap_or(443);
     let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
@@ -198,6 +207,15 @@ async fn fetch(spec: &RemoteSpec) -> Result<KeySet, String> {
     if !resp.status().is_success() {
         return Err(format!("status {}", resp.status()));
     }
+    let max_age = resp
+        .headers()
+        .get_all(http::header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|d| d.trim().strip_prefix("max-age="))
+        .find_map(|n| n.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
     let body = http_body_util::Limited::new(resp.into_body(), MAX_JWKS_BYTES)
         .collect()
         .await
@@ -211,5 +229,5 @@ async fn fetch(spec: &RemoteSpec) -> Result<KeySet, String> {
     if set.keys.is_empty() {
         return Err("no usable signing key in the set".into());
     }
-    Ok(set)
+    Ok((set, max_age))
 }

@@ -22,6 +22,8 @@ struct State {
     body: Mutex<String>,
     failing: AtomicBool,
     fetches: AtomicUsize,
+    /// `Cache-Control: max-age` sent with the key set (0: none).
+    max_age: AtomicUsize,
 }
 
 impl JwksServer {
@@ -40,6 +42,7 @@ impl JwksServer {
             body: Mutex::new(jwks.to_owned()),
             failing: AtomicBool::new(false),
             fetches: AtomicUsize::new(0),
+            max_age: AtomicUsize::new(0),
         });
         let s = state.clone();
         let task = tokio::spawn(async move {
@@ -65,6 +68,13 @@ impl JwksServer {
                             if s.failing.load(Ordering::Relaxed) {
                                 *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
                             }
+                            let age = s.max_age.load(Ordering::Relaxed);
+                            if age > 0 {
+                                r.headers_mut().insert(
+                                    http::header::CACHE_CONTROL,
+                                    format!("public, max-age={age}").parse().unwrap(),
+                                );
+                            }
                             Ok::<_, Infallible>(r)
                         }
                     });
@@ -83,6 +93,10 @@ impl JwksServer {
 
     pub fn set_failing(&self, failing: bool) {
         self.state.failing.store(failing, Ordering::Relaxed);
+    }
+
+    pub fn set_max_age(&self, secs: usize) {
+        self.state.max_age.store(secs, Ordering::Relaxed);
     }
 
     pub fn fetches(&self) -> usize {
