@@ -1,4 +1,9 @@
 //! membrane-xds: the cell model and its compiler, the xDS protocol types, the control server
 //! and the client the proxy uses.
 //!
-//! Nothing is built here yet: the control-server issue fills this crate.
+//! Built so far: the cell model (`spec`: loading a directory of YAML documents with
+//! positioned errors, and `check` across documents). The compiler, the xDS transport, the
+//! control server and the proxy's client come next (issue 5).
+
+pub mod spec;
+pub mod yaml;

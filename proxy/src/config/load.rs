@@ -58,37 +58,13 @@ pub fn read_file(path: &Path) -> Result<(Bootstrap, String), ConfigError> {
 
 /// Parses bootstrap YAML. `file` is only used to name the source in errors.
 pub fn parse(file: &Path, text: &str) -> Result<Bootstrap, ConfigError> {
-    // serde_path_to_error tracks the field path; serde-saphyr tracks the position.
-    let mut field = String::new();
-    let result = serde_saphyr::with_deserializer_from_str(text, |de| {
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            field = e.path().to_string();
-            e.into_inner()
-        })
-    });
-    result.map_err(|e| {
-        let location = e.location();
-        let message = strip_position(&e.without_snippet().to_string());
-        ConfigError::Invalid {
-            file: file.to_owned(),
-            line: location.map(|l| l.line()).unwrap_or(0),
-            column: location.map(|l| l.column()).unwrap_or(0),
-            field: if field == "." { String::new() } else { field },
-            message,
-        }
+    membrane_xds::yaml::from_str(text).map_err(|e| ConfigError::Invalid {
+        file: file.to_owned(),
+        line: e.line,
+        column: e.column,
+        field: e.field,
+        message: e.message,
     })
-}
-
-/// serde-saphyr's messages start with `error: line N column M: `; the position is reported
-/// separately here, so it is cut from the message.
-fn strip_position(message: &str) -> String {
-    let m = message.strip_prefix("error: ").unwrap_or(message);
-    if let Some(rest) = m.strip_prefix("line ")
-        && let Some((_, tail)) = rest.split_once(": ")
-    {
-        return tail.lines().next().unwrap_or(tail).to_owned();
-    }
-    m.lines().next().unwrap_or(m).to_owned()
 }
 
 #[cfg(test)]

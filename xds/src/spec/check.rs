@@ -1,0 +1,345 @@
+//! Validation across documents. Every error names the file, line, column and field and says
+//! what would be valid. All errors are reported, in file and line order.
+
+use super::load::SpecError;
+use super::types::{Cell, Jwks, Located, Specs, Src, Visibility};
+use std::collections::BTreeMap;
+
+struct Errors(Vec<SpecError>);
+
+impl Errors {
+    fn at<T>(&mut self, src: Src<'_>, loc: &Located<T>, field: String, message: String) {
+        self.0.push(SpecError {
+            file: src.file.clone(),
+            line: loc.line() + src.offset,
+            column: loc.column(),
+            field,
+            message,
+        });
+    }
+}
+
+/// A name usable in SPIFFE IDs, metric labels and xDS node ids.
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+const NAME_RULE: &str =
+    "use 1-63 lower-case letters, digits and `-`, not starting or ending with `-`";
+
+fn list<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let mut v: Vec<&str> = names.collect();
+    v.sort_unstable();
+    v.dedup();
+    format!("[{}]", v.join(", "))
+}
+
+pub fn check(specs: &Specs) -> Vec<SpecError> {
+    let mut e = Errors(Vec::new());
+    let providers: BTreeMap<&str, Src<'_>> = specs
+        .providers()
+        .map(|(src, p)| (p.name.value().as_str(), src))
+        .collect();
+    let mut cells: BTreeMap<&str, (Src<'_>, &Cell)> = BTreeMap::new();
+    let mut addresses: BTreeMap<std::net::SocketAddr, String> = BTreeMap::new();
+
+    for (src, p) in specs.providers() {
+        if !valid_name(p.name.value()) {
+            e.at(
+                src,
+                &p.name,
+                "name".into(),
+                format!("`{}` is not a valid name: {NAME_RULE}", p.name.value()),
+            );
+        }
+        if let Jwks::Url(u) = &p.jwks
+            && !u.starts_with("https://")
+        {
+            e.at(
+                src,
+                &p.name,
+                "jwks.url".into(),
+                format!("`{u}`: a JWKS URL must start with https://"),
+            );
+        }
+    }
+    let mut seen_providers = BTreeMap::new();
+    for (src, p) in specs.providers() {
+        if seen_providers.insert(p.name.value().as_str(), ()).is_some() {
+            e.at(
+                src,
+                &p.name,
+                "name".into(),
+                format!(
+                    "a JwtProvider named `{}` is defined already",
+                    p.name.value()
+                ),
+            );
+        }
+    }
+
+    for (src, c) in specs.cells() {
+        let name = c.name.value();
+        if !valid_name(name) {
+            e.at(
+                src,
+                &c.name,
+                "name".into(),
+                format!("`{name}` is not a valid cell name: {NAME_RULE}"),
+            );
+        }
+        if !valid_name(c.org.value()) {
+            e.at(
+                src,
+                &c.org,
+                "org".into(),
+                format!("`{}` is not a valid org name: {NAME_RULE}", c.org.value()),
+            );
+        }
+        if let Some(td) = &c.trust_domain
+            && !td
+                .value()
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b))
+        {
+            e.at(
+                src,
+                td,
+                "trust_domain".into(),
+                "a trust domain holds only a-z, 0-9, `.`, `-` and `_`".into(),
+            );
+        }
+        if let Some((other, _)) = cells.get(name.as_str()) {
+            e.at(
+                src,
+                &c.name,
+                "name".into(),
+                format!(
+                    "a cell named `{name}` is defined already in {}",
+                    other.file.display()
+                ),
+            );
+        } else {
+            cells.insert(name, (src, c));
+        }
+        for (dir, l) in [
+            ("north", &c.gateway.north),
+            ("west", &c.gateway.west),
+            ("east", &c.gateway.east),
+            ("south", &c.gateway.south),
+        ] {
+            let Some(l) = l else { continue };
+            let a = *l.address.value();
+            if a.port() == 0 {
+                continue;
+            }
+            if let Some(owner) = addresses.insert(a, format!("{name}.{dir}")) {
+                e.at(
+                    src,
+                    &l.address,
+                    format!("gateway.{dir}.address"),
+                    format!("{a} is the address of `{owner}` already"),
+                );
+            }
+        }
+        let mut paths: BTreeMap<&str, &Located<String>> = BTreeMap::new();
+        let mut endpoint_names = BTreeMap::new();
+        for (ci, comp) in c.components.iter().enumerate() {
+            for (ei, ep) in comp.endpoints.iter().enumerate() {
+                let f = format!("components[{ci}].endpoints[{ei}]");
+                if !valid_name(ep.name.value()) {
+                    e.at(
+                        src,
+                        &ep.name,
+                        format!("{f}.name"),
+                        format!(
+                            "`{}` is not a valid endpoint name: {NAME_RULE}",
+                            ep.name.value()
+                        ),
+                    );
+                }
+                if endpoint_names
+                    .insert(ep.name.value().as_str(), ())
+                    .is_some()
+                {
+                    e.at(
+                        src,
+                        &ep.name,
+                        format!("{f}.name"),
+                        format!(
+                            "an endpoint named `{}` is defined already in this cell",
+                            ep.name.value()
+                        ),
+                    );
+                }
+                let bp = ep.base_path.value();
+                if !bp.starts_with('/') || (bp.len() > 1 && bp.ends_with('/')) {
+                    e.at(src, &ep.base_path, format!("{f}.base_path"), format!("`{bp}`: a base path starts with `/` and does not end with one, e.g. /orders"));
+                }
+                if ep.upstreams.is_empty() {
+                    e.at(
+                        src,
+                        &ep.name,
+                        format!("{f}.upstreams"),
+                        "an endpoint needs at least one upstream address".into(),
+                    );
+                }
+                let vis = *ep.visibility.value();
+                if vis != Visibility::Project
+                    && let Some(first) = paths.insert(bp.as_str(), &ep.base_path)
+                {
+                    e.at(src, &ep.base_path, format!("{f}.base_path"), format!(
+                        "base path `{bp}` is used by another endpoint of this cell already (line {}); give each exposed endpoint its own",
+                        first.line() + src.offset
+                    ));
+                }
+                match (vis, &ep.jwt) {
+                    (Visibility::Public, None) => e.at(src, &ep.visibility, format!("{f}.jwt"), format!(
+                        "a public endpoint needs authentication: add `jwt: <provider>`; defined providers: {}",
+                        list(providers.keys().copied())
+                    )),
+                    (_, Some(j)) if !providers.contains_key(j.value().as_str()) => e.at(src, j, format!("{f}.jwt"), format!(
+                        "no JwtProvider is named `{}`; defined providers: {}",
+                        j.value(),
+                        list(providers.keys().copied())
+                    )),
+                    _ => {}
+                }
+                if vis == Visibility::Public && c.gateway.north.is_none() {
+                    e.at(
+                        src,
+                        &ep.visibility,
+                        format!("{f}.visibility"),
+                        "a public endpoint is served on north: give the cell `gateway.north`"
+                            .into(),
+                    );
+                }
+                if vis >= Visibility::Organization && c.gateway.west.is_none() {
+                    e.at(
+                        src,
+                        &ep.visibility,
+                        format!("{f}.visibility"),
+                        "an organization endpoint is served on west: give the cell `gateway.west`"
+                            .into(),
+                    );
+                }
+            }
+        }
+    }
+
+    let cell_names = || list(cells.keys().copied());
+    for (src, p) in specs.policies() {
+        let Some((_, cell)) = cells.get(p.cell.value().as_str()) else {
+            e.at(
+                src,
+                &p.cell,
+                "cell".into(),
+                format!(
+                    "unknown cell `{}`; defined cells: {}",
+                    p.cell.value(),
+                    cell_names()
+                ),
+            );
+            continue;
+        };
+        let has = match p.listener {
+            super::types::Direction::North => cell.gateway.north.is_some(),
+            super::types::Direction::West => cell.gateway.west.is_some(),
+        };
+        if !has {
+            e.at(
+                src,
+                &p.cell,
+                "listener".into(),
+                format!("cell `{}` has no {:?} listener", p.cell.value(), p.listener)
+                    .to_lowercase(),
+            );
+        }
+        let mut rule_names = BTreeMap::new();
+        for (ri, r) in p.rules.iter().enumerate() {
+            if rule_names.insert(r.name.value().as_str(), ()).is_some() {
+                e.at(
+                    src,
+                    &r.name,
+                    format!("rules[{ri}].name"),
+                    "rule names must be unique in a policy (they label metrics)".into(),
+                );
+            }
+            for (ci, from) in r.from_cells.iter().enumerate() {
+                if !cells.contains_key(from.value().as_str()) {
+                    e.at(
+                        src,
+                        from,
+                        format!("rules[{ri}].from_cells[{ci}]"),
+                        format!(
+                            "unknown cell `{}`; defined cells: {}",
+                            from.value(),
+                            cell_names()
+                        ),
+                    );
+                }
+            }
+            for (ci, c) in r.claims.iter().enumerate() {
+                if c.equals.is_some() == c.contains.is_some() {
+                    e.at(
+                        src,
+                        &r.name,
+                        format!("rules[{ri}].claims[{ci}]"),
+                        "give exactly one of `equals` or `contains`".into(),
+                    );
+                }
+            }
+        }
+    }
+
+    for (src, r) in specs.rate_limits() {
+        let Some((_, cell)) = cells.get(r.cell.value().as_str()) else {
+            e.at(
+                src,
+                &r.cell,
+                "cell".into(),
+                format!(
+                    "unknown cell `{}`; defined cells: {}",
+                    r.cell.value(),
+                    cell_names()
+                ),
+            );
+            continue;
+        };
+        let endpoints = || {
+            cell.components
+                .iter()
+                .flat_map(|c| c.endpoints.iter().map(|e| e.name.value().as_str()))
+        };
+        if !endpoints().any(|n| n == r.endpoint.value()) {
+            e.at(
+                src,
+                &r.endpoint,
+                "endpoint".into(),
+                format!(
+                    "cell `{}` has no endpoint `{}`; its endpoints: {}",
+                    r.cell.value(),
+                    r.endpoint.value(),
+                    list(endpoints())
+                ),
+            );
+        }
+        if *r.requests.value() == 0 || r.per_seconds == 0 {
+            e.at(
+                src,
+                &r.requests,
+                "requests".into(),
+                "a rate limit needs at least 1 request per at least 1 second".into(),
+            );
+        }
+    }
+
+    let mut errors = e.0;
+    errors.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+    errors
+}

@@ -1,0 +1,305 @@
+//! The documents of the cell model, one to one with the YAML.
+
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// A value with its position in its file, for errors found after parsing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Located<T>(pub Spanned<T>);
+
+impl<T> Located<T> {
+    pub fn value(&self) -> &T {
+        &self.0.value
+    }
+    pub fn line(&self) -> u64 {
+        self.0.referenced.line()
+    }
+    pub fn column(&self) -> u64 {
+        self.0.referenced.column()
+    }
+}
+
+impl<T: Serialize> Serialize for Located<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.value.serialize(s)
+    }
+}
+
+/// Every document, as read, with the file it came from and the number of lines before it
+/// in that file (positions inside a document are relative to the document).
+#[derive(Debug, Clone)]
+pub struct Document {
+    pub file: PathBuf,
+    pub offset: u64,
+    pub kind: Kind,
+}
+
+/// Where a document came from.
+#[derive(Debug, Clone, Copy)]
+pub struct Src<'a> {
+    pub file: &'a PathBuf,
+    pub offset: u64,
+}
+
+#[derive(Debug, Clone)]
+pub enum Kind {
+    Cell(Box<Cell>),
+    Policy(Policy),
+    JwtProvider(JwtProvider),
+    RateLimit(RateLimit),
+}
+
+/// The set of documents of one directory.
+#[derive(Debug, Clone, Default)]
+pub struct Specs {
+    pub documents: Vec<Document>,
+}
+
+impl Specs {
+    pub fn cells(&self) -> impl Iterator<Item = (Src<'_>, &Cell)> {
+        self.documents.iter().filter_map(|d| match &d.kind {
+            Kind::Cell(c) => Some((d.src(), &**c)),
+            _ => None,
+        })
+    }
+    pub fn policies(&self) -> impl Iterator<Item = (Src<'_>, &Policy)> {
+        self.documents.iter().filter_map(|d| match &d.kind {
+            Kind::Policy(p) => Some((d.src(), p)),
+            _ => None,
+        })
+    }
+    pub fn providers(&self) -> impl Iterator<Item = (Src<'_>, &JwtProvider)> {
+        self.documents.iter().filter_map(|d| match &d.kind {
+            Kind::JwtProvider(p) => Some((d.src(), p)),
+            _ => None,
+        })
+    }
+    pub fn rate_limits(&self) -> impl Iterator<Item = (Src<'_>, &RateLimit)> {
+        self.documents.iter().filter_map(|d| match &d.kind {
+            Kind::RateLimit(r) => Some((d.src(), r)),
+            _ => None,
+        })
+    }
+}
+
+impl Document {
+    pub fn src(&self) -> Src<'_> {
+        Src {
+            file: &self.file,
+            offset: self.offset,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cell {
+    pub kind: String,
+    /// The cell's name, unique across the directory; names its gateway (`node id` on xDS).
+    pub name: Located<String>,
+    pub org: Located<String>,
+    pub project: String,
+    pub environment: String,
+    /// The SPIFFE trust domain of the org's identities; default `<org>.internal`.
+    #[serde(default)]
+    pub trust_domain: Option<Located<String>>,
+    pub gateway: Gateway,
+    #[serde(default)]
+    pub components: Vec<Component>,
+    /// Third-party hosts the cell's components may call through south.
+    #[serde(default)]
+    pub external_hosts: Vec<ExternalHost>,
+}
+
+impl Cell {
+    pub fn trust_domain(&self) -> String {
+        match &self.trust_domain {
+            Some(t) => t.value().clone(),
+            None => format!("{}.internal", self.org.value()),
+        }
+    }
+
+    /// The cell's SPIFFE ID: `spiffe://<trust domain>/org/<org>/env/<env>/cell/<name>`.
+    pub fn spiffe_id(&self) -> String {
+        format!(
+            "spiffe://{}/org/{}/env/{}/cell/{}",
+            self.trust_domain(),
+            self.org.value(),
+            self.environment,
+            self.name.value()
+        )
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gateway {
+    #[serde(default)]
+    pub north: Option<GatewayListener>,
+    #[serde(default)]
+    pub west: Option<GatewayListener>,
+    #[serde(default)]
+    pub east: Option<GatewayListener>,
+    #[serde(default)]
+    pub south: Option<GatewayListener>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayListener {
+    pub address: Located<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Component {
+    pub name: Located<String>,
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    /// Inside the cell only: not on the gateway.
+    Project,
+    /// Other cells of the same organization, through west.
+    Organization,
+    /// Anyone, through north (and other cells through west).
+    Public,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    pub name: Located<String>,
+    /// The path prefix the endpoint is served under on the gateway, e.g. `/orders`.
+    pub base_path: Located<String>,
+    pub upstreams: Vec<Located<SocketAddr>>,
+    pub visibility: Located<Visibility>,
+    /// The JWT provider whose tokens this endpoint requires (public endpoints must name one).
+    #[serde(default)]
+    pub jwt: Option<Located<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalHost {
+    pub host: Located<String>,
+    #[serde(default = "https_port")]
+    pub port: u16,
+}
+
+fn https_port() -> u16 {
+    443
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    North,
+    West,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    pub kind: String,
+    pub name: Located<String>,
+    pub cell: Located<String>,
+    /// The listener the rules apply to.
+    pub listener: Direction,
+    #[serde(default)]
+    pub mode: PolicyMode,
+    pub rules: Vec<PolicyRule>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyMode {
+    #[default]
+    Enforce,
+    DryRun,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Allow,
+    Deny,
+}
+
+/// Every list given must match; within a list, one entry must.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRule {
+    pub name: Located<String>,
+    pub action: Action,
+    /// Calling cells, by name (their SPIFFE IDs are derived from the cell documents).
+    #[serde(default)]
+    pub from_cells: Vec<Located<String>>,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Path prefixes.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// JWT claims that must hold: `{claim: scope, contains: orders.read}`.
+    #[serde(default)]
+    pub claims: Vec<ClaimRule>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimRule {
+    pub claim: String,
+    #[serde(default)]
+    pub equals: Option<String>,
+    #[serde(default)]
+    pub contains: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtProvider {
+    pub kind: String,
+    pub name: Located<String>,
+    #[serde(default)]
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    pub jwks: Jwks,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Jwks {
+    Inline(String),
+    /// Relative to the spec directory.
+    File(PathBuf),
+    Url(String),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub kind: String,
+    pub name: Located<String>,
+    pub cell: Located<String>,
+    pub endpoint: Located<String>,
+    pub requests: Located<u32>,
+    /// Seconds per period.
+    pub per_seconds: u32,
+    #[serde(default)]
+    pub key: RateKey,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RateKey {
+    #[default]
+    ClientIp,
+    Peer,
+}

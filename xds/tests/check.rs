@@ -1,0 +1,183 @@
+//! `spec::load_dir` and `spec::check`: the examples are valid; each kind of mistake is
+//! reported with file, line, column, field and what would be valid.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use membrane_xds::spec::{SpecError, check, load_dir};
+use std::path::{Path, PathBuf};
+
+fn dir_with(files: &[(&str, &str)]) -> PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "membrane-check-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    for (name, text) in files {
+        std::fs::write(d.join(name), text).unwrap();
+    }
+    d
+}
+
+fn errors(files: &[(&str, &str)]) -> Vec<SpecError> {
+    let d = dir_with(files);
+    match load_dir(&d) {
+        Err(e) => e,
+        Ok(specs) => check(&specs),
+    }
+}
+
+const CELL: &str = "kind: Cell
+name: orders
+org: acme
+project: orders
+environment: dev
+gateway:
+  north: {address: '127.0.0.1:8443'}
+  west: {address: '127.0.0.1:9443'}
+components:
+  - name: api
+    endpoints:
+      - name: catalog
+        base_path: /catalog
+        upstreams: ['127.0.0.1:1']
+        visibility: public
+        jwt: idp
+";
+
+const IDP: &str = "kind: JwtProvider\nname: idp\njwks: {inline: '{\"keys\": []}'}\n";
+
+#[test]
+fn the_examples_are_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/cells");
+    let specs = load_dir(&dir).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(specs.cells().count(), 3);
+    assert_eq!(check(&specs), vec![]);
+}
+
+#[test]
+fn a_valid_pair_of_documents_passes_and_ids_are_derived() {
+    let d = dir_with(&[("a.yaml", &format!("{CELL}---\n{IDP}"))]);
+    let specs = load_dir(&d).unwrap();
+    assert!(check(&specs).is_empty());
+    let (_, cell) = specs.cells().next().unwrap();
+    assert_eq!(
+        cell.spiffe_id(),
+        "spiffe://acme.internal/org/acme/env/dev/cell/orders"
+    );
+}
+
+#[test]
+fn parse_errors_name_file_line_column_and_field_across_documents() {
+    // The second document of the file has a bad visibility on its line 15: file line 19
+    // (three lines of the first document and the `---` before it).
+    let bad = CELL.replace("visibility: public", "visibility: everyone");
+    let e = errors(&[("a.yaml", &format!("{IDP}---\n{bad}"))]);
+    assert_eq!(e.len(), 1, "{e:?}");
+    let s = e[0].to_string();
+    assert!(s.contains("a.yaml:19:21:"), "{s}");
+    assert!(!s.contains("at line"), "one position only: {s}");
+    assert!(
+        s.contains("field `components[0].endpoints[0].visibility`:"),
+        "{s}"
+    );
+    assert!(
+        s.contains("project") && s.contains("organization") && s.contains("public"),
+        "what is valid: {s}"
+    );
+
+    let e = errors(&[("b.yaml", "kind: Cel\nname: x\n")]);
+    assert!(
+        e[0].to_string()
+            .contains("unknown kind `Cel`; valid kinds: Cell, Policy"),
+        "{}",
+        e[0]
+    );
+    let e = errors(&[("c.yaml", "name: x\n")]);
+    assert!(e[0].to_string().contains("needs a `kind`"), "{}", e[0]);
+    let e = errors(&[(
+        "d.yaml",
+        &CELL.replace("environment: dev", "environment: dev\nregion: eu"),
+    )]);
+    assert!(e[0].to_string().contains("region"), "{}", e[0]);
+}
+
+#[test]
+fn cross_document_mistakes_are_caught() {
+    // A public endpoint without authentication.
+    let e = errors(&[
+        ("a.yaml", &CELL.replace("        jwt: idp\n", "")),
+        ("i.yaml", IDP),
+    ]);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].to_string().contains("a public endpoint needs authentication: add `jwt: <provider>`; defined providers: [idp]"), "{}", e[0]);
+    assert!(e[0].to_string().contains("a.yaml:15:"), "{}", e[0]);
+
+    // An unknown provider.
+    let e = errors(&[
+        ("a.yaml", &CELL.replace("jwt: idp", "jwt: other")),
+        ("i.yaml", IDP),
+    ]);
+    assert!(
+        e[0].to_string().contains("no JwtProvider is named `other`"),
+        "{}",
+        e[0]
+    );
+
+    // Two endpoints on one base path.
+    let two = format!(
+        "{CELL}      - name: catalog-v2\n        base_path: /catalog\n        upstreams: ['127.0.0.1:2']\n        visibility: organization\n"
+    );
+    let e = errors(&[("a.yaml", &two), ("i.yaml", IDP)]);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].to_string()
+            .contains("base path `/catalog` is used by another endpoint"),
+        "{}",
+        e[0]
+    );
+    assert!(e[0].field.ends_with("endpoints[1].base_path"), "{}", e[0]);
+
+    // A policy for an unknown cell, and a rule naming an unknown caller.
+    let policy = "kind: Policy\nname: p\ncell: order\nlistener: west\nrules: []\n";
+    let e = errors(&[("a.yaml", CELL), ("i.yaml", IDP), ("p.yaml", policy)]);
+    assert!(
+        e[0].to_string()
+            .contains("unknown cell `order`; defined cells: [orders]"),
+        "{}",
+        e[0]
+    );
+    let policy = "kind: Policy\nname: p\ncell: orders\nlistener: west\nrules:\n  - {name: r, action: allow, from_cells: [billing]}\n";
+    let e = errors(&[("a.yaml", CELL), ("i.yaml", IDP), ("p.yaml", policy)]);
+    assert!(
+        e[0].to_string().contains("rules[0].from_cells[0]"),
+        "{}",
+        e[0]
+    );
+
+    // A duplicate cell and a shared listener address.
+    let e = errors(&[("a.yaml", CELL), ("b.yaml", CELL), ("i.yaml", IDP)]);
+    assert!(
+        e.iter().any(|e| e
+            .to_string()
+            .contains("a cell named `orders` is defined already")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter().any(|e| e
+            .to_string()
+            .contains("is the address of `orders.north` already")),
+        "{e:?}"
+    );
+
+    // A rate limit on an endpoint the cell does not have.
+    let rl =
+        "kind: RateLimit\nname: r\ncell: orders\nendpoint: nope\nrequests: 5\nper_seconds: 1\n";
+    let e = errors(&[("a.yaml", CELL), ("i.yaml", IDP), ("r.yaml", rl)]);
+    assert!(
+        e[0].to_string()
+            .contains("cell `orders` has no endpoint `nope`; its endpoints: [catalog]"),
+        "{}",
+        e[0]
+    );
+}
