@@ -5,5 +5,7 @@
 //! positioned errors, and `check` across documents). The compiler, the xDS transport, the
 //! control server and the proxy's client come next (issue 5).
 
+pub mod compile;
+pub mod proto;
 pub mod spec;
 pub mod yaml;

@@ -1,0 +1,140 @@
+//! The compiler on the example cells: what each gateway gets, and versions that change only
+//! for the resources a spec change touches.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use membrane_xds::compile::{self, Compiled, Options, TYPE_CLUSTER, TYPE_LISTENER};
+use membrane_xds::proto::membrane::v1 as pb;
+use membrane_xds::spec::{check, load_dir};
+use prost::Message;
+use std::path::{Path, PathBuf};
+
+fn copy_examples(tag: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/cells");
+    let dir = std::env::temp_dir().join(format!("membrane-compile-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(dir.join("demo-jwks.json"), r#"{"keys": []}"#).unwrap();
+    dir
+}
+
+fn compile_dir(dir: &Path) -> Compiled {
+    let specs = load_dir(dir).unwrap();
+    assert_eq!(check(&specs), vec![]);
+    compile::compile(
+        &specs,
+        &Options {
+            spec_dir: dir.to_owned(),
+            cert_dir: PathBuf::from("/certs"),
+            trust_bundle_pem: "-----BEGIN CERTIFICATE-----\n...\n".into(),
+        },
+    )
+    .unwrap()
+}
+
+fn listener(c: &Compiled, cell: &str, name: &str) -> pb::Listener {
+    let r = &c.gateways[cell][&(TYPE_LISTENER.to_owned(), name.to_owned())];
+    pb::Listener::decode(r.resource.value.as_slice()).unwrap()
+}
+
+#[test]
+fn each_gateway_gets_its_cells_resources() {
+    let c = compile_dir(&copy_examples("shape"));
+    assert_eq!(
+        c.gateways.keys().collect::<Vec<_>>(),
+        ["analytics", "billing", "orders"]
+    );
+
+    let north = listener(&c, "orders", "north");
+    assert_eq!(north.routes.len(), 1);
+    assert_eq!(north.routes[0].path_prefix, "/catalog");
+    assert_eq!(north.routes[0].jwt_provider, "acme-idp");
+    assert!(north.routes[0].jwt_required);
+    assert_eq!(
+        north.tls.as_ref().unwrap().certificate_file,
+        "/certs/orders.pem"
+    );
+
+    let west = listener(&c, "orders", "west");
+    let paths: Vec<_> = west.routes.iter().map(|r| r.path_prefix.as_str()).collect();
+    assert_eq!(paths, ["/catalog", "/orders"]);
+    let tls = west.tls.unwrap();
+    assert_eq!(tls.client_auth, pb::ClientAuth::Require as i32);
+    assert_eq!(tls.trust_domains, ["acme.internal"]);
+    let authz = west.authorization.unwrap();
+    assert_eq!(authz.default_effect, pb::Effect::Deny as i32);
+    assert_eq!(authz.rules[0].name, "billing-reads-orders");
+    assert_eq!(
+        authz.rules[0].peer_spiffe_ids,
+        ["spiffe://acme.internal/org/acme/env/dev/cell/billing"]
+    );
+
+    // Billing (no west policy) lets the org's cells in.
+    let bw = listener(&c, "billing", "west");
+    assert_eq!(
+        bw.authorization.unwrap().rules[0].peer_prefixes,
+        ["spiffe://acme.internal/org/acme/"]
+    );
+
+    // Billing's east reaches orders' exposed endpoints through orders' west, with mTLS.
+    let east = listener(&c, "billing", "east");
+    let routes: Vec<_> = east
+        .routes
+        .iter()
+        .map(|r| {
+            (
+                r.path_prefix.as_str(),
+                r.cluster.as_str(),
+                r.prefix_rewrite.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        routes,
+        [
+            ("/orders/catalog", "cell:orders", "/catalog"),
+            ("/orders/orders", "cell:orders", "/orders"),
+            ("/", "", "")
+        ]
+    );
+    let cl = &c.gateways["billing"][&(TYPE_CLUSTER.to_owned(), "cell:orders".to_owned())];
+    let cl = pb::Cluster::decode(cl.resource.value.as_slice()).unwrap();
+    assert_eq!(cl.endpoints, ["127.0.0.1:9443"]);
+    let up = cl.tls.unwrap();
+    assert_eq!(
+        up.spiffe_id,
+        "spiffe://acme.internal/org/acme/env/dev/cell/orders"
+    );
+    assert!(up.client_certificate);
+
+    // Analytics exposes nothing and has only east; its project endpoint is nowhere.
+    assert!(!c.gateways["orders"].keys().any(|(_, n)| n.contains("jobs")));
+    let ae = listener(&c, "analytics", "east");
+    assert!(ae.routes.iter().any(|r| r.path_prefix == "/orders/orders"));
+}
+
+#[test]
+fn versions_are_content_hashes_and_change_only_where_the_spec_did() {
+    let dir = copy_examples("versions");
+    let a = compile_dir(&dir);
+    assert_eq!(a, compile_dir(&dir), "deterministic");
+
+    let orders = std::fs::read_to_string(dir.join("orders.yaml")).unwrap();
+    std::fs::write(
+        dir.join("orders.yaml"),
+        orders.replace("127.0.0.1:18102", "127.0.0.1:18112"),
+    )
+    .unwrap();
+    let b = compile_dir(&dir);
+    let mut changed = Vec::new();
+    for (cell, res) in &a.gateways {
+        for (key, v) in res {
+            if b.gateways[cell][key].version != v.version {
+                changed.push((cell.as_str(), key.1.as_str()));
+            }
+        }
+    }
+    assert_eq!(changed, [("orders", "local:orders")]);
+}
