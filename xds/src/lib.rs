@@ -7,5 +7,6 @@
 
 pub mod compile;
 pub mod proto;
+pub mod server;
 pub mod spec;
 pub mod yaml;

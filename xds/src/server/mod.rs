@@ -1,0 +1,87 @@
+//! The aggregated discovery service: state of the world (`StreamAggregatedResources`) and
+//! incremental (`DeltaAggregatedResources`), over one shared, swappable set of compiled
+//! resources. Each gateway (node id `<cell>/<instance>`) sees only its cell's resources.
+//! What was sent, ACKed and NACKed per node and type is kept in a [`NodeTable`].
+
+mod delta;
+mod sotw;
+pub mod status;
+
+use crate::compile::Compiled;
+use crate::proto::envoy::service::discovery::v3 as ds;
+use ds::aggregated_discovery_service_server::AggregatedDiscoveryService;
+use status::NodeTable;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::sync::{mpsc, watch};
+use tonic::codegen::tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+pub use ds::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+
+/// The service; cheap to clone.
+#[derive(Clone)]
+pub struct Ads {
+    snapshot: watch::Receiver<Arc<Compiled>>,
+    pub nodes: Arc<NodeTable>,
+}
+
+impl Ads {
+    /// A service over `snapshot`; publish new resources by sending on its sender.
+    pub fn new(snapshot: watch::Receiver<Arc<Compiled>>) -> Self {
+        Self {
+            snapshot,
+            nodes: Arc::new(NodeTable::default()),
+        }
+    }
+}
+
+/// The cell part of a node id (`orders/gw-1` → `orders`).
+pub(crate) fn cell_of(node_id: &str) -> &str {
+    node_id.split('/').next().unwrap_or(node_id)
+}
+
+/// Responses for one stream, fed by its task.
+pub struct ResponseStream<T>(mpsc::Receiver<Result<T, Status>>);
+
+impl<T> Stream for ResponseStream<T> {
+    type Item = Result<T, Status>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for Ads {
+    type StreamAggregatedResourcesStream = ResponseStream<ds::DiscoveryResponse>;
+    type DeltaAggregatedResourcesStream = ResponseStream<ds::DeltaDiscoveryResponse>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<ds::DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(sotw::run(
+            request.into_inner(),
+            tx,
+            self.snapshot.clone(),
+            self.nodes.clone(),
+        ));
+        Ok(Response::new(ResponseStream(rx)))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<ds::DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(delta::run(
+            request.into_inner(),
+            tx,
+            self.snapshot.clone(),
+            self.nodes.clone(),
+        ));
+        Ok(Response::new(ResponseStream(rx)))
+    }
+}
