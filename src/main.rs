@@ -30,9 +30,22 @@ enum Command {
     /// position and the running config keeps serving. SIGTERM or Ctrl-C drains in-flight
     /// requests, then exits 0.
     Proxy {
-        /// The bootstrap file (listeners, routes, clusters, admin).
-        #[arg(long, short)]
-        config: PathBuf,
+        /// The bootstrap file (listeners, routes, clusters, admin). Not with --xds.
+        #[arg(long, short, required_unless_present = "xds", conflicts_with = "xds")]
+        config: Option<PathBuf>,
+        /// Take the configuration from this control server (`http://host:port`) instead.
+        #[arg(long, requires = "node")]
+        xds: Option<String>,
+        /// This gateway's node id for xDS: `<cell>/<instance>`.
+        #[arg(long)]
+        node: Option<String>,
+        /// Where the last applied xDS generation is kept (and booted from when the control
+        /// server is unreachable).
+        #[arg(long, default_value = "membrane-state")]
+        state_dir: PathBuf,
+        /// The admin address in xDS mode.
+        #[arg(long, default_value = "127.0.0.1:15000")]
+        admin: std::net::SocketAddr,
         /// Do not reload when the file changes (SIGHUP still reloads).
         #[arg(long)]
         no_watch: bool,
@@ -70,6 +83,21 @@ enum Command {
         /// The spec directory.
         dir: PathBuf,
     },
+    /// Run the control server: compile the cell specs in a directory and serve each
+    /// gateway its resources over xDS (ADS, delta and state of the world), recompiling
+    /// when the directory changes.
+    Control {
+        #[arg(long)]
+        config_dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:18000")]
+        listen: std::net::SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:18001")]
+        admin: std::net::SocketAddr,
+        /// A directory with the org CA (`ca.pem`) and each gateway's `<cell>.pem` and
+        /// `<cell>-key.pem` (as `membrane cert` writes them).
+        #[arg(long)]
+        pki: PathBuf,
+    },
     /// A development token issuer: writes a fresh key's JWK set and prints a signed JWT.
     Token(token::TokenArgs),
     /// A development certificate authority: `cert ca`, then `cert issue`.
@@ -88,7 +116,34 @@ fn main() -> ExitCode {
     // One crypto provider for the process, installed before anything asks for the default.
     let _ = membrane_proxy::tls::provider();
     match cli.command {
-        Command::Proxy { config, no_watch } => run_proxy(config, !no_watch),
+        Command::Proxy {
+            config,
+            no_watch,
+            xds,
+            node,
+            state_dir,
+            admin,
+        } => match (config, xds, node) {
+            (Some(config), None, _) => run_proxy(Source::File(config, !no_watch)),
+            (None, Some(url), Some(node)) => {
+                run_proxy(Source::Xds(membrane_proxy::xds_client::XdsOptions {
+                    url,
+                    node,
+                    state_dir,
+                    admin,
+                }))
+            }
+            _ => {
+                eprintln!("membrane proxy: give --config FILE, or --xds URL with --node ID");
+                ExitCode::from(2)
+            }
+        },
+        Command::Control {
+            config_dir,
+            listen,
+            admin,
+            pki,
+        } => run_control(config_dir, listen, admin, pki),
         Command::Cert(cmd) => cert::run(cmd),
         Command::Token(args) => token::run(args),
         Command::Check { dir } => check(&dir),
@@ -155,11 +210,65 @@ fn check(dir: &std::path::Path) -> ExitCode {
     ExitCode::from(1)
 }
 
-fn run_proxy(config_path: PathBuf, watch_file: bool) -> ExitCode {
-    let handle = match membrane_proxy::start(membrane_proxy::StartOptions {
-        config_path,
-        watch_file,
-    }) {
+enum Source {
+    File(PathBuf, bool),
+    Xds(membrane_proxy::xds_client::XdsOptions),
+}
+
+fn run_control(
+    spec_dir: PathBuf,
+    listen: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+    pki: PathBuf,
+) -> ExitCode {
+    let bundle = match std::fs::read_to_string(pki.join("ca.pem")) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("membrane control: {}: {e}", pki.join("ca.pem").display());
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("membrane control: cannot start a runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(async move {
+        let opts = membrane_xds::control::ControlOptions {
+            spec_dir,
+            listen,
+            admin: Some(admin),
+            cert_dir: pki,
+            trust_bundle_pem: bundle,
+            debounce: std::time::Duration::from_millis(200),
+        };
+        let handle = match membrane_xds::control::start(opts).await {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("membrane control: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        tracing::info!(ads = %handle.addr, admin = ?handle.admin_addr, "control server running");
+        let _ = tokio::signal::ctrl_c().await;
+        handle.shutdown();
+        ExitCode::SUCCESS
+    })
+}
+
+fn run_proxy(source: Source) -> ExitCode {
+    let started = match source {
+        Source::File(path, watch) => {
+            membrane_proxy::start(membrane_proxy::StartOptions::file(path, watch))
+        }
+        Source::Xds(opts) => membrane_proxy::xds_client::start(opts),
+    };
+    let handle = match started {
         Ok(h) => h,
         Err(e) => {
             eprintln!("membrane: {e}");

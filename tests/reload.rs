@@ -122,11 +122,8 @@ async fn file_changes_are_picked_up_and_listeners_come_and_go() {
     let up = Upstream::start("a").await;
     let one = config("one", false).replace("UPSTREAM", &up.addr.to_string());
     let path = write_config(&one);
-    let proxy = membrane_proxy::start(membrane_proxy::StartOptions {
-        config_path: path.clone(),
-        watch_file: true,
-    })
-    .unwrap();
+    let proxy =
+        membrane_proxy::start(membrane_proxy::StartOptions::file(path.clone(), true)).unwrap();
     assert!(proxy.listener_addr("second").is_none());
     let url = format!("http://{}/body", proxy.listener_addr("main").unwrap());
     let c = client_h1();

@@ -489,11 +489,7 @@ async fn a_rotated_certificate_is_used_at_once_and_no_request_is_lost() {
     );
     let path = membrane_proxy::testing::write_config(&config(&tls, up.addr, ""));
     // With the file watch on: rotation is picked up from the files alone.
-    let proxy = membrane_proxy::start(membrane_proxy::StartOptions {
-        config_path: path,
-        watch_file: true,
-    })
-    .unwrap();
+    let proxy = membrane_proxy::start(membrane_proxy::StartOptions::file(path, true)).unwrap();
     let addr = proxy.listener_addr("edge").unwrap();
     let serial_of = |s: &membrane_proxy::testing::tls::ClientStream| {
         s.get_ref().1.peer_certificates().unwrap()[0]

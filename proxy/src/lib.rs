@@ -16,6 +16,7 @@ pub mod server;
 pub mod snapshot;
 pub mod tls;
 pub mod upstream;
+pub mod xds_client;
 
 pub use server::{ProxyHandle, StartError, StartOptions, start};
 

@@ -347,7 +347,8 @@ fn gateway(
                     sni: format!("{other_name}.{}", other.trust_domain()),
                     trust_bundle: TRUST_BUNDLE.into(),
                     spiffe_id: other.spiffe_id(),
-                    client_certificate: true,
+                    certificate_file: cert.clone(),
+                    key_file: key.clone(),
                 }),
             };
             put(&mut out, TYPE_CLUSTER, &cluster, &cl);

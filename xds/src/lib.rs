@@ -6,6 +6,8 @@
 //! control server and the proxy's client come next (issue 5).
 
 pub mod compile;
+pub mod control;
+mod control_admin;
 pub mod proto;
 pub mod server;
 pub mod spec;

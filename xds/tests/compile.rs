@@ -107,7 +107,7 @@ fn each_gateway_gets_its_cells_resources() {
         up.spiffe_id,
         "spiffe://acme.internal/org/acme/env/dev/cell/orders"
     );
-    assert!(up.client_certificate);
+    assert_eq!(up.certificate_file, "/certs/billing.pem");
 
     // Analytics exposes nothing and has only east; its project endpoint is nowhere.
     assert!(!c.gateways["orders"].keys().any(|(_, n)| n.contains("jobs")));

@@ -21,6 +21,10 @@ pub struct AdminState {
     pub state: Arc<ArcSwap<Snapshot>>,
     pub config_path: PathBuf,
     pub draining: AtomicBool,
+    /// False until the first complete configuration is in place (xDS mode).
+    pub ready: AtomicBool,
+    /// What the xDS client reports (versions, last ACK, NACK reasons), shown on `/config`.
+    pub status: Mutex<Option<serde_json::Value>>,
     /// The last refused reload, cleared by the next good one.
     pub last_error: Mutex<Option<String>>,
 }
@@ -72,6 +76,11 @@ fn respond(admin: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>>
         "/ready" => {
             if admin.draining.load(Ordering::Relaxed) {
                 text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+            } else if !admin.ready.load(Ordering::Relaxed) {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "waiting for the first configuration\n",
+                )
             } else {
                 text(StatusCode::OK, "ready\n")
             }
@@ -88,6 +97,7 @@ fn respond(admin: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>>
                 "version": snap.version,
                 "source": admin.config_path.display().to_string(),
                 "last_reload_error": last_error,
+                "xds": admin.status.lock().ok().and_then(|s| s.clone()),
                 "config": snap.source,
             });
             let mut r = Response::new(Full::new(Bytes::from(body.to_string())));

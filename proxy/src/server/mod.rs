@@ -30,6 +30,20 @@ pub struct StartOptions {
     pub config_path: PathBuf,
     /// Reload when the file changes (also when it is replaced by rename or symlink swap).
     pub watch_file: bool,
+    /// `/ready` answers 200 from the start; `false` when something else (the xDS client)
+    /// says when the first complete generation is in place.
+    pub ready_at_start: bool,
+}
+
+impl StartOptions {
+    /// A proxy run from a config file, ready once started.
+    pub fn file(config_path: PathBuf, watch_file: bool) -> Self {
+        Self {
+            config_path,
+            watch_file,
+            ready_at_start: true,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +70,7 @@ enum Control {
 #[derive(Clone)]
 pub struct ProxyHandle {
     control: mpsc::UnboundedSender<Control>,
+    admin: Arc<AdminState>,
     admin_addr: SocketAddr,
     addresses: Arc<Mutex<HashMap<String, SocketAddr>>>,
 }
@@ -78,6 +93,23 @@ impl ProxyHandle {
             .send(Control::Reload(Some(tx)))
             .map_err(|_| "the proxy has stopped".to_owned())?;
         rx.await.map_err(|_| "the proxy has stopped".to_owned())?
+    }
+
+    /// True once the proxy has stopped (its control thread is gone).
+    pub fn is_stopped(&self) -> bool {
+        self.control.is_closed()
+    }
+
+    /// Marks the proxy ready (or not) on `/ready`.
+    pub fn set_ready(&self, ready: bool) {
+        self.admin.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Extra status shown under `xds` on `/config`.
+    pub fn set_status(&self, status: serde_json::Value) {
+        if let Ok(mut s) = self.admin.status.lock() {
+            *s = Some(status);
+        }
     }
 
     /// Asks for a reload without waiting for it (for signal handlers).
@@ -130,8 +162,11 @@ pub fn start(opts: StartOptions) -> Result<ProxyHandle, StartError> {
         state: state.clone(),
         config_path: path.clone(),
         draining: false.into(),
+        ready: opts.ready_at_start.into(),
         last_error: Mutex::new(None),
+        status: Mutex::new(None),
     });
+    let admin_state = admin.clone();
     let mut ctl = Controller {
         path,
         metrics,
@@ -171,6 +206,7 @@ pub fn start(opts: StartOptions) -> Result<ProxyHandle, StartError> {
         .map_err(StartError::Runtime)?;
     Ok(ProxyHandle {
         control: control_tx,
+        admin: admin_state,
         admin_addr,
         addresses,
     })

@@ -241,10 +241,7 @@ pub fn write_config(yaml: &str) -> PathBuf {
 /// Starts the proxy from YAML (no file watch); returns its handle and the file's path.
 pub fn start_proxy(yaml: &str) -> (crate::ProxyHandle, PathBuf) {
     let path = write_config(yaml);
-    let handle = crate::start(crate::StartOptions {
-        config_path: path.clone(),
-        watch_file: false,
-    })
-    .unwrap_or_else(|e| panic!("proxy did not start: {e}"));
+    let handle = crate::start(crate::StartOptions::file(path.clone(), false))
+        .unwrap_or_else(|e| panic!("proxy did not start: {e}"));
     (handle, path)
 }

@@ -1,0 +1,389 @@
+//! The proxy as an xDS client (delta ADS): subscribes to every Membrane resource type for
+//! its node, turns each batch of updates into one new generation, NACKs the resources that
+//! fail (one by one, with their reasons) while the rest applies, and keeps serving the last
+//! good generation. Each applied generation is written to the state directory, which the
+//! proxy boots from when the control server is unreachable; reconnects use jittered
+//! exponential backoff and send the versions they hold (`initial_resource_versions`).
+
+use super::convert::{self, Key};
+use crate::metrics::Metrics;
+use crate::server::{ProxyHandle, StartError, StartOptions};
+use base64::Engine;
+use membrane_xds::compile::{TYPE_CLUSTER, TYPE_JWT_PROVIDER, TYPE_LISTENER, TYPE_TRUST_BUNDLE};
+use membrane_xds::proto::envoy::config::core::v3::Node;
+use membrane_xds::proto::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use membrane_xds::proto::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse,
+};
+use membrane_xds::proto::google::rpc::Status as RpcStatus;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tonic::codegen::tokio_stream::Stream;
+
+/// Every type a gateway subscribes to, trust bundles first (listeners name them).
+pub const TYPES: [&str; 4] = [
+    TYPE_TRUST_BUNDLE,
+    TYPE_CLUSTER,
+    TYPE_JWT_PROVIDER,
+    TYPE_LISTENER,
+];
+
+#[derive(Debug, Clone)]
+pub struct XdsOptions {
+    /// `http://host:port` of the control server.
+    pub url: String,
+    /// `<cell>/<instance>`.
+    pub node: String,
+    pub state_dir: PathBuf,
+    pub admin: SocketAddr,
+}
+
+/// A resource as held: its version and body.
+type Held = BTreeMap<Key, (String, prost_types::Any)>;
+
+fn generation_file(dir: &Path) -> PathBuf {
+    dir.join("generation.json")
+}
+
+fn resources_file(dir: &Path) -> PathBuf {
+    dir.join("resources.json")
+}
+
+/// Starts the proxy from the last generation in the state directory (or with no listeners,
+/// not ready, when there is none) and the xDS client beside it.
+pub fn start(opts: XdsOptions) -> Result<ProxyHandle, StartError> {
+    std::fs::create_dir_all(&opts.state_dir).map_err(StartError::Runtime)?;
+    let file = generation_file(&opts.state_dir);
+    let booted_from_state = file.exists();
+    if !booted_from_state {
+        write_atomically(
+            &file,
+            &json!({"admin": {"address": opts.admin.to_string()}}).to_string(),
+        )
+        .map_err(StartError::Runtime)?;
+    } else {
+        tracing::info!(file = %file.display(), "booting from the last applied generation");
+    }
+    let handle = crate::server::start(StartOptions {
+        config_path: file,
+        watch_file: false,
+        ready_at_start: booted_from_state,
+    })?;
+    let held = load_held(&opts.state_dir);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(StartError::Runtime)?;
+    let h = handle.clone();
+    std::thread::Builder::new()
+        .name("membrane-xds".into())
+        .spawn(move || rt.block_on(run(opts, h, held)))
+        .map_err(StartError::Runtime)?;
+    Ok(handle)
+}
+
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+fn load_held(dir: &Path) -> Held {
+    let Ok(text) = std::fs::read_to_string(resources_file(dir)) else {
+        return Held::new();
+    };
+    let Ok(list) = serde_json::from_str::<Vec<(String, String, String, String)>>(&text) else {
+        return Held::new();
+    };
+    list.into_iter()
+        .filter_map(|(t, name, version, value)| {
+            let value = base64::engine::general_purpose::STANDARD
+                .decode(value)
+                .ok()?;
+            Some((
+                (t.clone(), name),
+                (version, prost_types::Any { type_url: t, value }),
+            ))
+        })
+        .collect()
+}
+
+fn save_held(dir: &Path, held: &Held) -> std::io::Result<()> {
+    let list: Vec<(String, String, String, String)> = held
+        .iter()
+        .map(|((t, n), (v, any))| {
+            (
+                t.clone(),
+                n.clone(),
+                v.clone(),
+                base64::engine::general_purpose::STANDARD.encode(&any.value),
+            )
+        })
+        .collect();
+    write_atomically(
+        &resources_file(dir),
+        &serde_json::to_string(&list).unwrap_or_default(),
+    )
+}
+
+struct Rx(mpsc::Receiver<DeltaDiscoveryRequest>);
+impl Stream for Rx {
+    type Item = DeltaDiscoveryRequest;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+#[derive(Default)]
+struct Status {
+    connected: bool,
+    generation: u64,
+    versions: BTreeMap<String, String>,
+    last_ack: Option<String>,
+    nacks: BTreeMap<String, String>,
+}
+
+impl Status {
+    fn publish(&self, opts: &XdsOptions, handle: &ProxyHandle) {
+        handle.set_status(json!({
+            "server": opts.url,
+            "node": opts.node,
+            "connected": self.connected,
+            "applied_generation": self.generation,
+            "versions": self.versions,
+            "last_ack": self.last_ack,
+            "nacks": self.nacks,
+        }));
+    }
+}
+
+async fn run(opts: XdsOptions, handle: ProxyHandle, mut held: Held) {
+    let mut backoff = Duration::from_millis(250);
+    let mut status = Status::default();
+    while !handle.is_stopped() {
+        match session(&opts, &handle, &mut held, &mut status).await {
+            Ok(()) => backoff = Duration::from_millis(250),
+            Err(e) => tracing::warn!(server = %opts.url, error = %e, "xDS stream ended"),
+        }
+        status.connected = false;
+        status.publish(&opts, &handle);
+        // Jitter: between half and all of the backoff, so gateways do not reconnect in step.
+        let wait = backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
+        tokio::time::sleep(wait).await;
+        backoff = (backoff * 2).min(Duration::from_secs(15));
+    }
+}
+
+async fn session(
+    opts: &XdsOptions,
+    handle: &ProxyHandle,
+    held: &mut Held,
+    status: &mut Status,
+) -> Result<(), String> {
+    let mut client = AggregatedDiscoveryServiceClient::connect(opts.url.clone())
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let (tx, rx) = mpsc::channel(16);
+    for (i, t) in TYPES.iter().enumerate() {
+        let initial = held
+            .iter()
+            .filter(|((ty, _), _)| ty == t)
+            .map(|((_, n), (v, _))| (n.clone(), v.clone()))
+            .collect();
+        let req = DeltaDiscoveryRequest {
+            node: (i == 0).then(|| Node {
+                id: opts.node.clone(),
+                user_agent_name: "membrane".into(),
+                user_agent_version: env!("CARGO_PKG_VERSION").into(),
+                ..Default::default()
+            }),
+            type_url: (*t).to_owned(),
+            initial_resource_versions: initial,
+            ..Default::default()
+        };
+        tx.send(req).await.map_err(|_| "stream closed")?;
+    }
+    let mut stream = client
+        .delta_aggregated_resources(Rx(rx))
+        .await
+        .map_err(|e| format!("stream: {e}"))?
+        .into_inner();
+    status.connected = true;
+    status.publish(opts, handle);
+    loop {
+        let first = stream
+            .message()
+            .await
+            .map_err(|e| format!("receive: {e}"))?
+            .ok_or("the control server closed the stream")?;
+        // Responses for the other types follow at once: apply them together.
+        let mut batch = vec![first];
+        while let Ok(Ok(Some(m))) =
+            tokio::time::timeout(Duration::from_millis(50), stream.message()).await
+        {
+            batch.push(m);
+        }
+        let before = held.clone();
+        for r in &batch {
+            for res in &r.resources {
+                if let Some(any) = &res.resource {
+                    held.insert(
+                        (r.type_url.clone(), res.name.clone()),
+                        (res.version.clone(), any.clone()),
+                    );
+                }
+            }
+            for name in &r.removed_resources {
+                held.remove(&(r.type_url.clone(), name.clone()));
+            }
+        }
+        let rejected = apply(opts, handle, held, &before).await;
+        for r in &batch {
+            let reasons: Vec<String> = rejected
+                .iter()
+                .filter(|((t, _), _)| *t == r.type_url)
+                .map(|((_, n), why)| format!("{n}: {why}"))
+                .collect();
+            status
+                .versions
+                .insert(r.type_url.clone(), r.system_version_info.clone());
+            let error_detail = (!reasons.is_empty()).then(|| RpcStatus {
+                code: 3,
+                message: reasons.join("; "),
+                details: Vec::new(),
+            });
+            if error_detail.is_none() {
+                status.last_ack = Some(format!("{} {}", r.type_url, r.system_version_info));
+            }
+            tx.send(DeltaDiscoveryRequest {
+                type_url: r.type_url.clone(),
+                response_nonce: r.nonce.clone(),
+                error_detail,
+                ..Default::default()
+            })
+            .await
+            .map_err(|_| "stream closed")?;
+        }
+        status.nacks = rejected
+            .iter()
+            .map(|((t, n), why)| (format!("{t}/{n}"), why.clone()))
+            .collect();
+        status.generation += u64::from(rejected.len() < batch_len(&batch));
+        status.publish(opts, handle);
+    }
+}
+
+fn batch_len(batch: &[DeltaDiscoveryResponse]) -> usize {
+    batch
+        .iter()
+        .map(|r| r.resources.len() + r.removed_resources.len())
+        .sum::<usize>()
+        .max(1)
+}
+
+/// Applies `held` as one generation. Resources that fail are put back to their previous
+/// version (or left out when new) and returned with the reason.
+async fn apply(
+    opts: &XdsOptions,
+    handle: &ProxyHandle,
+    held: &mut Held,
+    before: &Held,
+) -> BTreeMap<Key, String> {
+    let mut rejected = BTreeMap::new();
+    let path = generation_file(&opts.state_dir);
+    let mut text = String::new();
+    for _ in 0..=held.len() + 1 {
+        let candidate: BTreeMap<Key, prost_types::Any> = held
+            .iter()
+            .map(|(k, (_, a))| (k.clone(), a.clone()))
+            .collect();
+        let (conv, undecodable) = convert::convert(&candidate, opts.admin, &opts.state_dir);
+        if let Some((k, why)) = undecodable.into_iter().next() {
+            revert(held, before, &k);
+            rejected.insert(k, why);
+            continue;
+        }
+        for (file, pem) in &conv.files {
+            if let Err(e) = write_atomically(file, pem) {
+                tracing::error!(file = %file.display(), error = %e, "cannot write a trust bundle");
+            }
+        }
+        text = serde_json::to_string_pretty(&conv.document).unwrap_or_default();
+        match validate(&path, &text) {
+            Ok(()) => break,
+            Err((field, message)) => {
+                let owner = field
+                    .split_once(']')
+                    .map(|(head, _)| format!("{head}]"))
+                    .and_then(|head| conv.origin.get(&head).cloned());
+                match owner {
+                    Some(k) => {
+                        revert(held, before, &k);
+                        rejected.insert(k, message);
+                    }
+                    None => {
+                        // Not pinned on one resource: refuse the whole update.
+                        let changed: Vec<Key> = held
+                            .keys()
+                            .chain(before.keys())
+                            .filter(|k| held.get(*k).map(|h| &h.0) != before.get(*k).map(|b| &b.0))
+                            .cloned()
+                            .collect();
+                        *held = before.clone();
+                        for k in changed {
+                            rejected.insert(k, message.clone());
+                        }
+                        return rejected;
+                    }
+                }
+            }
+        }
+    }
+    if let Err(e) = write_atomically(&path, &text) {
+        tracing::error!(error = %e, "cannot write the generation file");
+        return rejected;
+    }
+    match handle.reload().await {
+        Ok(_) => {
+            handle.set_ready(true);
+            if let Err(e) = save_held(&opts.state_dir, held) {
+                tracing::warn!(error = %e, "cannot save the resources for the next start");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "a validated generation was refused"),
+    }
+    rejected
+}
+
+fn revert(held: &mut Held, before: &Held, k: &Key) {
+    match before.get(k) {
+        Some(old) => {
+            held.insert(k.clone(), old.clone());
+        }
+        None => {
+            held.remove(k);
+        }
+    }
+}
+
+/// Parses and compiles a candidate generation without applying it: the field and message of
+/// the first error.
+fn validate(path: &Path, text: &str) -> Result<(), (String, String)> {
+    let cfg = crate::config::parse(path, text).map_err(|e| (field_of(&e), e.to_string()))?;
+    crate::snapshot::compile(path, text, cfg, 0, None, &Metrics::new())
+        .map(|_| ())
+        .map_err(|e| (field_of(&e), e.to_string()))
+}
+
+fn field_of(e: &crate::config::ConfigError) -> String {
+    match e {
+        crate::config::ConfigError::Invalid { field, .. } => field.clone(),
+        _ => String::new(),
+    }
+}

@@ -1,0 +1,188 @@
+//! The control server: watches a spec directory, recompiles on change (debounced), and
+//! serves each gateway its cell's resources over ADS. A change that fails `check` or the
+//! compiler is refused with the errors, and the last good resources keep being served.
+//! A small admin endpoint shows what each node was sent, ACKed and NACKed.
+
+use crate::compile::{self, Compiled, Options};
+use crate::server::status::NodeTable;
+use crate::server::{Ads, AggregatedDiscoveryServiceServer};
+use crate::spec;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+#[derive(Debug, Clone)]
+pub struct ControlOptions {
+    pub spec_dir: PathBuf,
+    /// gRPC (ADS) address.
+    pub listen: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    /// Where each gateway finds `<cell>.pem` and `<cell>-key.pem`.
+    pub cert_dir: PathBuf,
+    /// The org CA, PEM, sent to gateways as their trust bundle.
+    pub trust_bundle_pem: String,
+    /// File events are gathered this long before recompiling.
+    pub debounce: Duration,
+}
+
+/// What the admin endpoint and tests read.
+pub struct ControlState {
+    pub nodes: Arc<NodeTable>,
+    pub current: watch::Receiver<Arc<Compiled>>,
+    /// The last refused change, with its errors (cleared by a good one).
+    pub last_error: Mutex<Option<String>>,
+    /// When the resources last changed, for the time to the last ACK.
+    pub changed_at: Mutex<Instant>,
+    pub generation: Mutex<u64>,
+}
+
+pub struct ControlHandle {
+    pub addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
+    pub state: Arc<ControlState>,
+    reload: mpsc::UnboundedSender<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+impl ControlHandle {
+    /// Stops serving ADS (open streams end; gateways keep their configuration).
+    pub fn shutdown(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+
+    /// Re-reads the directory now (as a file change would).
+    pub fn reload(&self) {
+        let _ = self.reload.send(());
+    }
+}
+
+fn build(opts: &ControlOptions) -> Result<Compiled, String> {
+    let specs = spec::load_dir(&opts.spec_dir).map_err(join)?;
+    let errors = spec::check(&specs);
+    if !errors.is_empty() {
+        return Err(join(errors));
+    }
+    compile::compile(
+        &specs,
+        &Options {
+            spec_dir: opts.spec_dir.clone(),
+            cert_dir: opts.cert_dir.clone(),
+            trust_bundle_pem: opts.trust_bundle_pem.clone(),
+        },
+    )
+}
+
+fn join(errors: Vec<spec::SpecError>) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Starts serving (inside a tokio runtime). Refuses to start on invalid specs.
+pub async fn start(opts: ControlOptions) -> Result<ControlHandle, String> {
+    let first = build(&opts)?;
+    let (publish, current) = watch::channel(Arc::new(first));
+    let ads = Ads::new(current.clone());
+    let state = Arc::new(ControlState {
+        nodes: ads.nodes.clone(),
+        current,
+        last_error: Mutex::new(None),
+        changed_at: Mutex::new(Instant::now()),
+        generation: Mutex::new(1),
+    });
+    let incoming = tonic::transport::server::TcpIncoming::bind(opts.listen)
+        .map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
+    let addr = incoming.local_addr().map_err(|e| e.to_string())?;
+    let svc = AggregatedDiscoveryServiceServer::new(ads);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        if let Err(e) = tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stopped.await;
+            })
+            .await
+        {
+            tracing::error!(error = %e, "ADS server stopped");
+        }
+    });
+    tracing::info!(%addr, "ADS listening");
+    let admin_addr = match opts.admin {
+        Some(a) => Some(crate::control_admin::serve(a, state.clone()).await?),
+        None => None,
+    };
+
+    let (reload, mut reloads) = mpsc::unbounded_channel::<()>();
+    let watcher = watch_dir(&opts.spec_dir, reload.clone());
+    let st = state.clone();
+    tokio::spawn(async move {
+        while reloads.recv().await.is_some() {
+            tokio::time::sleep(opts.debounce).await;
+            while reloads.try_recv().is_ok() {}
+            match build(&opts) {
+                Ok(next) => {
+                    if let Ok(mut e) = st.last_error.lock() {
+                        *e = None;
+                    }
+                    let changed = publish.send_if_modified(|cur| {
+                        if **cur == next {
+                            return false;
+                        }
+                        *cur = Arc::new(next);
+                        true
+                    });
+                    if changed {
+                        if let Ok(mut t) = st.changed_at.lock() {
+                            *t = Instant::now();
+                        }
+                        if let Ok(mut g) = st.generation.lock() {
+                            *g += 1;
+                        }
+                        tracing::info!("specs changed; pushing to the gateways that need it");
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(errors = %e, "spec change refused; the last good resources keep being served");
+                    if let Ok(mut last) = st.last_error.lock() {
+                        *last = Some(e);
+                    }
+                }
+            }
+        }
+    });
+    Ok(ControlHandle {
+        addr,
+        admin_addr,
+        state,
+        reload,
+        stop: Some(stop),
+        _watcher: watcher,
+    })
+}
+
+fn watch_dir(
+    dir: &std::path::Path,
+    tx: mpsc::UnboundedSender<()>,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::{RecursiveMode, Watcher};
+    let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if let Ok(ev) = ev
+            && !ev.kind.is_access()
+        {
+            let _ = tx.send(());
+        }
+    })
+    .map_err(|e| tracing::warn!(error = %e, "cannot watch the spec directory"))
+    .ok()?;
+    w.watch(dir, RecursiveMode::NonRecursive)
+        .map_err(|e| tracing::warn!(error = %e, "cannot watch the spec directory"))
+        .ok()?;
+    Some(w)
+}

@@ -1,0 +1,121 @@
+//! The control server's admin endpoint: `/nodes` (JSON: what each node was sent, ACKed and
+//! NACKed), `/metrics` (Prometheus text), `/ready`.
+
+use crate::control::ControlState;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub async fn serve(addr: SocketAddr, state: Arc<ControlState>) -> Result<SocketAddr, String> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("admin: cannot listen on {addr}: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let state = state.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(respond(&state, req.uri().path())) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(bound)
+}
+
+fn respond(state: &ControlState, path: &str) -> hyper::Response<Full<Bytes>> {
+    let (ct, body) = match path {
+        "/nodes" => {
+            let nodes = state.nodes.snapshot();
+            let last_error = state.last_error.lock().ok().and_then(|e| e.clone());
+            let generation = state.generation.lock().map(|g| *g).unwrap_or(0);
+            (
+                "application/json",
+                serde_json::json!({"generation": generation, "last_error": last_error, "nodes": nodes}).to_string(),
+            )
+        }
+        "/metrics" => ("text/plain; version=0.0.4", metrics(state)),
+        "/ready" => ("text/plain", "ready\n".to_owned()),
+        _ => (
+            "text/plain",
+            "admin endpoints: /nodes /metrics /ready\n".to_owned(),
+        ),
+    };
+    let mut r = hyper::Response::new(Full::new(Bytes::from(body)));
+    if let Ok(v) = ct.parse() {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+fn metrics(state: &ControlState) -> String {
+    let nodes = state.nodes.snapshot();
+    let changed_at = state.changed_at.lock().map(|t| *t).ok();
+    let mut out = String::new();
+    let connected = nodes.values().filter(|n| n.streams > 0).count();
+    let _ = writeln!(
+        out,
+        "# HELP membrane_control_connected_nodes Gateways with an open ADS stream"
+    );
+    let _ = writeln!(out, "# TYPE membrane_control_connected_nodes gauge");
+    let _ = writeln!(out, "membrane_control_connected_nodes {connected}");
+    let _ = writeln!(
+        out,
+        "# HELP membrane_control_pushes_total Responses sent, by node"
+    );
+    let _ = writeln!(out, "# TYPE membrane_control_pushes_total counter");
+    for (id, n) in &nodes {
+        let pushes: u64 = n.types.values().map(|t| t.pushes).sum();
+        let _ = writeln!(
+            out,
+            "membrane_control_pushes_total{{node=\"{id}\"}} {pushes}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP membrane_control_nacks_total NACKs received, by node"
+    );
+    let _ = writeln!(out, "# TYPE membrane_control_nacks_total counter");
+    for (id, n) in &nodes {
+        let nacks: u64 = n.types.values().map(|t| t.nacks).sum();
+        let _ = writeln!(out, "membrane_control_nacks_total{{node=\"{id}\"}} {nacks}");
+    }
+    // From the last change to the last ACK that followed it, across nodes.
+    if let Some(changed) = changed_at {
+        let last = nodes
+            .values()
+            .flat_map(|n| n.types.values())
+            .filter_map(|t| t.acked_at)
+            .filter(|a| *a >= changed)
+            .max();
+        if let Some(last) = last {
+            let _ = writeln!(
+                out,
+                "# HELP membrane_control_change_to_last_ack_seconds From the last spec change to the last ACK after it"
+            );
+            let _ = writeln!(
+                out,
+                "# TYPE membrane_control_change_to_last_ack_seconds gauge"
+            );
+            let _ = writeln!(
+                out,
+                "membrane_control_change_to_last_ack_seconds {}",
+                (last - changed).as_secs_f64()
+            );
+        }
+    }
+    out
+}
