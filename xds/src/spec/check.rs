@@ -219,7 +219,7 @@ pub fn check(specs: &Specs) -> Vec<SpecError> {
                             .into(),
                     );
                 }
-                if vis >= Visibility::Organization && c.gateway.west.is_none() {
+                if vis == Visibility::Organization && c.gateway.west.is_none() {
                     e.at(
                         src,
                         &ep.visibility,

@@ -1,0 +1,339 @@
+//! Control server and gateways over real gRPC on 127.0.0.1: a spec change reaches the
+//! gateway and changes routing; a bad resource is NACKed with its reason while the good ones
+//! of the same push apply and the old config serves; the control server restarts and the
+//! gateway keeps serving, then reconnects; a gateway restarted while the control server is
+//! down serves from its last good generation.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use membrane_policy::jwt::{Alg, Signer};
+use membrane_proxy::testing::Upstream;
+use membrane_proxy::testing::tls::{Leaf, client_config, connect, get_over};
+use membrane_proxy::tls::devca::DevCa;
+use membrane_proxy::xds_client::{self, XdsOptions};
+use membrane_xds::control::{self, ControlOptions};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+struct World {
+    dir: PathBuf,
+    spec: PathBuf,
+    pki: PathBuf,
+    north: SocketAddr,
+    token: String,
+    idp: Signer,
+}
+
+fn world(tag: &str) -> World {
+    let dir = std::env::temp_dir().join(format!("membrane-xds-{tag}-{}", std::process::id()));
+    let (spec, pki) = (dir.join("spec"), dir.join("pki"));
+    std::fs::create_dir_all(&spec).unwrap();
+    std::fs::create_dir_all(&pki).unwrap();
+    let ca = DevCa::new("org ca", Duration::from_secs(86_400)).unwrap();
+    std::fs::write(pki.join("ca.pem"), ca.cert_pem()).unwrap();
+    let leaf = ca
+        .issue(
+            &Leaf::new("orders")
+                .dns("localhost")
+                .spiffe("spiffe://acme.internal/org/acme/env/dev/cell/orders"),
+        )
+        .unwrap();
+    std::fs::write(pki.join("orders.pem"), &leaf.cert_pem).unwrap();
+    std::fs::write(pki.join("orders-key.pem"), &leaf.key_pem).unwrap();
+    let idp = Signer::generate(Alg::ES256, "k1").unwrap();
+    std::fs::write(spec.join("jwks.json"), idp.jwks()).unwrap();
+    std::fs::write(
+        spec.join("idp.yaml"),
+        "kind: JwtProvider\nname: idp\njwks: {file: jwks.json}\n",
+    )
+    .unwrap();
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let token = idp.sign(&json!({"sub": "alice", "exp": exp}));
+    World {
+        north: format!("127.0.0.1:{}", closed_port()).parse().unwrap(),
+        dir,
+        spec,
+        pki,
+        token,
+        idp,
+    }
+}
+
+fn cell_spec(north: SocketAddr, endpoints: &[(&str, &str, SocketAddr)]) -> String {
+    let mut s = format!(
+        "kind: Cell\nname: orders\norg: acme\nproject: orders\nenvironment: dev\ngateway:\n  north: {{address: '{north}'}}\ncomponents:\n  - name: api\n    endpoints:\n"
+    );
+    for (name, path, up) in endpoints {
+        s.push_str(&format!(
+            "      - {{name: {name}, base_path: {path}, upstreams: ['{up}'], visibility: public, jwt: idp}}\n"
+        ));
+    }
+    s
+}
+
+async fn start_control(w: &World, listen: SocketAddr) -> control::ControlHandle {
+    control::start(ControlOptions {
+        spec_dir: w.spec.clone(),
+        listen,
+        admin: None,
+        cert_dir: w.pki.clone(),
+        trust_bundle_pem: std::fs::read_to_string(w.pki.join("ca.pem")).unwrap(),
+        debounce: Duration::from_millis(50),
+    })
+    .await
+    .unwrap()
+}
+
+fn start_gateway(url: &str, state: &Path) -> membrane_proxy::ProxyHandle {
+    xds_client::start(XdsOptions {
+        url: url.to_owned(),
+        node: "orders/gw-1".into(),
+        state_dir: state.to_owned(),
+        admin: "127.0.0.1:0".parse().unwrap(),
+    })
+    .unwrap()
+}
+
+/// GET over the north listener with the token; the status and the upstream that answered.
+async fn call(w: &World, path: &str) -> Result<(u16, String), String> {
+    let cfg = client_config(
+        &w.pki.join("ca.pem"),
+        None,
+        &["http/1.1"],
+        &[&rustls::version::TLS13],
+    );
+    let s = connect(w.north, "localhost", cfg)
+        .await
+        .map_err(|e| e.to_string())?;
+    let bearer = format!("Bearer {}", w.token);
+    let r = get_over(s, path, &[("authorization", &bearer)]).await?;
+    let upstream = serde_json::from_slice::<serde_json::Value>(&r.body)
+        .ok()
+        .and_then(|v| v["upstream"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    Ok((r.status.as_u16(), upstream))
+}
+
+async fn until(what: &str, w: &World, path: &str, want: (u16, &str)) {
+    eventually(what, Duration::from_secs(20), || async move {
+        matches!(call(w, path).await, Ok((s, u)) if s == want.0 && u == want.1)
+    })
+    .await;
+}
+
+async fn ready(admin: SocketAddr) -> bool {
+    let c = client_h1();
+    matches!(c.get(format!("http://{admin}/ready").parse().unwrap()).await, Ok(r) if r.status() == 200)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn specs_reach_the_gateway_which_survives_control_and_own_restarts() {
+    let w = world("flow");
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    std::fs::write(
+        w.spec.join("orders.yaml"),
+        cell_spec(w.north, &[("catalog", "/catalog", a.addr)]),
+    )
+    .unwrap();
+    let ctl = start_control(&w, "127.0.0.1:0".parse().unwrap()).await;
+    let ads_addr = ctl.addr;
+    let url = format!("http://{ads_addr}");
+    let state = w.dir.join("state");
+    let gw = start_gateway(&url, &state);
+    eventually("the gateway is ready", Duration::from_secs(20), || {
+        ready(gw.admin_addr())
+    })
+    .await;
+    until("the first generation routes", &w, "/catalog/1", (200, "a")).await;
+
+    // A spec change (a new endpoint) reaches the gateway and changes its routing.
+    std::fs::write(
+        w.spec.join("orders.yaml"),
+        cell_spec(
+            w.north,
+            &[("catalog", "/catalog", a.addr), ("fresh", "/fresh", b.addr)],
+        ),
+    )
+    .unwrap();
+    ctl.reload();
+    until("the new route", &w, "/fresh/x", (200, "b")).await;
+
+    // A bad change is refused by the control server; the last good one keeps being served.
+    std::fs::write(
+        w.spec.join("broken.yaml"),
+        "kind: Policy\nname: p\ncell: ghost\nlistener: west\nrules: []\n",
+    )
+    .unwrap();
+    ctl.reload();
+    eventually(
+        "the refusal is recorded",
+        Duration::from_secs(10),
+        || async {
+            ctl.state
+                .last_error
+                .lock()
+                .unwrap()
+                .as_deref()
+                .is_some_and(|e| e.contains("unknown cell `ghost`"))
+        },
+    )
+    .await;
+    std::fs::remove_file(w.spec.join("broken.yaml")).unwrap();
+    assert_eq!(call(&w, "/fresh/x").await.unwrap(), (200, "b".into()));
+
+    // The control server goes away: the gateway keeps serving.
+    ctl.shutdown();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(call(&w, "/catalog/2").await.unwrap(), (200, "a".into()));
+
+    // The gateway restarts while the control server is down: it boots from its state.
+    gw.shutdown().await;
+    let gw = start_gateway(&url, &state);
+    eventually(
+        "the restarted gateway is ready from its state",
+        Duration::from_secs(10),
+        || ready(gw.admin_addr()),
+    )
+    .await;
+    until(
+        "served from the last good generation",
+        &w,
+        "/fresh/y",
+        (200, "b"),
+    )
+    .await;
+
+    // The control server comes back on its address; the gateway reconnects and follows
+    // the next change.
+    let ctl = start_control(&w, ads_addr).await;
+    std::fs::write(
+        w.spec.join("orders.yaml"),
+        cell_spec(w.north, &[("catalog", "/catalog", b.addr)]),
+    )
+    .unwrap();
+    ctl.reload();
+    until(
+        "the reconnected gateway follows changes",
+        &w,
+        "/catalog/3",
+        (200, "b"),
+    )
+    .await;
+    let nodes = ctl.state.nodes.snapshot();
+    assert_eq!(nodes["orders/gw-1"].protocol, "delta");
+    gw.shutdown().await;
+    ctl.shutdown();
+    drop(w.idp);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_resource_is_nacked_with_its_reason_while_the_good_ones_apply() {
+    use membrane_xds::compile::{self as xc, TYPE_CLUSTER, TYPE_LISTENER, Versioned};
+    use membrane_xds::proto::membrane::v1 as pb;
+    use membrane_xds::server::{Ads, AggregatedDiscoveryServiceServer};
+    use prost::Message;
+    use std::sync::Arc;
+
+    let w = world("nack");
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    std::fs::write(
+        w.spec.join("orders.yaml"),
+        cell_spec(w.north, &[("catalog", "/catalog", a.addr)]),
+    )
+    .unwrap();
+    let specs = membrane_xds::spec::load_dir(&w.spec).unwrap();
+    let opts = xc::Options {
+        spec_dir: w.spec.clone(),
+        cert_dir: w.pki.clone(),
+        trust_bundle_pem: std::fs::read_to_string(w.pki.join("ca.pem")).unwrap(),
+    };
+    let good = xc::compile(&specs, &opts).unwrap();
+    let (publish, rx) = tokio::sync::watch::channel(Arc::new(good.clone()));
+    let ads = Ads::new(rx);
+    let incoming =
+        tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let url = format!("http://{}", incoming.local_addr().unwrap());
+    let svc = AggregatedDiscoveryServiceServer::new(ads.clone());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(incoming),
+    );
+    let gw = start_gateway(&url, &w.dir.join("state"));
+    until("the first generation", &w, "/catalog/1", (200, "a")).await;
+
+    // One push: the catalog cluster moves to upstream b (good), and a new listener routes
+    // to a cluster that does not exist (bad).
+    let mut next = good.clone();
+    let res = next.gateways.get_mut("orders").unwrap();
+    let put = |res: &mut xc::Resources, t: &str, name: &str, bytes: Vec<u8>| {
+        res.insert(
+            (t.to_owned(), name.to_owned()),
+            Versioned {
+                version: format!("v-{}", bytes.len()),
+                resource: prost_types::Any {
+                    type_url: t.to_owned(),
+                    value: bytes,
+                },
+            },
+        );
+    };
+    let cluster = pb::Cluster {
+        name: "local:catalog".into(),
+        endpoints: vec![b.addr.to_string()],
+        protocol: pb::Protocol::Http1 as i32,
+        tls: None,
+    };
+    put(res, TYPE_CLUSTER, "local:catalog", cluster.encode_to_vec());
+    let bad = pb::Listener {
+        name: "bad".into(),
+        address: format!("127.0.0.1:{}", closed_port()),
+        protocol: pb::Protocol::Http1 as i32,
+        tls: None,
+        routes: vec![pb::Route {
+            name: "r".into(),
+            path_prefix: "/".into(),
+            cluster: "nope".into(),
+            ..Default::default()
+        }],
+        authorization: None,
+    };
+    put(res, TYPE_LISTENER, "bad", bad.encode_to_vec());
+    publish.send(Arc::new(next)).unwrap();
+
+    until("the good resource applied", &w, "/catalog/2", (200, "b")).await;
+    eventually(
+        "the bad listener NACKed with its reason",
+        Duration::from_secs(10),
+        || async {
+            let nodes = ads.nodes.snapshot();
+            nodes
+                .get("orders/gw-1")
+                .and_then(|n| n.types.get(TYPE_LISTENER))
+                .and_then(|t| t.nack.clone())
+                .is_some_and(|(_, why)| why.contains("bad") && why.contains("nope"))
+        },
+    )
+    .await;
+    // The gateway says so too, and never bound the bad listener.
+    let cfg = get(
+        &client_h1(),
+        &format!("http://{}/config", gw.admin_addr()),
+        "a",
+        &[],
+    )
+    .await
+    .json();
+    let nacks = cfg["xds"]["nacks"].as_object().unwrap();
+    assert!(nacks.keys().any(|k| k.ends_with("/bad")), "{cfg}");
+    assert!(gw.listener_addr("bad").is_none());
+    gw.shutdown().await;
+}
