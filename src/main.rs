@@ -2,6 +2,7 @@
 //! over to a library crate.
 
 mod cert;
+mod demo;
 mod token;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +25,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Everything on one machine: a dev CA, the control server on examples/cells, a gateway
+    /// per cell, upstream services and a demo token; prints what runs where and curl
+    /// commands. Ctrl-C stops it.
+    Demo {
+        /// The cell specs to run.
+        #[arg(long, default_value = "examples/cells")]
+        spec_dir: PathBuf,
+        /// Where the demo keeps its copy of the specs, certificates and gateway state.
+        #[arg(long, default_value = "target/membrane-demo")]
+        work_dir: PathBuf,
+        /// Make the suggested calls, print the results and exit (0 when all are as expected).
+        #[arg(long)]
+        check: bool,
+    },
     /// Run the gateway's data plane from a static YAML config file.
     ///
     /// Reloads the file on SIGHUP and when it changes; a bad file is refused with its
@@ -145,6 +160,15 @@ fn main() -> ExitCode {
             pki,
         } => run_control(config_dir, listen, admin, pki),
         Command::Cert(cmd) => cert::run(cmd),
+        Command::Demo {
+            spec_dir,
+            work_dir,
+            check,
+        } => demo::run(demo::DemoArgs {
+            spec_dir,
+            work_dir,
+            check,
+        }),
         Command::Token(args) => token::run(args),
         Command::Check { dir } => check(&dir),
         Command::Explain {
@@ -238,6 +262,8 @@ fn run_control(
             return ExitCode::from(1);
         }
     };
+    // Certificate paths go to the gateways as they are: make them absolute.
+    let pki = std::path::absolute(&pki).unwrap_or(pki);
     rt.block_on(async move {
         let opts = membrane_xds::control::ControlOptions {
             spec_dir,

@@ -57,8 +57,10 @@ fn resources_file(dir: &Path) -> PathBuf {
 
 /// Starts the proxy from the last generation in the state directory (or with no listeners,
 /// not ready, when there is none) and the xDS client beside it.
-pub fn start(opts: XdsOptions) -> Result<ProxyHandle, StartError> {
+pub fn start(mut opts: XdsOptions) -> Result<ProxyHandle, StartError> {
     std::fs::create_dir_all(&opts.state_dir).map_err(StartError::Runtime)?;
+    // Trust bundles are written here and named by path in the generation file.
+    opts.state_dir = std::path::absolute(&opts.state_dir).map_err(StartError::Runtime)?;
     let file = generation_file(&opts.state_dir);
     let booted_from_state = file.exists();
     if !booted_from_state {
