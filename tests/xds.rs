@@ -337,3 +337,73 @@ async fn a_bad_resource_is_nacked_with_its_reason_while_the_good_ones_apply() {
     assert!(gw.listener_addr("bad").is_none());
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_fails_while_specs_change_ten_times_a_second() {
+    let w = world("churn");
+    let a = Upstream::start("a").await;
+    std::fs::write(
+        w.spec.join("orders.yaml"),
+        cell_spec(w.north, &[("catalog", "/catalog", a.addr)]),
+    )
+    .unwrap();
+    let ctl = start_control(&w, "127.0.0.1:0".parse().unwrap()).await;
+    let gw = start_gateway(&format!("http://{}", ctl.addr), &w.dir.join("state"));
+    until("the first generation", &w, "/catalog/0", (200, "a")).await;
+
+    // Load: two loops of requests, each on a new TLS connection, bounded by count and time.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let w = std::sync::Arc::new(w);
+    let mut loaders = Vec::new();
+    for _ in 0..2 {
+        let (w, stop) = (w.clone(), stop.clone());
+        loaders.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            for i in 0..20_000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                match call(&w, &format!("/catalog/{i}")).await {
+                    Ok((200, _)) => ok += 1,
+                    other => failed.push(format!("{other:?}")),
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    // 25 spec changes, 100 ms apart: each adds or drops a second endpoint.
+    let b = Upstream::start("b").await;
+    for i in 0..25 {
+        let eps: Vec<(&str, &str, SocketAddr)> = if i % 2 == 0 {
+            vec![("catalog", "/catalog", a.addr), ("extra", "/extra", b.addr)]
+        } else {
+            vec![("catalog", "/catalog", a.addr)]
+        };
+        std::fs::write(w.spec.join("orders.yaml"), cell_spec(w.north, &eps)).unwrap();
+        ctl.reload();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, Vec::new());
+    for l in loaders {
+        let (o, f) = l.await.unwrap();
+        ok += o;
+        failed.extend(f);
+    }
+    assert!(ok > 50, "the load ran: {ok}");
+    assert!(
+        failed.is_empty(),
+        "{} failed of {}: {:?}",
+        failed.len(),
+        ok as usize + failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    let pushes: u64 = ctl.state.nodes.snapshot()["orders/gw-1"]
+        .types
+        .values()
+        .map(|t| t.pushes)
+        .sum();
+    assert!(pushes >= 10, "the changes were pushed: {pushes}");
+    gw.shutdown().await;
+    ctl.shutdown();
+}
