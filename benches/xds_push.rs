@@ -50,7 +50,11 @@ fn write_specs(dir: &Path) {
         }
         s.push_str("components:\n  - name: api\n    endpoints:\n");
         for e in 0..ENDPOINTS {
-            let vis = if e % 2 == 0 { "public\n        jwt: idp" } else { "organization" };
+            let vis = if e % 2 == 0 {
+                "public\n        jwt: idp"
+            } else {
+                "organization"
+            };
             let _ = write!(
                 s,
                 "      - name: ep{e}\n        base_path: /svc{e}\n        upstreams: ['10.0.{}.{}:8080']\n        visibility: {vis}\n",
@@ -67,14 +71,26 @@ fn write_idp(dir: &Path, kid: &str) {
     let jwks = format!(
         "{{\"keys\": [{{\"kty\": \"OKP\", \"crv\": \"Ed25519\", \"kid\": \"{kid}\", \"x\": \"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo\"}}]}}"
     );
-    std::fs::write(dir.join("idp.yaml"), format!("kind: JwtProvider\nname: idp\njwks: {{inline: '{jwks}'}}\n")).unwrap();
+    std::fs::write(
+        dir.join("idp.yaml"),
+        format!("kind: JwtProvider\nname: idp\njwks: {{inline: '{jwks}'}}\n"),
+    )
+    .unwrap();
 }
 
 fn rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|k| k.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(str::to_owned)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|k| k.parse::<f64>().ok())
+        })
         .map_or(0.0, |kb| kb / 1024.0)
 }
 

@@ -218,22 +218,17 @@ async fn demo(args: DemoArgs) -> Result<ExitCode, String> {
 /// The calls the demo suggests, made and checked.
 async fn check(ca_file: &Path, token: &str) -> ExitCode {
     let mut ok = true;
-    let cases: [(&str, &str, Option<&str>, u16); 5] = [
-        (
-            "public call with the token",
-            "https://localhost:8443/catalog/items",
-            Some(token),
-            200,
-        ),
-        (
-            "public call without a token",
-            "https://localhost:8443/catalog/items",
-            None,
-            401,
-        ),
+    let pki = ca_file.parent().unwrap_or(Path::new("."));
+    let north = "https://localhost:8443/catalog/items";
+    let west = "https://localhost:9443/orders/1";
+    // (what, URL, token, client certificate of cell, expected status; 0: no HTTP answer)
+    let cases: [(&str, &str, Option<&str>, Option<&str>, u16); 8] = [
+        ("public call with the token", north, Some(token), None, 200),
+        ("public call without a token", north, None, None, 401),
         (
             "billing -> orders (allowed)",
             "http://127.0.0.1:9081/orders/orders/42",
+            None,
             None,
             200,
         ),
@@ -241,22 +236,49 @@ async fn check(ca_file: &Path, token: &str) -> ExitCode {
             "analytics -> orders (denied)",
             "http://127.0.0.1:9083/orders/orders/42",
             None,
+            None,
             403,
         ),
         (
             "billing -> an endpoint orders keeps to itself",
             "http://127.0.0.1:9081/orders/jobs",
             None,
+            None,
             403,
         ),
+        (
+            "orders' west with billing's certificate",
+            west,
+            None,
+            Some("billing"),
+            200,
+        ),
+        (
+            "orders' west with analytics' certificate",
+            west,
+            None,
+            Some("analytics"),
+            403,
+        ),
+        (
+            "orders' west without a certificate (refused in the handshake)",
+            west,
+            None,
+            None,
+            0,
+        ),
     ];
-    for (what, url, tok, want) in cases {
+    for (what, url, tok, cert, want) in cases {
         let mut cmd = std::process::Command::new("curl");
         cmd.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
             .arg(ca_file)
             .arg(url);
         if let Some(t) = tok {
             cmd.arg("-H").arg(format!("Authorization: Bearer {t}"));
+        }
+        if let Some(c) = cert {
+            cmd.arg("--cert").arg(pki.join(format!("{c}.pem")));
+            cmd.arg("--key").arg(pki.join(format!("{c}-key.pem")));
         }
         // curl blocks: off the runtime, which serves the upstreams meanwhile.
         let got = tokio::task::spawn_blocking(move || cmd.output())
