@@ -215,14 +215,16 @@ async fn demo(args: DemoArgs) -> Result<ExitCode, String> {
     Ok(code)
 }
 
+/// A check: what, URL, token, client certificate of cell, expected status (0: no answer).
+type Case<'a> = (&'a str, &'a str, Option<&'a str>, Option<&'a str>, u16);
+
 /// The calls the demo suggests, made and checked.
 async fn check(ca_file: &Path, token: &str) -> ExitCode {
     let mut ok = true;
     let pki = ca_file.parent().unwrap_or(Path::new("."));
     let north = "https://localhost:8443/catalog/items";
     let west = "https://localhost:9443/orders/1";
-    // (what, URL, token, client certificate of cell, expected status; 0: no HTTP answer)
-    let cases: [(&str, &str, Option<&str>, Option<&str>, u16); 8] = [
+    let cases: [Case<'_>; 8] = [
         ("public call with the token", north, Some(token), None, 200),
         ("public call without a token", north, None, None, 401),
         (
