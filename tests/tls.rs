@@ -162,11 +162,16 @@ async fn sni_picks_the_certificate_and_resumption_works() {
         m["membrane_tls_handshakes_total{listener=\"edge\",outcome=\"resumed\"}"] >= 1.0,
         "{m:?}"
     );
-    assert_eq!(
-        failures(&m, "bad_san") + failures(&m, "peer_alert"),
-        1.0,
-        "the refused name"
-    );
+    let proxy = &proxy;
+    eventually(
+        "the refused name is counted",
+        Duration::from_secs(5),
+        || async move {
+            let m = metrics(proxy).await;
+            failures(&m, "bad_san") + failures(&m, "peer_alert") == 1.0
+        },
+    )
+    .await;
     proxy.shutdown().await;
 }
 
@@ -270,8 +275,20 @@ async fn a_require_listener_refuses_each_bad_client_certificate_for_its_reason()
         )
         .await;
         assert!(got.is_err(), "{reason}: the request was served");
-        let after = failures(&metrics(&proxy).await, reason);
-        assert_eq!(after, before + 1.0, "{reason} counted once");
+        // The server counts the failure when its accept returns, which can be just after
+        // the client saw the connection end.
+        let proxy = &proxy;
+        eventually(
+            &format!("{reason} counted"),
+            Duration::from_secs(5),
+            || async move { failures(&metrics(proxy).await, reason) >= before + 1.0 },
+        )
+        .await;
+        assert_eq!(
+            failures(&metrics(proxy).await, reason),
+            before + 1.0,
+            "{reason} counted once"
+        );
     }
     assert_eq!(up.served(), 1, "only the good client reached the upstream");
     let m = metrics(&proxy).await;
