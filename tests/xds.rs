@@ -407,3 +407,56 @@ async fn no_request_fails_while_specs_change_ten_times_a_second() {
     gw.shutdown().await;
     ctl.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_admin_shows_what_each_node_was_sent_and_acked() {
+    let w = world("admin");
+    let a = Upstream::start("a").await;
+    std::fs::write(
+        w.spec.join("orders.yaml"),
+        cell_spec(w.north, &[("catalog", "/catalog", a.addr)]),
+    )
+    .unwrap();
+    let ctl = control::start(ControlOptions {
+        spec_dir: w.spec.clone(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin: Some("127.0.0.1:0".parse().unwrap()),
+        cert_dir: w.pki.clone(),
+        trust_bundle_pem: std::fs::read_to_string(w.pki.join("ca.pem")).unwrap(),
+        debounce: Duration::from_millis(50),
+    })
+    .await
+    .unwrap();
+    let admin = ctl.admin_addr.unwrap();
+    let gw = start_gateway(&format!("http://{}", ctl.addr), &w.dir.join("state"));
+    until("the first generation", &w, "/catalog/1", (200, "a")).await;
+    let c = client_h1();
+    let nodes = get(&c, &format!("http://{admin}/nodes"), "a", &[])
+        .await
+        .json();
+    let node = &nodes["nodes"]["orders/gw-1"];
+    assert_eq!(node["streams"], 1, "{nodes}");
+    let listener = &node["types"]["type.googleapis.com/membrane.v1.Listener"];
+    assert_eq!(
+        listener["acked_version"], listener["sent_version"],
+        "{nodes}"
+    );
+    assert!(listener["nack"].is_null());
+    let m = parse_metrics(
+        &get(&c, &format!("http://{admin}/metrics"), "a", &[])
+            .await
+            .text(),
+    );
+    assert_eq!(m["membrane_control_connected_nodes"], 1.0);
+    assert!(m["membrane_control_pushes_total{node=\"orders/gw-1\"}"] >= 4.0);
+    assert_eq!(m["membrane_control_nacks_total{node=\"orders/gw-1\"}"], 0.0);
+    // The gateway's own view: versions and the last ACK on /config.
+    let cfg = get(&c, &format!("http://{}/config", gw.admin_addr()), "a", &[])
+        .await
+        .json();
+    assert_eq!(cfg["xds"]["connected"], true, "{cfg}");
+    assert_eq!(cfg["xds"]["node"], "orders/gw-1");
+    assert!(cfg["xds"]["last_ack"].is_string(), "{cfg}");
+    gw.shutdown().await;
+    ctl.shutdown();
+}

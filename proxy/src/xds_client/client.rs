@@ -11,10 +11,8 @@ use crate::server::{ProxyHandle, StartError, StartOptions};
 use base64::Engine;
 use membrane_xds::compile::{TYPE_CLUSTER, TYPE_JWT_PROVIDER, TYPE_LISTENER, TYPE_TRUST_BUNDLE};
 use membrane_xds::proto::envoy::config::core::v3::Node;
+use membrane_xds::proto::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use membrane_xds::proto::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use membrane_xds::proto::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse,
-};
 use membrane_xds::proto::google::rpc::Status as RpcStatus;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -245,7 +243,10 @@ async fn session(
                 held.remove(&(r.type_url.clone(), name.clone()));
             }
         }
-        let rejected = apply(opts, handle, held, &before).await;
+        let (rejected, generation) = apply(opts, handle, held, &before).await;
+        if let Some(g) = generation {
+            status.generation = g;
+        }
         for r in &batch {
             let reasons: Vec<String> = rejected
                 .iter()
@@ -276,27 +277,19 @@ async fn session(
             .iter()
             .map(|((t, n), why)| (format!("{t}/{n}"), why.clone()))
             .collect();
-        status.generation += u64::from(rejected.len() < batch_len(&batch));
         status.publish(opts, handle);
     }
 }
 
-fn batch_len(batch: &[DeltaDiscoveryResponse]) -> usize {
-    batch
-        .iter()
-        .map(|r| r.resources.len() + r.removed_resources.len())
-        .sum::<usize>()
-        .max(1)
-}
-
 /// Applies `held` as one generation. Resources that fail are put back to their previous
-/// version (or left out when new) and returned with the reason.
+/// version (or left out when new) and returned with the reason; with the generation now
+/// serving when one was applied.
 async fn apply(
     opts: &XdsOptions,
     handle: &ProxyHandle,
     held: &mut Held,
     before: &Held,
-) -> BTreeMap<Key, String> {
+) -> (BTreeMap<Key, String>, Option<u64>) {
     let mut rejected = BTreeMap::new();
     let path = generation_file(&opts.state_dir);
     let mut text = String::new();
@@ -341,7 +334,7 @@ async fn apply(
                         for k in changed {
                             rejected.insert(k, message.clone());
                         }
-                        return rejected;
+                        return (rejected, None);
                     }
                 }
             }
@@ -349,18 +342,21 @@ async fn apply(
     }
     if let Err(e) = write_atomically(&path, &text) {
         tracing::error!(error = %e, "cannot write the generation file");
-        return rejected;
+        return (rejected, None);
     }
     match handle.reload().await {
-        Ok(_) => {
+        Ok(generation) => {
             handle.set_ready(true);
             if let Err(e) = save_held(&opts.state_dir, held) {
                 tracing::warn!(error = %e, "cannot save the resources for the next start");
             }
+            (rejected, Some(generation))
         }
-        Err(e) => tracing::error!(error = %e, "a validated generation was refused"),
+        Err(e) => {
+            tracing::error!(error = %e, "a validated generation was refused");
+            (rejected, None)
+        }
     }
-    rejected
 }
 
 fn revert(held: &mut Held, before: &Held, k: &Key) {
