@@ -460,3 +460,58 @@ async fn the_control_admin_shows_what_each_node_was_sent_and_acked() {
     gw.shutdown().await;
     ctl.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn south_reaches_allow_listed_external_hosts_over_tls_and_refuses_others() {
+    use membrane_proxy::testing::tls::TlsUpstream;
+    let w = world("south");
+    // An "external" HTTPS service on loopback, with a certificate for `localhost` from a CA
+    // the spec names.
+    let ext_ca = DevCa::new("external ca", Duration::from_secs(86_400)).unwrap();
+    let leaf = ext_ca.issue(&Leaf::new("ext").dns("localhost")).unwrap();
+    std::fs::write(w.dir.join("ext.pem"), &leaf.cert_pem).unwrap();
+    std::fs::write(w.dir.join("ext-key.pem"), &leaf.key_pem).unwrap();
+    std::fs::write(w.spec.join("ext-ca.pem"), ext_ca.cert_pem()).unwrap();
+    let ext = TlsUpstream::start(
+        "payments",
+        &w.dir.join("ext.pem"),
+        &w.dir.join("ext-key.pem"),
+        None,
+    )
+    .await;
+    let south: SocketAddr = format!("127.0.0.1:{}", closed_port()).parse().unwrap();
+    let a = Upstream::start("a").await;
+    let mut spec = cell_spec(w.north, &[("catalog", "/catalog", a.addr)]);
+    spec = spec.replace(
+        "gateway:\n",
+        &format!("gateway:\n  south: {{address: '{south}'}}\n"),
+    );
+    spec.push_str(&format!(
+        "external_hosts:\n  - {{host: localhost, port: {}, trust_bundle: ext-ca.pem}}\n",
+        ext.addr.port()
+    ));
+    std::fs::write(w.spec.join("orders.yaml"), spec).unwrap();
+    let ctl = start_control(&w, "127.0.0.1:0".parse().unwrap()).await;
+    let gw = start_gateway(&format!("http://{}", ctl.addr), &w.dir.join("state"));
+    eventually("the gateway is ready", Duration::from_secs(20), || {
+        ready(gw.admin_addr())
+    })
+    .await;
+
+    let c = client_h1();
+    let r = get(&c, &format!("http://{south}/v1/charges"), "localhost", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["upstream"], "payments");
+    assert_eq!(r.json()["uri"], "/v1/charges");
+    let r = get(
+        &c,
+        &format!("http://{south}/v1/charges"),
+        "evil.example",
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(ext.served(), 1);
+    gw.shutdown().await;
+    ctl.shutdown();
+}

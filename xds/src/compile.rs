@@ -15,7 +15,9 @@
 //!
 //! Output is deterministic (ordered maps), and each resource's version is a hash of its
 //! encoded bytes, so an unchanged resource keeps its version and is never sent again.
-//! Not compiled yet: `south` egress (external hosts need DNS-resolved clusters).
+//! - `south` (in-cell, plain): a virtual host per allow-listed external host, to a cluster
+//!   that resolves the name and originates TLS verifying it (system CAs, or the host's own
+//!   bundle); any other host is answered 403.
 
 use crate::proto::membrane::v1 as pb;
 use crate::spec::{Action, Cell, Direction, Jwks, PolicyMode, RateKey, Specs, Visibility};
@@ -260,6 +262,7 @@ fn gateway(
                 jwt_provider: provider,
                 rate_limit: rate_limit_for(specs, name, ep.name.value()),
                 direct_status: 0,
+                host: String::new(),
             });
         }
         let l = pb::Listener {
@@ -287,6 +290,7 @@ fn gateway(
                 jwt_required: false,
                 rate_limit: rate_limit_for(specs, name, ep.name.value()),
                 direct_status: 0,
+                host: String::new(),
             })
             .collect();
         let authorization =
@@ -364,6 +368,7 @@ fn gateway(
                     jwt_required: false,
                     rate_limit: None,
                     direct_status: 0,
+                    host: String::new(),
                 });
             }
         }
@@ -376,6 +381,7 @@ fn gateway(
             jwt_required: false,
             rate_limit: None,
             direct_status: 403,
+            host: String::new(),
         });
         let l = pb::Listener {
             name: "east".into(),
@@ -398,6 +404,70 @@ fn gateway(
             }),
         };
         put(&mut out, TYPE_LISTENER, "east", &l);
+    }
+
+    if let Some(south) = &cell.gateway.south {
+        let mut routes = Vec::new();
+        for h in &cell.external_hosts {
+            let host = h.host.value().clone();
+            let cluster = format!("ext:{host}");
+            let trust_bundle = match &h.trust_bundle {
+                Some(file) => {
+                    let pem = std::fs::read_to_string(opts.spec_dir.join(file)).unwrap_or_default();
+                    let b = pb::TrustBundle {
+                        name: cluster.clone(),
+                        pem,
+                    };
+                    put(&mut out, TYPE_TRUST_BUNDLE, &cluster, &b);
+                    cluster.clone()
+                }
+                None => String::new(),
+            };
+            let cl = pb::Cluster {
+                name: cluster.clone(),
+                endpoints: vec![format!("{host}:{}", h.port)],
+                protocol: pb::Protocol::Http1 as i32,
+                tls: Some(pb::UpstreamTls {
+                    sni: host.clone(),
+                    trust_bundle,
+                    spiffe_id: String::new(),
+                    certificate_file: String::new(),
+                    key_file: String::new(),
+                }),
+            };
+            put(&mut out, TYPE_CLUSTER, &cluster, &cl);
+            routes.push(pb::Route {
+                name: format!("to-{host}"),
+                path_prefix: "/".into(),
+                cluster,
+                prefix_rewrite: String::new(),
+                jwt_provider: String::new(),
+                jwt_required: false,
+                rate_limit: None,
+                direct_status: 0,
+                host,
+            });
+        }
+        routes.push(pb::Route {
+            name: "not-allowed".into(),
+            path_prefix: "/".into(),
+            cluster: String::new(),
+            prefix_rewrite: String::new(),
+            jwt_provider: String::new(),
+            jwt_required: false,
+            rate_limit: None,
+            direct_status: 403,
+            host: String::new(),
+        });
+        let l = pb::Listener {
+            name: "south".into(),
+            address: south.address.value().to_string(),
+            protocol: pb::Protocol::Auto as i32,
+            tls: None,
+            routes,
+            authorization: None,
+        };
+        put(&mut out, TYPE_LISTENER, "south", &l);
     }
 
     if uses_tls {

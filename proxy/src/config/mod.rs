@@ -264,7 +264,10 @@ pub enum UpstreamProtocol {
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     pub name: Located<String>,
-    pub endpoints: Vec<SocketAddr>,
+    /// `ip:port`, or `host:port` resolved when the configuration is compiled (every
+    /// reload); a name that does not resolve leaves the cluster without that endpoint (503
+    /// `no_endpoint` until it resolves), as Envoy's strict DNS clusters do.
+    pub endpoints: Vec<Located<String>>,
     #[serde(default = "defaults::lb")]
     pub lb: LbPolicy,
     #[serde(default = "defaults::upstream_protocol")]

@@ -64,8 +64,10 @@ pub enum TlsVersion {
 pub struct ClusterTlsConfig {
     /// Server name sent in SNI; also the DNS name verified when `verify` is not given.
     pub sni: Located<String>,
-    /// PEM file of the CAs the upstream's certificate must chain to.
-    pub trust_bundle: Located<PathBuf>,
+    /// PEM file of the CAs the upstream's certificate must chain to; the system's CA store
+    /// when absent (for public upstreams).
+    #[serde(default)]
+    pub trust_bundle: Option<Located<PathBuf>>,
     /// How the upstream's certificate is checked beyond its chain. Default: the DNS name
     /// in `sni`.
     #[serde(default)]

@@ -264,19 +264,22 @@ impl Compiler<'_> {
             Some((t, f)) => (Some(Arc::new(t)), f),
             None => (None, 0),
         };
+        let mut endpoints = Vec::with_capacity(cl.endpoints.len());
+        for (ei, e) in cl.endpoints.iter().enumerate() {
+            let Some(addr) = self.endpoint(e, &format!("clusters[{i}].endpoints[{ei}]"))? else {
+                continue;
+            };
+            endpoints.push(Endpoint {
+                addr,
+                active: AtomicUsize::new(0),
+            });
+        }
         Ok(Cluster {
             tls,
             tls_fingerprint,
             metrics: self.metrics.cluster(&name),
             name,
-            endpoints: cl
-                .endpoints
-                .iter()
-                .map(|&addr| Endpoint {
-                    addr,
-                    active: AtomicUsize::new(0),
-                })
-                .collect(),
+            endpoints: endpoints.into(),
             lb: cl.lb,
             protocol: cl.protocol,
             connect_timeout: cl.connect_timeout.0,
@@ -285,6 +288,40 @@ impl Compiler<'_> {
             max_connections: cl.max_connections,
             shared,
         })
+    }
+
+    /// An endpoint address: `ip:port` as it is, `host:port` resolved now (IPv4 first). A name
+    /// that does not resolve is left out with a warning; a malformed address is an error.
+    fn endpoint(
+        &self,
+        e: &Located<String>,
+        field: &str,
+    ) -> Result<Option<SocketAddr>, ConfigError> {
+        let text = e.value();
+        if let Ok(a) = text.parse::<SocketAddr>() {
+            return Ok(Some(a));
+        }
+        let Some((host, port)) = text.rsplit_once(':') else {
+            return Err(self.err(e, field.to_owned(), format!("`{text}` is not `host:port`")));
+        };
+        if host.is_empty() || port.parse::<u16>().is_err() {
+            return Err(self.err(e, field.to_owned(), format!("`{text}` is not `host:port`")));
+        }
+        use std::net::ToSocketAddrs;
+        match text.to_socket_addrs() {
+            Ok(addrs) => {
+                let mut all: Vec<SocketAddr> = addrs.collect();
+                all.sort_by_key(|a| a.is_ipv6());
+                if all.is_empty() {
+                    tracing::warn!(endpoint = %text, "resolves to no address; left out for now");
+                }
+                Ok(all.into_iter().next())
+            }
+            Err(err) => {
+                tracing::warn!(endpoint = %text, error = %err, "does not resolve; left out for now");
+                Ok(None)
+            }
+        }
     }
 
     fn listener(

@@ -87,7 +87,7 @@ impl Compiler<'_> {
                                 })?
                                 .0
                         }
-                        None => Arc::new(system_roots()),
+                        None => crate::tls::material::system_roots(),
                     };
                     let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
                         .with_safe_default_protocol_versions()
@@ -418,17 +418,4 @@ fn text_hash(text: &str) -> u64 {
     text.hash(&mut h);
     // 0 means "nothing loaded yet".
     h.finish().max(1)
-}
-
-fn system_roots() -> rustls::RootCertStore {
-    let mut roots = rustls::RootCertStore::empty();
-    let found = rustls_native_certs::load_native_certs();
-    for e in &found.errors {
-        tracing::warn!(error = %e, "reading the system's CA certificates");
-    }
-    let (added, _) = roots.add_parsable_certificates(found.certs);
-    if added == 0 {
-        tracing::warn!("no system CA certificates found; remote JWKS fetches need a trust_bundle");
-    }
-    roots
 }

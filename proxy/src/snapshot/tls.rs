@@ -139,8 +139,11 @@ impl Compiler<'_> {
                 format!("not a valid server name: {e}"),
             )
         })?;
-        let (roots, bundle) = material::load_bundle(&self.path(&t.trust_bundle))
-            .map_err(|e| self.err(&t.trust_bundle, format!("{at}.trust_bundle"), e.to_string()))?;
+        let (roots, bundle) = match &t.trust_bundle {
+            Some(b) => material::load_bundle(&self.path(b))
+                .map_err(|e| self.err(b, format!("{at}.trust_bundle"), e.to_string()))?,
+            None => (material::system_roots(), Vec::new()),
+        };
         let expect = match &t.verify {
             None => Expect::Dns(server_name.clone()),
             Some(UpstreamVerify::Dns(d)) => {
@@ -167,7 +170,12 @@ impl Compiler<'_> {
             None => None,
         };
         let mut h = rustc_hash::FxHasher::default();
-        (t.sni.value(), &expect, t.trust_bundle.value()).hash(&mut h);
+        (
+            t.sni.value(),
+            &expect,
+            t.trust_bundle.as_ref().map(|b| b.value()),
+        )
+            .hash(&mut h);
         if let Some(c) = &client_cert {
             for der in &c.key.cert {
                 der.as_ref().hash(&mut h);

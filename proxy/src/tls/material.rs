@@ -85,3 +85,23 @@ pub fn load_bundle(file: &Path) -> Result<(Arc<RootCertStore>, Vec<CertInfo>), M
     }
     Ok((Arc::new(roots), infos))
 }
+
+/// The system's CA store (for upstreams and key set servers with public certificates).
+/// Loaded once per process.
+pub fn system_roots() -> Arc<RootCertStore> {
+    static ROOTS: std::sync::OnceLock<Arc<RootCertStore>> = std::sync::OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let mut roots = RootCertStore::empty();
+            let found = rustls_native_certs::load_native_certs();
+            for e in &found.errors {
+                tracing::warn!(error = %e, "reading the system's CA certificates");
+            }
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                tracing::warn!("no system CA certificates found: give a trust_bundle");
+            }
+            Arc::new(roots)
+        })
+        .clone()
+}

@@ -103,8 +103,35 @@ pub fn convert(
                 "rules": a.rules.iter().map(rule).collect::<Vec<_>>(),
             });
         }
-        let routes: Vec<Value> = l.routes.iter().map(route).collect();
-        doc["virtual_hosts"] = json!([{"name": "all", "domains": ["*"], "routes": routes}]);
+        // A virtual host per named host, in order of first mention, then `*` for the rest.
+        let mut hosts: Vec<&str> = Vec::new();
+        for r in &l.routes {
+            if !r.host.is_empty() && !hosts.contains(&r.host.as_str()) {
+                hosts.push(&r.host);
+            }
+        }
+        let mut vhosts: Vec<Value> = hosts
+            .iter()
+            .map(|h| {
+                let routes: Vec<Value> = l
+                    .routes
+                    .iter()
+                    .filter(|r| r.host == *h)
+                    .map(route)
+                    .collect();
+                json!({"name": h, "domains": [h], "routes": routes})
+            })
+            .collect();
+        let rest: Vec<Value> = l
+            .routes
+            .iter()
+            .filter(|r| r.host.is_empty())
+            .map(route)
+            .collect();
+        if !rest.is_empty() {
+            vhosts.push(json!({"name": "all", "domains": ["*"], "routes": rest}));
+        }
+        doc["virtual_hosts"] = json!(vhosts);
         origin.insert(format!("listeners[{}]", listeners.len()), key.clone());
         listeners.push(doc);
     }
@@ -119,7 +146,10 @@ pub fn convert(
         };
         let mut doc = json!({"name": c.name, "endpoints": c.endpoints, "protocol": if protocol(c.protocol) == "http2" { "http2" } else { "http1" }});
         if let Some(t) = &c.tls {
-            let mut tls = json!({"sni": t.sni, "trust_bundle": bundle_path(&t.trust_bundle)});
+            let mut tls = json!({"sni": t.sni});
+            if !t.trust_bundle.is_empty() {
+                tls["trust_bundle"] = json!(bundle_path(&t.trust_bundle));
+            }
             if !t.spiffe_id.is_empty() {
                 tls["verify"] = json!({"spiffe_id": t.spiffe_id});
             }
@@ -216,7 +246,7 @@ fn route(r: &pb::Route) -> Value {
         } else {
             r.direct_status
         };
-        doc["direct_response"] = json!({"status": status, "body": "not exposed to this cell\n"});
+        doc["direct_response"] = json!({"status": status, "body": "refused by the gateway: not exposed or not allowed\n"});
     } else {
         let mut fw = json!({"cluster": r.cluster});
         if !r.prefix_rewrite.is_empty() {

@@ -232,6 +232,45 @@ pub fn check(specs: &Specs) -> Vec<SpecError> {
         }
     }
 
+    for (src, c) in specs.cells() {
+        let mut hosts = BTreeMap::new();
+        for (i, h) in c.external_hosts.iter().enumerate() {
+            let name = h.host.value();
+            let valid = !name.is_empty()
+                && name.len() <= 253
+                && name.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                });
+            if !valid {
+                e.at(
+                    src,
+                    &h.host,
+                    format!("external_hosts[{i}].host"),
+                    format!("`{name}` is not a lower-case DNS name"),
+                );
+            }
+            if hosts.insert(name.as_str(), ()).is_some() {
+                e.at(
+                    src,
+                    &h.host,
+                    format!("external_hosts[{i}].host"),
+                    format!("`{name}` is listed already"),
+                );
+            }
+        }
+        if !c.external_hosts.is_empty() && c.gateway.south.is_none() {
+            e.at(
+                src,
+                &c.external_hosts[0].host,
+                "external_hosts".into(),
+                "external hosts are reached through south: give the cell `gateway.south`".into(),
+            );
+        }
+    }
+
     let cell_names = || list(cells.keys().copied());
     for (src, p) in specs.policies() {
         let Some((_, cell)) = cells.get(p.cell.value().as_str()) else {

@@ -188,9 +188,14 @@ pub struct Endpoint {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExternalHost {
+    /// A DNS name; requests through south with this Host go to it over TLS.
     pub host: Located<String>,
     #[serde(default = "https_port")]
     pub port: u16,
+    /// PEM file (relative to the spec directory) of the CAs the host's certificate chains
+    /// to, for private hosts; the system's CA store otherwise.
+    #[serde(default)]
+    pub trust_bundle: Option<PathBuf>,
 }
 
 fn https_port() -> u16 {
