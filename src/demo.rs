@@ -83,6 +83,12 @@ async fn demo(args: DemoArgs) -> Result<ExitCode, String> {
     if !errors.is_empty() {
         return Err(join(errors));
     }
+    if specs.cells().next().is_none() {
+        return Err(format!(
+            "{} holds no Cell document",
+            args.spec_dir.display()
+        ));
+    }
 
     // A dev CA and each gateway's certificate (SPIFFE ID + localhost).
     let ca = DevCa::new("Membrane demo CA", Duration::from_secs(30 * 86_400))
@@ -195,7 +201,9 @@ async fn demo(args: DemoArgs) -> Result<ExitCode, String> {
     println!("  # analytics has no rule on orders' west: denied, 403");
     println!("  curl http://127.0.0.1:9083/orders/orders/42");
     println!("  # metrics of the orders gateway, and what the control server pushed");
-    println!("  curl http://{}/metrics", gateways[0].handle.admin_addr());
+    if let Some(g) = gateways.first() {
+        println!("  curl http://{}/metrics", g.handle.admin_addr());
+    }
     println!("  curl http://{CONTROL_ADMIN}/nodes\n");
     println!(
         "Edit {} and the gateways follow. Ctrl-C stops everything.",
