@@ -515,3 +515,52 @@ async fn south_reaches_allow_listed_external_hosts_over_tls_and_refuses_others()
     gw.shutdown().await;
     ctl.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_runs_as_an_xds_gateway() {
+    let w = world("binary");
+    let a = Upstream::start("a").await;
+    std::fs::write(
+        w.spec.join("orders.yaml"),
+        cell_spec(w.north, &[("catalog", "/catalog", a.addr)]),
+    )
+    .unwrap();
+    let ctl = start_control(&w, "127.0.0.1:0".parse().unwrap()).await;
+    let admin: SocketAddr = format!("127.0.0.1:{}", closed_port()).parse().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_membrane"))
+        .args([
+            "proxy",
+            "--xds",
+            &format!("http://{}", ctl.addr),
+            "--node",
+            "orders/gw-9",
+            "--admin",
+            &admin.to_string(),
+            "--state-dir",
+        ])
+        .arg(w.dir.join("state-bin"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually(
+        "the gateway process is ready",
+        Duration::from_secs(20),
+        || ready(admin),
+    )
+    .await;
+    until(
+        "it routes what the control server sent",
+        &w,
+        "/catalog/1",
+        (200, "a"),
+    )
+    .await;
+    assert!(ctl.state.nodes.snapshot().contains_key("orders/gw-9"));
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "SIGTERM drains and exits 0: {status:?}");
+    ctl.shutdown();
+}
