@@ -564,3 +564,118 @@ async fn the_binary_runs_as_an_xds_gateway() {
     assert!(status.success(), "SIGTERM drains and exits 0: {status:?}");
     ctl.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_change_reaches_every_gateway_it_concerns() {
+    let w = world("two");
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let port = || format!("127.0.0.1:{}", closed_port());
+    let (orders_west, billing_west, billing_east) = (port(), port(), port());
+    let orders = |extra: &str| {
+        format!(
+            "kind: Cell\nname: orders\norg: acme\nproject: orders\nenvironment: dev\ngateway:\n  west: {{address: '{orders_west}'}}\ncomponents:\n  - name: api\n    endpoints:\n      - {{name: orders, base_path: /orders, upstreams: ['{}'], visibility: organization}}\n{extra}",
+            a.addr
+        )
+    };
+    let billing = format!(
+        "kind: Cell\nname: billing\norg: acme\nproject: billing\nenvironment: dev\ngateway:\n  west: {{address: '{billing_west}'}}\n  east: {{address: '{billing_east}'}}\n"
+    );
+    std::fs::write(w.spec.join("orders.yaml"), orders("")).unwrap();
+    std::fs::write(w.spec.join("billing.yaml"), &billing).unwrap();
+    // Both gateways' certificates from one org CA (the world made one for orders only).
+    let ca = DevCa::new("org ca", Duration::from_secs(86_400)).unwrap();
+    std::fs::write(w.pki.join("ca.pem"), ca.cert_pem()).unwrap();
+    for cell in ["orders", "billing"] {
+        let leaf = ca
+            .issue(
+                &Leaf::new(cell)
+                    .dns("localhost")
+                    .dns(&format!("{cell}.acme.internal"))
+                    .spiffe(&format!(
+                        "spiffe://acme.internal/org/acme/env/dev/cell/{cell}"
+                    )),
+            )
+            .unwrap();
+        std::fs::write(w.pki.join(format!("{cell}.pem")), &leaf.cert_pem).unwrap();
+        std::fs::write(w.pki.join(format!("{cell}-key.pem")), &leaf.key_pem).unwrap();
+    }
+    let ctl = start_control(&w, "127.0.0.1:0".parse().unwrap()).await;
+    let url = format!("http://{}", ctl.addr);
+    let start = |node: &str, state: &str| {
+        xds_client::start(XdsOptions {
+            url: url.clone(),
+            node: node.into(),
+            state_dir: w.dir.join(state),
+            admin: "127.0.0.1:0".parse().unwrap(),
+        })
+        .unwrap()
+    };
+    let (gw_orders, gw_billing) = (
+        start("orders/gw-1", "s-orders"),
+        start("billing/gw-1", "s-billing"),
+    );
+    let c = client_h1();
+    let east = |path: &str| format!("http://{billing_east}{path}");
+    let upstream_of = |c: TestClient, url: String| async move {
+        use http_body_util::BodyExt;
+        let Ok(r) = c.get(url.parse().unwrap()).await else {
+            return (0, None);
+        };
+        let status = r.status().as_u16();
+        let body = r
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let up = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["upstream"].as_str().map(str::to_owned));
+        (status, up)
+    };
+    eventually(
+        "billing reaches orders through east and west",
+        Duration::from_secs(20),
+        || {
+            let (c, u) = (c.clone(), east("/orders/orders/1"));
+            async move { upstream_of(c, u).await == (200, Some("a".into())) }
+        },
+    )
+    .await;
+    assert_eq!(
+        upstream_of(c.clone(), east("/orders/v2/1")).await.0,
+        403,
+        "not exposed yet"
+    );
+
+    // orders exposes a new endpoint: orders' west and billing's east both change.
+    std::fs::write(
+        w.spec.join("orders.yaml"),
+        orders(&format!(
+            "      - {{name: v2, base_path: /v2, upstreams: ['{}'], visibility: organization}}\n",
+            b.addr
+        )),
+    )
+    .unwrap();
+    ctl.reload();
+    eventually(
+        "both gateways follow the change",
+        Duration::from_secs(20),
+        || {
+            let (c, u) = (c.clone(), east("/orders/v2/1"));
+            async move { upstream_of(c, u).await == (200, Some("b".into())) }
+        },
+    )
+    .await;
+    let nodes = ctl.state.nodes.snapshot();
+    for n in ["orders/gw-1", "billing/gw-1"] {
+        let l = &nodes[n].types["type.googleapis.com/membrane.v1.Listener"];
+        assert!(
+            l.pushes >= 2 && l.acked_version == l.sent_version,
+            "{n}: {l:?}"
+        );
+    }
+    gw_orders.shutdown().await;
+    gw_billing.shutdown().await;
+    ctl.shutdown();
+}
