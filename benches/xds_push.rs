@@ -17,27 +17,17 @@ use membrane_xds::control::{self, ControlOptions};
 use membrane_xds::proto::envoy::config::core::v3::Node;
 use membrane_xds::proto::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use membrane_xds::proto::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use membrane_xds::server::ChannelStream;
 use std::fmt::Write;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-use tonic::codegen::tokio_stream::Stream;
 
 const CELLS: usize = 1_000;
 const ENDPOINTS: usize = 10;
 const EAST_CELLS: usize = 10;
-
-struct Rx(mpsc::Receiver<DeltaDiscoveryRequest>);
-impl Stream for Rx {
-    type Item = DeltaDiscoveryRequest;
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.0.poll_recv(cx)
-    }
-}
 
 fn write_specs(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
@@ -162,7 +152,7 @@ fn main() {
                     .await
                     .unwrap();
                 }
-                let mut stream = client.delta_aggregated_resources(Rx(rx)).await.unwrap().into_inner();
+                let mut stream = client.delta_aggregated_resources(ChannelStream(rx)).await.unwrap().into_inner();
                 let (received, tx2) = (received.clone(), tx.clone());
                 tokio::spawn(async move {
                     while let Ok(Some(r)) = stream.message().await {

@@ -10,22 +10,12 @@ use membrane_xds::proto::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
 use membrane_xds::proto::google::rpc::Status as RpcStatus;
+use membrane_xds::server::ChannelStream;
 use membrane_xds::server::{Ads, AggregatedDiscoveryServiceServer};
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-use tonic::codegen::tokio_stream::Stream;
-
-struct Rx<T>(mpsc::Receiver<T>);
-impl<T> Stream for Rx<T> {
-    type Item = T;
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        self.0.poll_recv(cx)
-    }
-}
 
 fn res(entries: &[(&str, &str, &str, &str)]) -> Compiled {
     let mut c = Compiled::default();
@@ -116,7 +106,7 @@ async fn state_of_the_world_protocol() {
     };
     tx.send(req("", "", &[], None)).await.unwrap();
     let mut s = client
-        .stream_aggregated_resources(Rx(rx))
+        .stream_aggregated_resources(ChannelStream(rx))
         .await
         .unwrap()
         .into_inner();
@@ -188,7 +178,7 @@ async fn state_of_the_world_protocol() {
     let (tx, rx) = mpsc::channel(8);
     tx.send(req("", "", &[], None)).await.unwrap();
     let mut s = client
-        .stream_aggregated_resources(Rx(rx))
+        .stream_aggregated_resources(ChannelStream(rx))
         .await
         .unwrap()
         .into_inner();
@@ -204,7 +194,7 @@ async fn state_of_the_world_protocol() {
     .await
     .unwrap();
     let mut s2 = client
-        .stream_aggregated_resources(Rx(rx2))
+        .stream_aggregated_resources(ChannelStream(rx2))
         .await
         .unwrap()
         .into_inner();
@@ -253,7 +243,7 @@ async fn delta_protocol() {
     .await
     .unwrap();
     let mut s = client
-        .delta_aggregated_resources(Rx(rx))
+        .delta_aggregated_resources(ChannelStream(rx))
         .await
         .unwrap()
         .into_inner();
@@ -338,7 +328,7 @@ async fn delta_protocol() {
     .await
     .unwrap();
     let mut s = client
-        .delta_aggregated_resources(Rx(rx))
+        .delta_aggregated_resources(ChannelStream(rx))
         .await
         .unwrap()
         .into_inner();

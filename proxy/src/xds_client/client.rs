@@ -14,15 +14,13 @@ use membrane_xds::proto::envoy::config::core::v3::Node;
 use membrane_xds::proto::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use membrane_xds::proto::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use membrane_xds::proto::google::rpc::Status as RpcStatus;
+use membrane_xds::server::ChannelStream;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tonic::codegen::tokio_stream::Stream;
 
 /// Every type a gateway subscribes to, trust bundles first (listeners name them).
 pub const TYPES: [&str; 4] = [
@@ -132,14 +130,6 @@ fn save_held(dir: &Path, held: &Held) -> std::io::Result<()> {
     )
 }
 
-struct Rx(mpsc::Receiver<DeltaDiscoveryRequest>);
-impl Stream for Rx {
-    type Item = DeltaDiscoveryRequest;
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.0.poll_recv(cx)
-    }
-}
-
 #[derive(Default)]
 struct Status {
     connected: bool,
@@ -210,7 +200,7 @@ async fn session(
         tx.send(req).await.map_err(|_| "stream closed")?;
     }
     let mut stream = client
-        .delta_aggregated_resources(Rx(rx))
+        .delta_aggregated_resources(ChannelStream(rx))
         .await
         .map_err(|e| format!("stream: {e}"))?
         .into_inner();

@@ -42,15 +42,19 @@ pub(crate) fn cell_of(node_id: &str) -> &str {
     node_id.split('/').next().unwrap_or(node_id)
 }
 
-/// Responses for one stream, fed by its task.
-pub struct ResponseStream<T>(mpsc::Receiver<Result<T, Status>>);
+/// A gRPC message stream fed through a channel: the server's responses (fed by each
+/// stream's task) and a client's requests.
+pub struct ChannelStream<T>(pub mpsc::Receiver<T>);
 
-impl<T> Stream for ResponseStream<T> {
-    type Item = Result<T, Status>;
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+impl<T> Stream for ChannelStream<T> {
+    type Item = T;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
         self.0.poll_recv(cx)
     }
 }
+
+/// Responses for one stream.
+pub type ResponseStream<T> = ChannelStream<Result<T, Status>>;
 
 #[tonic::async_trait]
 impl AggregatedDiscoveryService for Ads {
@@ -68,7 +72,7 @@ impl AggregatedDiscoveryService for Ads {
             self.snapshot.clone(),
             self.nodes.clone(),
         ));
-        Ok(Response::new(ResponseStream(rx)))
+        Ok(Response::new(ChannelStream(rx)))
     }
 
     async fn delta_aggregated_resources(
@@ -82,6 +86,6 @@ impl AggregatedDiscoveryService for Ads {
             self.snapshot.clone(),
             self.nodes.clone(),
         ));
-        Ok(Response::new(ResponseStream(rx)))
+        Ok(Response::new(ChannelStream(rx)))
     }
 }
