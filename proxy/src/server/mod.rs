@@ -309,7 +309,7 @@ impl Controller {
         if let Some(w) = &mut self.watch {
             w.track(
                 std::iter::once(self.path.as_path())
-                    .chain(snap.tls_files.iter().map(|p| p.as_path())),
+                    .chain(snap.watched_files.iter().map(|p| p.as_path())),
             );
         }
     }

@@ -37,7 +37,7 @@ pub struct Snapshot {
     pub source: Bootstrap,
     /// Every certificate, key, bundle and key set file read for this generation (watched
     /// for rotation).
-    pub tls_files: Vec<PathBuf>,
+    pub watched_files: Vec<PathBuf>,
     pub providers: FxHashMap<Arc<str>, Arc<crate::enforce::authn::JwtProvider>>,
     /// Rate-limit buckets by (listener, route), handed to the next generation.
     pub rate_limits: policy::RateLimitState,
@@ -109,7 +109,7 @@ pub fn compile(
     let c = Compiler {
         file,
         metrics,
-        tls_files: RefCell::new(Vec::new()),
+        watched_files: RefCell::new(Vec::new()),
         material: Cell::new(0),
         providers: RefCell::new(FxHashMap::default()),
         prev_rate: prev.map(|p| &p.rate_limits),
@@ -170,7 +170,7 @@ pub fn compile(
     Ok(Snapshot {
         generation,
         version,
-        tls_files: c.tls_files.into_inner(),
+        watched_files: c.watched_files.into_inner(),
         providers,
         rate_limits: c.rate.into_inner(),
         listeners,
@@ -217,7 +217,7 @@ fn content_version(text: &str, material: u64) -> String {
 struct Compiler<'a> {
     file: &'a Path,
     metrics: &'a Metrics,
-    tls_files: RefCell<Vec<PathBuf>>,
+    watched_files: RefCell<Vec<PathBuf>>,
     /// A hash over the TLS files' contents read so far.
     material: Cell<u64>,
     providers: RefCell<FxHashMap<Arc<str>, Arc<crate::enforce::authn::JwtProvider>>>,

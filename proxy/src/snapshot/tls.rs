@@ -30,7 +30,7 @@ impl Compiler<'_> {
             (self.material.get(), bytes).hash(&mut h);
             self.material.set(h.finish());
         }
-        self.tls_files.borrow_mut().push(full.clone());
+        self.watched_files.borrow_mut().push(full.clone());
         full
     }
 
