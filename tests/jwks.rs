@@ -44,6 +44,16 @@ async fn remote_keys_rotate_survive_outages_and_resist_kid_floods() {
     let claims = json!({"sub": "alice", "exp": now() + 600});
     let auth = |s: &Signer| format!("Bearer {}", s.sign(&claims));
     let (t1, t2) = (auth(&k1), auth(&k2));
+    let ready = || async {
+        get(
+            &c,
+            &format!("http://{}/ready", proxy.admin_addr()),
+            "a",
+            &[],
+        )
+        .await
+        .status
+    };
 
     eventually(
         "the first key set is fetched",
@@ -55,6 +65,7 @@ async fn remote_keys_rotate_survive_outages_and_resist_kid_floods() {
     )
     .await;
     assert_eq!(server.fetches(), 1);
+    assert_eq!(ready().await, 200, "ready once the key set is in");
 
     // Rotation: the server now has k2 too; a k2 token names an unknown kid, which wakes
     // the fetcher (at most once a second), and then passes.
@@ -160,5 +171,30 @@ async fn remote_keys_rotate_survive_outages_and_resist_kid_floods() {
     assert_eq!(m["membrane_jwks_keys{provider=\"idp\"}"], 2.0);
     assert!(m.contains_key("membrane_jwks_age_seconds{provider=\"idp\"}"));
     assert!(m["membrane_jwt_validations_total{provider=\"idp\",result=\"unknown_key\"}"] >= 50.0);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_until_a_remote_key_set_arrives() {
+    let dir = std::env::temp_dir().join(format!("membrane-jwks-ready-{}", std::process::id()));
+    let pki = Pki::new(&dir);
+    let up = Upstream::start("up").await;
+    // Nothing listens where the key set should be.
+    let (proxy, _) = start_proxy(&format!(
+        "admin: {{address: '127.0.0.1:0'}}\njwt_providers:\n  - name: idp\n    jwks:\n      url:\n        url: https://localhost:{}/jwks.json\n        trust_bundle: {}\n        min_refetch: 1s\nlisteners:\n  - name: edge\n    address: 127.0.0.1:0\n    virtual_hosts: [{{name: v, domains: ['*'], routes: [{{name: r, jwt: {{provider: idp}}, forward: {{cluster: c}}}}]}}]\nclusters: [{{name: c, endpoints: ['{}']}}]\n",
+        closed_port(),
+        pki.bundle().display(),
+        up.addr
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = get(
+        &client_h1(),
+        &format!("http://{}/ready", proxy.admin_addr()),
+        "a",
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 503);
+    assert!(r.text().contains("key set"), "{}", r.text());
     proxy.shutdown().await;
 }

@@ -67,6 +67,11 @@ impl ProviderKeys {
         p
     }
 
+    /// True for a key set fetched over HTTPS.
+    pub fn is_remote(&self) -> bool {
+        self.remote.is_some()
+    }
+
     pub fn current(&self) -> Arc<KeySet> {
         self.keys.load_full()
     }

@@ -81,6 +81,18 @@ fn respond(admin: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>>
                     StatusCode::SERVICE_UNAVAILABLE,
                     "waiting for the first configuration\n",
                 )
+            } else if admin
+                .state
+                .load()
+                .providers
+                .values()
+                .any(|p| p.keys.is_remote() && p.keys.current().keys.is_empty())
+            {
+                // Tokens for such a provider would all get 401 until its keys arrive.
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "waiting for a JWT provider's key set\n",
+                )
             } else {
                 text(StatusCode::OK, "ready\n")
             }
