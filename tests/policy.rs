@@ -204,11 +204,11 @@ async fn jwt_authz_and_rate_limits_through_the_proxy() {
     );
 
     // Rate limit: 2 per minute per client address.
-    for _ in 0..2 {
-        assert_eq!(
-            get(&c, &format!("{base}/limited"), "x", &[]).await.status,
-            200
-        );
+    for remaining in ["1", "0"] {
+        let r = get(&c, &format!("{base}/limited"), "x", &[]).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.headers["ratelimit-limit"], "2");
+        assert_eq!(r.headers["ratelimit-remaining"], remaining);
     }
     let r = get(&c, &format!("{base}/limited"), "x", &[]).await;
     assert_eq!(r.status, 429);

@@ -22,6 +22,8 @@ pub struct PolicyNote {
     /// `allow` / `deny` / `dry_run_deny`, and the deciding rule.
     pub decision: Option<(&'static str, String)>,
     pub subject: Option<String>,
+    /// The rate limit's state after an allowed request, for the `RateLimit-*` fields.
+    pub rate: Option<membrane_policy::ratelimit::Verdict>,
 }
 
 /// Runs the phases. `Ok(claims)` lets the request go on.
@@ -101,6 +103,7 @@ pub fn check(
         if !v.allowed {
             return Err(ProxyError::RateLimited(v));
         }
+        note.rate = Some(v);
     }
     Ok(claims)
 }

@@ -99,6 +99,14 @@ pub async fn serve(ctx: &ConnContext, req: Request<RequestBody>) -> Response<Pro
     };
     let elapsed = start.elapsed();
     metrics.record(resp.status(), elapsed);
+    let mut resp = resp;
+    if let Some(v) = &note.rate {
+        // Allowed requests on a limited route learn their budget too.
+        let h = resp.headers_mut();
+        h.insert("ratelimit-limit", HeaderValue::from(v.limit));
+        h.insert("ratelimit-remaining", HeaderValue::from(v.remaining));
+        h.insert("ratelimit-reset", HeaderValue::from(v.reset_secs));
+    }
     if let Some((method, path, version)) = logged {
         let peer = ctx.tls.as_ref().and_then(|t| t.identity.spiffe.as_ref());
         let line = access_log::Line {
