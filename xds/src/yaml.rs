@@ -1,7 +1,33 @@
 //! YAML parsing with positions, shared by the proxy's bootstrap file and the cell specs:
 //! serde_path_to_error tracks the field path, serde-saphyr the position.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+
+/// A value with the position it had in its text, so that errors found after parsing (an
+/// unknown reference, a bad regex) can still name line and column. Serializes as the bare
+/// value.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Located<T>(pub Spanned<T>);
+
+impl<T> Located<T> {
+    pub fn value(&self) -> &T {
+        &self.0.value
+    }
+    pub fn line(&self) -> u64 {
+        self.0.referenced.line()
+    }
+    pub fn column(&self) -> u64 {
+        self.0.referenced.column()
+    }
+}
+
+impl<T: Serialize> Serialize for Located<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.value.serialize(s)
+    }
+}
 
 /// A parse failure: line and column in the parsed text (0 when unknown), the dotted field
 /// path (`listeners[0].address`; empty at the top), and the message without a position.

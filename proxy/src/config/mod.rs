@@ -20,29 +20,8 @@ use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 use std::net::SocketAddr;
 
-/// A value with the position it had in the file, so that errors found after parsing (an
-/// unknown cluster, a bad regex) can still name line and column. Serializes as the bare value.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(transparent)]
-pub struct Located<T>(pub Spanned<T>);
-
-impl<T> Located<T> {
-    pub fn value(&self) -> &T {
-        &self.0.value
-    }
-    pub fn line(&self) -> u64 {
-        self.0.referenced.line()
-    }
-    pub fn column(&self) -> u64 {
-        self.0.referenced.column()
-    }
-}
-
-impl<T: Serialize> Serialize for Located<T> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.value.serialize(s)
-    }
-}
+/// A value with its position in the file (shared with the cell specs).
+pub use membrane_xds::yaml::Located;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

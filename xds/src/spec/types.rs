@@ -1,32 +1,10 @@
 //! The documents of the cell model, one to one with the YAML.
 
 use serde::{Deserialize, Serialize};
-use serde_saphyr::Spanned;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-/// A value with its position in its file, for errors found after parsing.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(transparent)]
-pub struct Located<T>(pub Spanned<T>);
-
-impl<T> Located<T> {
-    pub fn value(&self) -> &T {
-        &self.0.value
-    }
-    pub fn line(&self) -> u64 {
-        self.0.referenced.line()
-    }
-    pub fn column(&self) -> u64 {
-        self.0.referenced.column()
-    }
-}
-
-impl<T: Serialize> Serialize for Located<T> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.value.serialize(s)
-    }
-}
+pub use crate::yaml::Located;
 
 /// Every document, as read, with the file it came from and the number of lines before it
 /// in that file (positions inside a document are relative to the document).
