@@ -37,6 +37,32 @@ impl Ads {
     }
 }
 
+/// Takes the stream's node id from its first request (later requests may leave it out).
+/// Without one, the stream is answered with an error and must end: returns false.
+pub(crate) async fn identify<T>(
+    node: &mut Option<String>,
+    from: Option<&crate::proto::envoy::config::core::v3::Node>,
+    protocol: &'static str,
+    nodes: &NodeTable,
+    tx: &mpsc::Sender<Result<T, Status>>,
+) -> bool {
+    if node.is_some() {
+        return true;
+    }
+    match from.map(|n| n.id.clone()).filter(|id| !id.is_empty()) {
+        Some(id) => {
+            nodes.connected(&id, protocol);
+            *node = Some(id);
+            true
+        }
+        None => {
+            let msg = "the first request needs node.id (`<cell>/<instance>`)";
+            let _ = tx.send(Err(Status::invalid_argument(msg))).await;
+            false
+        }
+    }
+}
+
 /// The cell part of a node id (`orders/gw-1` → `orders`).
 pub(crate) fn cell_of(node_id: &str) -> &str {
     node_id.split('/').next().unwrap_or(node_id)

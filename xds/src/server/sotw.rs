@@ -55,17 +55,8 @@ pub(super) async fn run(
         tokio::select! {
             req = input.message() => {
                 let Ok(Some(req)) = req else { break };
-                if node.is_none() {
-                    match req.node.as_ref().map(|n| n.id.clone()).filter(|id| !id.is_empty()) {
-                        Some(id) => {
-                            nodes.connected(&id, "sotw");
-                            node = Some(id);
-                        }
-                        None => {
-                            let _ = tx.send(Err(Status::invalid_argument("the first request needs node.id (`<cell>/<instance>`)"))).await;
-                            return;
-                        }
-                    }
+                if !super::identify(&mut node, req.node.as_ref(), "sotw", &nodes, &tx).await {
+                    return;
                 }
                 let Some(id) = node.as_deref() else { break };
                 let first = !subs.contains_key(&req.type_url);
