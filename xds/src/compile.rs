@@ -167,7 +167,6 @@ fn policy_for(
                     .iter()
                     .filter_map(|c| cells.get(c.value().as_str()).map(|c| c.spiffe_id()))
                     .collect(),
-                peer_prefixes: Vec::new(),
                 methods: r.methods.clone(),
                 path_prefixes: r.paths.clone(),
                 claims: r
@@ -179,6 +178,7 @@ fn policy_for(
                         contains: c.contains.clone().unwrap_or_default(),
                     })
                     .collect(),
+                ..Default::default()
             })
             .collect(),
     })
@@ -257,12 +257,10 @@ fn gateway(
                 name: ep.name.value().clone(),
                 path_prefix: ep.base_path.value().clone(),
                 cluster: format!("local:{}", ep.name.value()),
-                prefix_rewrite: String::new(),
                 jwt_required: !provider.is_empty(),
                 jwt_provider: provider,
                 rate_limit: rate_limit_for(specs, name, ep.name.value()),
-                direct_status: 0,
-                host: String::new(),
+                ..Default::default()
             });
         }
         let l = pb::Listener {
@@ -285,12 +283,8 @@ fn gateway(
                 name: ep.name.value().clone(),
                 path_prefix: ep.base_path.value().clone(),
                 cluster: format!("local:{}", ep.name.value()),
-                prefix_rewrite: String::new(),
-                jwt_provider: String::new(),
-                jwt_required: false,
                 rate_limit: rate_limit_for(specs, name, ep.name.value()),
-                direct_status: 0,
-                host: String::new(),
+                ..Default::default()
             })
             .collect();
         let authorization =
@@ -300,15 +294,12 @@ fn gateway(
                 rules: vec![pb::Rule {
                     name: "org-cells".into(),
                     effect: pb::Effect::Allow as i32,
-                    peer_spiffe_ids: Vec::new(),
                     peer_prefixes: vec![format!(
                         "spiffe://{}/org/{}/",
                         cell.trust_domain(),
                         cell.org.value()
                     )],
-                    methods: Vec::new(),
-                    path_prefixes: Vec::new(),
-                    claims: Vec::new(),
+                    ..Default::default()
                 }],
             });
         let l = pb::Listener {
@@ -364,24 +355,15 @@ fn gateway(
                     path_prefix: prefix,
                     cluster: cluster.clone(),
                     prefix_rewrite: ep.base_path.value().clone(),
-                    jwt_provider: String::new(),
-                    jwt_required: false,
-                    rate_limit: None,
-                    direct_status: 0,
-                    host: String::new(),
+                    ..Default::default()
                 });
             }
         }
         routes.push(pb::Route {
             name: "not-exposed".into(),
             path_prefix: "/".into(),
-            cluster: String::new(),
-            prefix_rewrite: String::new(),
-            jwt_provider: String::new(),
-            jwt_required: false,
-            rate_limit: None,
             direct_status: 403,
-            host: String::new(),
+            ..Default::default()
         });
         let l = pb::Listener {
             name: "east".into(),
@@ -395,11 +377,8 @@ fn gateway(
                 rules: vec![pb::Rule {
                     name: "exposed-endpoints".into(),
                     effect: pb::Effect::Allow as i32,
-                    peer_spiffe_ids: Vec::new(),
-                    peer_prefixes: Vec::new(),
-                    methods: Vec::new(),
                     path_prefixes: prefixes,
-                    claims: Vec::new(),
+                    ..Default::default()
                 }],
             }),
         };
@@ -430,9 +409,7 @@ fn gateway(
                 tls: Some(pb::UpstreamTls {
                     sni: host.clone(),
                     trust_bundle,
-                    spiffe_id: String::new(),
-                    certificate_file: String::new(),
-                    key_file: String::new(),
+                    ..Default::default()
                 }),
             };
             put(&mut out, TYPE_CLUSTER, &cluster, &cl);
@@ -440,24 +417,15 @@ fn gateway(
                 name: format!("to-{host}"),
                 path_prefix: "/".into(),
                 cluster,
-                prefix_rewrite: String::new(),
-                jwt_provider: String::new(),
-                jwt_required: false,
-                rate_limit: None,
-                direct_status: 0,
                 host,
+                ..Default::default()
             });
         }
         routes.push(pb::Route {
             name: "not-allowed".into(),
             path_prefix: "/".into(),
-            cluster: String::new(),
-            prefix_rewrite: String::new(),
-            jwt_provider: String::new(),
-            jwt_required: false,
-            rate_limit: None,
             direct_status: 403,
-            host: String::new(),
+            ..Default::default()
         });
         let l = pb::Listener {
             name: "south".into(),
