@@ -616,10 +616,10 @@ pub struct LatencyHistogram {
 
 #[derive(Debug, Default)]
 struct HistogramCells {
-    /// One more than the bounds: the last bucket is +Inf.
+    /// One more than the bounds: the last bucket is +Inf. The count is their sum, taken
+    /// when the histogram is encoded (one atomic update less per observation).
     buckets: [AtomicU64; BOUNDS.len() + 1],
     sum_nanos: AtomicU64,
-    count: AtomicU64,
 }
 
 impl LatencyHistogram {
@@ -634,7 +634,6 @@ impl LatencyHistogram {
         c.buckets[i].fetch_add(1, Ordering::Relaxed);
         c.sum_nanos
             .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
-        c.count.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -651,7 +650,7 @@ impl EncodeMetric for LatencyHistogram {
             *slot = (bound, c.buckets[i].load(Ordering::Relaxed));
         }
         let sum = c.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        let count = c.count.load(Ordering::Relaxed);
+        let count = buckets.iter().map(|(_, n)| n).sum();
         encoder
             .encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, count, &buckets, None)
     }

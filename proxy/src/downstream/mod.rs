@@ -74,6 +74,10 @@ pub async fn serve(
     let mut rbuf = initial;
     let mut wbuf: Vec<u8> = Vec::with_capacity(4 * 1024);
     let mut scratch = Vec::with_capacity(32);
+    // The config generation, checked per request with one plain load and reloaded only when
+    // a new one is in. A request runs on the generation it started with; an idle connection
+    // keeps the last one it used until its next request (or its end).
+    let mut snapshots = arc_swap::Cache::new(&*ctx.state);
     // One timer per connection, moved forward for each request: cheaper than a new one per
     // request. It bounds both a slow head and an idle keep-alive connection.
     let head_deadline = tokio::time::sleep(limits.header_read_timeout);
@@ -90,10 +94,12 @@ pub async fn serve(
             .reset(tokio::time::Instant::now() + limits.header_read_timeout);
         let head = tokio::select! {
             biased;
+            // The head first: on the wake-up that brings it, the stop and the timer are not
+            // polled at all (each poll of them registers this task's waker again).
+            r = read_head(&mut rd, &mut rbuf, &mut scratch, limits.max_head) => r,
             // Idle between requests: a stopping listener closes the connection here.
             () = &mut stopping_now => return,
             () = &mut head_deadline => return,
-            r = read_head(&mut rd, &mut rbuf, &mut scratch, limits.max_head) => r,
         };
         let head = match head {
             Err(ReadError::Closed) => return,
@@ -149,7 +155,7 @@ pub async fn serve(
         } else {
             None
         };
-        let resp = service::serve(&ctx, req).await;
+        let resp = service::serve(&ctx, snapshots.load(), req).await;
         // Take the read buffer back; a body not read to its end leaves the connection in
         // the middle of a request, so it is closed after this response.
         let mut body_done = true;
@@ -164,7 +170,9 @@ pub async fn serve(
                 None => return,
             }
         }
-        let stopping = *stop.borrow();
+        // A version check, not a read of the value: it takes no lock. The value only ever goes
+        // from false to true, so a changed (or closed) channel means stopping.
+        let stopping = stop.has_changed().unwrap_or(true);
         if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS
             && let Some(rx) = upgrade
         {

@@ -10,8 +10,8 @@ const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// What this proxy adds to `Via` (RFC 9110 §7.6.3).
-pub const VIA_HTTP1: HeaderValue = HeaderValue::from_static("1.1 membrane");
-pub const VIA_HTTP2: HeaderValue = HeaderValue::from_static("2 membrane");
+pub static VIA_HTTP1: HeaderValue = HeaderValue::from_static("1.1 membrane");
+pub static VIA_HTTP2: HeaderValue = HeaderValue::from_static("2 membrane");
 
 /// Longest incoming `x-request-id` that is kept; a longer one is replaced.
 const MAX_REQUEST_ID: usize = 128;

@@ -1,14 +1,18 @@
 //! The request path. The phases run in a fixed order, each a plain step:
 //!
-//! 1. load the config snapshot once (the whole request sees one generation)
+//! 1. take the config snapshot once (the whole request sees one generation)
 //! 2. check header limits (431) and read the host (400 when missing)
 //! 3. route: virtual host by host, then first matching route (404)
-//! 4. act: direct response, redirect, or forward
-//! 5. forward: rewrite, strip hop-by-hop headers, add forwarding headers, send to the
+//! 4. policy: JWT authentication, authorization, rate limit (`phases`)
+//! 5. act: direct response, redirect, or forward
+//! 6. forward: rewrite, strip hop-by-hop headers, decide forwarding headers, send to the
 //!    cluster (load balancer, pool, timeouts), pass an Upgrade through
-//! 6. response: strip hop-by-hop headers, record metrics
+//! 7. response: strip hop-by-hop headers, record metrics, write the access log
 //!
-//! Authentication and authorization will sit between 3 and 4: they need the route.
+//! Only the exchange with the upstream in step 6 is awaited; everything before and after
+//! it is a plain function. A future holds its callees' futures inline and is moved by value
+//! on its way down, so every level of `async fn` between the connection loop and the socket
+//! adds its size to each request's copies.
 
 use super::body::ProxyBody;
 use super::body::RequestBody;
@@ -32,6 +36,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 
 /// What a downstream connection knows, shared by its requests.
 pub struct ConnContext {
@@ -71,14 +76,20 @@ pub async fn handle(
     ctx: Arc<ConnContext>,
     req: Request<RequestBody>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    Ok(serve(&ctx, req).await)
+    let snapshot = ctx.state.load_full();
+    Ok(serve(&ctx, &snapshot, req).await)
 }
 
-/// The same, for a caller that keeps the connection's context alive for the whole request
-/// (Membrane's HTTP/1.x loop): no reference count to touch per request.
-pub async fn serve(ctx: &ConnContext, req: Request<RequestBody>) -> Response<ProxyBody> {
+/// The same, for a caller that keeps the connection's context and a current config
+/// snapshot alive for the whole request (Membrane's HTTP/1.x loop, which caches the
+/// snapshot and reloads it only when a new generation is in): no reference count to touch
+/// per request.
+pub async fn serve(
+    ctx: &ConnContext,
+    snapshot: &Snapshot,
+    req: Request<RequestBody>,
+) -> Response<ProxyBody> {
     let start = Instant::now();
-    let snapshot = ctx.state.load_full();
     let request_id = headers::request_id(req.headers());
     let Some(listener) = snapshot.listeners.get(&ctx.listener) else {
         return ProxyError::ListenerGone(ctx.listener.to_string()).into_response(&request_id.value);
@@ -89,7 +100,19 @@ pub async fn serve(ctx: &ConnContext, req: Request<RequestBody>) -> Response<Pro
     });
     let mut error = None;
     let mut note = PolicyNote::default();
-    let (resp, metrics) = match proxy(ctx, listener, req, &request_id, &mut note).await {
+    // The phases before and after the upstream exchange are plain functions: only the
+    // exchange is awaited here, so the request's future stays small (see `upstream::send`).
+    let outcome = match decide(ctx, listener, req, &request_id, &mut note) {
+        Ok((Decision::Answer(resp), m)) => Ok((resp, m)),
+        Ok((Decision::Forward { cluster, out, back }, m)) => {
+            match upstream::send(cluster, out).await {
+                Ok((resp, in_flight)) => Ok((respond(resp, in_flight, back), m)),
+                Err(e) => Err((e.into(), m)),
+            }
+        }
+        Err(refused) => Err(refused),
+    };
+    let (resp, metrics) = match outcome {
         Ok(ok) => ok,
         Err((e, metrics)) => {
             tracing::debug!(listener = %ctx.listener, request_id = ?request_id.value, error = %e, "request failed");
@@ -148,15 +171,38 @@ fn version_name(v: Version) -> &'static str {
     }
 }
 
-type Outcome<'a> = Result<(Response<ProxyBody>, &'a RouteMetrics), (ProxyError, &'a RouteMetrics)>;
+/// What the phases up to the action decided.
+enum Decision<'a> {
+    /// Answered here: a direct response or a redirect.
+    Answer(Response<ProxyBody>),
+    /// To a cluster, with what the response needs from the request on its way back.
+    Forward {
+        cluster: &'a Arc<Cluster>,
+        out: upstream::Outbound<'a>,
+        back: Back,
+    },
+}
 
-async fn proxy<'a>(
-    ctx: &ConnContext,
+/// What a forwarded request's response needs from the request.
+struct Back {
+    /// The version the client spoke, which its response is given.
+    version: Version,
+    /// Where the upstream side of an accepted protocol switch goes (Membrane's HTTP/1.x
+    /// loop tunnels it once the 101 is out).
+    upgrade: Option<oneshot::Sender<hyper::upgrade::OnUpgrade>>,
+}
+
+type Decided<'a> = Result<(Decision<'a>, &'a RouteMetrics), (ProxyError, &'a RouteMetrics)>;
+
+/// Limits, host, route, policy, then the route's action: a response made here, or a
+/// request ready for its cluster.
+fn decide<'a>(
+    ctx: &'a ConnContext,
     listener: &'a Listener,
     req: Request<RequestBody>,
-    request_id: &RequestId,
+    request_id: &'a RequestId,
     note: &mut PolicyNote,
-) -> Outcome<'a> {
+) -> Decided<'a> {
     let unrouted = &listener.unrouted;
     check_limits(listener, &req).map_err(|e| (e, unrouted))?;
     let host = request_host(&req).map_err(|e| (e, unrouted))?;
@@ -192,7 +238,7 @@ async fn proxy<'a>(
             *resp.status_mut() = *status;
             resp.headers_mut()
                 .insert(header::CONTENT_TYPE, content_type.clone());
-            Ok((resp, m))
+            Ok((Decision::Answer(resp), m))
         }
         Action::Redirect {
             status,
@@ -206,7 +252,7 @@ async fn proxy<'a>(
             match HeaderValue::from_str(&location) {
                 Ok(v) => {
                     resp.headers_mut().insert(header::LOCATION, v);
-                    Ok((resp, m))
+                    Ok((Decision::Answer(resp), m))
                 }
                 Err(_) => Err((
                     ProxyError::BadRequest("redirect target is not a valid URI"),
@@ -218,7 +264,7 @@ async fn proxy<'a>(
             cluster,
             rewrite,
             timeout,
-        } => forward(
+        } => outbound(
             ctx,
             req,
             entry,
@@ -228,8 +274,7 @@ async fn proxy<'a>(
             *timeout,
             request_id,
         )
-        .await
-        .map(|r| (r, m))
+        .map(|(out, back)| (Decision::Forward { cluster, out, back }, m))
         .map_err(|e| (e, m)),
     }
 }
@@ -306,17 +351,19 @@ fn redirect_location(
     }
 }
 
+/// Readies a request for its cluster: hop-by-hop headers out, identity headers set, the
+/// forwarding headers decided, the head made fit for the upstream's protocol.
 #[allow(clippy::too_many_arguments)]
-async fn forward(
-    ctx: &ConnContext,
+fn outbound<'a>(
+    ctx: &'a ConnContext,
     req: Request<RequestBody>,
     entry: &RouteEntry,
     claims: Option<&membrane_policy::jwt::Claims>,
-    cluster: &Arc<Cluster>,
+    cluster: &Cluster,
     rewrite: Option<&(usize, Box<str>)>,
     timeout: Duration,
-    request_id: &RequestId,
-) -> Result<Response<ProxyBody>, ProxyError> {
+    request_id: &'a RequestId,
+) -> Result<(upstream::Outbound<'a>, Back), ProxyError> {
     let mut req = req;
     // Only Membrane's HTTP/1.x loop accepts protocol switches (hyper serves HTTP/2 only): it
     // marks such a request with a slot, where the upstream side goes for it to tunnel once
@@ -336,15 +383,15 @@ async fn forward(
     headers::strip_hop_by_hop(h, upgrade);
     phases::identity_headers(h, entry, claims);
     let fwd = Forwarding {
-        client_ip: ctx.client_ip.clone(),
+        client_ip: &ctx.client_ip,
         via: if downstream_version == Version::HTTP_2 {
-            VIA_HTTP2
+            &VIA_HTTP2
         } else {
-            VIA_HTTP1
+            &VIA_HTTP1
         },
-        proto: ctx.scheme.clone(),
-        request_id: (!request_id.from_client).then(|| request_id.value.clone()),
-        client_cert: ctx.tls.as_ref().and_then(|t| t.xfcc.clone()),
+        proto: &ctx.scheme,
+        request_id: (!request_id.from_client).then_some(&request_id.value),
+        client_cert: ctx.tls.as_ref().and_then(|t| t.xfcc.as_ref()),
     };
 
     match cluster.protocol {
@@ -387,31 +434,43 @@ async fn forward(
                 })?;
         }
     }
-
-    let (mut resp, in_flight) = upstream::send(
-        cluster,
-        Request::from_parts(parts, body),
-        &fwd,
+    let out = upstream::Outbound {
+        parts,
+        body,
+        fwd,
         timeout,
         upgrade,
-    )
-    .await?;
+    };
+    let back = Back {
+        version: downstream_version,
+        upgrade: downstream_upgrade,
+    };
+    Ok((out, back))
+}
 
+/// The upstream's response made the client's: its version, its hop-by-hop headers, and an
+/// accepted protocol switch handed to the connection loop.
+fn respond(
+    resp: Response<UpstreamBody>,
+    in_flight: upstream::InFlight,
+    back: Back,
+) -> Response<ProxyBody> {
+    let mut resp = resp;
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS
-        && let Some(downstream) = downstream_upgrade
+        && let Some(downstream) = back.upgrade
     {
         let _ = downstream.send(hyper::upgrade::on(&mut resp));
         // The upstream request's share of its endpoint ends with the exchange; the tunnel
         // is the connection loop's.
         drop(in_flight);
         let (parts, _) = resp.into_parts();
-        return Ok(Response::from_parts(parts, ProxyBody::empty()));
+        return Response::from_parts(parts, ProxyBody::empty());
     }
 
     let (mut parts, body) = resp.into_parts();
     // The client gets the version it spoke, whatever the upstream answered with (an
     // HTTP/1.0 status line would make hyper close a keep-alive connection).
-    parts.version = downstream_version;
+    parts.version = back.version;
     // `Via` goes on requests only, as Envoy and nginx do by default: responses keep the
     // upstream's end-to-end headers as they were. Membrane's HTTP/1.1 client leaves the
     // hop-by-hop headers out as it parses; hyper's (HTTP/2) responses are stripped here.
@@ -421,15 +480,12 @@ async fn forward(
         }
         // Membrane's HTTP/1.1 server writes these fields from their bytes; hyper's HTTP/2
         // server needs them as a map.
-        UpstreamBody::Http1(h1) if downstream_version == Version::HTTP_2 => {
+        UpstreamBody::Http1(h1) if back.version == Version::HTTP_2 => {
             parts.headers = h1.header_map();
         }
         UpstreamBody::Http1(_) => {}
     }
-    Ok(Response::from_parts(
-        parts,
-        ProxyBody::upstream(body, in_flight),
-    ))
+    Response::from_parts(parts, ProxyBody::upstream(body, in_flight))
 }
 
 fn rewritten_path(

@@ -12,27 +12,30 @@ pub const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwa
 /// `x-request-id` is set when the proxy made the id. `x-forwarded-client-cert` is removed
 /// from every request (a client could forge it) and set only from a verified client
 /// certificate.
-pub struct Forwarding {
-    pub client_ip: HeaderValue,
-    pub via: HeaderValue,
-    pub proto: HeaderValue,
+///
+/// The values are borrowed from the connection and the request (no reference count is
+/// touched per request); a `Forwarding` lives no longer than the request's exchange.
+pub struct Forwarding<'a> {
+    pub client_ip: &'a HeaderValue,
+    pub via: &'static HeaderValue,
+    pub proto: &'a HeaderValue,
     /// `None` when the request carries its own id already.
-    pub request_id: Option<HeaderValue>,
+    pub request_id: Option<&'a HeaderValue>,
     /// XFCC for the connection's verified client certificate, if any.
-    pub client_cert: Option<HeaderValue>,
+    pub client_cert: Option<&'a HeaderValue>,
 }
 
-impl Forwarding {
+impl Forwarding<'_> {
     /// Applies the headers to a request that hyper will send (HTTP/2, upgrades).
     pub fn apply(&self, h: &mut HeaderMap) {
-        append_list(h, X_FORWARDED_FOR, &self.client_ip);
+        append_list(h, X_FORWARDED_FOR, self.client_ip);
         h.insert(X_FORWARDED_PROTO, self.proto.clone());
-        append_list(h, header::VIA, &self.via);
-        if let Some(id) = &self.request_id {
+        append_list(h, header::VIA, self.via);
+        if let Some(id) = self.request_id {
             h.insert(X_REQUEST_ID, id.clone());
         }
         h.remove(X_FORWARDED_CLIENT_CERT);
-        if let Some(c) = &self.client_cert {
+        if let Some(c) = self.client_cert {
             h.insert(X_FORWARDED_CLIENT_CERT, c.clone());
         }
     }
@@ -47,14 +50,14 @@ impl Forwarding {
             if name == X_FORWARDED_FOR {
                 if !seen_xff {
                     seen_xff = true;
-                    write_joined(out, name, h, &self.client_ip);
+                    write_joined(out, name, h, self.client_ip);
                 }
                 continue;
             }
             if name == header::VIA {
                 if !seen_via {
                     seen_via = true;
-                    write_joined(out, name, h, &self.via);
+                    write_joined(out, name, h, self.via);
                 }
                 continue;
             }
@@ -73,10 +76,10 @@ impl Forwarding {
             write_line(out, b"via", self.via.as_bytes());
         }
         write_line(out, b"x-forwarded-proto", self.proto.as_bytes());
-        if let Some(id) = &self.request_id {
+        if let Some(id) = self.request_id {
             write_line(out, b"x-request-id", id.as_bytes());
         }
-        if let Some(c) = &self.client_cert {
+        if let Some(c) = self.client_cert {
             write_line(out, b"x-forwarded-client-cert", c.as_bytes());
         }
     }
@@ -125,12 +128,17 @@ pub fn append_list(headers: &mut HeaderMap, name: HeaderName, value: &HeaderValu
 mod tests {
     use super::*;
 
-    fn fwd(request_id: Option<&'static str>) -> Forwarding {
+    static CLIENT: HeaderValue = HeaderValue::from_static("127.0.0.1");
+    static VIA: HeaderValue = HeaderValue::from_static("1.1 membrane");
+    static PROTO: HeaderValue = HeaderValue::from_static("http");
+    static NEW_ID: HeaderValue = HeaderValue::from_static("new-id");
+
+    fn fwd(request_id: Option<&'static HeaderValue>) -> Forwarding<'static> {
         Forwarding {
-            client_ip: HeaderValue::from_static("127.0.0.1"),
-            via: HeaderValue::from_static("1.1 membrane"),
-            proto: HeaderValue::from_static("http"),
-            request_id: request_id.map(HeaderValue::from_static),
+            client_ip: &CLIENT,
+            via: &VIA,
+            proto: &PROTO,
+            request_id,
             client_cert: None,
         }
     }
@@ -149,7 +157,7 @@ mod tests {
         h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2"));
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         h.insert("x-request-id", HeaderValue::from_static("bad id"));
-        let f = fwd(Some("new-id"));
+        let f = fwd(Some(&NEW_ID));
         assert_eq!(
             encoded(&h, &f),
             "host: x\r\nx-forwarded-for: 10.0.0.1, 10.0.0.2, 127.0.0.1\r\nvia: 1.1 membrane\r\nx-forwarded-proto: http\r\nx-request-id: new-id\r\n"

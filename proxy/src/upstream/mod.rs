@@ -11,7 +11,7 @@ mod tls_http1;
 pub use cluster::{Cluster, ClusterShared, Endpoint};
 pub use forwarding::Forwarding;
 
-use crate::config::UpstreamProtocol;
+use crate::config::{LbPolicy, UpstreamProtocol};
 use crate::http::body::{RequestBody, RequestBodyError};
 use bytes::Bytes;
 use h1::{H1Body, H1Error};
@@ -81,17 +81,29 @@ impl UpstreamError {
 }
 
 /// A request in flight to one endpoint: dropping it ends the request's share of the
-/// endpoint's load (least-request balancing counts these).
-pub struct InFlight {
-    cluster: Arc<Cluster>,
-    endpoint: usize,
+/// endpoint's load. Only least-request balancing reads those counts, so other clusters
+/// count nothing (two atomic updates and a reference count less per request).
+pub struct InFlight(Option<(Arc<Cluster>, usize)>);
+
+impl InFlight {
+    fn start(cluster: &Arc<Cluster>, endpoint: usize) -> Self {
+        if cluster.lb != LbPolicy::LeastRequest {
+            return InFlight(None);
+        }
+        cluster.endpoints[endpoint]
+            .active
+            .fetch_add(1, Ordering::Relaxed);
+        InFlight(Some((cluster.clone(), endpoint)))
+    }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.cluster.endpoints[self.endpoint]
-            .active
-            .fetch_sub(1, Ordering::Relaxed);
+        if let Some((cluster, endpoint)) = &self.0 {
+            cluster.endpoints[*endpoint]
+                .active
+                .fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -144,33 +156,55 @@ impl Body for UpstreamBody {
     }
 }
 
-/// Sends `req` to an endpoint of `cluster`. `timeout` bounds everything up to the response
-/// headers. `upgrade`: the request asks for a protocol switch, so it gets a connection of its
-/// own that is never pooled.
+/// A request on its way to a cluster: head rewritten for the upstream, forwarding headers
+/// decided (Membrane's HTTP/1.1 client writes them while encoding the head; hyper's paths
+/// get them applied to the map).
+pub struct Outbound<'a> {
+    pub parts: http::request::Parts,
+    pub body: RequestBody,
+    pub fwd: Forwarding<'a>,
+    /// Bounds everything up to the response headers.
+    pub timeout: Duration,
+    /// The request asks for a protocol switch: it gets a connection of its own that is
+    /// never pooled.
+    pub upgrade: bool,
+}
+
+/// Sends a request to an endpoint of `cluster`.
+///
+/// Every level of the request path holds the future of the level below it inline and moves
+/// it once per request, so the plain HTTP/1.1 path is kept flat and small: this function,
+/// the exchange on a pooled connection, and Membrane's client. Opening a connection and the
+/// paths through hyper and rustls (upgrades, HTTP/2, TLS), whose futures are several KiB,
+/// are boxed: an allocation for those requests instead of a larger copy for every one.
 pub async fn send(
     cluster: &Arc<Cluster>,
-    req: Request<RequestBody>,
-    fwd: &Forwarding,
-    timeout: Duration,
-    upgrade: bool,
+    out: Outbound<'_>,
 ) -> Result<(Response<UpstreamBody>, InFlight), UpstreamError> {
     let ep = cluster
         .pick()
         .ok_or_else(|| UpstreamError::NoEndpoint(cluster.name.clone()))?;
     let endpoint = &cluster.endpoints[ep];
-    endpoint.active.fetch_add(1, Ordering::Relaxed);
-    let in_flight = InFlight {
-        cluster: cluster.clone(),
-        endpoint: ep,
-    };
+    let in_flight = InFlight::start(cluster, ep);
     let key = PoolKey {
         cluster: cluster.shared.id,
         addr: endpoint.addr,
         protocol: cluster.protocol,
         tls: cluster.tls_fingerprint,
     };
-    let exchange = exchange(cluster, key, req, fwd, upgrade);
-    match tokio::time::timeout(timeout, exchange).await {
+    let timeout = out.timeout;
+    let sent =
+        if out.upgrade || cluster.protocol == UpstreamProtocol::Http2 || cluster.tls.is_some() {
+            tokio::time::timeout(timeout, Box::pin(exchange_hyper(cluster, key, out))).await
+        } else {
+            let body = (!out.body.is_end_stream()).then_some(out.body);
+            tokio::time::timeout(
+                timeout,
+                exchange_http1(cluster, key, &out.parts, &out.fwd, body),
+            )
+            .await
+        };
+    match sent {
         Ok(Ok(resp)) => Ok((resp, in_flight)),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(UpstreamError::Timeout {
@@ -180,18 +214,57 @@ pub async fn send(
     }
 }
 
-async fn exchange(
+/// Membrane's HTTP/1.1 client on a pooled connection. A pooled connection may have been
+/// closed by the upstream just now: a request without body that got no byte of response
+/// is then tried once more on a new connection; anything else is not retried.
+async fn exchange_http1(
     cluster: &Cluster,
     key: PoolKey,
-    mut req: Request<RequestBody>,
-    fwd: &Forwarding,
-    upgrade: bool,
+    parts: &http::request::Parts,
+    fwd: &Forwarding<'_>,
+    body: Option<RequestBody>,
+) -> Result<Response<UpstreamBody>, UpstreamError> {
+    let body = match pool::checkout(&key, cluster.pool_idle_timeout) {
+        Some(Sender::Http1(conn)) => match h1::exchange(conn, key, parts, fwd, body).await {
+            Ok(resp) => return Ok(resp.map(UpstreamBody::Http1)),
+            Err(f) if f.retryable => None,
+            Err(f) => return Err(UpstreamError::from_h1(key.addr, f.error)),
+        },
+        _ => body,
+    };
+    Box::pin(exchange_http1_new(cluster, key, parts, fwd, body)).await
+}
+
+/// The same on a new connection (no pooled one, or the pooled one was dead).
+async fn exchange_http1_new(
+    cluster: &Cluster,
+    key: PoolKey,
+    parts: &http::request::Parts,
+    fwd: &Forwarding<'_>,
+    body: Option<RequestBody>,
+) -> Result<Response<UpstreamBody>, UpstreamError> {
+    let Sender::Http1(conn) = connect::open(cluster, key).await? else {
+        return Err(UpstreamError::Reset {
+            addr: key.addr,
+            reason: "no usable connection".into(),
+        });
+    };
+    h1::exchange(conn, key, parts, fwd, body)
+        .await
+        .map(|resp| resp.map(UpstreamBody::Http1))
+        .map_err(|f| UpstreamError::from_h1(key.addr, f.error))
+}
+
+/// The exchanges through hyper's clients: upgrades, HTTP/2, HTTP/1.1 over TLS.
+async fn exchange_hyper(
+    cluster: &Cluster,
+    key: PoolKey,
+    out: Outbound<'_>,
 ) -> Result<Response<UpstreamBody>, UpstreamError> {
     let addr = key.addr;
-    if upgrade || cluster.protocol == UpstreamProtocol::Http2 || cluster.tls.is_some() {
-        fwd.apply(req.headers_mut());
-    }
-    if upgrade {
+    let mut req = Request::from_parts(out.parts, out.body);
+    out.fwd.apply(req.headers_mut());
+    if out.upgrade {
         let mut sender = connect::open_upgrade(cluster, addr).await?;
         let resp = sender
             .send_request(req)
@@ -200,38 +273,9 @@ async fn exchange(
         return Ok(resp.map(UpstreamBody::Hyper));
     }
     match cluster.protocol {
-        UpstreamProtocol::Http1 if cluster.tls.is_some() => {
-            tls_http1::exchange(cluster, key, req).await
-        }
-        UpstreamProtocol::Http1 => exchange_http1(cluster, key, req, fwd).await,
         UpstreamProtocol::Http2 => exchange_http2(cluster, key, req).await,
+        UpstreamProtocol::Http1 => tls_http1::exchange(cluster, key, req).await,
     }
-}
-
-async fn exchange_http1(
-    cluster: &Cluster,
-    key: PoolKey,
-    req: Request<RequestBody>,
-    fwd: &Forwarding,
-) -> Result<Response<UpstreamBody>, UpstreamError> {
-    let (parts, body) = req.into_parts();
-    let mut body = (!body.is_end_stream()).then_some(body);
-    // A pooled connection may have been closed by the upstream just now. A request without
-    // body that got no byte of response is tried once more on a new connection; anything
-    // else is not retried.
-    for attempt in 0..2 {
-        let (sender, reused) = connection(cluster, key, attempt).await?;
-        let Sender::Http1(conn) = sender else { break };
-        match h1::exchange(conn, key, &parts, fwd, body.take()).await {
-            Ok(resp) => return Ok(resp.map(UpstreamBody::Http1)),
-            Err(f) if f.retryable && reused => continue,
-            Err(f) => return Err(UpstreamError::from_h1(key.addr, f.error)),
-        }
-    }
-    Err(UpstreamError::Reset {
-        addr: key.addr,
-        reason: "no usable connection".into(),
-    })
 }
 
 async fn exchange_http2(

@@ -10,7 +10,7 @@ use http::request::Parts;
 use http::{Method, Response, header};
 use http_body_util::BodyExt;
 use std::io::ErrorKind;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use tokio::net::TcpStream;
 
 /// Read buffer growth step, and the most a response head may take.
@@ -39,17 +39,16 @@ impl H1Conn {
     }
 
     /// True when the upstream has closed this idle connection (or sent bytes nobody asked
-    /// for). Uses tokio's readiness state, so an idle, healthy connection costs no syscall.
+    /// for). Uses tokio's readiness state, so an idle, healthy connection costs no syscall;
+    /// `try_io` reads that state without registering a waker (which would take the socket's
+    /// waiter lock on every checkout and return).
     pub fn is_closed(&self) -> bool {
-        let mut cx = Context::from_waker(Waker::noop());
-        match self.stream.poll_read_ready(&mut cx) {
-            Poll::Pending => false,
-            Poll::Ready(Err(_)) => true,
-            Poll::Ready(Ok(())) => {
-                let mut probe = [0u8; 1];
-                !matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == ErrorKind::WouldBlock)
-            }
-        }
+        let probe = self.stream.try_io(tokio::io::Interest::READABLE, || {
+            let mut byte = [std::mem::MaybeUninit::new(0u8)];
+            socket2::SockRef::from(&self.stream).peek(&mut byte)
+        });
+        // Not readable: healthy. Readable: closed (0), stray bytes (n) or an error.
+        !matches!(probe, Err(e) if e.kind() == ErrorKind::WouldBlock)
     }
 
     /// Forgets the socket's "readable" state left by the last read of a response, without a
@@ -83,7 +82,7 @@ pub async fn exchange(
     mut conn: Box<H1Conn>,
     key: PoolKey,
     parts: &Parts,
-    fwd: &Forwarding,
+    fwd: &Forwarding<'_>,
     body: Option<RequestBody>,
 ) -> Result<Response<H1Body>, Failed> {
     let chunked = body.is_some() && !parts.headers.contains_key(header::CONTENT_LENGTH);

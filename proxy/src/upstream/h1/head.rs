@@ -15,7 +15,7 @@ const MAX_HEADERS: usize = 100;
 
 /// Writes `METHOD path HTTP/1.1`, the headers with the forwarding headers applied, the
 /// framing header when the body is chunked, and the blank line.
-pub fn encode_request(out: &mut Vec<u8>, parts: &Parts, fwd: &Forwarding, chunked: bool) {
+pub fn encode_request(out: &mut Vec<u8>, parts: &Parts, fwd: &Forwarding<'_>, chunked: bool) {
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     match parts.uri.path_and_query() {
@@ -389,10 +389,12 @@ mod tests {
             .body(())
             .unwrap()
             .into_parts();
+        static CLIENT: HeaderValue = HeaderValue::from_static("10.1.1.1");
+        static PROTO: HeaderValue = HeaderValue::from_static("http");
         let fwd = Forwarding {
-            client_ip: HeaderValue::from_static("10.1.1.1"),
-            via: HeaderValue::from_static("1.1 membrane"),
-            proto: HeaderValue::from_static("http"),
+            client_ip: &CLIENT,
+            via: &crate::http::headers::VIA_HTTP1,
+            proto: &PROTO,
             request_id: None,
             client_cert: None,
         };
