@@ -31,6 +31,7 @@ pub use io::DownStream;
 use crate::http::body::RequestBody;
 use crate::http::error::ProxyError;
 use crate::http::service::{self, ConnContext};
+use crate::server::deadline::Deadline;
 use crate::upstream::h1::body::Framing;
 use body::ReadSide;
 use bytes::BytesMut;
@@ -68,6 +69,7 @@ pub async fn serve(
     initial: BytesMut,
     limits: Limits,
     stop: watch::Receiver<bool>,
+    mut deadline: Deadline,
 ) {
     let (rd, mut wr) = stream.split();
     let mut rd = Some(rd);
@@ -78,28 +80,26 @@ pub async fn serve(
     // a new one is in. A request runs on the generation it started with; an idle connection
     // keeps the last one it used until its next request (or its end).
     let mut snapshots = arc_swap::Cache::new(&*ctx.state);
-    // One timer per connection, moved forward for each request: cheaper than a new one per
-    // request. It bounds both a slow head and an idle keep-alive connection.
-    let head_deadline = tokio::time::sleep(limits.header_read_timeout);
-    tokio::pin!(head_deadline);
-    // Likewise one wait for the listener to stop, registered once, not once per request.
-    let mut stop_wait = stop.clone();
-    let stopping_now = async move {
-        let _ = stop_wait.wait_for(|s| *s).await;
-    };
-    tokio::pin!(stopping_now);
+    // The stop flag is the watch channel's version (a plain load, no lock): the value only
+    // ever goes from false to true, so a changed (or closed) channel means stopping. Idle
+    // connections learn of it when the worker wakes them (`Timers::wake_all`).
+    let stopping = || stop.has_changed().unwrap_or(true);
     loop {
-        head_deadline
-            .as_mut()
-            .reset(tokio::time::Instant::now() + limits.header_read_timeout);
+        // One coarse deadline per connection (`server::deadline`), re-armed for each
+        // phase: it bounds a slow head and an idle keep-alive connection here, and the
+        // upstream exchange in the request path.
+        deadline.arm(limits.header_read_timeout);
         let head = tokio::select! {
             biased;
-            // The head first: on the wake-up that brings it, the stop and the timer are not
-            // polled at all (each poll of them registers this task's waker again).
+            // The head first: on the wake-up that brings it, nothing else is looked at.
             r = read_head(&mut rd, &mut rbuf, &mut scratch, limits.max_head) => r,
             // Idle between requests: a stopping listener closes the connection here.
-            () = &mut stopping_now => return,
-            () = &mut head_deadline => return,
+            () = std::future::poll_fn(|cx| {
+                if stopping() {
+                    return std::task::Poll::Ready(());
+                }
+                deadline.poll_expired(cx)
+            }) => return,
         };
         let head = match head {
             Err(ReadError::Closed) => return,
@@ -155,7 +155,7 @@ pub async fn serve(
         } else {
             None
         };
-        let resp = service::serve(&ctx, snapshots.load(), req).await;
+        let resp = service::serve(&ctx, snapshots.load(), req, Some(&mut deadline)).await;
         // Take the read buffer back; a body not read to its end leaves the connection in
         // the middle of a request, so it is closed after this response.
         let mut body_done = true;
@@ -170,9 +170,7 @@ pub async fn serve(
                 None => return,
             }
         }
-        // A version check, not a read of the value: it takes no lock. The value only ever goes
-        // from false to true, so a changed (or closed) channel means stopping.
-        let stopping = stop.has_changed().unwrap_or(true);
+        let closing = stopping();
         if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS
             && let Some(rx) = upgrade
         {
@@ -194,7 +192,7 @@ pub async fn serve(
         let to = Answering {
             version: to_version,
             head_request,
-            keep_alive: head.keep_alive && body_done && !stopping,
+            keep_alive: head.keep_alive && body_done && !closing,
             trailers: head.trailers,
         };
         match write_response(&mut wr, &mut wbuf, resp, &to).await {

@@ -23,6 +23,7 @@ use crate::access_log::{self, AccessLogTarget};
 use crate::config::UpstreamProtocol;
 use crate::metrics::RouteMetrics;
 use crate::route::{RequestView, strip_port};
+use crate::server::deadline::Deadline;
 use crate::snapshot::{Action, Listener, RouteEntry, Snapshot};
 use crate::tls::peer::PeerTls;
 use crate::upstream::{self, Cluster, Forwarding, UpstreamBody};
@@ -77,17 +78,19 @@ pub async fn handle(
     req: Request<RequestBody>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let snapshot = ctx.state.load_full();
-    Ok(serve(&ctx, &snapshot, req).await)
+    Ok(serve(&ctx, &snapshot, req, None).await)
 }
 
 /// The same, for a caller that keeps the connection's context and a current config
 /// snapshot alive for the whole request (Membrane's HTTP/1.x loop, which caches the
 /// snapshot and reloads it only when a new generation is in): no reference count to touch
-/// per request.
+/// per request. `deadline`: the connection's coarse deadline, to bound the upstream
+/// exchange with instead of a tokio timer of its own.
 pub async fn serve(
     ctx: &ConnContext,
     snapshot: &Snapshot,
     req: Request<RequestBody>,
+    deadline: Option<&mut Deadline>,
 ) -> Response<ProxyBody> {
     let start = Instant::now();
     let request_id = headers::request_id(req.headers());
@@ -105,7 +108,7 @@ pub async fn serve(
     let outcome = match decide(ctx, listener, req, &request_id, &mut note) {
         Ok((Decision::Answer(resp), m)) => Ok((resp, m)),
         Ok((Decision::Forward { cluster, out, back }, m)) => {
-            match upstream::send(cluster, out).await {
+            match upstream::send(cluster, out, deadline).await {
                 Ok((resp, in_flight)) => Ok((respond(resp, in_flight, back), m)),
                 Err(e) => Err((e.into(), m)),
             }

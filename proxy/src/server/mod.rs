@@ -4,6 +4,7 @@
 
 mod admin;
 mod bind;
+pub mod deadline;
 mod listeners;
 mod sniff;
 mod watch;

@@ -3,6 +3,7 @@
 //! is shared between cores except the config snapshot (read through `ArcSwap`) and a few
 //! atomic counters.
 
+use super::deadline::{Deadline, Timers};
 use super::sniff;
 use crate::config::ListenerProtocol;
 use crate::downstream::DownStream;
@@ -59,6 +60,7 @@ pub fn spawn(id: usize, state: Arc<ArcSwap<Snapshot>>) -> std::io::Result<Worker
 }
 
 async fn run(mut commands: mpsc::UnboundedReceiver<Command>, state: Arc<ArcSwap<Snapshot>>) {
+    let timers = Timers::start();
     // Every connection task holds a clone of `alive`; draining waits until all are dropped.
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
     let mut alive = Some(alive);
@@ -68,7 +70,9 @@ async fn run(mut commands: mpsc::UnboundedReceiver<Command>, state: Arc<ArcSwap<
                 let Some(alive) = alive.clone() else { continue };
                 match tokio::net::TcpListener::from_std(socket) {
                     Ok(l) => {
-                        tokio::spawn(accept_loop(name, l, stop, state.clone(), alive));
+                        let accept =
+                            accept_loop(name, l, stop, state.clone(), timers.clone(), alive);
+                        tokio::spawn(accept);
                     }
                     Err(e) => tracing::error!(listener = %name, error = %e, "cannot serve socket"),
                 }
@@ -94,12 +98,18 @@ async fn accept_loop(
     listener: tokio::net::TcpListener,
     mut stop: watch::Receiver<bool>,
     state: Arc<ArcSwap<Snapshot>>,
+    timers: Timers,
     alive: mpsc::Sender<()>,
 ) {
     loop {
         let accepted = tokio::select! {
             biased;
-            _ = stopped(&mut stop) => return,
+            _ = stopped(&mut stop) => {
+                // Idle HTTP/1.x connections wait on their deadline, not on the stop signal:
+                // wake them to look at it.
+                timers.wake_all();
+                return;
+            }
             r = listener.accept() => r,
         };
         match accepted {
@@ -111,6 +121,7 @@ async fn accept_loop(
                     peer,
                     stream,
                     stop.clone(),
+                    timers.deadline(),
                     alive.clone(),
                 ));
             }
@@ -129,6 +140,7 @@ async fn serve_connection(
     peer: SocketAddr,
     stream: TcpStream,
     stop: watch::Receiver<bool>,
+    deadline: Deadline,
     _alive: mpsc::Sender<()>,
 ) {
     let Some(listener) = state.load().listeners.get(&name).cloned() else {
@@ -137,7 +149,7 @@ async fn serve_connection(
     let metrics = listener.metrics.clone();
     metrics.accepted.inc();
     metrics.active.inc();
-    serve_accepted(name, state, peer, stream, listener, stop).await;
+    serve_accepted(name, state, peer, stream, listener, stop, deadline).await;
     metrics.active.dec();
 }
 
@@ -148,6 +160,7 @@ async fn serve_accepted(
     stream: TcpStream,
     listener: Arc<Listener>,
     stop: watch::Receiver<bool>,
+    deadline: Deadline,
 ) {
     // hyper's own limits sit above the listener's, which are checked per request to give a
     // JSON 431 with a reason; past hyper's, it answers a bare 431 and closes.
@@ -185,7 +198,8 @@ async fn serve_accepted(
         (ListenerProtocol::Auto, Alpn::None) => {
             match sniff::sniff(&mut stream, read_timeout).await {
                 sniff::Sniffed::Http1(initial) => {
-                    crate::downstream::serve(ctx.clone(), stream, initial, limits, stop).await;
+                    crate::downstream::serve(ctx.clone(), stream, initial, limits, stop, deadline)
+                        .await;
                 }
                 sniff::Sniffed::Http2(prefix) => {
                     let io = TokioIo::new(sniff::Prefixed {
@@ -204,7 +218,8 @@ async fn serve_accepted(
         let conn = h2_builder(max_list).serve_connection(TokioIo::new(stream), svc);
         log_end(&ctx, drive(conn, stop).await);
     } else {
-        crate::downstream::serve(ctx.clone(), stream, bytes::BytesMut::new(), limits, stop).await;
+        let initial = bytes::BytesMut::new();
+        crate::downstream::serve(ctx.clone(), stream, initial, limits, stop, deadline).await;
     }
 }
 

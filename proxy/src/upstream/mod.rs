@@ -13,6 +13,7 @@ pub use forwarding::Forwarding;
 
 use crate::config::{LbPolicy, UpstreamProtocol};
 use crate::http::body::{RequestBody, RequestBodyError};
+use crate::server::deadline::Deadline;
 use bytes::Bytes;
 use h1::{H1Body, H1Error};
 use http_body::{Body, Frame, SizeHint};
@@ -180,6 +181,7 @@ pub struct Outbound<'a> {
 pub async fn send(
     cluster: &Arc<Cluster>,
     out: Outbound<'_>,
+    deadline: Option<&mut Deadline>,
 ) -> Result<(Response<UpstreamBody>, InFlight), UpstreamError> {
     let ep = cluster
         .pick()
@@ -193,24 +195,59 @@ pub async fn send(
         tls: cluster.tls_fingerprint,
     };
     let timeout = out.timeout;
+    let mut bound = match deadline {
+        Some(d) => {
+            d.arm(timeout);
+            Bound::Coarse(d)
+        }
+        None => Bound::Timer(Box::pin(tokio::time::sleep(timeout))),
+    };
     let sent =
         if out.upgrade || cluster.protocol == UpstreamProtocol::Http2 || cluster.tls.is_some() {
-            tokio::time::timeout(timeout, Box::pin(exchange_hyper(cluster, key, out))).await
+            let mut f = Box::pin(exchange_hyper(cluster, key, out));
+            std::future::poll_fn(|cx| bound.poll_within(f.as_mut(), cx)).await
         } else {
             let body = (!out.body.is_end_stream()).then_some(out.body);
-            tokio::time::timeout(
-                timeout,
-                exchange_http1(cluster, key, &out.parts, &out.fwd, body),
-            )
-            .await
+            // Pinned where it is made: held once in this future, not moved into a wrapper.
+            let mut f = std::pin::pin!(exchange_http1(cluster, key, &out.parts, &out.fwd, body));
+            std::future::poll_fn(|cx| bound.poll_within(f.as_mut(), cx)).await
         };
+    if let Bound::Coarse(d) = bound {
+        d.disarm();
+    }
     match sent {
-        Ok(Ok(resp)) => Ok((resp, in_flight)),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(UpstreamError::Timeout {
+        Some(Ok(resp)) => Ok((resp, in_flight)),
+        Some(Err(e)) => Err(e),
+        None => Err(UpstreamError::Timeout {
             addr: key.addr,
             after: timeout,
         }),
+    }
+}
+
+/// What bounds the wait for a response head.
+enum Bound<'a> {
+    /// The connection's coarse deadline (Membrane's HTTP/1.x loop).
+    Coarse(&'a mut Deadline),
+    /// A tokio timer of the request's own (requests served by hyper).
+    Timer(Pin<Box<tokio::time::Sleep>>),
+}
+
+impl Bound<'_> {
+    /// Polls `f`, then the bound: `None` once the bound has passed first.
+    fn poll_within<F: std::future::Future>(
+        &mut self,
+        f: Pin<&mut F>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<F::Output>> {
+        if let Poll::Ready(out) = f.poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        match self {
+            Bound::Coarse(d) => d.poll_expired(cx),
+            Bound::Timer(t) => t.as_mut().poll(cx),
+        }
+        .map(|()| None)
     }
 }
 
