@@ -2,21 +2,24 @@
 # Side-by-side HTTP/1.1 reverse-proxy benchmark: Membrane, nginx and HAProxy, one worker each,
 # in front of the same upstream (an nginx answering a 100-byte body) on loopback.
 #
-#   benches/side_by_side.sh              # 3 interleaved rounds of 10 s, then callgrind
-#   ROUNDS=5 DURATION=20 benches/side_by_side.sh
+#   benches/side_by_side.sh              # 7 interleaved rounds of 5 s, then callgrind
+#   ROUNDS=11 DURATION=5 benches/side_by_side.sh
 #   SKIP_CALLGRIND=1 benches/side_by_side.sh
 #   SKIP_TLS=1 benches/side_by_side.sh      # without the TLS rows (benches/tls_rows.sh)
 #   KEEP_WORK=1 benches/side_by_side.sh   # keep configs and callgrind files for callgrind_annotate
 #
 # Pinning: each proxy runs on core 0; wrk and the upstream share core 1. Runs are interleaved
-# (M N H M N H ...) so drift hits every proxy alike; compare the ratios, not absolute numbers.
+# (M N H ... then ... H N M, alternating) so drift hits every proxy alike, and each ratio is
+# the median over rounds of the ratio within a round: this machine's speed swings by up to
+# half from one run to the next, and pairing neighbours cancels most of it. Each run also
+# reads the proxy's CPU time (utime + stime from /proc) to give CPU time per request.
 # Instructions per request come from callgrind: two runs with N1 and N2 requests, and
 # (Ir(N2) - Ir(N1)) / (N2 - N1), so start-up and shutdown cancel out.
 # Every load is bounded: wrk by DURATION, h2load by a request count.
 set -euo pipefail
 
-ROUNDS=${ROUNDS:-3}
-DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-7}
+DURATION=${DURATION:-5}
 CONNS=${CONNS:-64}
 N1=${N1:-2000}
 N2=${N2:-12000}
@@ -160,6 +163,11 @@ taskset -c "$PROXY_CORE" "$HAPROXY" -f "$work/haproxy.cfg" -db 2>"$work/haproxy.
 taskset -c "$PROXY_CORE" "$NGINX" -c "$work/nginx-fwd.conf" & pids+=($!)
 taskset -c "$PROXY_CORE" "$MEMBRANE" proxy --no-watch --config "$work/membrane-policy.yaml" 2>"$work/membrane-policy.log" & pids+=($!)
 for p in $MEMBRANE_PORT $NGINX_PORT $HAPROXY_PORT $NGINX_FWD_PORT $POLICY_PORT; do wait_port $p; done
+# The process doing each proxy's work, for its CPU time: nginx's worker is the master's child.
+declare -A PID=([membrane]=${pids[1]} [nginx]=$(pgrep -P "${pids[2]}" | head -1)
+  [haproxy]=${pids[3]} [nginx-fwd]=$(pgrep -P "${pids[4]}" | head -1) [membrane-policy]=${pids[5]})
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$POLICY_PORT/")" = 401 ] ||
   { echo "the policy instance did not ask for a token" >&2; exit 1; }
 for p in $MEMBRANE_PORT $NGINX_PORT $HAPROXY_PORT $NGINX_FWD_PORT $POLICY_PORT; do
@@ -172,32 +180,54 @@ to_ms() { # wrk latency like 1.23ms / 456.00us / 1.02s → ms
     else if (v ~ /ms$/) { sub(/ms$/,"",v); print v+0 }
     else if (v ~ /s$/) { sub(/s$/,"",v); print v*1000 } else print v }'
 }
-declare -A RPS P50 P99
+declare -A RPS P50 P99 CPU ROUND
 names=(membrane nginx haproxy nginx-fwd membrane-policy)
 declare -A PORT=([membrane]=$MEMBRANE_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT [nginx-fwd]=$NGINX_FWD_PORT [membrane-policy]=$POLICY_PORT)
-printf '%-15s %5s %12s %9s %9s\n' proxy round req/s p50_ms p99_ms
+printf '%-15s %5s %12s %9s %9s %12s\n' proxy round req/s p50_ms p99_ms cpu_us/req
 for r in $(seq 1 "$ROUNDS"); do
-  for n in "${names[@]}"; do
+  order=("${names[@]}")
+  if (( r % 2 == 0 )); then order=(); for ((i=${#names[@]}-1; i>=0; i--)); do order+=("${names[$i]}"); done; fi
+  for n in "${order[@]}"; do
     # Only the policy row sends a token: the others are measured on the plain request.
     auth=(); [ "$n" = membrane-policy ] && auth=(-H "Authorization: Bearer $TOKEN")
+    before=$(cpu_ticks "${PID[$n]}")
     out=$(taskset -c "$LOAD_CORE" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "${auth[@]}" \
       "http://127.0.0.1:${PORT[$n]}/")
+    after=$(cpu_ticks "${PID[$n]}")
     rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+    total=$(awk '/requests in/ {print $1}' <<<"$out")
+    cpu=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v n="$total" 'BEGIN{ printf "%.3f", t * 1e6 / hz / n }')
     p50=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")
     p99=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
     errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out")
     [ -z "$errs" ] || echo "  $n: $errs" >&2
-    printf '%-15s %5s %12.0f %9.3f %9.3f\n' "$n" "$r" "$rps" "$p50" "$p99"
+    printf '%-15s %5s %12.0f %9.3f %9.3f %12.2f\n' "$n" "$r" "$rps" "$p50" "$p99" "$cpu"
     RPS[$n]="${RPS[$n]:-} $rps"; P50[$n]="${P50[$n]:-} $p50"; P99[$n]="${P99[$n]:-} $p99"
+    CPU[$n]="${CPU[$n]:-} $cpu"; ROUND[$n.$r]="$rps $cpu"
   done
 done
 median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{a[NR]=$1} END{ if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2 }'; }
+# Median over rounds of a ratio taken within each round: $1/$2 of field $3 (1 req/s, 2 CPU).
+paired() {
+  for r in $(seq 1 "$ROUNDS"); do
+    awk -v a="${ROUND[$1.$r]}" -v b="${ROUND[$2.$r]}" -v f="$3" \
+      'BEGIN{ split(a, x, " "); split(b, y, " "); printf "%s ", x[f] / y[f] }'
+  done | median
+}
 echo
-printf '%-15s %12s %9s %9s   (medians over %s rounds)\n' proxy req/s p50_ms p99_ms "$ROUNDS"
+printf '%-15s %12s %9s %9s %12s   (medians over %s rounds)\n' proxy req/s p50_ms p99_ms cpu_us/req "$ROUNDS"
 declare -A MED
 for n in "${names[@]}"; do
   MED[$n]=$(median <<<"${RPS[$n]}")
-  printf '%-15s %12.0f %9.3f %9.3f\n' "$n" "${MED[$n]}" "$(median <<<"${P50[$n]}")" "$(median <<<"${P99[$n]}")"
+  printf '%-15s %12.0f %9.3f %9.3f %12.2f\n' "$n" "${MED[$n]}" "$(median <<<"${P50[$n]}")" \
+    "$(median <<<"${P99[$n]}")" "$(median <<<"${CPU[$n]}")"
+done
+echo
+echo "ratios within rounds (median over rounds; the medians above divided: $(awk -v m="${MED[membrane]}" -v n="${MED[nginx]}" 'BEGIN{ printf "%.3f", m/n }') req/s)"
+printf '%-28s %8s %8s\n' pair req/s cpu/req
+for pair in "membrane nginx" "membrane haproxy" "membrane nginx-fwd" "membrane-policy membrane"; do
+  set -- $pair
+  printf '%-28s %8.3f %8.3f\n' "$1/$2" "$(paired "$1" "$2" 1)" "$(paired "$1" "$2" 2)"
 done
 declare -A HS HSR TRPS
 if [ "${SKIP_TLS:-0}" != 1 ]; then
@@ -239,13 +269,14 @@ if [ "${SKIP_CALLGRIND:-0}" != 1 ]; then
 fi
 
 echo
-awk -v m="${MED[membrane]}" -v n="${MED[nginx]}" 'BEGIN{ printf "RESULT http1_rps_ratio_vs_nginx %.3f\n", m/n }'
-awk -v m="${MED[membrane]}" -v n="${MED[nginx-fwd]}" 'BEGIN{ printf "RESULT http1_rps_ratio_vs_nginx_same_headers %.3f\n", m/n }'
+printf 'RESULT http1_rps_ratio_vs_nginx %.3f\n' "$(paired membrane nginx 1)"
+printf 'RESULT http1_rps_ratio_vs_nginx_same_headers %.3f\n' "$(paired membrane nginx-fwd 1)"
+printf 'RESULT http1_cpu_ratio_vs_nginx %.3f\n' "$(paired membrane nginx 2)"
 if [ "${SKIP_CALLGRIND:-0}" != 1 ]; then
   awk -v m="$IM" -v n="$IN" 'BEGIN{ printf "RESULT http1_instr_ratio_vs_nginx %.3f\n", m/n }'
   awk -v p="$IP" -v m="$IMH" 'BEGIN{ printf "RESULT policy_instr_ratio_vs_plain %.3f\n", p/m }'
 fi
-awk -v p="${MED[membrane-policy]}" -v m="${MED[membrane]}" 'BEGIN{ printf "RESULT policy_rps_ratio_vs_plain %.3f\n", p/m }'
+printf 'RESULT policy_rps_ratio_vs_plain %.3f\n' "$(paired membrane-policy membrane 1)"
 if [ "${SKIP_TLS:-0}" != 1 ]; then
   # Handshakes: per server CPU-second (the inverse of CPU time per handshake), medians.
   awk -v m="$(median <<<"${HS[membrane-tls.full]}")" -v n="$(median <<<"${HS[nginx-tls.full]}")" \
