@@ -321,7 +321,7 @@ async fn exchange_http2(
     mut req: Request<RequestBody>,
 ) -> Result<Response<UpstreamBody>, UpstreamError> {
     let addr = key.addr;
-    // As above: a request that was not sent on a pooled connection is retried once.
+    // As for HTTP/1.1: a request that was not sent on a pooled connection is retried once.
     for attempt in 0..2 {
         let (sender, reused) = connection(cluster, key, attempt).await?;
         let Sender::Http2(mut sender) = sender else {
