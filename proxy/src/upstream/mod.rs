@@ -251,9 +251,9 @@ impl Bound<'_> {
     }
 }
 
-/// Membrane's HTTP/1.1 client on a pooled connection. A pooled connection may have been
-/// closed by the upstream just now: a request without body that got no byte of response
-/// is then tried once more on a new connection; anything else is not retried.
+/// Membrane's HTTP/1.1 client, on a pooled connection if there is one. A pooled connection
+/// may have been closed by the upstream just now: a request without body that got no byte
+/// of response is then tried once more on a new connection; anything else is not retried.
 async fn exchange_http1(
     cluster: &Cluster,
     key: PoolKey,
@@ -269,18 +269,9 @@ async fn exchange_http1(
         },
         _ => body,
     };
-    Box::pin(exchange_http1_new(cluster, key, parts, fwd, body)).await
-}
-
-/// The same on a new connection (no pooled one, or the pooled one was dead).
-async fn exchange_http1_new(
-    cluster: &Cluster,
-    key: PoolKey,
-    parts: &http::request::Parts,
-    fwd: &Forwarding<'_>,
-    body: Option<RequestBody>,
-) -> Result<Response<UpstreamBody>, UpstreamError> {
-    let Sender::Http1(conn) = connect::open(cluster, key).await? else {
+    // A new connection. Opening one is boxed (its future is several KiB); the second
+    // exchange shares its place in this future with the first, as they are never both live.
+    let Sender::Http1(conn) = Box::pin(connect::open(cluster, key)).await? else {
         return Err(UpstreamError::Reset {
             addr: key.addr,
             reason: "no usable connection".into(),
