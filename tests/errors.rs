@@ -215,3 +215,45 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
         start.elapsed()
     );
 }
+
+/// A connection that sends nothing at all is held no longer than the header-read timeout,
+/// whatever the listener's protocol: HTTP/2 ones too, though hyper itself waits for a
+/// preface without a limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_cut_off_on_every_protocol() {
+    let listener = |name: &str| {
+        format!(
+            "  - name: {name}\n    address: 127.0.0.1:0\n    protocol: {name}\n    limits: {{header_read_timeout: 300ms}}\n    virtual_hosts: [{{name: v, domains: ['*'], routes: [{{name: r, direct_response: {{status: 200}}}}]}}]\n"
+        )
+    };
+    let yaml = format!(
+        "admin: {{address: '127.0.0.1:0'}}\nworkers: 1\nlisteners:\n{}{}{}",
+        listener("auto"),
+        listener("http1"),
+        listener("http2")
+    );
+    let (proxy, _) = start_proxy(&yaml);
+    for name in ["auto", "http1", "http2"] {
+        // Half of HTTP/2's preface, too, where it could be one (on `http1` it is a bad
+        // request line, answered 400 at once).
+        let partial: &[u8] = if name == "http1" {
+            b""
+        } else {
+            b"PRI * HTTP/2.0\r\n"
+        };
+        for sent in [&b""[..], partial] {
+            let addr = proxy.listener_addr(name).unwrap();
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(sent).await.unwrap();
+            let start = std::time::Instant::now();
+            let mut buf = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+            assert!(read.is_ok(), "{name} {sent:?}: never disconnected");
+            assert!(
+                start.elapsed() >= Duration::from_millis(250),
+                "{name} {sent:?}: cut off early, {:?}",
+                start.elapsed()
+            );
+        }
+    }
+}

@@ -29,6 +29,7 @@ struct World {
 }
 
 fn world(tag: &str) -> World {
+    logs();
     let dir = std::env::temp_dir().join(format!("membrane-xds-{tag}-{}", std::process::id()));
     let (spec, pki) = (dir.join("spec"), dir.join("pki"));
     std::fs::create_dir_all(&spec).unwrap();
@@ -431,12 +432,24 @@ async fn the_control_admin_shows_what_each_node_was_sent_and_acked() {
     let gw = start_gateway(&format!("http://{}", ctl.addr), &w.dir.join("state"));
     until("the first generation", &w, "/catalog/1", (200, "a")).await;
     let c = client_h1();
-    let nodes = get(&c, &format!("http://{admin}/nodes"), "a", &[])
-        .await
-        .json();
+    let nodes_json = || async {
+        get(&c, &format!("http://{admin}/nodes"), "a", &[])
+            .await
+            .json()
+    };
+    let listener_of = |nodes: &serde_json::Value| {
+        nodes["nodes"]["orders/gw-1"]["types"]["type.googleapis.com/membrane.v1.Listener"].clone()
+    };
+    // The gateway applies before it ACKs: the ACK may trail the first good request.
+    eventually("the listener ACKed", Duration::from_secs(10), || async {
+        let l = listener_of(&nodes_json().await);
+        !l["sent_version"].is_null() && l["acked_version"] == l["sent_version"]
+    })
+    .await;
+    let nodes = nodes_json().await;
     let node = &nodes["nodes"]["orders/gw-1"];
     assert_eq!(node["streams"], 1, "{nodes}");
-    let listener = &node["types"]["type.googleapis.com/membrane.v1.Listener"];
+    let listener = listener_of(&nodes);
     assert_eq!(
         listener["acked_version"], listener["sent_version"],
         "{nodes}"
@@ -667,13 +680,29 @@ async fn a_spec_change_reaches_every_gateway_it_concerns() {
         },
     )
     .await;
-    let nodes = ctl.state.nodes.snapshot();
-    for n in ["orders/gw-1", "billing/gw-1"] {
-        let l = &nodes[n].types["type.googleapis.com/membrane.v1.Listener"];
-        assert!(
-            l.pushes >= 2 && l.acked_version == l.sent_version,
-            "{n}: {l:?}"
-        );
+    // A gateway applies a push before it ACKs it, so the request above can succeed while the
+    // ACK is still on its way to the control server: wait for it rather than race it.
+    let settled = || {
+        let nodes = ctl.state.nodes.snapshot();
+        ["orders/gw-1", "billing/gw-1"].map(|n| {
+            let l = &nodes[n].types["type.googleapis.com/membrane.v1.Listener"];
+            (
+                l.pushes >= 2 && l.acked_version == l.sent_version,
+                format!("{n}: {l:?}"),
+            )
+        })
+    };
+    eventually(
+        "both gateways ACK the listener change",
+        Duration::from_secs(10),
+        || {
+            let done = settled().iter().all(|(ok, _)| *ok);
+            async move { done }
+        },
+    )
+    .await;
+    for (ok, what) in settled() {
+        assert!(ok, "{what}");
     }
     gw_orders.shutdown().await;
     gw_billing.shutdown().await;

@@ -121,3 +121,14 @@ pub async fn send_h2(addr: std::net::SocketAddr, req: Request<Full<Bytes>>) -> R
     tokio::spawn(conn);
     collect(sender.send_request(req).await.expect("h2 request failed")).await
 }
+
+/// Sends the proxy's and control server's logs to the test's captured output, which is
+/// shown when a test fails. `RUST_LOG` picks what is logged; `info` by default.
+pub fn logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(filter)
+        .try_init();
+}

@@ -94,11 +94,13 @@ pub async fn serve(
             // The head first: on the wake-up that brings it, nothing else is looked at.
             r = read_head(&mut rd, &mut rbuf, &mut scratch, limits.max_head) => r,
             // Idle between requests: a stopping listener closes the connection here.
+            // The waker is handed over before the stop flag is read: a stop that lands in
+            // between then finds the waker in place (`wake_all`), and no wake-up is lost.
             () = std::future::poll_fn(|cx| {
-                if stopping() {
+                if deadline.poll_expired(cx).is_ready() || stopping() {
                     return std::task::Poll::Ready(());
                 }
-                deadline.poll_expired(cx)
+                std::task::Poll::Pending
             }) => return,
         };
         let head = match head {

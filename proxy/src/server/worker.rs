@@ -173,7 +173,7 @@ async fn serve_accepted(
     };
     let mut ctx = ConnContext::new(name, state, peer);
     let (mut stream, alpn) = match (&listener.tls, &listener.tls_metrics) {
-        (Some(tls), Some(m)) => match handshake(stream, tls, m).await {
+        (Some(tls), Some(m)) => match opening(&stop, handshake(stream, tls, m)).await {
             Some((s, peer_tls, alpn)) => {
                 ctx.set_tls(peer_tls);
                 (DownStream::Tls(s), alpn)
@@ -190,37 +190,38 @@ async fn serve_accepted(
         service::handle(svc_ctx.clone(), req.map(RequestBody::Hyper))
     });
     // ALPN decides when the client offered it; an `auto` listener sniffs otherwise.
-    let h2 = match (protocol, alpn) {
-        (ListenerProtocol::Http1, _) => false,
-        (ListenerProtocol::Http2, _) => true,
-        (ListenerProtocol::Auto, Alpn::H2) => true,
-        (ListenerProtocol::Auto, Alpn::Http11) => false,
-        (ListenerProtocol::Auto, Alpn::None) => {
-            match sniff::sniff(&mut stream, read_timeout).await {
-                sniff::Sniffed::Http1(initial) => {
-                    crate::downstream::serve(ctx.clone(), stream, initial, limits, stop, deadline)
-                        .await;
-                }
-                sniff::Sniffed::Http2(prefix) => {
-                    let io = TokioIo::new(sniff::Prefixed {
-                        prefix,
-                        inner: stream,
-                    });
-                    let conn = h2_builder(max_list).serve_connection(io, svc);
-                    log_end(&ctx, drive(conn, stop).await);
-                }
-                sniff::Sniffed::Gone => {}
-            }
+    let h2_only = match (protocol, alpn) {
+        (ListenerProtocol::Http1, _) | (ListenerProtocol::Auto, Alpn::Http11) => {
+            // The native HTTP/1.x loop bounds its own head read and sees the stop itself.
+            let initial = bytes::BytesMut::new();
+            crate::downstream::serve(ctx.clone(), stream, initial, limits, stop, deadline).await;
             return;
         }
+        (ListenerProtocol::Http2, _) | (ListenerProtocol::Auto, Alpn::H2) => true,
+        (ListenerProtocol::Auto, Alpn::None) => false,
     };
-    if h2 {
-        let conn = h2_builder(max_list).serve_connection(TokioIo::new(stream), svc);
-        log_end(&ctx, drive(conn, stop).await);
-    } else {
-        let initial = bytes::BytesMut::new();
-        crate::downstream::serve(ctx.clone(), stream, initial, limits, stop, deadline).await;
-    }
+    // HTTP/2 clients too are read up to their preface here, with the header-read timeout
+    // and the listener's stop: hyper would wait for a preface without a limit.
+    let sniffed = opening(&stop, async {
+        Some(sniff::sniff(&mut stream, read_timeout).await)
+    })
+    .await;
+    let prefix = match sniffed.unwrap_or(sniff::Sniffed::Gone) {
+        sniff::Sniffed::Http1(initial) if !h2_only => {
+            crate::downstream::serve(ctx.clone(), stream, initial, limits, stop, deadline).await;
+            return;
+        }
+        // Not a preface where one is due: hyper refuses it (a GOAWAY) as it would have.
+        sniff::Sniffed::Http1(initial) => initial.freeze(),
+        sniff::Sniffed::Http2(prefix) => prefix,
+        sniff::Sniffed::Gone => return,
+    };
+    let io = TokioIo::new(sniff::Prefixed {
+        prefix,
+        inner: stream,
+    });
+    let conn = h2_builder(max_list).serve_connection(io, svc);
+    log_end(&ctx, drive(conn, stop).await);
 }
 
 fn h2_builder(max_list: u32) -> hyper::server::conn::http2::Builder<TokioExecutor> {
@@ -329,6 +330,22 @@ where
             conn.as_mut().graceful();
             conn.await
         }
+    }
+}
+
+/// Runs a phase before a connection's first request (the TLS handshake, the protocol
+/// sniff); a stopping listener abandons it, as the connection has nothing in flight. Without
+/// this, a client's pre-opened connection that never sends a byte (hyper's pool and browsers
+/// open them) would hold a drain until its handshake or header-read timeout.
+async fn opening<T>(
+    stop: &watch::Receiver<bool>,
+    phase: impl Future<Output = Option<T>>,
+) -> Option<T> {
+    let mut stop = stop.clone();
+    tokio::select! {
+        biased;
+        r = phase => r,
+        () = stopped(&mut stop) => None,
     }
 }
 

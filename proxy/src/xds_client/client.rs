@@ -237,6 +237,7 @@ async fn session(
         if let Some(g) = generation {
             status.generation = g;
         }
+        let mut replies = Vec::with_capacity(batch.len());
         for r in &batch {
             let reasons: Vec<String> = rejected
                 .iter()
@@ -254,20 +255,23 @@ async fn session(
             if error_detail.is_none() {
                 status.last_ack = Some(format!("{} {}", r.type_url, r.system_version_info));
             }
-            tx.send(DeltaDiscoveryRequest {
+            replies.push(DeltaDiscoveryRequest {
                 type_url: r.type_url.clone(),
                 response_nonce: r.nonce.clone(),
                 error_detail,
                 ..Default::default()
-            })
-            .await
-            .map_err(|_| "stream closed")?;
+            });
         }
         status.nacks = rejected
             .iter()
             .map(|((t, n), why)| (format!("{t}/{n}"), why.clone()))
             .collect();
+        // Published before the ACKs leave: whoever sees an ACK at the control server finds it
+        // in the gateway's own /config too.
         status.publish(opts, handle);
+        for reply in replies {
+            tx.send(reply).await.map_err(|_| "stream closed")?;
+        }
     }
 }
 
