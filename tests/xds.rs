@@ -553,15 +553,26 @@ async fn the_binary_runs_as_an_xds_gateway() {
         ])
         .arg(w.dir.join("state-bin"))
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(w.dir.join("gw-9.log")).unwrap())
         .spawn()
         .unwrap();
+    let log = || std::fs::read_to_string(w.dir.join("gw-9.log")).unwrap_or_default();
+    let mut exited = None;
     eventually(
         "the gateway process is ready",
         Duration::from_secs(20),
-        || ready(admin),
+        || {
+            exited = exited.or(child.try_wait().ok().flatten());
+            let gone = exited.is_some();
+            async move { gone || ready(admin).await }
+        },
     )
     .await;
+    assert!(
+        exited.is_none(),
+        "the gateway exited, {exited:?}: {}",
+        log()
+    );
     until(
         "it routes what the control server sent",
         &w,
@@ -707,4 +718,159 @@ async fn a_spec_change_reaches_every_gateway_it_concerns() {
     gw_orders.shutdown().await;
     gw_billing.shutdown().await;
     ctl.shutdown();
+}
+
+/// An ADS server that answers every type at once but the Listener type, which it answers
+/// only when released: a first push that reaches the gateway in parts.
+#[derive(Clone)]
+struct HoldsListeners {
+    resources: membrane_xds::compile::Resources,
+    release: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl HoldsListeners {
+    fn answer(
+        &self,
+        type_url: &str,
+        nonce: u64,
+    ) -> membrane_xds::proto::envoy::service::discovery::v3::DeltaDiscoveryResponse {
+        use membrane_xds::proto::envoy::service::discovery::v3 as ds;
+        ds::DeltaDiscoveryResponse {
+            system_version_info: format!("v{nonce}"),
+            type_url: type_url.to_owned(),
+            nonce: nonce.to_string(),
+            resources: self
+                .resources
+                .iter()
+                .filter(|((t, _), _)| t == type_url)
+                .map(|((_, name), v)| ds::Resource {
+                    name: name.clone(),
+                    version: v.version.clone(),
+                    resource: Some(v.resource.clone()),
+                    aliases: Vec::new(),
+                })
+                .collect(),
+            removed_resources: Vec::new(),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl membrane_xds::proto::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryService for HoldsListeners {
+    type StreamAggregatedResourcesStream = membrane_xds::server::ResponseStream<
+        membrane_xds::proto::envoy::service::discovery::v3::DiscoveryResponse,
+    >;
+    type DeltaAggregatedResourcesStream = membrane_xds::server::ResponseStream<
+        membrane_xds::proto::envoy::service::discovery::v3::DeltaDiscoveryResponse,
+    >;
+
+    async fn stream_aggregated_resources(
+        &self,
+        _: tonic::Request<
+            tonic::Streaming<membrane_xds::proto::envoy::service::discovery::v3::DiscoveryRequest>,
+        >,
+    ) -> Result<tonic::Response<Self::StreamAggregatedResourcesStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("delta only"))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: tonic::Request<
+            tonic::Streaming<
+                membrane_xds::proto::envoy::service::discovery::v3::DeltaDiscoveryRequest,
+            >,
+        >,
+    ) -> Result<tonic::Response<Self::DeltaAggregatedResourcesStream>, tonic::Status> {
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let me = self.clone();
+        let mut input = request.into_inner();
+        tokio::spawn(async move {
+            let mut nonce = 0;
+            while let Ok(Some(req)) = input.message().await {
+                if !req.response_nonce.is_empty() {
+                    continue; // an ACK
+                }
+                nonce += 1;
+                let answer = me.answer(&req.type_url, nonce);
+                let (tx, me) = (tx.clone(), me.clone());
+                tokio::spawn(async move {
+                    if answer.type_url == membrane_xds::compile::TYPE_LISTENER {
+                        me.release.notified().await;
+                    }
+                    let _ = tx.send(Ok(answer)).await;
+                });
+            }
+        });
+        Ok(tonic::Response::new(membrane_xds::server::ChannelStream(rx)))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_is_ready_only_once_every_type_has_arrived() {
+    let w = world("partial");
+    let a = Upstream::start("a").await;
+    std::fs::write(
+        w.spec.join("orders.yaml"),
+        cell_spec(w.north, &[("catalog", "/catalog", a.addr)]),
+    )
+    .unwrap();
+    let specs = membrane_xds::spec::load_dir(&w.spec).unwrap();
+    let compiled = membrane_xds::compile::compile(
+        &specs,
+        &membrane_xds::compile::Options {
+            spec_dir: w.spec.clone(),
+            cert_dir: w.pki.clone(),
+            trust_bundle_pem: std::fs::read_to_string(w.pki.join("ca.pem")).unwrap(),
+        },
+    )
+    .unwrap();
+    let server = HoldsListeners {
+        resources: compiled.gateways["orders"].clone(),
+        release: Default::default(),
+    };
+    let release = server.release.clone();
+    let incoming =
+        tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let url = format!("http://{}", incoming.local_addr().unwrap());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(membrane_xds::server::AggregatedDiscoveryServiceServer::new(
+                server,
+            ))
+            .serve_with_incoming(incoming),
+    );
+    let gw = start_gateway(&url, &w.dir.join("state"));
+    let c = client_h1();
+    let config_url = format!("http://{}/config", gw.admin_addr());
+    // The clusters, trust bundles and JWT providers are applied; the listeners are not in.
+    eventually(
+        "all but the listeners applied",
+        Duration::from_secs(20),
+        || {
+            let (c, u) = (c.clone(), config_url.clone());
+            async move {
+                let cfg = get(&c, &u, "a", &[]).await.json();
+                cfg["xds"]["applied_generation"].as_u64() > Some(1)
+                    && cfg["xds"]["awaiting"] == json!([membrane_xds::compile::TYPE_LISTENER])
+            }
+        },
+    )
+    .await;
+    let ready_url = format!("http://{}/ready", gw.admin_addr());
+    assert_eq!(
+        get(&c, &ready_url, "a", &[]).await.status,
+        503,
+        "ready without a listener"
+    );
+    release.notify_one();
+    eventually("ready with the listeners", Duration::from_secs(20), || {
+        ready(gw.admin_addr())
+    })
+    .await;
+    assert_eq!(
+        get(&c, &config_url, "a", &[]).await.json()["xds"]["awaiting"],
+        json!([])
+    );
+    until("the north listener serves", &w, "/catalog/1", (200, "a")).await;
+    gw.shutdown().await;
 }

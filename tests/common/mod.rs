@@ -102,8 +102,33 @@ pub fn parse_metrics(text: &str) -> HashMap<String, f64> {
         .collect()
 }
 
-/// A port on 127.0.0.1 with nothing listening on it.
+/// A port on 127.0.0.1 with nothing listening on it, for an address a test must name before
+/// anything listens there (xDS specs, the binary's `--admin`, a refused upstream).
+///
+/// Taken below the kernel's ephemeral range: a port freed after `bind(…:0)` can be handed at
+/// once to another test's outgoing connection or `bind(…:0)`, and the listener meant for it
+/// then fails to bind (seen as an xDS gateway that never became ready). Ports below the range
+/// are never handed out that way; tests of one binary take distinct ones (a counter), and the
+/// process id spreads binaries apart. Falls back to `bind(…:0)` if the range starts too low.
 pub fn closed_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const FLOOR: u32 = 10_000;
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let span = low.saturating_sub(FLOOR);
+    if span >= 1_000 {
+        let base = std::process::id().wrapping_mul(7_919);
+        for _ in 0..span {
+            let port = FLOOR + base.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+            let port = u16::try_from(port).unwrap();
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }

@@ -16,7 +16,7 @@ use membrane_xds::proto::envoy::service::discovery::v3::aggregated_discovery_ser
 use membrane_xds::proto::google::rpc::Status as RpcStatus;
 use membrane_xds::server::ChannelStream;
 use serde_json::json;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -137,6 +137,8 @@ struct Status {
     versions: BTreeMap<String, String>,
     last_ack: Option<String>,
     nacks: BTreeMap<String, String>,
+    /// Types the control server has answered since the start (an empty answer counts).
+    answered: BTreeSet<String>,
 }
 
 impl Status {
@@ -149,6 +151,7 @@ impl Status {
             "versions": self.versions,
             "last_ack": self.last_ack,
             "nacks": self.nacks,
+            "awaiting": TYPES.iter().filter(|t| !self.answered.contains(**t)).collect::<Vec<_>>(),
         }));
     }
 }
@@ -234,8 +237,17 @@ async fn session(
             }
         }
         let (rejected, generation) = apply(opts, handle, held, &before).await;
+        status
+            .answered
+            .extend(batch.iter().map(|r| r.type_url.clone()));
         if let Some(g) = generation {
             status.generation = g;
+            // Ready once every type has been answered and applied, as Envoy's init waits
+            // for its first CDS and LDS: a gateway that had only its clusters would say ready
+            // with no listener bound. (Booted from its state, it was ready from the start.)
+            if TYPES.iter().all(|t| status.answered.contains(*t)) {
+                handle.set_ready(true);
+            }
         }
         let mut replies = Vec::with_capacity(batch.len());
         for r in &batch {
@@ -340,7 +352,6 @@ async fn apply(
     }
     match handle.reload().await {
         Ok(generation) => {
-            handle.set_ready(true);
             if let Err(e) = save_held(&opts.state_dir, held) {
                 tracing::warn!(error = %e, "cannot save the resources for the next start");
             }
