@@ -106,6 +106,12 @@ pub struct ListenerLimits {
     /// closes keep-alive connections idle for that long.
     #[serde(default = "defaults::header_read_timeout")]
     pub header_read_timeout: Dur,
+    /// HTTP/2: a connection with no open stream for this long is closed (GOAWAY, then the
+    /// close). Envoy's default is an hour, nginx's `keepalive_timeout` 75 s; five minutes
+    /// keeps gRPC clients' connections across pauses without holding dead ones for long.
+    /// (HTTP/1.1 idle keep-alive is bounded by `header_read_timeout`.)
+    #[serde(default = "defaults::idle_timeout")]
+    pub idle_timeout: Dur,
 }
 
 impl Default for ListenerLimits {
@@ -114,6 +120,7 @@ impl Default for ListenerLimits {
             max_request_header_bytes: defaults::max_header_bytes(),
             max_request_headers: defaults::max_headers(),
             header_read_timeout: defaults::header_read_timeout(),
+            idle_timeout: defaults::idle_timeout(),
         }
     }
 }
@@ -289,6 +296,9 @@ mod defaults {
     }
     pub fn header_read_timeout() -> Dur {
         Dur(Duration::from_secs(10))
+    }
+    pub fn idle_timeout() -> Dur {
+        Dur(Duration::from_secs(300))
     }
     pub fn redirect_status() -> Located<u16> {
         Located(Spanned::new(

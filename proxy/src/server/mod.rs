@@ -5,6 +5,7 @@
 mod admin;
 mod bind;
 pub mod deadline;
+mod h2_idle;
 mod listeners;
 mod sniff;
 mod watch;

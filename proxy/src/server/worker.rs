@@ -4,6 +4,7 @@
 //! atomic counters.
 
 use super::deadline::{Deadline, Timers};
+use super::h2_idle;
 use super::sniff;
 use crate::config::ListenerProtocol;
 use crate::downstream::DownStream;
@@ -183,12 +184,9 @@ async fn serve_accepted(
         _ => (DownStream::Tcp(stream), Alpn::None),
     };
     let protocol = listener.protocol;
+    let idle_timeout = listener.idle_timeout;
     drop(listener);
     let ctx = Arc::new(ctx);
-    let svc_ctx = ctx.clone();
-    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        service::handle(svc_ctx.clone(), req.map(RequestBody::Hyper))
-    });
     // ALPN decides when the client offered it; an `auto` listener sniffs otherwise.
     let h2_only = match (protocol, alpn) {
         (ListenerProtocol::Http1, _) | (ListenerProtocol::Auto, Alpn::Http11) => {
@@ -220,8 +218,19 @@ async fn serve_accepted(
         prefix,
         inner: stream,
     });
+    let activity = h2_idle::Activity::new();
+    let (svc_ctx, svc_activity) = (ctx.clone(), activity.clone());
+    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let open = svc_activity.open();
+        let served = service::handle(svc_ctx.clone(), req.map(RequestBody::Hyper));
+        async move {
+            let resp = served.await?;
+            Ok::<_, std::convert::Infallible>(resp.map(|body| h2_idle::Tracked::new(body, open)))
+        }
+    });
     let conn = h2_builder(max_list).serve_connection(io, svc);
-    log_end(&ctx, drive(conn, stop).await);
+    let idle = activity.idle(idle_timeout);
+    log_end(&ctx, drive(conn, stop, idle).await);
 }
 
 fn h2_builder(max_list: u32) -> hyper::server::conn::http2::Builder<TokioExecutor> {
@@ -316,17 +325,25 @@ where
     }
 }
 
-/// Serves a connection until it ends; when the listener stops, the request in flight
-/// finishes, new ones are refused (HTTP/1.1: `Connection: close`; HTTP/2: GOAWAY), and the
-/// connection closes.
-async fn drive<C, E>(conn: C, mut stop: watch::Receiver<bool>) -> Result<(), E>
+/// Serves an HTTP/2 connection until it ends; when the listener stops, or the connection
+/// has been idle (no open stream) for its timeout, the streams in flight finish, new ones
+/// are refused (GOAWAY), and the connection closes.
+async fn drive<C, E>(
+    conn: C,
+    mut stop: watch::Receiver<bool>,
+    idle: impl Future<Output = ()>,
+) -> Result<(), E>
 where
     C: Future<Output = Result<(), E>> + Graceful,
 {
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => r,
-        _ = stopped(&mut stop) => {
+        () = stopped(&mut stop) => {
+            conn.as_mut().graceful();
+            conn.await
+        }
+        () = idle => {
             conn.as_mut().graceful();
             conn.await
         }

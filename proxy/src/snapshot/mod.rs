@@ -50,6 +50,8 @@ pub struct Listener {
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub header_read_timeout: Duration,
+    /// HTTP/2 connections with no open stream for this long are closed.
+    pub idle_timeout: Duration,
     /// TLS termination; `None` for plain TCP.
     pub tls: Option<Arc<ServerTls>>,
     pub tls_metrics: Option<crate::metrics::TlsListenerMetrics>,
@@ -404,6 +406,7 @@ impl Compiler<'_> {
             max_header_bytes: l.limits.max_request_header_bytes,
             max_headers: l.limits.max_request_headers,
             header_read_timeout: l.limits.header_read_timeout.0,
+            idle_timeout: l.limits.idle_timeout.0,
             tls,
             routes,
         })
