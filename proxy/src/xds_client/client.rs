@@ -73,7 +73,14 @@ pub fn start(mut opts: XdsOptions) -> Result<ProxyHandle, StartError> {
         watch_file: false,
         ready_at_start: booted_from_state,
     })?;
-    let held = load_held(&opts.state_dir);
+    // The resources kept beside the generation, sent as known versions on connecting; none
+    // without a generation to serve, so the control server answers every type (readiness
+    // waits for that) even if a stale resources file is left in the directory.
+    let held = if booted_from_state {
+        load_held(&opts.state_dir)
+    } else {
+        Held::new()
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
