@@ -224,7 +224,10 @@ async fn serve_accepted(
         let open = svc_activity.open();
         // Boxed: hyper moves a stream's future a few times before it runs, and the request
         // future is kilobytes (measured: boxing it saves more memcpy than the malloc costs).
-        let served = Box::pin(service::handle(svc_ctx.clone(), req.map(RequestBody::Hyper)));
+        let served = Box::pin(service::handle(
+            svc_ctx.clone(),
+            req.map(RequestBody::Hyper),
+        ));
         async move {
             let resp = served.await?;
             Ok::<_, std::convert::Infallible>(resp.map(|body| h2_idle::Tracked::new(body, open)))
