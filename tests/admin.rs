@@ -88,9 +88,15 @@ clusters:
     assert_eq!(m["membrane_config_generation"], 1.0);
     assert!(m["membrane_downstream_connections_total{listener=\"main\"}"] >= 1.0);
     assert!(m.contains_key("membrane_downstream_connections_active{listener=\"main\"}"));
-    assert_eq!(
-        m["membrane_upstream_connections_active{cluster=\"app\"}"],
-        1.0
+    // Pooled: five requests to `app` kept their upstream connections open for reuse. One per
+    // worker that served them at most, and each downstream connection is on one worker: the
+    // client's pool may open a second connection when a request starts before the first
+    // connection is back in its pool, and that one may land on the other worker.
+    let upstream = m["membrane_upstream_connections_active{cluster=\"app\"}"];
+    let downstream = m["membrane_downstream_connections_total{listener=\"main\"}"];
+    assert!(
+        upstream >= 1.0 && upstream <= downstream.min(2.0),
+        "{upstream} upstream connections for {downstream} downstream ones"
     );
     // Bounded labels: no series names a path or a request id.
     assert!(!text.contains("/status/503") && !text.contains("other.test"));
