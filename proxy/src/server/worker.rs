@@ -174,7 +174,7 @@ async fn serve_accepted(
     };
     let mut ctx = ConnContext::new(name, state, peer);
     let (mut stream, alpn) = match (&listener.tls, &listener.tls_metrics) {
-        (Some(tls), Some(m)) => match opening(&stop, handshake(stream, tls, m)).await {
+        (Some(tls), Some(m)) => match opening(&stop, handshake(stream, tls, m)).await.flatten() {
             Some((s, peer_tls, alpn)) => {
                 ctx.set_tls(peer_tls);
                 (DownStream::Tls(s), alpn)
@@ -200,10 +200,7 @@ async fn serve_accepted(
     };
     // HTTP/2 clients too are read up to their preface here, with the header-read timeout
     // and the listener's stop: hyper would wait for a preface without a limit.
-    let sniffed = opening(&stop, async {
-        Some(sniff::sniff(&mut stream, read_timeout).await)
-    })
-    .await;
+    let sniffed = opening(&stop, sniff::sniff(&mut stream, read_timeout)).await;
     let prefix = match sniffed.unwrap_or(sniff::Sniffed::Gone) {
         sniff::Sniffed::Http1(initial) if !h2_only => {
             crate::downstream::serve(ctx.clone(), stream, initial, limits, stop, deadline).await;
@@ -341,14 +338,16 @@ async fn drive<C, E>(
 where
     C: Future<Output = Result<(), E>> + Graceful,
 {
+    let closing = async {
+        tokio::select! {
+            () = stopped(&mut stop) => {}
+            () = idle => {}
+        }
+    };
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => r,
-        () = stopped(&mut stop) => {
-            conn.as_mut().graceful();
-            conn.await
-        }
-        () = idle => {
+        () = closing => {
             conn.as_mut().graceful();
             conn.await
         }
@@ -356,17 +355,15 @@ where
 }
 
 /// Runs a phase before a connection's first request (the TLS handshake, the protocol
-/// sniff); a stopping listener abandons it, as the connection has nothing in flight. Without
-/// this, a client's pre-opened connection that never sends a byte (hyper's pool and browsers
-/// open them) would hold a drain until its handshake or header-read timeout.
-async fn opening<T>(
-    stop: &watch::Receiver<bool>,
-    phase: impl Future<Output = Option<T>>,
-) -> Option<T> {
+/// sniff); a stopping listener abandons it (`None`), as the connection has nothing in
+/// flight. Without this, a client's pre-opened connection that never sends a byte (hyper's
+/// pool and browsers open them) would hold a drain until its handshake or header-read
+/// timeout.
+async fn opening<T>(stop: &watch::Receiver<bool>, phase: impl Future<Output = T>) -> Option<T> {
     let mut stop = stop.clone();
     tokio::select! {
         biased;
-        r = phase => r,
+        r = phase => Some(r),
         () = stopped(&mut stop) => None,
     }
 }
