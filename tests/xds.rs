@@ -103,6 +103,35 @@ fn start_gateway(url: &str, state: &Path) -> membrane_proxy::ProxyHandle {
     .unwrap()
 }
 
+/// The world's specs compiled, as the control server would.
+fn compile_world(w: &World) -> membrane_xds::compile::Compiled {
+    let specs = membrane_xds::spec::load_dir(&w.spec).unwrap();
+    let opts = membrane_xds::compile::Options {
+        spec_dir: w.spec.clone(),
+        cert_dir: w.pki.clone(),
+        trust_bundle_pem: std::fs::read_to_string(w.pki.join("ca.pem")).unwrap(),
+    };
+    membrane_xds::compile::compile(&specs, &opts).unwrap()
+}
+
+/// Serves an ADS implementation on an ephemeral loopback port; its URL.
+fn serve_ads<S>(ads: S) -> String
+where
+    S: membrane_xds::proto::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryService,
+{
+    let incoming =
+        tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let url = format!("http://{}", incoming.local_addr().unwrap());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(membrane_xds::server::AggregatedDiscoveryServiceServer::new(
+                ads,
+            ))
+            .serve_with_incoming(incoming),
+    );
+    url
+}
+
 /// GET over the north listener with the token; the status and the upstream that answered.
 async fn call(w: &World, path: &str) -> Result<(u16, String), String> {
     let cfg = client_config(
@@ -239,7 +268,7 @@ async fn specs_reach_the_gateway_which_survives_control_and_own_restarts() {
 async fn a_bad_resource_is_nacked_with_its_reason_while_the_good_ones_apply() {
     use membrane_xds::compile::{self as xc, TYPE_CLUSTER, TYPE_LISTENER, Versioned};
     use membrane_xds::proto::membrane::v1 as pb;
-    use membrane_xds::server::{Ads, AggregatedDiscoveryServiceServer};
+    use membrane_xds::server::Ads;
     use prost::Message;
     use std::sync::Arc;
 
@@ -250,24 +279,10 @@ async fn a_bad_resource_is_nacked_with_its_reason_while_the_good_ones_apply() {
         cell_spec(w.north, &[("catalog", "/catalog", a.addr)]),
     )
     .unwrap();
-    let specs = membrane_xds::spec::load_dir(&w.spec).unwrap();
-    let opts = xc::Options {
-        spec_dir: w.spec.clone(),
-        cert_dir: w.pki.clone(),
-        trust_bundle_pem: std::fs::read_to_string(w.pki.join("ca.pem")).unwrap(),
-    };
-    let good = xc::compile(&specs, &opts).unwrap();
+    let good = compile_world(&w);
     let (publish, rx) = tokio::sync::watch::channel(Arc::new(good.clone()));
     let ads = Ads::new(rx);
-    let incoming =
-        tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let url = format!("http://{}", incoming.local_addr().unwrap());
-    let svc = AggregatedDiscoveryServiceServer::new(ads.clone());
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming(incoming),
-    );
+    let url = serve_ads(ads.clone());
     let gw = start_gateway(&url, &w.dir.join("state"));
     until("the first generation", &w, "/catalog/1", (200, "a")).await;
 
@@ -814,31 +829,12 @@ async fn a_gateway_is_ready_only_once_every_type_has_arrived() {
         cell_spec(w.north, &[("catalog", "/catalog", a.addr)]),
     )
     .unwrap();
-    let specs = membrane_xds::spec::load_dir(&w.spec).unwrap();
-    let compiled = membrane_xds::compile::compile(
-        &specs,
-        &membrane_xds::compile::Options {
-            spec_dir: w.spec.clone(),
-            cert_dir: w.pki.clone(),
-            trust_bundle_pem: std::fs::read_to_string(w.pki.join("ca.pem")).unwrap(),
-        },
-    )
-    .unwrap();
     let server = HoldsListeners {
-        resources: compiled.gateways["orders"].clone(),
+        resources: compile_world(&w).gateways["orders"].clone(),
         release: Default::default(),
     };
     let release = server.release.clone();
-    let incoming =
-        tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let url = format!("http://{}", incoming.local_addr().unwrap());
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(membrane_xds::server::AggregatedDiscoveryServiceServer::new(
-                server,
-            ))
-            .serve_with_incoming(incoming),
-    );
+    let url = serve_ads(server);
     let gw = start_gateway(&url, &w.dir.join("state"));
     let c = client_h1();
     let config_url = format!("http://{}/config", gw.admin_addr());
