@@ -138,7 +138,7 @@ pub fn explain(config_path: &Path, q: &Question) -> Result<Answer, String> {
         }
     }
     let mut note = PolicyNote::default();
-    let result = phases::check(&ctx, listener, entry, &view, &mut note);
+    let result = phases::check(&ctx, listener, entry, &view, None, &mut note);
     if let Some(sub) = &note.subject {
         let _ = writeln!(out, "          valid token, sub `{sub}`");
     }

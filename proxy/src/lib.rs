@@ -11,6 +11,7 @@ pub mod enforce;
 pub mod explain;
 pub mod http;
 pub mod metrics;
+pub mod normalize;
 pub mod route;
 pub mod server;
 pub mod snapshot;

@@ -88,8 +88,45 @@ pub struct ListenerConfig {
     pub authorization: Option<AuthorizationConfig>,
     #[serde(default)]
     pub limits: ListenerLimits,
+    /// How a request is made canonical before routing and policy (`normalize/`): every
+    /// default is the safe choice.
+    #[serde(default)]
+    pub normalization: NormalizationConfig,
+    /// Proxies in front of this listener whose forwarding headers (`X-Forwarded-*`,
+    /// `Forwarded`, `X-Real-IP`) are believed. 0 (the default): none; a client's are removed.
+    #[serde(default)]
+    pub trusted_hops: u8,
     #[serde(default)]
     pub virtual_hosts: Vec<VirtualHostConfig>,
+}
+
+/// See `normalize/` for what each setting does and why the default is what it is.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NormalizationConfig {
+    /// Remove `.` and `..` path segments (RFC 3986 §5.2.4).
+    #[serde(default = "defaults::yes")]
+    pub dot_segments: bool,
+    /// Merge runs of `/` into one.
+    #[serde(default = "defaults::yes")]
+    pub merge_slashes: bool,
+    /// `%2F`, `%5C` and `\` in a path: `reject` (400), `keep` or `unescape`.
+    #[serde(default)]
+    pub escaped_slashes: crate::normalize::EscapedSlashes,
+    /// Header names with `_`: `drop`, `reject` (400) or `allow`.
+    #[serde(default)]
+    pub headers_with_underscores: crate::normalize::Underscores,
+}
+
+impl Default for NormalizationConfig {
+    fn default() -> Self {
+        Self {
+            dot_segments: true,
+            merge_slashes: true,
+            escaped_slashes: Default::default(),
+            headers_with_underscores: Default::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -277,6 +314,10 @@ pub struct ClusterConfig {
 mod defaults {
     use super::*;
     use std::time::Duration;
+
+    pub fn yes() -> bool {
+        true
+    }
 
     pub fn admin_address() -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 15000))

@@ -11,6 +11,9 @@ pub enum ProxyError {
     NoRoute { host: String, path: String },
     #[error("{0}")]
     BadRequest(&'static str),
+    /// Refused before routing: the request has no one canonical form (`normalize`).
+    #[error(transparent)]
+    Malformed(#[from] crate::normalize::NormalizeError),
     #[error("request headers take {size} bytes, over this listener's limit of {limit}")]
     HeadersTooLarge { size: usize, limit: usize },
     #[error("request has {count} headers, over this listener's limit of {limit}")]
@@ -37,6 +40,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute { .. } => (StatusCode::NOT_FOUND, "no_route"),
             ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ProxyError::Malformed(e) => (StatusCode::BAD_REQUEST, e.code()),
             ProxyError::HeadersTooLarge { .. } => (
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "headers_too_large",

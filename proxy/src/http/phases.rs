@@ -26,12 +26,21 @@ pub struct PolicyNote {
     pub rate: Option<membrane_policy::ratelimit::Verdict>,
 }
 
-/// Runs the phases. `Ok(claims)` lets the request go on.
+/// Runs the phases. `Ok(claims)` lets the request go on. `upstream_path`: the path a
+/// rewriting route will send upstream, when it differs from the request's.
+///
+/// Which path policy sees: the request's (normalized) path decides, as the client asked
+/// for it and the route matched it. When the route rewrites, the rewritten path is checked
+/// too, and a deny rule that matches it refuses the request: so `/api/admin` rewritten to
+/// `/admin` is refused when `/admin` is denied. Only deny rules count on the second look;
+/// the default does not (a default-deny listener allows its endpoints by their public
+/// paths, which the rewrite then strips).
 pub fn check(
     ctx: &ConnContext,
     listener: &Listener,
     entry: &RouteEntry,
     view: &RequestView<'_>,
+    upstream_path: Option<&str>,
     note: &mut PolicyNote,
 ) -> Result<Option<Arc<Claims>>, ProxyError> {
     let (host, method, path, headers) = (view.host, view.method.as_str(), view.path, view.headers);
@@ -61,7 +70,15 @@ pub fn check(
             headers: &view,
             source: ctx.peer_ip,
         };
-        let d = az.policy.decide(&req);
+        let mut d = az.policy.decide(&req);
+        if d.effect == membrane_policy::authz::Effect::Allow
+            && let Some(up) = upstream_path.filter(|up| *up != path)
+        {
+            let second = az.policy.decide(&AuthzRequest { path: up, ..req });
+            if second.effect == membrane_policy::authz::Effect::Deny && second.rule.is_some() {
+                d = second;
+            }
+        }
         let rule = az.policy.rule_name(&d).to_owned();
         let go = az.apply(&d);
         let word = match (d.effect, go) {

@@ -32,7 +32,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, StatusCode, Version};
-use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -97,15 +96,28 @@ pub async fn serve(
     let Some(listener) = snapshot.listeners.get(&ctx.listener) else {
         return ProxyError::ListenerGone(ctx.listener.to_string()).into_response(&request_id.value);
     };
+    // Normalize once, first: everything after this (routing, policy, the access log, the
+    // upstream) sees the one canonical form of the request, never the raw one.
+    let mut req = req;
+    let normalized =
+        crate::normalize::request(&mut req, &listener.normalization, ctx.tls.is_some());
     let logged = (listener.access_log != AccessLogTarget::Off).then(|| {
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        (req.method().clone(), target.to_owned(), req.version())
+        (
+            req.method().clone(),
+            access_log::redact_query(target),
+            req.version(),
+        )
     });
     let mut error = None;
     let mut note = PolicyNote::default();
     // The phases before and after the upstream exchange are plain functions: only the
     // exchange is awaited here, so the request's future stays small (see `upstream::send`).
-    let outcome = match decide(ctx, listener, req, &request_id, &mut note) {
+    let decided = match normalized {
+        Ok(()) => decide(ctx, listener, req, &request_id, &mut note),
+        Err(e) => Err((e.into(), &listener.unrouted)),
+    };
+    let outcome = match decided {
         Ok((Decision::Answer(resp), m)) => Ok((resp, m)),
         Ok((Decision::Forward { cluster, out, back }, m)) => {
             match upstream::send(cluster, out, deadline).await {
@@ -208,9 +220,9 @@ fn decide<'a>(
 ) -> Decided<'a> {
     let unrouted = &listener.unrouted;
     check_limits(listener, &req).map_err(|e| (e, unrouted))?;
-    let host = request_host(&req).map_err(|e| (e, unrouted))?;
+    let host = request_host(&req);
     let view = RequestView {
-        host: &host,
+        host,
         path: req.uri().path(),
         method: req.method(),
         headers: req.headers(),
@@ -218,7 +230,7 @@ fn decide<'a>(
     let Some(route) = listener.routes.find(&view) else {
         return Err((
             ProxyError::NoRoute {
-                host: host.into_owned(),
+                host: host.to_owned(),
                 path: req.uri().path().to_owned(),
             },
             unrouted,
@@ -226,8 +238,19 @@ fn decide<'a>(
     };
     let entry: &RouteEntry = &route.action;
     let m = &entry.metrics;
+    // A rewritten path is made now, in normal form, so that policy can look at it too: a
+    // request must not reach an upstream path that this listener's rules deny.
+    let upstream_path = match &entry.action {
+        Action::Forward {
+            rewrite: Some(r), ..
+        } => Some(
+            rewritten_path(req.uri(), Some(r), &listener.normalization.path).map_err(|e| (e, m))?,
+        ),
+        _ => None,
+    };
     let claims = if entry.jwt.is_some() || entry.rate_limit.is_some() || listener.authz.is_some() {
-        phases::check(ctx, listener, entry, &view, note).map_err(|e| (e, m))?
+        let upstream = upstream_path.as_ref().map(PathAndQuery::path);
+        phases::check(ctx, listener, entry, &view, upstream, note).map_err(|e| (e, m))?
     } else {
         None
     };
@@ -264,16 +287,14 @@ fn decide<'a>(
             }
         }
         Action::Forward {
-            cluster,
-            rewrite,
-            timeout,
+            cluster, timeout, ..
         } => outbound(
             ctx,
             req,
             entry,
             claims.as_deref(),
             cluster,
-            rewrite.as_ref(),
+            upstream_path,
             *timeout,
             request_id,
         )
@@ -308,25 +329,13 @@ fn check_limits(listener: &Listener, req: &Request<RequestBody>) -> Result<(), P
     Ok(())
 }
 
-/// The host the request is for, lower case and without port: the URI's authority (HTTP/2,
-/// absolute-form) or else the Host header.
-fn request_host(req: &Request<RequestBody>) -> Result<Cow<'_, str>, ProxyError> {
-    let raw = match req.uri().authority() {
-        Some(a) => a.as_str(),
-        None => match req.headers().get(header::HOST) {
-            Some(v) => v
-                .to_str()
-                .map_err(|_| ProxyError::BadRequest("the Host header is not valid text"))?,
-            None if req.version() == Version::HTTP_10 => "",
-            None => return Err(ProxyError::BadRequest("the request has no Host header")),
-        },
-    };
-    let host = strip_port(raw);
-    if host.bytes().any(|b| b.is_ascii_uppercase()) {
-        Ok(Cow::Owned(host.to_ascii_lowercase()))
-    } else {
-        Ok(Cow::Borrowed(host))
-    }
+/// The host the request is for, without port: `normalize` has left exactly one `Host` field
+/// holding the canonical authority (or none, for HTTP/1.0 without a host).
+fn request_host(req: &Request<RequestBody>) -> &str {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map_or("", strip_port)
 }
 
 fn redirect_location(
@@ -337,14 +346,9 @@ fn redirect_location(
 ) -> String {
     let scheme = scheme.as_deref().unwrap_or("http");
     let host = host.as_deref().unwrap_or_else(|| {
-        req.uri()
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| {
-                req.headers()
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-            })
+        req.headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
             .unwrap_or("")
     });
     let p = path.as_deref().unwrap_or(req.uri().path());
@@ -363,7 +367,7 @@ fn outbound<'a>(
     entry: &RouteEntry,
     claims: Option<&membrane_policy::jwt::Claims>,
     cluster: &Cluster,
-    rewrite: Option<&(usize, Box<str>)>,
+    upstream_path: Option<PathAndQuery>,
     timeout: Duration,
     request_id: &'a RequestId,
 ) -> Result<(upstream::Outbound<'a>, Back), ProxyError> {
@@ -399,31 +403,26 @@ fn outbound<'a>(
 
     match cluster.protocol {
         UpstreamProtocol::Http1 => {
-            // HTTP/2 requests carry the host in the URI only; HTTP/1.1 needs the header.
-            if downstream_version == Version::HTTP_2
-                && !h.contains_key(header::HOST)
-                && let Some(a) = parts.uri.authority()
-                && let Ok(v) = HeaderValue::from_str(a.as_str())
-            {
-                h.insert(header::HOST, v);
-            }
-            // An origin-form URI with nothing to rewrite goes out as it came.
-            if rewrite.is_some() || parts.uri.scheme().is_some() {
-                parts.uri = Uri::from(rewritten_path(&parts.uri, rewrite)?);
+            // `normalize` left an origin-form target and one canonical `Host`, whatever
+            // the client's version and form: both go out as they are, unless rewritten.
+            if let Some(pq) = upstream_path {
+                parts.uri = Uri::from(pq);
             }
             parts.version = Version::HTTP_11;
         }
         UpstreamProtocol::Http2 => {
-            let path_and_query = rewritten_path(&parts.uri, rewrite)?;
-            let authority = parts
-                .uri
-                .authority()
-                .map(|a| a.as_str().to_owned())
-                .or_else(|| {
-                    h.get(header::HOST)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned)
-                })
+            let path_and_query = match upstream_path {
+                Some(pq) => pq,
+                None => parts
+                    .uri
+                    .path_and_query()
+                    .cloned()
+                    .unwrap_or_else(|| PathAndQuery::from_static("/")),
+            };
+            let authority = h
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
                 .unwrap_or_default();
             h.remove(header::HOST);
             parts.version = Version::HTTP_2;
@@ -491,9 +490,13 @@ fn respond(
     Response::from_parts(parts, ProxyBody::upstream(body, in_flight))
 }
 
+/// The path a rewriting route sends upstream: the matched prefix replaced, the rest and the
+/// query kept, and the result normalized by the listener's rules (a rewrite to `/` of the
+/// prefix `/api` would otherwise send `//x` for `/api/x`).
 fn rewritten_path(
     uri: &Uri,
     rewrite: Option<&(usize, Box<str>)>,
+    rules: &crate::normalize::PathRules,
 ) -> Result<PathAndQuery, ProxyError> {
     let original = uri
         .path_and_query()
@@ -504,12 +507,15 @@ fn rewritten_path(
     };
     let path = original.path();
     let rest = path.get(*strip..).unwrap_or("");
-    let mut out = String::with_capacity(with.len() + rest.len() + 1);
-    out.push_str(with);
-    out.push_str(rest);
-    if !out.starts_with('/') {
-        out.insert(0, '/');
+    let mut joined = String::with_capacity(with.len() + rest.len() + 1);
+    if !with.starts_with('/') {
+        joined.push('/');
     }
+    joined.push_str(with);
+    joined.push_str(rest);
+    let mut out = crate::normalize::path::normalize(&joined, rules)
+        .map_err(|e| ProxyError::Malformed(e.into()))?
+        .into_owned();
     if let Some(q) = original.query() {
         out.push('?');
         out.push_str(q);
@@ -524,13 +530,24 @@ mod tests {
 
     #[test]
     fn prefix_rewrite_keeps_the_rest_and_the_query() {
+        let rules = crate::normalize::PathRules::default();
         let uri: Uri = "/api/v1/users?id=7".parse().unwrap();
         let r = (7usize, Box::<str>::from("/v2"));
-        assert_eq!(rewritten_path(&uri, Some(&r)).unwrap(), "/v2/users?id=7");
+        assert_eq!(
+            rewritten_path(&uri, Some(&r), &rules).unwrap(),
+            "/v2/users?id=7"
+        );
         let r = (4usize, Box::<str>::from(""));
-        assert_eq!(rewritten_path(&uri, Some(&r)).unwrap(), "/v1/users?id=7");
+        assert_eq!(
+            rewritten_path(&uri, Some(&r), &rules).unwrap(),
+            "/v1/users?id=7"
+        );
         let uri: Uri = "/api".parse().unwrap();
-        assert_eq!(rewritten_path(&uri, Some(&r)).unwrap(), "/");
-        assert_eq!(rewritten_path(&uri, None).unwrap(), "/api");
+        assert_eq!(rewritten_path(&uri, Some(&r), &rules).unwrap(), "/");
+        assert_eq!(rewritten_path(&uri, None, &rules).unwrap(), "/api");
+        // A rewrite to `/` of a prefix without its slash leaves no `//` behind.
+        let uri: Uri = "/api/admin".parse().unwrap();
+        let r = (4usize, Box::<str>::from("/"));
+        assert_eq!(rewritten_path(&uri, Some(&r), &rules).unwrap(), "/admin");
     }
 }

@@ -52,6 +52,8 @@ pub struct Listener {
     pub header_read_timeout: Duration,
     /// HTTP/2 connections with no open stream for this long are closed.
     pub idle_timeout: Duration,
+    /// How requests are made canonical before routing (`normalize`).
+    pub normalization: crate::normalize::Rules,
     /// TLS termination; `None` for plain TCP.
     pub tls: Option<Arc<ServerTls>>,
     pub tls_metrics: Option<crate::metrics::TlsListenerMetrics>,
@@ -334,6 +336,16 @@ impl Compiler<'_> {
         prev_resumption: Option<&Arc<crate::tls::server::Resumption>>,
     ) -> Result<Listener, ConfigError> {
         let name: Arc<str> = l.name.value().as_str().into();
+        let n = &l.normalization;
+        let rules = crate::normalize::Rules {
+            path: crate::normalize::PathRules {
+                dot_segments: n.dot_segments,
+                merge_slashes: n.merge_slashes,
+                escaped_slashes: n.escaped_slashes,
+            },
+            underscores: n.headers_with_underscores,
+            trusted_hops: l.trusted_hops,
+        };
         let tls = match &l.tls {
             Some(t) => Some(Arc::new(self.listener_tls(
                 &format!("listeners[{i}].tls"),
@@ -364,7 +376,7 @@ impl Compiler<'_> {
                         "route names must be unique within a listener (they label metrics)".into(),
                     ));
                 }
-                routes.push(self.route(&at, &name, r, clusters)?);
+                routes.push(self.route(&at, &name, &rules.path, r, clusters)?);
             }
             vhosts.push((domains, VirtualHost::new(vh.name.as_str(), routes)));
         }
@@ -407,6 +419,7 @@ impl Compiler<'_> {
             max_headers: l.limits.max_request_headers,
             header_read_timeout: l.limits.header_read_timeout.0,
             idle_timeout: l.limits.idle_timeout.0,
+            normalization: rules,
             tls,
             routes,
         })
@@ -416,6 +429,7 @@ impl Compiler<'_> {
         &self,
         at: &str,
         listener: &Arc<str>,
+        rules: &crate::normalize::PathRules,
         r: &RouteConfig,
         clusters: &FxHashMap<Arc<str>, Arc<Cluster>>,
     ) -> Result<Route<RouteEntry>, ConfigError> {
@@ -424,11 +438,11 @@ impl Compiler<'_> {
         let path = match &m.path {
             None => PathMatch::Prefix("".into()),
             Some(PathMatchConfig::Exact(p)) => {
-                self.check_path(p, &format!("{at}.match.path.exact"))?;
+                self.check_path(p, &format!("{at}.match.path.exact"), rules)?;
                 PathMatch::Exact(p.value().as_str().into())
             }
             Some(PathMatchConfig::Prefix(p)) => {
-                self.check_path(p, &format!("{at}.match.path.prefix"))?;
+                self.check_path(p, &format!("{at}.match.path.prefix"), rules)?;
                 PathMatch::Prefix(p.value().as_str().into())
             }
             Some(PathMatchConfig::Regex(p)) => PathMatch::full_regex(p.value()).map_err(|e| {
@@ -622,15 +636,32 @@ impl Compiler<'_> {
         })
     }
 
-    fn check_path(&self, p: &Located<String>, field: &str) -> Result<(), ConfigError> {
-        if p.value().starts_with('/') {
-            Ok(())
-        } else {
-            Err(self.err(
+    /// A route's path must be in the form requests are matched in (normalized by the
+    /// listener's rules), or it could never match.
+    fn check_path(
+        &self,
+        p: &Located<String>,
+        field: &str,
+        rules: &crate::normalize::PathRules,
+    ) -> Result<(), ConfigError> {
+        let text = p.value();
+        if !text.starts_with('/') {
+            return Err(self.err(p, field.to_owned(), format!("`{text}` must start with `/`")));
+        }
+        match crate::normalize::path::normalize(text, rules) {
+            Ok(n) if n == text.as_str() => Ok(()),
+            Ok(n) => Err(self.err(
                 p,
                 field.to_owned(),
-                format!("`{}` must start with `/`", p.value()),
-            ))
+                format!(
+                    "`{text}` would never match: requests are matched after normalization, so write `{n}`"
+                ),
+            )),
+            Err(e) => Err(self.err(
+                p,
+                field.to_owned(),
+                format!("`{text}` would never match: a request with this path is refused ({e})"),
+            )),
         }
     }
 }
