@@ -174,7 +174,7 @@ async fn malformed_requests_get_400_and_huge_headers_431() {
     let r = raw(e.addr, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").await;
     assert!(r.starts_with("HTTP/1.1 400"), "{r}");
     assert!(
-        r.contains("\"error\":\"bad_request\"") && r.contains("no Host header"),
+        r.contains("\"error\":\"invalid_host\"") && r.contains("no Host header"),
         "{r}"
     );
     // Far past hyper's buffer: hyper answers 431 itself and closes.

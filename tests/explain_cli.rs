@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use membrane_policy::jwt::{Alg, Signer};
+use membrane_proxy::testing::tls::{Leaf, Pki};
 use membrane_proxy::testing::write_config;
 use serde_json::json;
 use std::process::Command;
@@ -26,8 +27,18 @@ fn explain(config: &std::path::Path, args: &[&str]) -> (i32, String) {
 #[test]
 fn explain_shows_route_authn_and_the_deciding_rule() {
     let idp = Signer::generate(Alg::ES256, "k1").unwrap();
+    let dir = std::env::temp_dir().join(format!("membrane-explain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pki = Pki::new(&dir);
+    let (cert, key) = pki.leaf("gw", &Leaf::new("gw").dns("gw"));
+    let tls = format!(
+        "    tls:\n      certificates: [{{cert: '{}', key: '{}'}}]\n      client_auth: require\n      trust_bundle: '{}'\n      trust_domains: [acme.internal]\n",
+        cert.display(),
+        key.display(),
+        pki.bundle().display()
+    );
     let path = write_config(&format!(
-        "admin: {{address: '127.0.0.1:0'}}\njwt_providers:\n  - {{name: idp, jwks: {{inline: '{}'}}}}\nlisteners:\n  - name: west\n    address: 127.0.0.1:8443\n    authorization:\n      default: deny\n      rules:\n        - {{name: no-admin, action: deny, paths: [{{prefix: /orders/admin}}]}}\n        - {{name: billing-reads, action: allow, peers: [{{cell: billing}}], claims: [{{claim: scope, contains: orders.read}}]}}\n    virtual_hosts:\n      - name: v\n        domains: ['*']\n        routes: [{{name: orders, match: {{path: {{prefix: /orders}}}}, jwt: {{provider: idp}}, forward: {{cluster: c}}}}]\nclusters: [{{name: c, endpoints: ['127.0.0.1:9']}}]\n",
+        "admin: {{address: '127.0.0.1:0'}}\njwt_providers:\n  - {{name: idp, jwks: {{inline: '{}'}}}}\nlisteners:\n  - name: west\n    address: 127.0.0.1:8443\n{tls}    authorization:\n      default: deny\n      rules:\n        - {{name: no-admin, action: deny, paths: [{{prefix: /orders/admin}}]}}\n        - {{name: billing-reads, action: allow, peers: [{{cell: billing}}], claims: [{{claim: scope, contains: orders.read}}]}}\n    virtual_hosts:\n      - name: v\n        domains: ['*']\n        routes: [{{name: orders, match: {{path: {{prefix: /orders}}}}, jwt: {{provider: idp}}, forward: {{cluster: c}}}}]\nclusters: [{{name: c, endpoints: ['127.0.0.1:9']}}]\n",
         idp.jwks()
     ));
     let exp = std::time::SystemTime::now()
@@ -42,7 +53,7 @@ fn explain_shows_route_authn_and_the_deciding_rule() {
         &path,
         &[
             "--request",
-            "GET https://gw/orders/7",
+            "GET https://gw:8443/orders/7",
             "--peer",
             peer,
             "--jwt",
@@ -59,7 +70,7 @@ fn explain_shows_route_authn_and_the_deciding_rule() {
         &path,
         &[
             "--request",
-            "GET https://gw/orders/admin/1",
+            "GET https://gw:8443/orders/admin/1",
             "--peer",
             peer,
             "--jwt",
@@ -74,14 +85,70 @@ fn explain_shows_route_authn_and_the_deciding_rule() {
 
     let (code, out) = explain(
         &path,
-        &["--request", "GET https://gw/orders/7", "--peer", peer],
+        &["--request", "GET https://gw:8443/orders/7", "--peer", peer],
     );
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("401 unauthorized"), "{out}");
 
-    let (code, out) = explain(&path, &["--request", "GET https://gw/nothing"]);
+    let (code, out) = explain(
+        &path,
+        &["--request", "GET https://gw:8443/nothing", "--peer", peer],
+    );
     assert_eq!(code, 1);
     assert!(out.contains("404 no_route"), "{out}");
+
+    // Authentication failed: authorization is not reached, and says so.
+    let (_, out) = explain(
+        &path,
+        &["--request", "GET https://gw:8443/orders/7", "--peer", peer],
+    );
+    assert!(out.contains("authz     not reached"), "{out}");
+
+    // The request is explained as the gateway sees it: normalized first.
+    let (code, out) = explain(
+        &path,
+        &[
+            "--request",
+            "GET https://GW.:8443/orders/x/../admin/%31",
+            "--peer",
+            peer,
+            "--jwt",
+            &token,
+        ],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("host `gw`, target `/orders/admin/1`") && out.contains("no-admin"),
+        "{out}"
+    );
+
+    // What the handshake refuses is said as such, not as a 403.
+    let (code, out) = explain(&path, &["--request", "GET https://gw:8443/orders/7"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("refused in the TLS handshake")
+            && out.contains("requires a client certificate"),
+        "{out}"
+    );
+    let (code, out) = explain(
+        &path,
+        &[
+            "--request",
+            "GET https://gw:8443/orders/7",
+            "--peer",
+            "spiffe://other.internal/org/acme/env/dev/cell/billing",
+        ],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("refused in the TLS handshake") && out.contains("other.internal"),
+        "{out}"
+    );
+
+    // An address no listener is on is an error, not another listener's answer.
+    let (code, out) = explain(&path, &["--request", "GET https://gw:9999/orders/7"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("no listener is on port 9999"), "{out}");
 
     let (code, out) = explain(&path, &["--request", "nonsense"]);
     assert_eq!(code, 2);

@@ -241,7 +241,8 @@ async fn forwarding_headers_are_added_and_hop_by_hop_removed() {
     .await;
     let h = &r.json()["headers"];
     assert_eq!(h["x-request-id"], "req-123");
-    assert_eq!(h["x-forwarded-for"], "10.1.2.3, 127.0.0.1");
+    // No hop in front is trusted (`trusted_hops: 0`): the client's own list is dropped.
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(h["via"], "1.1 edge, 1.1 membrane");
     assert!(h.get("x-secret").is_none(), "{h}");

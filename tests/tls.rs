@@ -401,8 +401,10 @@ async fn upstream_origination_verifies_the_spiffe_id_and_presents_a_client_certi
         assert_eq!(r.status, 502);
         let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(body["error"], "upstream_tls_failed");
+        // The client learns the kind of failure, not the identities involved (those are
+        // in the proxy's log).
         let msg = body["message"].as_str().unwrap();
-        assert!(msg.contains(upstream_id) && msg.contains(wrong_id), "{msg}");
+        assert_eq!(msg, "the TLS handshake with the upstream failed");
 
         // A trust domain check passes; another trust domain does not.
         let domain = right.replace(
@@ -619,7 +621,7 @@ async fn a_silent_client_is_dropped_at_the_handshake_timeout_and_upgrades_work_o
     let cfg = client_config(&pki.bundle(), None, &["http/1.1"], &[&TLS13]);
     let mut s = connect(addr, "gw.test", cfg).await.unwrap();
     s.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: gw.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+        b"GET /ws HTTP/1.1\r\nHost: gw.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
     )
     .await
     .unwrap();

@@ -1,14 +1,16 @@
 //! `membrane explain`: what the proxy would do with one request, without sending anything.
-//! It compiles the config as the proxy does and runs the same routing and policy phases
-//! (`http::phases::check`), then describes the action instead of taking it.
+//! It compiles the config as the proxy does and runs the same request path
+//! (`http::service::dry_run`: normalization, routing, authentication, authorization, rate
+//! limit, rewrite), then describes the action instead of taking it. What the TLS handshake
+//! would refuse (no client certificate where one is required, a peer from another trust
+//! domain) is said as such, before any HTTP.
 
 use crate::config;
 use crate::http::error::ProxyError;
-use crate::http::phases::{self, PolicyNote};
-use crate::http::service::ConnContext;
+use crate::http::phases::PolicyNote;
+use crate::http::service::{self, ConnContext, Planned};
 use crate::metrics::Metrics;
-use crate::route::RequestView;
-use crate::snapshot::{self, Action, Snapshot};
+use crate::snapshot::{self, Snapshot};
 use crate::tls::peer::PeerTls;
 use arc_swap::ArcSwap;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
@@ -61,10 +63,9 @@ pub fn explain(config_path: &Path, q: &Question) -> Result<Answer, String> {
     let method =
         Method::from_bytes(method.as_bytes()).map_err(|_| format!("`{method}` is not a method"))?;
     let uri: Uri = target.parse().map_err(|e| format!("`{target}`: {e}"))?;
-    let host = uri
-        .host()
-        .ok_or("the URL needs a host: https://host/path")?
-        .to_ascii_lowercase();
+    if uri.host().is_none() {
+        return Err("the URL needs a host: https://host/path".into());
+    }
     let https = uri.scheme_str() == Some("https");
     let mut headers = HeaderMap::new();
     for h in &q.headers {
@@ -91,102 +92,182 @@ pub fn explain(config_path: &Path, q: &Question) -> Result<Answer, String> {
         listener.address,
         if listener.tls.is_some() { ", TLS" } else { "" }
     );
+    let refuse = |mut out: String, why: String| {
+        let _ = writeln!(out, "result    refused in the TLS handshake: {why}");
+        Ok(Answer {
+            text: out,
+            allowed: false,
+        })
+    };
+    if https && listener.tls.is_none() {
+        return Err(format!(
+            "listener `{}` is plain TCP; ask with http://",
+            listener.name
+        ));
+    }
+    if !https && listener.tls.is_some() {
+        return Err(format!(
+            "listener `{}` is TLS; ask with https://",
+            listener.name
+        ));
+    }
 
     let mut ctx = ConnContext::new(listener.name.clone(), state, SocketAddr::new(q.source, 0));
-    if let Some(p) = &q.peer {
-        let id = SpiffeId::parse(p).map_err(|e| format!("--peer {p}: {e}"))?;
-        ctx.set_tls(PeerTls {
+    // What the handshake would decide comes first: a listener that requires a client
+    // certificate, or one from its trust domains, refuses the connection before any HTTP.
+    let client_auth = listener
+        .tls
+        .as_ref()
+        .map_or(crate::config::ClientAuth::None, |t| t.client_auth);
+    match (&q.peer, client_auth) {
+        (None, crate::config::ClientAuth::Require) => {
+            return refuse(out, "this listener requires a client certificate".into());
+        }
+        (Some(p), crate::config::ClientAuth::None) => {
+            let _ = writeln!(
+                out,
+                "peer      {p} ignored: this listener does not ask for client certificates"
+            );
+        }
+        (Some(p), _) => {
+            let id = SpiffeId::parse(p).map_err(|e| format!("--peer {p}: {e}"))?;
+            if let Some(t) = &listener.tls
+                && !t.trust_domains.is_empty()
+                && !t.trust_domains.iter().any(|d| d == id.trust_domain())
+            {
+                return refuse(
+                    out,
+                    format!(
+                        "trust domain `{}` is not one of this listener's [{}]",
+                        id.trust_domain(),
+                        t.trust_domains.join(", ")
+                    ),
+                );
+            }
+            ctx.set_tls(PeerTls {
+                identity: PeerIdentity {
+                    spiffe: Some(id),
+                    cert_sha256: None,
+                },
+                xfcc: None,
+                sni: None,
+            });
+            let _ = writeln!(out, "peer      {p}");
+        }
+        (None, _) => {}
+    }
+    if https && ctx.tls.is_none() {
+        // A TLS connection without a client certificate still is https.
+        ctx.scheme = HeaderValue::from_static("https");
+        ctx.tls = Some(PeerTls {
             identity: PeerIdentity {
-                spiffe: Some(id),
+                spiffe: None,
                 cert_sha256: None,
             },
             xfcc: None,
             sni: None,
         });
-        let _ = writeln!(out, "peer      {p}");
     }
-    let view = RequestView {
-        host: &host,
-        path: uri.path(),
-        method: &method,
-        headers: &headers,
-    };
-    let Some(route) = listener.routes.find(&view) else {
-        let _ = writeln!(
-            out,
-            "route     none matches host `{host}` and path `{}`: 404 no_route",
-            uri.path()
-        );
-        return Ok(Answer {
-            text: out,
-            allowed: false,
-        });
-    };
-    let entry = &route.action;
-    let _ = writeln!(out, "route     {}", entry.name);
-    match &entry.jwt {
-        None => {
-            let _ = writeln!(out, "authn     none required");
-        }
-        Some(j) => {
-            let _ = writeln!(
-                out,
-                "authn     JWT from provider `{}`{}",
-                j.provider.name,
-                if j.required { "" } else { " (optional)" }
-            );
-        }
-    }
+
+    let mut req = http::Request::new(crate::http::body::RequestBody::Empty);
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.headers_mut() = headers;
+    let request_id = crate::http::headers::request_id(req.headers());
     let mut note = PolicyNote::default();
-    let result = phases::check(&ctx, listener, entry, &view, None, &mut note);
-    if let Some(sub) = &note.subject {
-        let _ = writeln!(out, "          valid token, sub `{sub}`");
-    }
-    match (&listener.authz, &note.decision) {
-        (None, _) => {
-            let _ = writeln!(out, "authz     no policy on this listener: allowed");
-        }
-        (Some(az), Some((word, rule))) => {
-            let _ = writeln!(
-                out,
-                "authz     {word} by rule `{rule}` of policy `{}`",
-                az.policy.name
-            );
-        }
-        (Some(_), None) => {
-            let _ = writeln!(out, "authz     not reached");
-        }
-    }
-    if let Some(rl) = &entry.rate_limit {
-        let l = rl.buckets.limit();
-        let key = match &rl.key {
-            crate::config::RateKeyConfig::ClientIp => "client address".to_owned(),
-            crate::config::RateKeyConfig::Peer => "peer SPIFFE ID".to_owned(),
-            crate::config::RateKeyConfig::Claim(c) => format!("claim `{c}`"),
-        };
+    let run = service::dry_run(&ctx, listener, req, &request_id, &mut note);
+    if let Some((target, host)) = &run.normalized {
         let _ = writeln!(
             out,
-            "rate      {} per {}s, burst {}, by {key}",
-            l.requests, l.period_secs, l.burst
+            "request   host `{host}`, target `{target}` (normalized)"
         );
     }
-    if let Err(e) = result {
-        let (status, code) = e.status_and_code();
-        let _ = writeln!(out, "result    {} {code}: {e}", status.as_u16());
-        let allowed = matches!(e, ProxyError::RateLimited(_));
-        return Ok(Answer { text: out, allowed });
+    let entry = listener
+        .routes
+        .vhosts()
+        .iter()
+        .flat_map(|v| v.routes())
+        .map(|r| &r.action)
+        .find(|e| !run.route.is_empty() && &*e.name == run.route);
+    match entry {
+        None => {
+            let _ = writeln!(out, "route     none");
+        }
+        Some(entry) => {
+            let _ = writeln!(out, "route     {}", entry.name);
+            match &entry.jwt {
+                None => {
+                    let _ = writeln!(out, "authn     none required");
+                }
+                Some(j) => {
+                    let _ = writeln!(
+                        out,
+                        "authn     JWT from provider `{}`{}",
+                        j.provider.name,
+                        if j.required { "" } else { " (optional)" }
+                    );
+                }
+            }
+            if let Some(sub) = &note.subject {
+                let _ = writeln!(out, "          valid token, sub `{sub}`");
+            }
+            let authn_failed = matches!(
+                run.result,
+                Err(ProxyError::Unauthorized(_) | ProxyError::BadRequest(_))
+            );
+            match (&listener.authz, &note.decision) {
+                (_, Some((word, rule))) => {
+                    let policy = listener
+                        .authz
+                        .as_ref()
+                        .map_or("", |a| a.policy.name.as_str());
+                    let _ = writeln!(
+                        out,
+                        "authz     {word} by rule `{rule}` of policy `{policy}`"
+                    );
+                }
+                (None, None) if !authn_failed => {
+                    let _ = writeln!(out, "authz     no policy on this listener: allowed");
+                }
+                (_, None) => {
+                    let _ = writeln!(out, "authz     not reached");
+                }
+            }
+            if let Some(rl) = &entry.rate_limit {
+                let l = rl.buckets.limit();
+                let key = match &rl.key {
+                    crate::config::RateKeyConfig::ClientIp => "client address".to_owned(),
+                    crate::config::RateKeyConfig::Peer => "peer SPIFFE ID".to_owned(),
+                    crate::config::RateKeyConfig::Claim(c) => format!("claim `{c}`"),
+                };
+                let _ = writeln!(
+                    out,
+                    "rate      {} per {}s, burst {}, by {key}",
+                    l.requests, l.period_secs, l.burst
+                );
+            }
+        }
     }
-    let action = match &entry.action {
-        Action::Forward {
-            cluster, timeout, ..
-        } => {
+    let action = match run.result {
+        Err(e) => {
+            let (status, code) = e.status_and_code();
+            let _ = writeln!(out, "result    {} {code}: {e}", status.as_u16());
+            let allowed = matches!(e, ProxyError::RateLimited(_));
+            return Ok(Answer { text: out, allowed });
+        }
+        Ok(Planned::Answer(status)) => format!("answered by the gateway ({})", status.as_u16()),
+        Ok(Planned::Forward {
+            cluster,
+            target,
+            timeout,
+        }) => {
             let eps: Vec<String> = cluster
                 .endpoints
                 .iter()
                 .map(|e| e.addr.to_string())
                 .collect();
             format!(
-                "forward to cluster `{}` [{}]{}, timeout {timeout:?}",
+                "forward to cluster `{}` [{}]{} as `{target}`, timeout {timeout:?}",
                 cluster.name,
                 eps.join(", "),
                 if cluster.tls.is_some() {
@@ -196,8 +277,6 @@ pub fn explain(config_path: &Path, q: &Question) -> Result<Answer, String> {
                 }
             )
         }
-        Action::Redirect { status, .. } => format!("redirect ({})", status.as_u16()),
-        Action::Direct { status, .. } => format!("direct response {}", status.as_u16()),
     };
     let _ = writeln!(out, "action    {action}");
     Ok(Answer {
@@ -206,6 +285,9 @@ pub fn explain(config_path: &Path, q: &Question) -> Result<Answer, String> {
     })
 }
 
+/// The listener a request for `port` reaches: by name, else the one on that port (the
+/// scheme's default when the URL has none). A URL that reaches no listener is an error,
+/// not a guess at another one.
 fn pick_listener<'a>(
     snap: &'a Snapshot,
     name: Option<&str>,
@@ -221,10 +303,26 @@ fn pick_listener<'a>(
     }
     let mut all: Vec<_> = snap.listeners.values().collect();
     all.sort_by_key(|l| l.name.clone());
-    all.iter()
-        .find(|l| port == Some(l.address.port()))
-        .or_else(|| all.iter().find(|l| l.tls.is_some() == https))
-        .or_else(|| all.first())
-        .map(|l| &***l)
-        .ok_or_else(|| "the config has no listener".into())
+    let listing = || {
+        all.iter()
+            .map(|l| format!("{} ({})", l.name, l.address))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let want = port.unwrap_or(if https { 443 } else { 80 });
+    if let Some(l) = all.iter().find(|l| l.address.port() == want) {
+        return Ok(l);
+    }
+    // No port in the URL and none on the default: the one listener of that kind, if there
+    // is exactly one.
+    if port.is_none() {
+        let kind: Vec<_> = all.iter().filter(|l| l.tls.is_some() == https).collect();
+        if let [one] = kind.as_slice() {
+            return Ok(one);
+        }
+    }
+    Err(format!(
+        "no listener is on port {want}; listeners: [{}]; give the port in the URL or --listener",
+        listing()
+    ))
 }

@@ -1,6 +1,8 @@
 //! Clients and small helpers shared by the end-to-end tests.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod nginx;
+
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -156,4 +158,49 @@ pub fn logs() {
         .with_test_writer()
         .with_env_filter(filter)
         .try_init();
+}
+
+/// A reply read off the wire by [`raw`].
+pub struct RawReply {
+    pub status: u16,
+    /// The status line and header fields, as text.
+    pub head: String,
+    pub body: String,
+}
+
+impl RawReply {
+    /// The first value of a header field (name in lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then_some(v.trim())
+        })
+    }
+}
+
+/// Sends `request` byte for byte (no client library tidies its target or fields) and reads
+/// until the connection closes: the request should say `Connection: close`.
+pub async fn raw(addr: std::net::SocketAddr, request: &[u8]) -> RawReply {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    RawReply {
+        status,
+        head: head.to_owned(),
+        body: body.to_owned(),
+    }
+}
+
+/// `GET target` with one Host field and `Connection: close`, as raw bytes.
+pub fn raw_get(target: &str, host: &str) -> Vec<u8> {
+    format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").into_bytes()
 }

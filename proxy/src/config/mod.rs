@@ -96,6 +96,11 @@ pub struct ListenerConfig {
     /// `Forwarded`, `X-Real-IP`) are believed. 0 (the default): none; a client's are removed.
     #[serde(default)]
     pub trusted_hops: u8,
+    /// Protocols an HTTP/1.1 `Upgrade` request may switch to; any other `Upgrade` is
+    /// removed and the request goes on as a plain one. `h2c` is refused: after the switch,
+    /// the connection would carry HTTP/2 requests that no route or policy sees.
+    #[serde(default = "defaults::upgrades")]
+    pub upgrades: Vec<Located<String>>,
     #[serde(default)]
     pub virtual_hosts: Vec<VirtualHostConfig>,
 }
@@ -317,6 +322,13 @@ mod defaults {
 
     pub fn yes() -> bool {
         true
+    }
+    pub fn upgrades() -> Vec<Located<String>> {
+        vec![Located(Spanned::new(
+            "websocket".to_owned(),
+            serde_saphyr::Location::UNKNOWN,
+            serde_saphyr::Location::UNKNOWN,
+        ))]
     }
 
     pub fn admin_address() -> SocketAddr {

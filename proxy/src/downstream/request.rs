@@ -19,7 +19,8 @@ pub struct RequestHead {
     pub expect_continue: bool,
     /// The client accepts trailer fields (`TE: trailers`).
     pub trailers: bool,
-    /// An HTTP/1.1 protocol switch: `Connection: upgrade` and an `Upgrade` field.
+    /// An HTTP/1.1 protocol switch: `Connection: upgrade` and an `Upgrade` field. The
+    /// request path passes it on only for the listener's allowed protocols.
     pub upgrade: bool,
 }
 
@@ -61,6 +62,13 @@ pub fn parse_request(
     };
     let base = buf.as_ptr() as usize;
     let path = parsed.path.unwrap_or("");
+    if path.contains('#') {
+        // RFC 9112 §3.2: a request target has no fragment. The URI parser would drop it
+        // silently; refusing says so (as Envoy does).
+        return Err(HeadError::Malformed(
+            "the request target has a fragment (`#`)",
+        ));
+    }
     let target = (path.as_ptr() as usize - base, path.len());
     scratch.clear();
     for h in parsed.headers.iter() {
@@ -188,6 +196,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(!h.upgrade);
+
         let h = parse("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
         assert!(!h.keep_alive);
         let h = parse("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
@@ -204,6 +213,7 @@ mod tests {
             "NOT HTTP\r\n\r\n",
             "GET / HTTP/3.0\r\n\r\n",
             "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+            "GET /admin#x HTTP/1.1\r\nHost: x\r\n\r\n",
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }

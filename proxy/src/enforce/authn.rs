@@ -18,6 +18,19 @@ pub struct JwtProvider {
     pub keys: Arc<ProviderKeys>,
 }
 
+/// The one value of a header field that may appear once; `Err` when it appears more often.
+fn single<K: http::header::AsHeaderName>(
+    h: &HeaderMap,
+    name: K,
+) -> Result<Option<&str>, &'static str> {
+    let mut all = h.get_all(name).iter();
+    let first = all.next();
+    if all.next().is_some() {
+        return Err("the request carries more than one token header");
+    }
+    Ok(first.and_then(|v| v.to_str().ok()))
+}
+
 /// Every failure reason counted in `membrane_jwt_validations_total`.
 pub const REASONS: &[&str] = &[
     "missing",
@@ -64,26 +77,39 @@ impl AuthnError {
 }
 
 impl JwtProvider {
-    /// Reads the token from where this provider expects it.
-    pub fn token<'a>(&self, h: &'a HeaderMap) -> Option<&'a str> {
+    /// Reads the token from where this provider expects it. More than one candidate (two
+    /// `Authorization` fields, two of the named header, the cookie twice) is refused with the
+    /// reason: the upstream could read another token than the one verified here.
+    pub fn token<'a>(&self, h: &'a HeaderMap) -> Result<Option<&'a str>, &'static str> {
         match &self.from {
             TokenSource::Bearer => {
-                let v = h.get(header::AUTHORIZATION)?.to_str().ok()?;
-                let (scheme, token) = v.split_once(' ')?;
-                scheme
+                let Some(v) = single(h, header::AUTHORIZATION)? else {
+                    return Ok(None);
+                };
+                let Some((scheme, token)) = v.split_once(' ') else {
+                    return Ok(None);
+                };
+                Ok(scheme
                     .eq_ignore_ascii_case("bearer")
                     .then(|| token.trim())
-                    .filter(|t| !t.is_empty())
+                    .filter(|t| !t.is_empty()))
             }
-            TokenSource::Header(name) => h.get(name.as_str())?.to_str().ok().map(str::trim),
-            TokenSource::Cookie(name) => h
-                .get_all(header::COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(';'))
-                .filter_map(|kv| kv.trim().split_once('='))
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v),
+            TokenSource::Header(name) => Ok(single(h, name.as_str())?.map(str::trim)),
+            TokenSource::Cookie(name) => {
+                let mut found = h
+                    .get_all(header::COOKIE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(|v| v.split(';'))
+                    .filter_map(|kv| kv.trim().split_once('='))
+                    .filter(|(k, _)| k == name)
+                    .map(|(_, v)| v);
+                let first = found.next();
+                if found.next().is_some() {
+                    return Err("the request carries the token cookie more than once");
+                }
+                Ok(first)
+            }
         }
     }
 
@@ -149,20 +175,37 @@ mod tests {
         h.insert("x-token", "tok-1".parse().unwrap());
         h.append(header::COOKIE, "a=1; session=tok-2".parse().unwrap());
         h.append(header::COOKIE, "b=2".parse().unwrap());
-        assert_eq!(provider(TokenSource::Bearer).token(&h), Some("abc.def.ghi"));
+        assert_eq!(
+            provider(TokenSource::Bearer).token(&h),
+            Ok(Some("abc.def.ghi"))
+        );
         assert_eq!(
             provider(TokenSource::Header("x-token".into())).token(&h),
-            Some("tok-1")
+            Ok(Some("tok-1"))
         );
         assert_eq!(
             provider(TokenSource::Cookie("session".into())).token(&h),
-            Some("tok-2")
+            Ok(Some("tok-2"))
         );
-        assert_eq!(provider(TokenSource::Cookie("none".into())).token(&h), None);
+        assert_eq!(
+            provider(TokenSource::Cookie("none".into())).token(&h),
+            Ok(None)
+        );
         let mut basic = HeaderMap::new();
         basic.insert(header::AUTHORIZATION, "Basic dXNlcjpwdw==".parse().unwrap());
-        assert_eq!(provider(TokenSource::Bearer).token(&basic), None);
+        assert_eq!(provider(TokenSource::Bearer).token(&basic), Ok(None));
         basic.insert(header::AUTHORIZATION, "Bearer ".parse().unwrap());
-        assert_eq!(provider(TokenSource::Bearer).token(&basic), None);
+        assert_eq!(provider(TokenSource::Bearer).token(&basic), Ok(None));
+        // Two candidates: refused, whichever source.
+        h.append(header::AUTHORIZATION, "Bearer other".parse().unwrap());
+        h.append("x-token", "tok-3".parse().unwrap());
+        h.append(header::COOKIE, "session=tok-4".parse().unwrap());
+        for from in [
+            TokenSource::Bearer,
+            TokenSource::Header("x-token".into()),
+            TokenSource::Cookie("session".into()),
+        ] {
+            assert!(provider(from).token(&h).is_err());
+        }
     }
 }

@@ -75,9 +75,13 @@ impl ProxyError {
     /// `{"error": code, "message": text, "request_id": id}` with the matching status.
     pub fn into_response(self, request_id: &HeaderValue) -> Response<ProxyBody> {
         let (status, code) = self.status_and_code();
+        let message = match &self {
+            ProxyError::Upstream(u) => u.client_message().to_owned(),
+            other => other.to_string(),
+        };
         let body = serde_json::json!({
             "error": code,
-            "message": self.to_string(),
+            "message": message,
             "request_id": request_id.to_str().unwrap_or(""),
         });
         let mut resp = Response::new(ProxyBody::full(Bytes::from(body.to_string())));

@@ -13,13 +13,32 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 pub static VIA_HTTP1: HeaderValue = HeaderValue::from_static("1.1 membrane");
 pub static VIA_HTTP2: HeaderValue = HeaderValue::from_static("2 membrane");
 
+/// The protocol of an `Upgrade` request to pass on: the first one the client offers that the
+/// listener allows (lower-case names). `h2c` is never allowed (the config refuses it): after
+/// the upstream's 101 the connection would carry HTTP/2 requests no route or policy sees.
+pub fn allowed_upgrade(headers: &HeaderMap, allowed: &[Box<str>]) -> Option<HeaderValue> {
+    headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .find(|p| {
+            let name = p.split('/').next().unwrap_or("");
+            allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
+        })
+        .and_then(|p| HeaderValue::from_str(p).ok())
+}
+
 /// Longest incoming `x-request-id` that is kept; a longer one is replaced.
 const MAX_REQUEST_ID: usize = 128;
 
 /// Removes the hop-by-hop headers (RFC 9110 §7.6.1): those named in `Connection`, and the
-/// fixed list. `Trailer` is end-to-end (it declares the trailer fields) and stays. With `keep_upgrade`, `Upgrade` stays and `Connection: upgrade` is set again, so
-/// that a protocol switch can pass through.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+/// fixed list. `Trailer` is end-to-end (it declares the trailer fields) and stays. With
+/// `upgrade_to`, `Upgrade` is set to that protocol and `Connection: upgrade` again, so that
+/// an allowed protocol switch passes through, and only to that protocol.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade_to: Option<&HeaderValue>) {
+    let keep_upgrade = upgrade_to.is_some();
     // One pass over the names finds which hop-by-hop headers are there (standard names compare
     // as small integers); only those are then removed, each removal being a hashed lookup.
     let present = headers.keys().fold(0u8, |acc, name| acc | hop_bit(name));
@@ -60,8 +79,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             headers.remove(name);
         }
     }
-    if keep_upgrade {
+    if let Some(to) = upgrade_to {
+        // Only the allowed protocol: an `Upgrade` that also offered `h2c` must not let the
+        // upstream choose it.
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, to.clone());
     } else if present & bit::UPGRADE != 0 {
         headers.remove(header::UPGRADE);
     }
@@ -176,7 +198,7 @@ mod tests {
         h.insert(header::TRAILER, HeaderValue::from_static("x-sum"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert("x-kept", HeaderValue::from_static("1"));
-        strip_hop_by_hop(&mut h, false);
+        strip_hop_by_hop(&mut h, None);
         let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, vec!["x-kept", "trailer"]);
     }
@@ -185,9 +207,14 @@ mod tests {
     fn an_upgrade_keeps_upgrade_and_connection() {
         let mut h = HeaderMap::new();
         h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        strip_hop_by_hop(&mut h, true);
-        assert_eq!(h[header::UPGRADE], "websocket");
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c, WebSocket"));
+        let allowed: Vec<Box<str>> = vec!["websocket".into()];
+        let to = allowed_upgrade(&h, &allowed).unwrap();
+        assert_eq!(to, "WebSocket");
+        strip_hop_by_hop(&mut h, Some(&to));
+        assert_eq!(h[header::UPGRADE], "WebSocket");
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        assert_eq!(allowed_upgrade(&h, &allowed), None);
         assert_eq!(h[header::CONNECTION], "upgrade");
     }
 
@@ -217,7 +244,7 @@ mod tests {
         h.insert(header::HOST, HeaderValue::from_static("a"));
         h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
         let before = h.clone();
-        strip_hop_by_hop(&mut h, false);
+        strip_hop_by_hop(&mut h, None);
         assert_eq!(h, before);
     }
 }

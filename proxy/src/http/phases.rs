@@ -9,7 +9,7 @@ use crate::config::RateKeyConfig;
 use crate::enforce::authn::AuthnError;
 use crate::enforce::authz::HeaderView;
 use crate::route::RequestView;
-use crate::snapshot::{Listener, RouteEntry};
+use crate::snapshot::{Listener, RouteEntry, RouteJwt};
 use http::{HeaderMap, HeaderValue};
 use membrane_policy::authz::Request as AuthzRequest;
 use membrane_policy::jwt::Claims;
@@ -26,8 +26,29 @@ pub struct PolicyNote {
     pub rate: Option<membrane_policy::ratelimit::Verdict>,
 }
 
-/// Runs the phases. `Ok(claims)` lets the request go on. `upstream_path`: the path a
-/// rewriting route will send upstream, when it differs from the request's.
+/// Authentication: the route's JWT, if it has one. `Ok(None)`: no token on a route where
+/// it is optional.
+pub fn authenticate(
+    j: &RouteJwt,
+    headers: &HeaderMap,
+    note: &mut PolicyNote,
+) -> Result<Option<Arc<Claims>>, ProxyError> {
+    let claims = match j.provider.token(headers).map_err(ProxyError::BadRequest)? {
+        None if !j.required => None,
+        None => {
+            j.provider.keys.metrics.failed("missing");
+            return Err(ProxyError::Unauthorized(AuthnError::Missing));
+        }
+        Some(token) => Some(j.provider.verify(token).map_err(ProxyError::Unauthorized)?),
+    };
+    if let Some(c) = &claims {
+        note.subject = c.map.get("sub").and_then(Value::as_str).map(str::to_owned);
+    }
+    Ok(claims)
+}
+
+/// Authorization (the listener's policy), then the route's rate limit. `upstream_path`:
+/// the path a rewriting route will send upstream, when it differs from the request's.
 ///
 /// Which path policy sees: the request's (normalized) path decides, as the client asked
 /// for it and the route matched it. When the route rewrites, the rewritten path is checked
@@ -35,35 +56,22 @@ pub struct PolicyNote {
 /// `/admin` is refused when `/admin` is denied. Only deny rules count on the second look;
 /// the default does not (a default-deny listener allows its endpoints by their public
 /// paths, which the rewrite then strips).
-pub fn check(
+pub fn authorize(
     ctx: &ConnContext,
     listener: &Listener,
     entry: &RouteEntry,
     view: &RequestView<'_>,
     upstream_path: Option<&str>,
+    claims: Option<&Claims>,
     note: &mut PolicyNote,
-) -> Result<Option<Arc<Claims>>, ProxyError> {
+) -> Result<(), ProxyError> {
     let (host, method, path, headers) = (view.host, view.method.as_str(), view.path, view.headers);
-    let claims = match &entry.jwt {
-        None => None,
-        Some(j) => match j.provider.token(headers) {
-            None if !j.required => None,
-            None => {
-                j.provider.keys.metrics.failed("missing");
-                return Err(ProxyError::Unauthorized(AuthnError::Missing));
-            }
-            Some(token) => Some(j.provider.verify(token).map_err(ProxyError::Unauthorized)?),
-        },
-    };
-    if let Some(c) = &claims {
-        note.subject = c.map.get("sub").and_then(Value::as_str).map(str::to_owned);
-    }
     let peer = ctx.tls.as_ref().and_then(|t| t.identity.spiffe.as_ref());
     if let Some(az) = &listener.authz {
         let view = HeaderView(headers);
         let req = AuthzRequest {
             peer,
-            claims: claims.as_ref().map(|c| &c.map),
+            claims: claims.map(|c| &c.map),
             host,
             method,
             path,
@@ -100,7 +108,6 @@ pub fn check(
             RateKeyConfig::Peer if peer.is_some() => peer.map_or("", |p| p.as_str()),
             RateKeyConfig::Claim(name) => {
                 match claims
-                    .as_ref()
                     .and_then(|c| membrane_policy::authz::claim_at(&c.map, name))
                     .and_then(Value::as_str)
                 {
@@ -122,27 +129,16 @@ pub fn check(
         }
         note.rate = Some(v);
     }
-    Ok(claims)
+    Ok(())
 }
 
-/// Removes headers a client could forge to pose as a verified identity, then sets the
-/// route provider's claim headers. Runs for every forwarded request; the common case (no
-/// such header, no provider) is one pass over the header names.
-pub fn identity_headers(h: &mut HeaderMap, entry: &RouteEntry, claims: Option<&Claims>) {
-    if h.keys().any(|k| k.as_str().starts_with("x-membrane-")) {
-        let forged: Vec<_> = h
-            .keys()
-            .filter(|k| k.as_str().starts_with("x-membrane-"))
-            .cloned()
-            .collect();
-        for k in forged {
-            h.remove(k);
-        }
-    }
+/// Sets the route provider's claim headers from a verified token. The same names, and every
+/// `x-membrane-*` field, were removed from the request before routing (`normalize` and the
+/// listener's `owned_headers`), so what a client sent under them never gets this far.
+pub fn identity_headers(h: &mut HeaderMap, entry: &RouteEntry, claims: &Claims) {
     let Some(j) = &entry.jwt else { return };
     for (claim, header) in &j.provider.forward {
-        h.remove(header);
-        let Some(v) = claims.and_then(|c| membrane_policy::authz::claim_at(&c.map, claim)) else {
+        let Some(v) = membrane_policy::authz::claim_at(&claims.map, claim) else {
             continue;
         };
         let text = match v {

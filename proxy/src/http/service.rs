@@ -99,8 +99,7 @@ pub async fn serve(
     // Normalize once, first: everything after this (routing, policy, the access log, the
     // upstream) sees the one canonical form of the request, never the raw one.
     let mut req = req;
-    let normalized =
-        crate::normalize::request(&mut req, &listener.normalization, ctx.tls.is_some());
+    let normalized = canonical(ctx, listener, &mut req);
     let logged = (listener.access_log != AccessLogTarget::Off).then(|| {
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
         (
@@ -115,7 +114,7 @@ pub async fn serve(
     // exchange is awaited here, so the request's future stays small (see `upstream::send`).
     let decided = match normalized {
         Ok(()) => decide(ctx, listener, req, &request_id, &mut note),
-        Err(e) => Err((e.into(), &listener.unrouted)),
+        Err(e) => Err((e, &listener.unrouted)),
     };
     let outcome = match decided {
         Ok((Decision::Answer(resp), m)) => Ok((resp, m)),
@@ -175,6 +174,79 @@ pub async fn serve(
     resp
 }
 
+/// The request in its one canonical form (`normalize`), less the fields only this
+/// listener's gateway sets (`owned_headers`). First thing on every request.
+fn canonical(
+    ctx: &ConnContext,
+    listener: &Listener,
+    req: &mut Request<RequestBody>,
+) -> Result<(), ProxyError> {
+    crate::normalize::request(req, &listener.normalization, ctx.tls.is_some())?;
+    for name in listener.owned_headers.iter() {
+        req.headers_mut().remove(name);
+    }
+    Ok(())
+}
+
+/// What the request path decides for a request, without sending it: `membrane explain`.
+pub struct DryRun<'a> {
+    /// The matched route's name (empty when none matched).
+    pub route: &'a str,
+    /// The request as normalized: method, target and host, when it could be.
+    pub normalized: Option<(String, String)>,
+    pub result: Result<Planned<'a>, ProxyError>,
+}
+
+/// The action a request that passed every phase would get.
+pub enum Planned<'a> {
+    /// Answered by the gateway: a direct response or a redirect.
+    Answer(StatusCode),
+    /// Sent to `cluster` with this target.
+    Forward {
+        cluster: &'a Arc<Cluster>,
+        target: String,
+        timeout: Duration,
+    },
+}
+
+/// Runs the same normalization, routing, policy and rewrite as a served request
+/// (`serve`), and stops before anything is sent.
+pub fn dry_run<'a>(
+    ctx: &'a ConnContext,
+    listener: &'a Listener,
+    req: Request<RequestBody>,
+    request_id: &'a RequestId,
+    note: &mut PolicyNote,
+) -> DryRun<'a> {
+    let mut req = req;
+    if let Err(e) = canonical(ctx, listener, &mut req) {
+        return DryRun {
+            route: "",
+            normalized: None,
+            result: Err(e),
+        };
+    }
+    let target = req.uri().to_string();
+    let normalized = Some((target, request_host(&req).to_owned()));
+    let (result, m) = match decide(ctx, listener, req, request_id, note) {
+        Ok((Decision::Answer(resp), m)) => (Ok(Planned::Answer(resp.status())), m),
+        Ok((Decision::Forward { cluster, out, .. }, m)) => (
+            Ok(Planned::Forward {
+                cluster,
+                target: out.parts.uri.to_string(),
+                timeout: out.timeout,
+            }),
+            m,
+        ),
+        Err((e, m)) => (Err(e), m),
+    };
+    DryRun {
+        route: &m.route,
+        normalized,
+        result,
+    }
+}
+
 fn version_name(v: Version) -> &'static str {
     match v {
         Version::HTTP_09 => "HTTP/0.9",
@@ -220,23 +292,25 @@ fn decide<'a>(
 ) -> Decided<'a> {
     let unrouted = &listener.unrouted;
     check_limits(listener, &req).map_err(|e| (e, unrouted))?;
-    let host = request_host(&req);
-    let view = RequestView {
-        host,
-        path: req.uri().path(),
-        method: req.method(),
-        headers: req.headers(),
+    let mut req = req;
+    let entry: &RouteEntry = {
+        let view = RequestView {
+            host: request_host(&req),
+            path: req.uri().path(),
+            method: req.method(),
+            headers: req.headers(),
+        };
+        let Some(route) = listener.routes.find(&view) else {
+            return Err((
+                ProxyError::NoRoute {
+                    host: view.host.to_owned(),
+                    path: view.path.to_owned(),
+                },
+                unrouted,
+            ));
+        };
+        &route.action
     };
-    let Some(route) = listener.routes.find(&view) else {
-        return Err((
-            ProxyError::NoRoute {
-                host: host.to_owned(),
-                path: req.uri().path().to_owned(),
-            },
-            unrouted,
-        ));
-    };
-    let entry: &RouteEntry = &route.action;
     let m = &entry.metrics;
     // A rewritten path is made now, in normal form, so that policy can look at it too: a
     // request must not reach an upstream path that this listener's rules deny.
@@ -248,12 +322,34 @@ fn decide<'a>(
         ),
         _ => None,
     };
-    let claims = if entry.jwt.is_some() || entry.rate_limit.is_some() || listener.authz.is_some() {
-        let upstream = upstream_path.as_ref().map(PathAndQuery::path);
-        phases::check(ctx, listener, entry, &view, upstream, note).map_err(|e| (e, m))?
-    } else {
-        None
+    // Authentication, then the claim headers set from what it verified, then authorization:
+    // a rule about a claim header reads the verified value the upstream will get.
+    let claims = match &entry.jwt {
+        Some(j) => phases::authenticate(j, req.headers(), note).map_err(|e| (e, m))?,
+        None => None,
     };
+    if let Some(c) = &claims {
+        phases::identity_headers(req.headers_mut(), entry, c);
+    }
+    if entry.rate_limit.is_some() || listener.authz.is_some() {
+        let view = RequestView {
+            host: request_host(&req),
+            path: req.uri().path(),
+            method: req.method(),
+            headers: req.headers(),
+        };
+        let upstream = upstream_path.as_ref().map(PathAndQuery::path);
+        phases::authorize(
+            ctx,
+            listener,
+            entry,
+            &view,
+            upstream,
+            claims.as_deref(),
+            note,
+        )
+        .map_err(|e| (e, m))?;
+    }
     match &entry.action {
         Action::Direct {
             status,
@@ -290,9 +386,8 @@ fn decide<'a>(
             cluster, timeout, ..
         } => outbound(
             ctx,
+            listener,
             req,
-            entry,
-            claims.as_deref(),
             cluster,
             upstream_path,
             *timeout,
@@ -358,14 +453,13 @@ fn redirect_location(
     }
 }
 
-/// Readies a request for its cluster: hop-by-hop headers out, identity headers set, the
-/// forwarding headers decided, the head made fit for the upstream's protocol.
+/// Readies a request for its cluster: hop-by-hop headers out, the forwarding headers
+/// decided, the head made fit for the upstream's protocol.
 #[allow(clippy::too_many_arguments)]
 fn outbound<'a>(
     ctx: &'a ConnContext,
+    listener: &Listener,
     req: Request<RequestBody>,
-    entry: &RouteEntry,
-    claims: Option<&membrane_policy::jwt::Claims>,
     cluster: &Cluster,
     upstream_path: Option<PathAndQuery>,
     timeout: Duration,
@@ -379,7 +473,13 @@ fn outbound<'a>(
         .extensions_mut()
         .remove::<crate::downstream::UpgradeSlot>()
         .and_then(|slot| slot.take());
-    let upgrade = downstream_upgrade.is_some();
+    // A switch to a protocol the listener does not allow goes on as a plain request,
+    // without its `Upgrade` (and without the tunnel).
+    let upgrade_to = downstream_upgrade
+        .as_ref()
+        .and_then(|_| headers::allowed_upgrade(req.headers(), &listener.upgrades));
+    let downstream_upgrade = downstream_upgrade.filter(|_| upgrade_to.is_some());
+    let upgrade = upgrade_to.is_some();
     if upgrade && cluster.protocol != UpstreamProtocol::Http1 {
         return Err(ProxyError::UpgradeNeedsHttp1(cluster.name.to_string()));
     }
@@ -387,8 +487,7 @@ fn outbound<'a>(
     let downstream_version = parts.version;
 
     let h = &mut parts.headers;
-    headers::strip_hop_by_hop(h, upgrade);
-    phases::identity_headers(h, entry, claims);
+    headers::strip_hop_by_hop(h, upgrade_to.as_ref());
     let fwd = Forwarding {
         client_ip: &ctx.client_ip,
         via: if downstream_version == Version::HTTP_2 {
@@ -396,7 +495,15 @@ fn outbound<'a>(
         } else {
             &VIA_HTTP1
         },
-        proto: &ctx.scheme,
+        // A trusted hop's `x-forwarded-proto` (the scheme the client used in front of it)
+        // is kept; otherwise the connection's.
+        proto: if listener.normalization.trusted_hops > 0
+            && h.contains_key(crate::upstream::forwarding::X_FORWARDED_PROTO)
+        {
+            None
+        } else {
+            Some(&ctx.scheme)
+        },
         request_id: (!request_id.from_client).then_some(&request_id.value),
         client_cert: ctx.tls.as_ref().and_then(|t| t.xfcc.as_ref()),
     };
@@ -478,7 +585,7 @@ fn respond(
     // hop-by-hop headers out as it parses; hyper's (HTTP/2) responses are stripped here.
     match &body {
         UpstreamBody::Hyper(_) | UpstreamBody::Tls1(_) => {
-            headers::strip_hop_by_hop(&mut parts.headers, false)
+            headers::strip_hop_by_hop(&mut parts.headers, None)
         }
         // Membrane's HTTP/1.1 server writes these fields from their bytes; hyper's HTTP/2
         // server needs them as a map.

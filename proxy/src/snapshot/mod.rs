@@ -54,6 +54,12 @@ pub struct Listener {
     pub idle_timeout: Duration,
     /// How requests are made canonical before routing (`normalize`).
     pub normalization: crate::normalize::Rules,
+    /// Protocols an `Upgrade` request may switch to (lower case); never `h2c`.
+    pub upgrades: Box<[Box<str>]>,
+    /// Headers only the gateway sets on this listener (the claim headers of the JWT
+    /// providers its routes use): removed from every request before routing, so that
+    /// neither a route, a rule nor the upstream reads a client's forgery of them.
+    pub owned_headers: Box<[HeaderName]>,
     /// TLS termination; `None` for plain TCP.
     pub tls: Option<Arc<ServerTls>>,
     pub tls_metrics: Option<crate::metrics::TlsListenerMetrics>,
@@ -346,6 +352,21 @@ impl Compiler<'_> {
             underscores: n.headers_with_underscores,
             trusted_hops: l.trusted_hops,
         };
+        let mut upgrades = Vec::with_capacity(l.upgrades.len());
+        for (ui, u) in l.upgrades.iter().enumerate() {
+            let p = u.value().to_ascii_lowercase();
+            if p == "h2c" || p.is_empty() || !p.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
+                return Err(self.err(
+                    u,
+                    format!("listeners[{i}].upgrades[{ui}]"),
+                    format!(
+                        "`{}` cannot be allowed: an h2c upgrade would carry requests no policy sees; name a protocol token such as websocket",
+                        u.value()
+                    ),
+                ));
+            }
+            upgrades.push(p.into_boxed_str());
+        }
         let tls = match &l.tls {
             Some(t) => Some(Arc::new(self.listener_tls(
                 &format!("listeners[{i}].tls"),
@@ -358,6 +379,7 @@ impl Compiler<'_> {
         };
         let mut vhosts = Vec::new();
         let mut route_names = FxHashMap::default();
+        let mut owned_headers: Vec<HeaderName> = Vec::new();
         for (vi, vh) in l.virtual_hosts.iter().enumerate() {
             let at = format!("listeners[{i}].virtual_hosts[{vi}]");
             let mut domains = Vec::new();
@@ -376,7 +398,15 @@ impl Compiler<'_> {
                         "route names must be unique within a listener (they label metrics)".into(),
                     ));
                 }
-                routes.push(self.route(&at, &name, &rules.path, r, clusters)?);
+                let route = self.route(&at, &name, &rules.path, r, clusters)?;
+                if let Some(j) = &route.action.jwt {
+                    for (_, h) in &j.provider.forward {
+                        if !owned_headers.contains(h) {
+                            owned_headers.push(h.clone());
+                        }
+                    }
+                }
+                routes.push(route);
             }
             vhosts.push((domains, VirtualHost::new(vh.name.as_str(), routes)));
         }
@@ -420,6 +450,8 @@ impl Compiler<'_> {
             header_read_timeout: l.limits.header_read_timeout.0,
             idle_timeout: l.limits.idle_timeout.0,
             normalization: rules,
+            upgrades: upgrades.into(),
+            owned_headers: owned_headers.into(),
             tls,
             routes,
         })

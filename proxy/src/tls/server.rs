@@ -64,6 +64,8 @@ pub struct ServerTls {
     pub own_id: Option<membrane_policy::identity::SpiffeId>,
     /// The trust bundle's certificates, for expiry metrics.
     pub bundle: Vec<CertInfo>,
+    /// Client certificates must carry a SPIFFE ID of one of these (empty: any).
+    pub trust_domains: Vec<String>,
 }
 
 pub fn build(
@@ -89,7 +91,7 @@ pub fn build(
             let inner = b.build().map_err(|e| e.to_string())?;
             Arc::new(SpiffeClientVerifier {
                 inner,
-                trust_domains: parts.trust_domains,
+                trust_domains: parts.trust_domains.clone(),
             })
         }
     };
@@ -108,6 +110,7 @@ pub fn build(
         client_auth: parts.client_auth,
         resumption,
         bundle: parts.bundle,
+        trust_domains: parts.trust_domains,
     })
 }
 

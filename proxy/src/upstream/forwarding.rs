@@ -18,7 +18,8 @@ pub const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwa
 pub struct Forwarding<'a> {
     pub client_ip: &'a HeaderValue,
     pub via: &'static HeaderValue,
-    pub proto: &'a HeaderValue,
+    /// `None` when the request carries one from a trusted hop (`trusted_hops`), kept as it is.
+    pub proto: Option<&'a HeaderValue>,
     /// `None` when the request carries its own id already.
     pub request_id: Option<&'a HeaderValue>,
     /// XFCC for the connection's verified client certificate, if any.
@@ -29,7 +30,9 @@ impl Forwarding<'_> {
     /// Applies the headers to a request that hyper will send (HTTP/2, upgrades).
     pub fn apply(&self, h: &mut HeaderMap) {
         append_list(h, X_FORWARDED_FOR, self.client_ip);
-        h.insert(X_FORWARDED_PROTO, self.proto.clone());
+        if let Some(p) = self.proto {
+            h.insert(X_FORWARDED_PROTO, p.clone());
+        }
         append_list(h, header::VIA, self.via);
         if let Some(id) = self.request_id {
             h.insert(X_REQUEST_ID, id.clone());
@@ -61,7 +64,7 @@ impl Forwarding<'_> {
                 }
                 continue;
             }
-            if name == X_FORWARDED_PROTO
+            if (self.proto.is_some() && name == X_FORWARDED_PROTO)
                 || name == X_FORWARDED_CLIENT_CERT
                 || (self.request_id.is_some() && name == X_REQUEST_ID)
             {
@@ -75,7 +78,9 @@ impl Forwarding<'_> {
         if !seen_via {
             write_line(out, b"via", self.via.as_bytes());
         }
-        write_line(out, b"x-forwarded-proto", self.proto.as_bytes());
+        if let Some(p) = self.proto {
+            write_line(out, b"x-forwarded-proto", p.as_bytes());
+        }
         if let Some(id) = self.request_id {
             write_line(out, b"x-request-id", id.as_bytes());
         }
@@ -137,7 +142,7 @@ mod tests {
         Forwarding {
             client_ip: &CLIENT,
             via: &VIA,
-            proto: &PROTO,
+            proto: Some(&PROTO),
             request_id,
             client_cert: None,
         }

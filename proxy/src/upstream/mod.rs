@@ -69,6 +69,26 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// What the client is told: the kind of failure, never the upstream's address, cluster
+    /// or the lower layer's words (those go to the log). Exhaustive on purpose.
+    pub fn client_message(&self) -> &'static str {
+        match self {
+            UpstreamError::NoEndpoint(_) => "no upstream endpoint is available",
+            UpstreamError::Overflow { .. } => "the upstream is at its connection limit",
+            UpstreamError::ConnectRefused { .. } => "the upstream refused the connection",
+            UpstreamError::ConnectTimeout { .. } => "connecting to the upstream timed out",
+            UpstreamError::Connect { .. } => "connecting to the upstream failed",
+            UpstreamError::Tls { .. } => "the TLS handshake with the upstream failed",
+            UpstreamError::Handshake { .. } => "the HTTP handshake with the upstream failed",
+            UpstreamError::Timeout { .. } => "the upstream sent no response in time",
+            UpstreamError::Exchange { .. } | UpstreamError::Reset { .. } => {
+                "the upstream ended the exchange"
+            }
+            UpstreamError::Protocol { .. } => "the upstream sent an invalid response",
+            UpstreamError::RequestBody(_) => "reading the request body failed",
+        }
+    }
+
     fn from_h1(addr: SocketAddr, e: H1Error) -> Self {
         match e {
             H1Error::Protocol(reason) => UpstreamError::Protocol { addr, reason },

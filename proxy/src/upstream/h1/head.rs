@@ -394,7 +394,7 @@ mod tests {
         let fwd = Forwarding {
             client_ip: &CLIENT,
             via: &crate::http::headers::VIA_HTTP1,
-            proto: &PROTO,
+            proto: Some(&PROTO),
             request_id: None,
             client_cert: None,
         };
