@@ -13,9 +13,14 @@ pub enum DomainPattern {
 }
 
 impl DomainPattern {
-    /// Parses a domain as written in the config; case is folded.
+    /// Parses a domain as written in the config; case is folded and one trailing dot
+    /// dropped, as requests' hosts are (`normalize::authority`).
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.to_ascii_lowercase();
+        let text = match text.strip_suffix('.') {
+            Some(t) if !t.is_empty() && !t.ends_with('*') && !t.ends_with('.') => t.to_owned(),
+            _ => text,
+        };
         if text == "*" {
             return Ok(DomainPattern::Any);
         }
@@ -131,6 +136,10 @@ mod tests {
         assert!(DomainPattern::parse("*.").is_err());
         assert!(DomainPattern::parse("a.*.com").is_err());
         assert!(DomainPattern::parse("").is_err());
+        assert_eq!(
+            DomainPattern::parse("Api.Test."),
+            Ok(DomainPattern::Exact("api.test".into()))
+        );
     }
 
     #[test]

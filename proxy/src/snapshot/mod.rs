@@ -398,7 +398,7 @@ impl Compiler<'_> {
                         "route names must be unique within a listener (they label metrics)".into(),
                     ));
                 }
-                let route = self.route(&at, &name, &rules.path, r, clusters)?;
+                let route = self.route(&at, &name, &rules, r, clusters)?;
                 if let Some(j) = &route.action.jwt {
                     for (_, h) in &j.provider.forward {
                         if !owned_headers.contains(h) {
@@ -436,6 +436,7 @@ impl Compiler<'_> {
                         l.tls
                             .as_ref()
                             .is_some_and(|t| t.client_auth == crate::config::ClientAuth::Require),
+                        &rules,
                     )?,
                 ),
             },
@@ -461,7 +462,7 @@ impl Compiler<'_> {
         &self,
         at: &str,
         listener: &Arc<str>,
-        rules: &crate::normalize::PathRules,
+        norm: &crate::normalize::Rules,
         r: &RouteConfig,
         clusters: &FxHashMap<Arc<str>, Arc<Cluster>>,
     ) -> Result<Route<RouteEntry>, ConfigError> {
@@ -470,11 +471,11 @@ impl Compiler<'_> {
         let path = match &m.path {
             None => PathMatch::Prefix("".into()),
             Some(PathMatchConfig::Exact(p)) => {
-                self.check_path(p, &format!("{at}.match.path.exact"), rules)?;
+                self.check_path(p, &format!("{at}.match.path.exact"), &norm.path)?;
                 PathMatch::Exact(p.value().as_str().into())
             }
             Some(PathMatchConfig::Prefix(p)) => {
-                self.check_path(p, &format!("{at}.match.path.prefix"), rules)?;
+                self.check_path(p, &format!("{at}.match.path.prefix"), &norm.path)?;
                 PathMatch::Prefix(p.value().as_str().into())
             }
             Some(PathMatchConfig::Regex(p)) => PathMatch::full_regex(p.value()).map_err(|e| {
@@ -512,6 +513,18 @@ impl Compiler<'_> {
                     format!("`{}` is not a valid header name", h.name.value()),
                 )
             })?;
+            if hname.as_str().contains('_')
+                && norm.underscores != crate::normalize::Underscores::Allow
+            {
+                return Err(self.err(
+                    &h.name,
+                    format!("{f}.name"),
+                    format!(
+                        "`{}` has `_`, and this listener never lets such a header through (normalization.headers_with_underscores)",
+                        h.name.value()
+                    ),
+                ));
+            }
             let rule = match (&h.exact, &h.prefix, &h.regex, h.present) {
                 (Some(e), None, None, None) => HeaderRule::Exact(e.as_bytes().into()),
                 (None, Some(p), None, None) => HeaderRule::Prefix(p.as_bytes().into()),
@@ -766,6 +779,61 @@ mod tests {
             let e = compile_text(&yaml).err().unwrap().to_string();
             assert!(e.contains(want), "{route}: {e}");
         }
+    }
+
+    #[test]
+    fn paths_hosts_and_headers_that_no_normalized_request_has_are_refused() {
+        for (listener, route, want) in [
+            ("", "match: {path: {prefix: '/a//b'}}", "write `/a/b`"),
+            ("", "match: {path: {exact: '/a/./b'}}", "write `/a/b`"),
+            ("", "match: {path: {prefix: '/%61'}}", "write `/a`"),
+            ("", "match: {path: {prefix: '/a%2Fb'}}", "is refused"),
+            (
+                "",
+                "match: {headers: [{name: x_user, present: true}]}",
+                "never lets such a header through",
+            ),
+            (
+                "\n    authorization: {rules: [{name: r, action: deny, paths: [{prefix: '/x/../admin'}]}]}",
+                "",
+                "write `/admin`",
+            ),
+            (
+                "\n    authorization: {rules: [{name: r, action: deny, paths: [{glob: '//admin/**'}]}]}",
+                "",
+                "would never match",
+            ),
+            (
+                "\n    authorization: {rules: [{name: r, action: deny, hosts: ['a.test:80']}]}",
+                "",
+                "not a host name",
+            ),
+            (
+                "\n    authorization: {rules: [{name: r, action: deny, headers: [{name: X_User, present: true}]}]}",
+                "",
+                "never lets such a header through",
+            ),
+        ] {
+            let yaml = format!(
+                "listeners:\n  - name: main\n    address: 127.0.0.1:0{listener}\n    virtual_hosts:\n      - name: all\n        domains: ['*']\n        routes:\n          - name: r\n            {route}\n            direct_response: {{status: 200}}\n"
+            );
+            let e = compile_text(&yaml)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.contains(want), "{listener} {route}: {e}");
+        }
+        // Allowed with the listener's own settings, and hosts in any case or with the
+        // trailing dot are the canonical host.
+        let yaml = "listeners:\n  - name: main\n    address: 127.0.0.1:0\n    normalization: {merge_slashes: false, headers_with_underscores: allow}\n    authorization: {rules: [{name: r, action: deny, hosts: ['Admin.Test.']}]}\n    virtual_hosts:\n      - name: all\n        domains: ['Api.Test.']\n        routes:\n          - name: r\n            match: {path: {prefix: '/a//b'}, headers: [{name: x_user, present: true}]}\n            direct_response: {status: 200}\n";
+        let snap = compile_text(yaml).unwrap();
+        let l = &snap.listeners["main"];
+        let rule = &l.authz.as_ref().unwrap().policy.rules()[0];
+        assert!(
+            matches!(&rule.when[0], membrane_policy::authz::Condition::Host(h) if h == &["admin.test"]),
+            "{:?}",
+            rule.when
+        );
     }
 
     #[test]

@@ -202,6 +202,7 @@ impl Compiler<'_> {
         listener: &str,
         a: &AuthorizationConfig,
         inter_cell: bool,
+        norm: &crate::normalize::Rules,
     ) -> Result<ListenerAuthz, ConfigError> {
         let mut rules = Vec::with_capacity(a.rules.len());
         let mut names = FxHashMap::default();
@@ -214,7 +215,7 @@ impl Compiler<'_> {
                     "rule names must be unique in a policy (they label metrics)".into(),
                 ));
             }
-            rules.push(self.rule(&f, r)?);
+            rules.push(self.rule(&f, r, norm)?);
         }
         let default = match a.default {
             Some(EffectConfig::Allow) => Effect::Allow,
@@ -231,7 +232,12 @@ impl Compiler<'_> {
         Ok(ListenerAuthz { policy, counters })
     }
 
-    fn rule(&self, f: &str, r: &RuleConfig) -> Result<Rule, ConfigError> {
+    fn rule(
+        &self,
+        f: &str,
+        r: &RuleConfig,
+        norm: &crate::normalize::Rules,
+    ) -> Result<Rule, ConfigError> {
         let mut when = Vec::new();
         if !r.peers.is_empty() {
             let mut list = Vec::new();
@@ -268,9 +274,24 @@ impl Compiler<'_> {
             when.push(self.claim_rule(&format!("{f}.claims[{i}]"), c)?);
         }
         if !r.hosts.is_empty() {
-            when.push(Condition::Host(
-                r.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
-            ));
+            // Requests are matched by their canonical host (`normalize::authority`): the
+            // rule's hosts are made canonical the same way, or `Admin.test.` would never
+            // match anything.
+            let mut list = Vec::new();
+            for (i, h) in r.hosts.iter().enumerate() {
+                let canon = crate::normalize::authority::canonical(h, 0)
+                    .ok()
+                    .filter(|a| a.host().len() == a.text.len())
+                    .ok_or_else(|| {
+                        self.err(
+                            &r.name,
+                            format!("{f}.hosts[{i}]"),
+                            format!("`{h}` is not a host name (no port, no scheme)"),
+                        )
+                    })?;
+                list.push(canon.text.into_owned());
+            }
+            when.push(Condition::Host(list));
         }
         if !r.methods.is_empty() {
             let mut list = Vec::new();
@@ -289,6 +310,38 @@ impl Compiler<'_> {
         if !r.paths.is_empty() {
             let mut list = Vec::new();
             for (i, p) in r.paths.iter().enumerate() {
+                // A rule path that no normalized request can have would never match: a
+                // deny rule written so would be a hole that looks closed.
+                let (text, kind) = match p {
+                    PathRuleConfig::Exact(e) => (e.as_str(), "exact"),
+                    PathRuleConfig::Prefix(pre) => (pre.as_str(), "prefix"),
+                    PathRuleConfig::Glob(g) => (g.value().as_str(), "glob"),
+                };
+                let literal = text.replace('*', "x");
+                match crate::normalize::path::normalize(&literal, &norm.path) {
+                    Ok(n) if n == literal.as_str() => {}
+                    Ok(n) => {
+                        let hint = if kind == "glob" {
+                            "no `.` or `..` segments, no `//`, no needless %-encoding".to_owned()
+                        } else {
+                            format!("write `{n}`")
+                        };
+                        return Err(self.err(
+                            &r.name,
+                            format!("{f}.paths[{i}].{kind}"),
+                            format!(
+                                "`{text}` would never match: requests are matched after normalization ({hint})"
+                            ),
+                        ));
+                    }
+                    Err(e) => {
+                        return Err(self.err(
+                            &r.name,
+                            format!("{f}.paths[{i}].{kind}"),
+                            format!("`{text}` would never match: {e}"),
+                        ));
+                    }
+                }
                 list.push(match p {
                     PathRuleConfig::Exact(e) => PathMatch::Exact(e.clone()),
                     PathRuleConfig::Prefix(pre) => PathMatch::Prefix(pre.clone()),
@@ -301,6 +354,18 @@ impl Compiler<'_> {
             when.push(Condition::Path(list));
         }
         for (i, h) in r.headers.iter().enumerate() {
+            if h.name.value().contains('_')
+                && norm.underscores != crate::normalize::Underscores::Allow
+            {
+                return Err(self.err(
+                    &h.name,
+                    format!("{f}.headers[{i}].name"),
+                    format!(
+                        "`{}` has `_`, and this listener never lets such a header through (normalization.headers_with_underscores)",
+                        h.name.value()
+                    ),
+                ));
+            }
             when.push(self.header_rule(&format!("{f}.headers[{i}]"), h)?);
         }
         if !r.source_cidrs.is_empty() {
