@@ -154,6 +154,19 @@ pub struct ListenerLimits {
     /// (HTTP/1.1 idle keep-alive is bounded by `header_read_timeout`.)
     #[serde(default = "defaults::idle_timeout")]
     pub idle_timeout: Dur,
+    /// A client that takes no response bytes for this long is disconnected, and the
+    /// upstream connection its response held is let go (nginx's `send_timeout`, 60 s). On
+    /// HTTP/1.1 it bounds each write; on HTTP/2, a connection whose streams all wait on the
+    /// client (flow control) for this long is closed.
+    #[serde(default = "defaults::send_timeout")]
+    pub send_timeout: Dur,
+    /// HTTP/2 streams a client may have open at once (nginx: 128; hyper: 200).
+    #[serde(default = "defaults::http2_max_concurrent_streams")]
+    pub http2_max_concurrent_streams: u32,
+    /// HTTP/2: response bytes buffered per stream while the client does not read; with the
+    /// stream limit, it bounds a connection's buffers (100 x 32 KiB = 3.2 MiB by default).
+    #[serde(default = "defaults::http2_stream_send_buffer")]
+    pub http2_stream_send_buffer: usize,
 }
 
 impl Default for ListenerLimits {
@@ -163,6 +176,9 @@ impl Default for ListenerLimits {
             max_request_headers: defaults::max_headers(),
             header_read_timeout: defaults::header_read_timeout(),
             idle_timeout: defaults::idle_timeout(),
+            send_timeout: defaults::send_timeout(),
+            http2_max_concurrent_streams: defaults::http2_max_concurrent_streams(),
+            http2_stream_send_buffer: defaults::http2_stream_send_buffer(),
         }
     }
 }
@@ -311,6 +327,11 @@ pub struct ClusterConfig {
     /// Idle pooled connections are not reused after this long.
     #[serde(default = "defaults::pool_idle_timeout")]
     pub pool_idle_timeout: Dur,
+    /// A response body the upstream sends nothing of for this long is cut off (the client's
+    /// connection closed mid-body) and the upstream connection let go (nginx's
+    /// `proxy_read_timeout`, 60 s). Raise it for long-polling and server-sent events.
+    #[serde(default = "defaults::body_idle_timeout")]
+    pub body_idle_timeout: Dur,
     /// TLS origination; plain TCP when absent.
     #[serde(default)]
     pub tls: Option<ClusterTlsConfig>,
@@ -377,6 +398,18 @@ mod defaults {
     }
     pub fn max_connections() -> usize {
         4096
+    }
+    pub fn http2_max_concurrent_streams() -> u32 {
+        100
+    }
+    pub fn http2_stream_send_buffer() -> usize {
+        32 * 1024
+    }
+    pub fn send_timeout() -> Dur {
+        Dur(Duration::from_secs(60))
+    }
+    pub fn body_idle_timeout() -> Dur {
+        Dur(Duration::from_secs(60))
     }
     pub fn pool_idle_timeout() -> Dur {
         Dur(Duration::from_secs(30))

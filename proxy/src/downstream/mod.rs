@@ -48,6 +48,8 @@ use tokio::sync::{oneshot, watch};
 pub struct Limits {
     pub max_head: usize,
     pub header_read_timeout: Duration,
+    /// How long a response write may wait for the client to take bytes.
+    pub send_timeout: Duration,
 }
 
 /// Where the request path puts the upstream side of an accepted protocol switch, for the
@@ -113,8 +115,9 @@ pub async fn serve(
                     head_request: false,
                     keep_alive: false,
                     trailers: false,
+                    send_timeout: limits.send_timeout,
                 };
-                let _ = write_response(&mut wr, &mut wbuf, resp, &to).await;
+                let _ = write_response(&mut wr, &mut wbuf, resp, &to, &mut deadline).await;
                 return;
             }
             Ok(h) => h,
@@ -181,8 +184,11 @@ pub async fn serve(
                 head_request: true,
                 keep_alive: true,
                 trailers: false,
+                send_timeout: limits.send_timeout,
             };
-            if write_response(&mut wr, &mut wbuf, resp, &to).await.is_ok()
+            if write_response(&mut wr, &mut wbuf, resp, &to, &mut deadline)
+                .await
+                .is_ok()
                 && let Ok(upstream) = rx.await
                 && let Some(rd) = rd.take()
                 && let Some(stream) = io::reunite(rd, wr)
@@ -196,8 +202,9 @@ pub async fn serve(
             head_request,
             keep_alive: head.keep_alive && body_done && !closing,
             trailers: head.trailers,
+            send_timeout: limits.send_timeout,
         };
-        match write_response(&mut wr, &mut wbuf, resp, &to).await {
+        match write_response(&mut wr, &mut wbuf, resp, &to, &mut deadline).await {
             Ok(true) => continue,
             _ => return,
         }

@@ -3,6 +3,7 @@
 use super::date;
 use super::io::DownWrite;
 use crate::http::body::ProxyBody;
+use crate::server::deadline::Deadline;
 use crate::upstream::UpstreamBody;
 use crate::upstream::forwarding::write_line;
 use http::header::{self, HeaderMap};
@@ -10,6 +11,7 @@ use http::{Response, StatusCode, Version};
 use http_body::{Body, Frame};
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 /// What the response writer needs to know about the request it answers.
@@ -19,6 +21,8 @@ pub struct Answering {
     /// The connection may carry another request after this one.
     pub keep_alive: bool,
     pub trailers: bool,
+    /// How long a write may wait for the client to take bytes.
+    pub send_timeout: Duration,
 }
 
 enum Out {
@@ -30,12 +34,21 @@ enum Out {
 
 /// Writes `resp`; returns whether the connection can be kept (the body was framed and sent
 /// whole). Small bodies that are ready at once go out in the same write as the head.
+///
+/// Both waits of a streamed response are bounded, on the connection's coarse deadline: a
+/// write the client does not take within `send_timeout` (a client that stopped reading),
+/// and a body frame the upstream does not send within the body's idle timeout. Either ends
+/// the connection, and with it the upstream connection the body held; before, a stalled
+/// download held both forever. The deadline is armed only once a wait has begun (a write
+/// or a frame that is ready at once costs no clock read).
 pub async fn write_response(
     stream: &mut DownWrite,
     wbuf: &mut Vec<u8>,
     resp: Response<ProxyBody>,
     to: &Answering,
+    deadline: &mut Deadline,
 ) -> std::io::Result<bool> {
+    let send_timeout = to.send_timeout;
     let (parts, mut body) = resp.into_parts();
     let status = parts.status;
     let mut keep_alive = to.keep_alive;
@@ -94,9 +107,10 @@ pub async fn write_response(
     }
     wbuf.extend_from_slice(b"\r\n");
     if matches!(out, Out::None) {
-        write_all(stream, wbuf).await?;
+        write_bounded(stream, wbuf, deadline, send_timeout).await?;
         return Ok(keep_alive);
     }
+    let idle = body.idle_timeout();
     // The body's first frame is often ready (a direct response, or an upstream body already
     // in the read buffer): send it with the head.
     let mut first = {
@@ -112,10 +126,16 @@ pub async fn write_response(
             Some(f) => f,
             None => {
                 if !wbuf.is_empty() {
-                    write_all(stream, wbuf).await?;
+                    write_bounded(stream, wbuf, deadline, send_timeout).await?;
                     wbuf.clear();
                 }
-                std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+                match next_frame(&mut body, deadline, idle).await {
+                    Some(f) => f,
+                    None => {
+                        tracing::debug!(after = ?idle, "the upstream sent nothing more; closing");
+                        return Ok(false);
+                    }
+                }
             }
         };
         match frame {
@@ -124,7 +144,7 @@ pub async fn write_response(
                 // Nothing can be said to the client mid-body: the connection is closed.
                 tracing::debug!(error = %e, "response body failed");
                 if !wbuf.is_empty() {
-                    let _ = write_all(stream, wbuf).await;
+                    let _ = write_bounded(stream, wbuf, deadline, send_timeout).await;
                 }
                 return Ok(false);
             }
@@ -135,9 +155,58 @@ pub async fn write_response(
         wbuf.extend_from_slice(b"0\r\n\r\n");
     }
     if !wbuf.is_empty() {
-        write_all(stream, wbuf).await?;
+        write_bounded(stream, wbuf, deadline, send_timeout).await?;
     }
     Ok(keep_alive && !matches!(out, Out::UntilClose))
+}
+
+/// Writes `buf` whole, giving up when the client takes none of it for `timeout`: armed only
+/// once the first attempt has to wait.
+async fn write_bounded(
+    stream: &mut DownWrite,
+    buf: &[u8],
+    deadline: &mut Deadline,
+    timeout: Duration,
+) -> std::io::Result<()> {
+    let mut write = std::pin::pin!(write_all(stream, buf));
+    let mut armed = false;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = write.as_mut().poll(cx) {
+            return Poll::Ready(r);
+        }
+        if !armed {
+            deadline.arm(timeout);
+            armed = true;
+        }
+        match deadline.poll_expired(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client took no response bytes within the send timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// The body's next frame; `None` when the upstream sent nothing for `idle`.
+async fn next_frame(
+    body: &mut ProxyBody,
+    deadline: &mut Deadline,
+    idle: Duration,
+) -> Option<Option<Result<Frame<bytes::Bytes>, crate::upstream::UpstreamBodyError>>> {
+    let mut armed = false;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(f) = Pin::new(&mut *body).poll_frame(cx) {
+            return Poll::Ready(Some(f));
+        }
+        if !armed {
+            deadline.arm(idle);
+            armed = true;
+        }
+        deadline.poll_expired(cx).map(|()| None)
+    })
+    .await
 }
 
 /// Appends one body frame in the response's framing; true when it ended a chunked body

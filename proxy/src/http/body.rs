@@ -11,6 +11,9 @@ pub enum ProxyBody {
     Upstream {
         body: UpstreamBody,
         in_flight: InFlight,
+        /// The cluster's `body_idle_timeout`: the most the upstream may stay silent
+        /// between two frames of this body.
+        idle_timeout: std::time::Duration,
     },
     Full(Option<Bytes>),
 }
@@ -24,8 +27,25 @@ impl ProxyBody {
         ProxyBody::Full(None)
     }
 
-    pub fn upstream(body: UpstreamBody, in_flight: InFlight) -> Self {
-        ProxyBody::Upstream { body, in_flight }
+    pub fn upstream(
+        body: UpstreamBody,
+        in_flight: InFlight,
+        idle_timeout: std::time::Duration,
+    ) -> Self {
+        ProxyBody::Upstream {
+            body,
+            in_flight,
+            idle_timeout,
+        }
+    }
+
+    /// How long a wait for this body's next frame may last: the cluster's idle timeout for
+    /// an upstream's body; a body made here never waits.
+    pub fn idle_timeout(&self) -> std::time::Duration {
+        match self {
+            ProxyBody::Upstream { idle_timeout, .. } => *idle_timeout,
+            ProxyBody::Full(_) => std::time::Duration::MAX,
+        }
     }
 }
 

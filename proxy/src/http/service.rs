@@ -120,7 +120,9 @@ pub async fn serve(
         Ok((Decision::Answer(resp), m)) => Ok((resp, m)),
         Ok((Decision::Forward { cluster, out, back }, m)) => {
             match upstream::send(cluster, out, deadline).await {
-                Ok((resp, in_flight)) => Ok((respond(resp, in_flight, back), m)),
+                Ok((resp, in_flight)) => {
+                    Ok((respond(resp, in_flight, back, cluster.body_idle_timeout), m))
+                }
                 Err(e) => Err((e.into(), m)),
             }
         }
@@ -563,6 +565,7 @@ fn respond(
     resp: Response<UpstreamBody>,
     in_flight: upstream::InFlight,
     back: Back,
+    idle_timeout: Duration,
 ) -> Response<ProxyBody> {
     let mut resp = resp;
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -594,7 +597,7 @@ fn respond(
         }
         UpstreamBody::Http1(_) => {}
     }
-    Response::from_parts(parts, ProxyBody::upstream(body, in_flight))
+    Response::from_parts(parts, ProxyBody::upstream(body, in_flight, idle_timeout))
 }
 
 /// The path a rewriting route sends upstream: the matched prefix replaced, the rest and the

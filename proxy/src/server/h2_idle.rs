@@ -6,9 +6,25 @@
 //! A stream counts as open from the moment its request reaches the service until its
 //! response body is dropped (sent to its end, or reset). Assumption: a request body still
 //! arriving after its response has ended is not counted; hyper's server ends such a stream.
+//!
+//! Two more bounds live here, both on streamed response bodies:
+//! - **The client stops reading** (`send_timeout`): hyper pulls a body's next frame only
+//!   when flow control and its send buffer let it, so a client that opens streams and never
+//!   reads leaves every body waiting with its upstream connection held. The connection
+//!   counts the pulls of all its bodies and the bodies waiting to be pulled; when bodies
+//!   wait and no body was pulled for a whole `send_timeout`, the connection is closed (as
+//!   nginx's `send_timeout` closes a connection the client does not read). Counting costs
+//!   two atomic additions per frame and no clock read; the check is one timer per
+//!   connection, so a stall is seen between one and two timeouts after it begins.
+//! - **The upstream stops sending** (the cluster's `body_idle_timeout`): a body that has
+//!   had nothing for that long fails, and hyper resets the stream. Its timer is made only
+//!   when the body first has to wait.
 
+use crate::http::body::ProxyBody;
+use crate::upstream::UpstreamBodyError;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -21,6 +37,10 @@ pub struct Activity {
     open: AtomicUsize,
     /// Milliseconds since `epoch` at which the last stream closed (0: the connection's start).
     idle_since_ms: AtomicU64,
+    /// Bodies that handed hyper a frame and have not been asked for the next one yet.
+    waiting: AtomicUsize,
+    /// Every time hyper asked any body for a frame.
+    pulls: AtomicU64,
 }
 
 impl Activity {
@@ -29,7 +49,23 @@ impl Activity {
             epoch: Instant::now(),
             open: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
+            waiting: AtomicUsize::new(0),
+            pulls: AtomicU64::new(0),
         })
+    }
+
+    /// Resolves once bodies have waited for the client a whole `timeout` while none was
+    /// pulled: the client has stopped reading.
+    pub async fn stalled(&self, timeout: Duration) {
+        let mut seen = self.pulls.load(Ordering::Relaxed);
+        loop {
+            tokio::time::sleep(timeout).await;
+            let now = self.pulls.load(Ordering::Relaxed);
+            if now == seen && self.waiting.load(Ordering::Relaxed) > 0 {
+                return;
+            }
+            seen = now;
+        }
     }
 
     /// Counts a stream as open until the returned guard is dropped.
@@ -74,27 +110,70 @@ impl Drop for Open {
     }
 }
 
-/// A response body that keeps its stream counted as open until it is dropped.
-pub struct Tracked<B> {
-    body: B,
-    _open: Open,
+/// A response body that keeps its stream counted as open until it is dropped, counts its
+/// pulls for the stall check, and gives up on an upstream that sends nothing for its idle
+/// timeout.
+pub struct Tracked {
+    body: ProxyBody,
+    open: Open,
+    /// A frame was handed over and the next one not asked for yet.
+    handed: bool,
+    /// Made when the body first has to wait; re-armed after each frame.
+    idle: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A frame came since the idle timer was last armed.
+    moved: bool,
 }
 
-impl<B> Tracked<B> {
-    pub fn new(body: B, open: Open) -> Self {
-        Self { body, _open: open }
+impl Tracked {
+    pub fn new(body: ProxyBody, open: Open) -> Self {
+        Self {
+            body,
+            open,
+            handed: false,
+            idle: None,
+            moved: false,
+        }
     }
 }
 
-impl<B: Body<Data = Bytes> + Unpin> Body for Tracked<B> {
+impl Body for Tracked {
     type Data = Bytes;
-    type Error = B::Error;
+    type Error = UpstreamBodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamBodyError>>> {
+        let me = self.get_mut();
+        let activity = &me.open.0;
+        activity.pulls.fetch_add(1, Ordering::Relaxed);
+        if me.handed {
+            me.handed = false;
+            activity.waiting.fetch_sub(1, Ordering::Relaxed);
+        }
+        match Pin::new(&mut me.body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                me.handed = true;
+                me.moved = true;
+                activity.waiting.fetch_add(1, Ordering::Relaxed);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(other) => Poll::Ready(other),
+            Poll::Pending => {
+                let idle = me.body.idle_timeout();
+                let timer = me.idle.get_or_insert_with(|| {
+                    me.moved = false;
+                    Box::pin(tokio::time::sleep(idle))
+                });
+                if std::mem::take(&mut me.moved) {
+                    timer.as_mut().reset(tokio::time::Instant::now() + idle);
+                }
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(UpstreamBodyError::Idle(idle)))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
     }
 
     fn is_end_stream(&self) -> bool {
@@ -103,6 +182,14 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Tracked<B> {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if self.handed {
+            self.open.0.waiting.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 

@@ -171,6 +171,7 @@ async fn serve_accepted(
     let limits = crate::downstream::Limits {
         max_head: max_buf,
         header_read_timeout: read_timeout,
+        send_timeout: listener.send_timeout,
     };
     let mut ctx = ConnContext::new(name, state, peer);
     let (mut stream, alpn) = match (&listener.tls, &listener.tls_metrics) {
@@ -185,6 +186,11 @@ async fn serve_accepted(
     };
     let protocol = listener.protocol;
     let idle_timeout = listener.idle_timeout;
+    let send_timeout = listener.send_timeout;
+    let (h2_streams, h2_buffer) = (
+        listener.http2_max_concurrent_streams,
+        listener.http2_stream_send_buffer,
+    );
     drop(listener);
     let ctx = Arc::new(ctx);
     // ALPN decides when the client offered it; an `auto` listener sniffs otherwise.
@@ -230,14 +236,27 @@ async fn serve_accepted(
             Ok::<_, std::convert::Infallible>(resp.map(|body| h2_idle::Tracked::new(body, open)))
         }
     });
-    let conn = h2_builder(max_list).serve_connection(io, svc);
+    let conn = h2_builder(max_list, h2_streams, h2_buffer).serve_connection(io, svc);
     let idle = activity.idle(idle_timeout);
-    log_end(&ctx, drive(conn, stop, idle).await);
+    let stalled = activity.stalled(send_timeout);
+    log_end(&ctx, drive(conn, stop, idle, stalled).await);
 }
 
-fn h2_builder(max_list: u32) -> hyper::server::conn::http2::Builder<TokioExecutor> {
+/// hyper's HTTP/2 server with bounded buffers: a client that opens large windows and never
+/// reads pins at most `max_streams` x `stream_send_buffer` bytes of response data here
+/// (hyper's defaults: 200 x 400 KiB, ~80 MiB per connection), and past that hyper stops
+/// pulling bodies, which stops the reads from their upstreams (backpressure). Receive
+/// windows (1 MiB per stream and per connection, hyper's) bound what a client can push.
+fn h2_builder(
+    max_list: u32,
+    max_streams: u32,
+    stream_send_buffer: usize,
+) -> hyper::server::conn::http2::Builder<TokioExecutor> {
     let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    b.timer(TokioTimer::new()).max_header_list_size(max_list);
+    b.timer(TokioTimer::new())
+        .max_header_list_size(max_list)
+        .max_concurrent_streams(max_streams)
+        .max_send_buf_size(stream_send_buffer);
     b
 }
 
@@ -329,11 +348,14 @@ where
 
 /// Serves an HTTP/2 connection until it ends; when the listener stops, or the connection
 /// has been idle (no open stream) for its timeout, the streams in flight finish, new ones
-/// are refused (GOAWAY), and the connection closes.
+/// are refused (GOAWAY), and the connection closes. A client that stopped reading
+/// (`stalled`) gets no such grace: its streams would never finish, so the connection is
+/// dropped at once, and with it every upstream body it held.
 async fn drive<C, E>(
     conn: C,
     mut stop: watch::Receiver<bool>,
     idle: impl Future<Output = ()>,
+    stalled: impl Future<Output = ()>,
 ) -> Result<(), E>
 where
     C: Future<Output = Result<(), E>> + Graceful,
@@ -345,11 +367,19 @@ where
         }
     };
     tokio::pin!(conn);
+    tokio::pin!(stalled);
     tokio::select! {
         r = conn.as_mut() => r,
+        () = stalled.as_mut() => {
+            tracing::debug!("the client read nothing within the send timeout; closing");
+            Ok(())
+        }
         () = closing => {
             conn.as_mut().graceful();
-            conn.await
+            tokio::select! {
+                r = conn => r,
+                () = stalled => Ok(()),
+            }
         }
     }
 }

@@ -52,6 +52,10 @@ pub struct Listener {
     pub header_read_timeout: Duration,
     /// HTTP/2 connections with no open stream for this long are closed.
     pub idle_timeout: Duration,
+    /// How long the client may take no response bytes before its connection is closed.
+    pub send_timeout: Duration,
+    pub http2_max_concurrent_streams: u32,
+    pub http2_stream_send_buffer: usize,
     /// How requests are made canonical before routing (`normalize`).
     pub normalization: crate::normalize::Rules,
     /// Protocols an `Upgrade` request may switch to (lower case); never `h2c`.
@@ -295,6 +299,7 @@ impl Compiler<'_> {
             connect_timeout: cl.connect_timeout.0,
             request_timeout: cl.request_timeout.0,
             pool_idle_timeout: cl.pool_idle_timeout.0,
+            body_idle_timeout: cl.body_idle_timeout.0,
             max_connections: cl.max_connections,
             shared,
         })
@@ -352,6 +357,15 @@ impl Compiler<'_> {
             underscores: n.headers_with_underscores,
             trusted_hops: l.trusted_hops,
         };
+        if l.limits.http2_max_concurrent_streams == 0
+            || !(1024..=16 * 1024 * 1024).contains(&l.limits.http2_stream_send_buffer)
+        {
+            return Err(self.err(
+                &l.name,
+                format!("listeners[{i}].limits"),
+                "http2_max_concurrent_streams must be at least 1 and http2_stream_send_buffer from 1024 to 16777216 bytes".into(),
+            ));
+        }
         let mut upgrades = Vec::with_capacity(l.upgrades.len());
         for (ui, u) in l.upgrades.iter().enumerate() {
             let p = u.value().to_ascii_lowercase();
@@ -450,6 +464,9 @@ impl Compiler<'_> {
             max_headers: l.limits.max_request_headers,
             header_read_timeout: l.limits.header_read_timeout.0,
             idle_timeout: l.limits.idle_timeout.0,
+            send_timeout: l.limits.send_timeout.0,
+            http2_max_concurrent_streams: l.limits.http2_max_concurrent_streams,
+            http2_stream_send_buffer: l.limits.http2_stream_send_buffer,
             normalization: rules,
             upgrades: upgrades.into(),
             owned_headers: owned_headers.into(),

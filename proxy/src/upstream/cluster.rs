@@ -15,6 +15,8 @@ pub struct Cluster {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub pool_idle_timeout: Duration,
+    /// The most a response body may stay silent between two frames.
+    pub body_idle_timeout: Duration,
     pub max_connections: usize,
     /// TLS origination; `None` for plain TCP.
     pub tls: Option<Arc<crate::tls::client::ClientTls>>,
@@ -95,6 +97,7 @@ pub(crate) fn test_cluster(lb: LbPolicy, n: u16) -> Cluster {
         connect_timeout: Duration::from_secs(1),
         request_timeout: Duration::from_secs(1),
         pool_idle_timeout: Duration::from_secs(1),
+        body_idle_timeout: Duration::from_secs(1),
         max_connections: 10,
         tls: None,
         tls_fingerprint: 0,

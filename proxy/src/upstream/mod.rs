@@ -143,6 +143,8 @@ pub enum UpstreamBodyError {
     Http1(#[from] H1Error),
     #[error(transparent)]
     Hyper(#[from] hyper::Error),
+    #[error("the upstream sent nothing of the body for {0:?}")]
+    Idle(Duration),
 }
 
 impl Body for UpstreamBody {
