@@ -128,9 +128,9 @@ pub fn canonicalize(
     trusted_hops: u8,
 ) -> Result<(), HeaderError> {
     let mut remove: Vec<HeaderName> = Vec::new();
-    let mut authorization = 0usize;
+    let mut authorization = false;
     let mut forwarded_for = false;
-    for (name, _) in h.iter() {
+    for name in h.keys() {
         match kind(name) {
             Kind::Plain => {}
             Kind::Underscore => match underscores {
@@ -144,10 +144,10 @@ pub fn canonicalize(
             Kind::Forwarding if trusted_hops == 0 => remove.push(name.clone()),
             Kind::Forwarding => {}
             Kind::ForwardedFor => forwarded_for = true,
-            Kind::Authorization => authorization += 1,
+            Kind::Authorization => authorization = true,
         }
     }
-    if authorization > 1 {
+    if authorization && h.get_all(header::AUTHORIZATION).iter().nth(1).is_some() {
         return Err(HeaderError::DuplicateAuthorization);
     }
     for name in remove {

@@ -143,8 +143,8 @@ fn path_of<B>(req: &mut Request<B>, rules: &Rules) -> Result<(), NormalizeError>
     }
     let absolute = uri.scheme().is_some() || uri.authority().is_some();
     // The path as sent: up to the query (an absolute-form target may have none: `/`).
-    let (raw_path, query) = match target.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
+    let (raw_path, query) = match target.bytes().position(|b| b == b'?') {
+        Some(i) => (&target[..i], Some(&target[i + 1..])),
         None => (target, None),
     };
     let raw_path = if raw_path.is_empty() && absolute {
