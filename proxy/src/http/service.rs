@@ -22,7 +22,7 @@ use super::phases::{self, PolicyNote};
 use crate::access_log::{self, AccessLogTarget};
 use crate::config::UpstreamProtocol;
 use crate::metrics::RouteMetrics;
-use crate::route::{RequestView, strip_port};
+use crate::route::RequestView;
 use crate::server::deadline::Deadline;
 use crate::snapshot::{Action, Listener, RouteEntry, Snapshot};
 use crate::tls::peer::PeerTls;
@@ -113,7 +113,7 @@ pub async fn serve(
     // The phases before and after the upstream exchange are plain functions: only the
     // exchange is awaited here, so the request's future stays small (see `upstream::send`).
     let decided = match normalized {
-        Ok(()) => decide(ctx, listener, req, &request_id, &mut note),
+        Ok(host_len) => decide(ctx, listener, req, host_len, &request_id, &mut note),
         Err(e) => Err((e, &listener.unrouted)),
     };
     let outcome = match decided {
@@ -182,12 +182,12 @@ fn canonical(
     ctx: &ConnContext,
     listener: &Listener,
     req: &mut Request<RequestBody>,
-) -> Result<(), ProxyError> {
-    crate::normalize::request(req, &listener.normalization, ctx.tls.is_some())?;
+) -> Result<usize, ProxyError> {
+    let host_len = crate::normalize::request(req, &listener.normalization, ctx.tls.is_some())?;
     for name in listener.owned_headers.iter() {
         req.headers_mut().remove(name);
     }
-    Ok(())
+    Ok(host_len)
 }
 
 /// What the request path decides for a request, without sending it: `membrane explain`.
@@ -221,16 +221,19 @@ pub fn dry_run<'a>(
     note: &mut PolicyNote,
 ) -> DryRun<'a> {
     let mut req = req;
-    if let Err(e) = canonical(ctx, listener, &mut req) {
-        return DryRun {
-            route: "",
-            normalized: None,
-            result: Err(e),
-        };
-    }
+    let host_len = match canonical(ctx, listener, &mut req) {
+        Ok(n) => n,
+        Err(e) => {
+            return DryRun {
+                route: "",
+                normalized: None,
+                result: Err(e),
+            };
+        }
+    };
     let target = req.uri().to_string();
-    let normalized = Some((target, request_host(&req).to_owned()));
-    let (result, m) = match decide(ctx, listener, req, request_id, note) {
+    let normalized = Some((target, request_host(&req, host_len).to_owned()));
+    let (result, m) = match decide(ctx, listener, req, host_len, request_id, note) {
         Ok((Decision::Answer(resp), m)) => (Ok(Planned::Answer(resp.status())), m),
         Ok((Decision::Forward { cluster, out, .. }, m)) => (
             Ok(Planned::Forward {
@@ -289,6 +292,7 @@ fn decide<'a>(
     ctx: &'a ConnContext,
     listener: &'a Listener,
     req: Request<RequestBody>,
+    host_len: usize,
     request_id: &'a RequestId,
     note: &mut PolicyNote,
 ) -> Decided<'a> {
@@ -297,7 +301,7 @@ fn decide<'a>(
     let mut req = req;
     let entry: &RouteEntry = {
         let view = RequestView {
-            host: request_host(&req),
+            host: request_host(&req, host_len),
             path: req.uri().path(),
             method: req.method(),
             headers: req.headers(),
@@ -335,7 +339,7 @@ fn decide<'a>(
     }
     if entry.rate_limit.is_some() || listener.authz.is_some() {
         let view = RequestView {
-            host: request_host(&req),
+            host: request_host(&req, host_len),
             path: req.uri().path(),
             method: req.method(),
             headers: req.headers(),
@@ -427,12 +431,14 @@ fn check_limits(listener: &Listener, req: &Request<RequestBody>) -> Result<(), P
 }
 
 /// The host the request is for, without port: `normalize` has left exactly one `Host` field
-/// holding the canonical authority (or none, for HTTP/1.0 without a host).
-fn request_host(req: &Request<RequestBody>) -> &str {
+/// holding the canonical authority (or none, for HTTP/1.0 without a host), whose first
+/// `host_len` bytes are the host (ASCII: it was checked there).
+fn request_host(req: &Request<RequestBody>, host_len: usize) -> &str {
     req.headers()
         .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map_or("", strip_port)
+        .and_then(|v| v.as_bytes().get(..host_len))
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .unwrap_or("")
 }
 
 fn redirect_location(

@@ -58,7 +58,7 @@ pub fn canonical(raw: &str, default_port: u16) -> Result<Authority<'_>, Authorit
 /// Where the host ends, when `b` is a canonical `host[:port]`: lower-case labels of
 /// letters, digits, `-` and `_`, none empty, no trailing dot, and a port (if any) with no
 /// leading zero, up to 65535, not the default.
-fn already_canonical(b: &[u8], default_port: u16) -> Option<usize> {
+pub fn already_canonical(b: &[u8], default_port: u16) -> Option<usize> {
     let mut i = 0;
     let mut after_dot = true;
     while i < b.len() {
@@ -194,6 +194,15 @@ fn host_form(host: &str) -> Result<Cow<'_, str>, AuthorityError> {
         (false, false) => Cow::Borrowed(trimmed),
         (true, _) => Cow::Owned(trimmed.to_ascii_lowercase()),
     })
+}
+
+/// The length of the host part of a canonical authority (tests check `request`'s answer).
+#[cfg(test)]
+pub(crate) fn strip_port_len(b: &[u8]) -> usize {
+    if b.first() == Some(&b'[') {
+        return b.iter().position(|&c| c == b']').map_or(b.len(), |i| i + 1);
+    }
+    b.iter().rposition(|&c| c == b':').unwrap_or(b.len())
 }
 
 #[cfg(test)]

@@ -74,19 +74,21 @@ impl NormalizeError {
 }
 
 /// Makes `req` canonical in place (see the module's text). `tls`: the connection's scheme is
-/// https, whose default port is 443.
-pub fn request<B>(req: &mut Request<B>, rules: &Rules, tls: bool) -> Result<(), NormalizeError> {
+/// https, whose default port is 443. Returns how many bytes of the `Host` field's value
+/// are the host (the rest is `:port`), for routing to read without parsing it again.
+pub fn request<B>(req: &mut Request<B>, rules: &Rules, tls: bool) -> Result<usize, NormalizeError> {
     if req.method() == Method::CONNECT {
         return Err(NormalizeError::Connect);
     }
     headers::canonicalize(req.headers_mut(), rules.underscores, rules.trusted_hops)?;
-    authority_of(req, tls)?;
-    path_of(req, rules)
+    let host_len = authority_of(req, tls)?;
+    path_of(req, rules)?;
+    Ok(host_len)
 }
 
 /// Leaves exactly one `Host` field with the canonical authority (none for an HTTP/1.0
-/// request that named no host).
-fn authority_of<B>(req: &mut Request<B>, tls: bool) -> Result<(), NormalizeError> {
+/// request that named no host); returns the length of its host part.
+fn authority_of<B>(req: &mut Request<B>, tls: bool) -> Result<usize, NormalizeError> {
     let default_port = match req.uri().scheme_str() {
         Some(s) if s.eq_ignore_ascii_case("https") => 443,
         Some(_) => 80,
@@ -99,6 +101,12 @@ fn authority_of<B>(req: &mut Request<B>, tls: bool) -> Result<(), NormalizeError
         return Err(NormalizeError::DuplicateHost);
     }
     let canonical = match (req.uri().authority(), host_field) {
+        // The common case: an origin-form request whose Host is canonical already.
+        (None, Some(field))
+            if let Some(len) = authority::already_canonical(field.as_bytes(), default_port) =>
+        {
+            return Ok(len);
+        }
         (Some(a), field) => {
             let from_target = authority::canonical(a.as_str(), default_port)?;
             // HTTP/2: `:authority` and `Host` must agree. HTTP/1.1 absolute-form: the target
@@ -111,23 +119,25 @@ fn authority_of<B>(req: &mut Request<B>, tls: bool) -> Result<(), NormalizeError
                     return Err(NormalizeError::HostMismatch);
                 }
             }
-            Some(from_target.text.into_owned())
+            Some((from_target.text.into_owned(), from_target.host_len))
         }
         (None, Some(field)) => {
             let raw = field.to_str().map_err(|_| NormalizeError::HostNotText)?;
-            match authority::canonical(raw, default_port)?.text {
-                std::borrow::Cow::Borrowed(_) => None,
-                std::borrow::Cow::Owned(c) => Some(c),
+            let a = authority::canonical(raw, default_port)?;
+            match a.text {
+                std::borrow::Cow::Borrowed(_) => return Ok(a.host_len),
+                std::borrow::Cow::Owned(text) => Some((text, a.host_len)),
             }
         }
-        (None, None) if req.version() == Version::HTTP_10 => None,
+        (None, None) if req.version() == Version::HTTP_10 => return Ok(0),
         (None, None) => return Err(NormalizeError::MissingHost),
     };
-    if let Some(c) = canonical {
-        let v = HeaderValue::from_str(&c).map_err(|_| NormalizeError::HostNotText)?;
-        req.headers_mut().insert(header::HOST, v);
-    }
-    Ok(())
+    let Some((text, host_len)) = canonical else {
+        return Ok(0);
+    };
+    let v = HeaderValue::from_str(&text).map_err(|_| NormalizeError::HostNotText)?;
+    req.headers_mut().insert(header::HOST, v);
+    Ok(host_len)
 }
 
 /// Leaves an origin-form target with the canonical path and the query as it came.
@@ -184,7 +194,12 @@ mod tests {
     }
 
     fn norm(req: &mut Request<()>) -> Result<(String, Option<String>), NormalizeError> {
-        request(req, &Rules::default(), false)?;
+        let host_len = request(req, &Rules::default(), false)?;
+        let host = req.headers().get(header::HOST);
+        assert_eq!(
+            host_len,
+            host.map_or(0, |h| super::authority::strip_port_len(h.as_bytes()))
+        );
         Ok((
             req.uri().to_string(),
             req.headers()
