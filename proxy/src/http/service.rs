@@ -436,8 +436,8 @@ fn check_limits(listener: &Listener, req: &Request<RequestBody>) -> Result<(), P
 fn request_host(req: &Request<RequestBody>, host_len: usize) -> &str {
     req.headers()
         .get(header::HOST)
-        .and_then(|v| v.as_bytes().get(..host_len))
-        .and_then(|b| std::str::from_utf8(b).ok())
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.get(..host_len))
         .unwrap_or("")
 }
 
