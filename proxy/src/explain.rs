@@ -173,7 +173,7 @@ pub fn explain(config_path: &Path, q: &Question) -> Result<Answer, String> {
     *req.method_mut() = method;
     *req.uri_mut() = uri;
     *req.headers_mut() = headers;
-    let request_id = crate::http::headers::request_id(req.headers());
+    let request_id = crate::http::headers::request_id(req.headers(), true);
     let mut note = PolicyNote::default();
     let run = service::dry_run(&ctx, listener, req, &request_id, &mut note);
     if let Some((target, host)) = &run.normalized {

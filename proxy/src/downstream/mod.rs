@@ -108,7 +108,7 @@ pub async fn serve(
         let head = match head {
             Err(ReadError::Closed) => return,
             Err(ReadError::Bad(e)) => {
-                let id = crate::http::headers::request_id(&http::HeaderMap::new()).value;
+                let id = crate::http::headers::request_id(&http::HeaderMap::new(), false).value;
                 let resp = e.into_response(&id);
                 let to = Answering {
                     version: http::Version::HTTP_11,

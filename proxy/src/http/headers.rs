@@ -38,10 +38,20 @@ const MAX_REQUEST_ID: usize = 128;
 /// `upgrade_to`, `Upgrade` is set to that protocol and `Connection: upgrade` again, so that
 /// an allowed protocol switch passes through, and only to that protocol.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade_to: Option<&HeaderValue>) {
-    let keep_upgrade = upgrade_to.is_some();
     // One pass over the names finds which hop-by-hop headers are there (standard names compare
     // as small integers); only those are then removed, each removal being a hashed lookup.
     let present = headers.keys().fold(0u8, |acc, name| acc | hop_bit(name));
+    strip_known_hop_by_hop(headers, upgrade_to, present);
+}
+
+/// The same, for a request whose hop-by-hop fields are known already (`present`: the
+/// `normalize::headers::hop` bits its one pass over the names found).
+pub fn strip_known_hop_by_hop(
+    headers: &mut HeaderMap,
+    upgrade_to: Option<&HeaderValue>,
+    present: u8,
+) {
+    let keep_upgrade = upgrade_to.is_some();
     if present == 0 && !keep_upgrade {
         return;
     }
@@ -89,14 +99,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade_to: Option<&HeaderValue
     }
 }
 
-mod bit {
-    pub const CONNECTION: u8 = 1;
-    pub const KEEP_ALIVE: u8 = 2;
-    pub const PROXY_CONNECTION: u8 = 4;
-    pub const TE: u8 = 8;
-    pub const TRANSFER_ENCODING: u8 = 32;
-    pub const UPGRADE: u8 = 64;
-}
+use crate::normalize::headers::hop as bit;
 
 fn hop_bit(name: &HeaderName) -> u8 {
     if name == header::CONNECTION {
@@ -117,8 +120,11 @@ fn hop_bit(name: &HeaderName) -> u8 {
 }
 
 /// The request's id: the incoming one when it is a sane token, a new UUID v4 otherwise.
-pub fn request_id(headers: &HeaderMap) -> RequestId {
-    if let Some(v) = headers.get(X_REQUEST_ID)
+/// `sent`: the request has an `x-request-id` field (so that the common request, without
+/// one, costs no lookup).
+pub fn request_id(headers: &HeaderMap, sent: bool) -> RequestId {
+    if sent
+        && let Some(v) = headers.get(X_REQUEST_ID)
         && !v.is_empty()
         && v.len() <= MAX_REQUEST_ID
         && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
@@ -222,19 +228,19 @@ mod tests {
     fn request_ids_are_kept_when_sane_and_made_otherwise() {
         let mut h = HeaderMap::new();
         h.insert(X_REQUEST_ID, HeaderValue::from_static("abc-123"));
-        let kept = request_id(&h);
+        let kept = request_id(&h, true);
         assert_eq!(kept.value, "abc-123");
         assert!(kept.from_client);
         h.insert(X_REQUEST_ID, HeaderValue::from_static("has space"));
-        let made = request_id(&h);
+        let made = request_id(&h, true);
         assert!(!made.from_client);
         let s = made.value.to_str().unwrap();
         assert_eq!(s.len(), 36);
         assert_eq!(&s[14..15], "4");
         assert!(matches!(&s[19..20], "8" | "9" | "a" | "b"), "{s}");
         assert_ne!(
-            request_id(&HeaderMap::new()).value,
-            request_id(&HeaderMap::new()).value
+            request_id(&HeaderMap::new(), false).value,
+            request_id(&HeaderMap::new(), false).value
         );
     }
 

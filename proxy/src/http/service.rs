@@ -22,6 +22,7 @@ use super::phases::{self, PolicyNote};
 use crate::access_log::{self, AccessLogTarget};
 use crate::config::UpstreamProtocol;
 use crate::metrics::RouteMetrics;
+use crate::normalize::Normalized;
 use crate::route::RequestView;
 use crate::server::deadline::Deadline;
 use crate::snapshot::{Action, Listener, RouteEntry, Snapshot};
@@ -92,14 +93,17 @@ pub async fn serve(
     deadline: Option<&mut Deadline>,
 ) -> Response<ProxyBody> {
     let start = Instant::now();
-    let request_id = headers::request_id(req.headers());
     let Some(listener) = snapshot.listeners.get(&ctx.listener) else {
-        return ProxyError::ListenerGone(ctx.listener.to_string()).into_response(&request_id.value);
+        let id = headers::request_id(req.headers(), true);
+        return ProxyError::ListenerGone(ctx.listener.to_string()).into_response(&id.value);
     };
     // Normalize once, first: everything after this (routing, policy, the access log, the
     // upstream) sees the one canonical form of the request, never the raw one.
     let mut req = req;
     let normalized = canonical(ctx, listener, &mut req);
+    // Normalization's pass over the field names says whether the client sent an id.
+    let sent_id = normalized.as_ref().map_or(true, |n| n.fields.request_id);
+    let request_id = headers::request_id(req.headers(), sent_id);
     let logged = (listener.access_log != AccessLogTarget::Off).then(|| {
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
         (
@@ -113,7 +117,7 @@ pub async fn serve(
     // The phases before and after the upstream exchange are plain functions: only the
     // exchange is awaited here, so the request's future stays small (see `upstream::send`).
     let decided = match normalized {
-        Ok(host_len) => decide(ctx, listener, req, host_len, &request_id, &mut note),
+        Ok(n) => decide(ctx, listener, req, n, &request_id, &mut note),
         Err(e) => Err((e, &listener.unrouted)),
     };
     let outcome = match decided {
@@ -182,12 +186,12 @@ fn canonical(
     ctx: &ConnContext,
     listener: &Listener,
     req: &mut Request<RequestBody>,
-) -> Result<usize, ProxyError> {
-    let host_len = crate::normalize::request(req, &listener.normalization, ctx.tls.is_some())?;
+) -> Result<Normalized, ProxyError> {
+    let n = crate::normalize::request(req, &listener.normalization, ctx.tls.is_some())?;
     for name in listener.owned_headers.iter() {
         req.headers_mut().remove(name);
     }
-    Ok(host_len)
+    Ok(n)
 }
 
 /// What the request path decides for a request, without sending it: `membrane explain`.
@@ -221,7 +225,7 @@ pub fn dry_run<'a>(
     note: &mut PolicyNote,
 ) -> DryRun<'a> {
     let mut req = req;
-    let host_len = match canonical(ctx, listener, &mut req) {
+    let n = match canonical(ctx, listener, &mut req) {
         Ok(n) => n,
         Err(e) => {
             return DryRun {
@@ -232,8 +236,8 @@ pub fn dry_run<'a>(
         }
     };
     let target = req.uri().to_string();
-    let normalized = Some((target, request_host(&req, host_len).to_owned()));
-    let (result, m) = match decide(ctx, listener, req, host_len, request_id, note) {
+    let normalized = Some((target, request_host(&req, n.host_len).to_owned()));
+    let (result, m) = match decide(ctx, listener, req, n, request_id, note) {
         Ok((Decision::Answer(resp), m)) => (Ok(Planned::Answer(resp.status())), m),
         Ok((Decision::Forward { cluster, out, .. }, m)) => (
             Ok(Planned::Forward {
@@ -292,7 +296,7 @@ fn decide<'a>(
     ctx: &'a ConnContext,
     listener: &'a Listener,
     req: Request<RequestBody>,
-    host_len: usize,
+    n: Normalized,
     request_id: &'a RequestId,
     note: &mut PolicyNote,
 ) -> Decided<'a> {
@@ -301,7 +305,7 @@ fn decide<'a>(
     let mut req = req;
     let entry: &RouteEntry = {
         let view = RequestView {
-            host: request_host(&req, host_len),
+            host: request_host(&req, n.host_len),
             path: req.uri().path(),
             method: req.method(),
             headers: req.headers(),
@@ -339,7 +343,7 @@ fn decide<'a>(
     }
     if entry.rate_limit.is_some() || listener.authz.is_some() {
         let view = RequestView {
-            host: request_host(&req, host_len),
+            host: request_host(&req, n.host_len),
             path: req.uri().path(),
             method: req.method(),
             headers: req.headers(),
@@ -394,6 +398,7 @@ fn decide<'a>(
             ctx,
             listener,
             req,
+            n.fields.hop_by_hop,
             cluster,
             upstream_path,
             *timeout,
@@ -468,6 +473,7 @@ fn outbound<'a>(
     ctx: &'a ConnContext,
     listener: &Listener,
     req: Request<RequestBody>,
+    hop_by_hop: u8,
     cluster: &Cluster,
     upstream_path: Option<PathAndQuery>,
     timeout: Duration,
@@ -495,7 +501,7 @@ fn outbound<'a>(
     let downstream_version = parts.version;
 
     let h = &mut parts.headers;
-    headers::strip_hop_by_hop(h, upgrade_to.as_ref());
+    headers::strip_known_hop_by_hop(h, upgrade_to.as_ref(), hop_by_hop);
     let fwd = Forwarding {
         client_ip: &ctx.client_ip,
         via: if downstream_version == Version::HTTP_2 {

@@ -76,6 +76,26 @@ const OVERRIDES: &[&str] = &[
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
+/// What the one pass over a request's field names found, for the phases after it: so
+/// that none of them walks the names again or hashes a lookup for a field that is not there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fields {
+    /// An `x-request-id` came with the request.
+    pub request_id: bool,
+    /// Which hop-by-hop fields are there (`hop::*` bits).
+    pub hop_by_hop: u8,
+}
+
+/// Bits of [`Fields::hop_by_hop`].
+pub mod hop {
+    pub const CONNECTION: u8 = 1;
+    pub const KEEP_ALIVE: u8 = 2;
+    pub const PROXY_CONNECTION: u8 = 4;
+    pub const TE: u8 = 8;
+    pub const TRANSFER_ENCODING: u8 = 32;
+    pub const UPGRADE: u8 = 64;
+}
+
 #[derive(PartialEq, Eq)]
 enum Kind {
     Plain,
@@ -85,13 +105,15 @@ enum Kind {
     Forwarding,
     ForwardedFor,
     Authorization,
+    RequestId,
+    Hop(u8),
 }
 
 fn kind(name: &HeaderName) -> Kind {
     let s = name.as_str();
     let b = s.as_bytes();
     // Runs for every field of every request: one plain pass for `_`, then the first byte
-    // picks the few names that can matter.
+    // picks the few names that can matter (standard names compare as small integers).
     let mut underscore = false;
     for &c in b {
         underscore |= c == b'_';
@@ -101,10 +123,18 @@ fn kind(name: &HeaderName) -> Kind {
     }
     match b.first() {
         Some(b'a') if name == header::AUTHORIZATION => Kind::Authorization,
+        Some(b'c') if name == header::CONNECTION => Kind::Hop(hop::CONNECTION),
+        Some(b't') if name == header::TE => Kind::Hop(hop::TE),
+        Some(b't') if name == header::TRANSFER_ENCODING => Kind::Hop(hop::TRANSFER_ENCODING),
+        Some(b'u') if name == header::UPGRADE => Kind::Hop(hop::UPGRADE),
+        Some(b'k') if s == "keep-alive" => Kind::Hop(hop::KEEP_ALIVE),
+        Some(b'p') if s == "proxy-connection" => Kind::Hop(hop::PROXY_CONNECTION),
         Some(b'h') if s == "http2-settings" => Kind::Remove,
         Some(b'f' | b't') if FORWARDING.contains(&s) => Kind::Forwarding,
         Some(b'x') if b.get(1) == Some(&b'-') => {
-            if s.starts_with("x-membrane-")
+            if s == "x-request-id" {
+                Kind::RequestId
+            } else if s.starts_with("x-membrane-")
                 || s == "x-forwarded-client-cert"
                 || OVERRIDES.contains(&s)
             {
@@ -121,17 +151,20 @@ fn kind(name: &HeaderName) -> Kind {
     }
 }
 
-/// Applies the rules above to `h` in place.
+/// Applies the rules above to `h` in place, and says what else it saw.
 pub fn canonicalize(
     h: &mut HeaderMap,
     underscores: Underscores,
     trusted_hops: u8,
-) -> Result<(), HeaderError> {
+) -> Result<Fields, HeaderError> {
     let mut remove: Vec<HeaderName> = Vec::new();
     let mut authorization = false;
     let mut forwarded_for = false;
+    let mut fields = Fields::default();
     for name in h.keys() {
         match kind(name) {
+            Kind::RequestId => fields.request_id = true,
+            Kind::Hop(bit) => fields.hop_by_hop |= bit,
             Kind::Plain => {}
             Kind::Underscore => match underscores {
                 Underscores::Allow => {}
@@ -150,13 +183,15 @@ pub fn canonicalize(
     if authorization && h.get_all(header::AUTHORIZATION).iter().nth(1).is_some() {
         return Err(HeaderError::DuplicateAuthorization);
     }
-    for name in remove {
-        h.remove(name);
+    if !remove.is_empty() {
+        for name in remove {
+            h.remove(name);
+        }
     }
     if forwarded_for {
         trim_forwarded_for(h, trusted_hops);
     }
-    Ok(())
+    Ok(fields)
 }
 
 /// Keeps the last `hops` addresses of `x-forwarded-for` (all lines taken as one list).
@@ -223,8 +258,21 @@ mod tests {
             ("authorization", "Bearer x"),
             ("accept", "*/*"),
         ]);
-        canonicalize(&mut h, Underscores::Drop, 0).unwrap();
+        let fields = canonicalize(&mut h, Underscores::Drop, 0).unwrap();
         assert_eq!(names(&h), vec!["accept", "authorization", "host"]);
+        assert_eq!(fields, Fields::default());
+        let mut h = map(&[
+            ("x-request-id", "a"),
+            ("connection", "close"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("keep-alive", "5"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-connection", "x"),
+        ]);
+        let fields = canonicalize(&mut h, Underscores::Drop, 0).unwrap();
+        assert!(fields.request_id);
+        assert_eq!(fields.hop_by_hop, 1 | 2 | 4 | 8 | 32 | 64);
     }
 
     #[test]

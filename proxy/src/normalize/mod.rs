@@ -18,7 +18,7 @@ pub mod headers;
 pub mod path;
 
 pub use authority::AuthorityError;
-pub use headers::{HeaderError, Underscores};
+pub use headers::{Fields, HeaderError, Underscores};
 pub use path::{EscapedSlashes, PathError, PathRules};
 
 use http::header::{self, HeaderValue};
@@ -73,17 +73,29 @@ impl NormalizeError {
     }
 }
 
+/// What normalization learnt on the way, for the phases after it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Normalized {
+    /// How many bytes of the `Host` field's value are the host (the rest is `:port`), for
+    /// routing to read without parsing it again.
+    pub host_len: usize,
+    pub fields: Fields,
+}
+
 /// Makes `req` canonical in place (see the module's text). `tls`: the connection's scheme is
-/// https, whose default port is 443. Returns how many bytes of the `Host` field's value
-/// are the host (the rest is `:port`), for routing to read without parsing it again.
-pub fn request<B>(req: &mut Request<B>, rules: &Rules, tls: bool) -> Result<usize, NormalizeError> {
+/// https, whose default port is 443.
+pub fn request<B>(
+    req: &mut Request<B>,
+    rules: &Rules,
+    tls: bool,
+) -> Result<Normalized, NormalizeError> {
     if req.method() == Method::CONNECT {
         return Err(NormalizeError::Connect);
     }
-    headers::canonicalize(req.headers_mut(), rules.underscores, rules.trusted_hops)?;
+    let fields = headers::canonicalize(req.headers_mut(), rules.underscores, rules.trusted_hops)?;
     let host_len = authority_of(req, tls)?;
     path_of(req, rules)?;
-    Ok(host_len)
+    Ok(Normalized { host_len, fields })
 }
 
 /// Leaves exactly one `Host` field with the canonical authority (none for an HTTP/1.0
@@ -194,7 +206,7 @@ mod tests {
     }
 
     fn norm(req: &mut Request<()>) -> Result<(String, Option<String>), NormalizeError> {
-        let host_len = request(req, &Rules::default(), false)?;
+        let host_len = request(req, &Rules::default(), false)?.host_len;
         let host = req.headers().get(header::HOST);
         assert_eq!(
             host_len,
