@@ -168,6 +168,17 @@ async fn write_bounded(
     deadline: &mut Deadline,
     timeout: Duration,
 ) -> std::io::Result<()> {
+    let mut buf = buf;
+    // A plain TCP socket nearly always takes a response at once: one attempt without any
+    // future around it (TLS may hold records back and needs its flush: the general way).
+    if let DownWrite::Tcp(w) = stream {
+        match w.try_write(buf) {
+            Ok(n) if n == buf.len() => return Ok(()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
     let mut write = std::pin::pin!(write_all(stream, buf));
     let mut armed = false;
     std::future::poll_fn(|cx| {
