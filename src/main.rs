@@ -64,6 +64,10 @@ enum Command {
         /// Do not reload when the file changes (SIGHUP still reloads).
         #[arg(long)]
         no_watch: bool,
+        /// Apply a reloaded file that is empty or has no listeners (refused by default: a
+        /// file caught half-written would remove every listener).
+        #[arg(long)]
+        allow_empty_config: bool,
     },
     /// Show what the gateway would do with one request (route, authentication,
     /// authorization and the rule that decided, rate limit, action) without sending it.
@@ -138,8 +142,11 @@ fn main() -> ExitCode {
             node,
             state_dir,
             admin,
+            allow_empty_config,
         } => match (config, xds, node) {
-            (Some(config), None, _) => run_proxy(Source::File(config, !no_watch)),
+            (Some(config), None, _) => {
+                run_proxy(Source::File(config, !no_watch, allow_empty_config))
+            }
             (None, Some(url), Some(node)) => {
                 run_proxy(Source::Xds(membrane_proxy::xds_client::XdsOptions {
                     url,
@@ -235,7 +242,8 @@ fn check(dir: &std::path::Path) -> ExitCode {
 }
 
 enum Source {
-    File(PathBuf, bool),
+    /// The file, whether to watch it, whether an empty reload is allowed.
+    File(PathBuf, bool, bool),
     Xds(membrane_proxy::xds_client::XdsOptions),
 }
 
@@ -289,8 +297,10 @@ fn run_control(
 
 fn run_proxy(source: Source) -> ExitCode {
     let started = match source {
-        Source::File(path, watch) => {
-            membrane_proxy::start(membrane_proxy::StartOptions::file(path, watch))
+        Source::File(path, watch, allow_empty) => {
+            let mut opts = membrane_proxy::StartOptions::file(path, watch);
+            opts.allow_empty_reload = allow_empty;
+            membrane_proxy::start(opts)
         }
         Source::Xds(opts) => membrane_proxy::xds_client::start(opts),
     };

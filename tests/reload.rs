@@ -163,3 +163,39 @@ async fn file_changes_are_picked_up_and_listeners_come_and_go() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_or_listenerless_file_is_refused_on_reload_unless_allowed() {
+    let up = Upstream::start("a").await;
+    let good = config("one", false).replace("UPSTREAM", &up.addr.to_string());
+    let (proxy, path) = start_proxy(&good);
+    let url = format!("http://{}/body", proxy.listener_addr("main").unwrap());
+    let c = client_h1();
+    // A file truncated by a non-atomic write, and one with everything but listeners.
+    for (text, why) in [
+        ("", "the file is empty"),
+        ("  \n", "the file is empty"),
+        (
+            "admin: {address: '127.0.0.1:0'}\nworkers: 2\n",
+            "the file has no listeners",
+        ),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        let err = proxy.reload().await.unwrap_err();
+        assert!(
+            err.contains(why) && err.contains("--allow-empty-config"),
+            "{err}"
+        );
+        assert_eq!(get(&c, &url, "x", &[]).await.text(), "one");
+    }
+
+    // With the flag, an operator can remove every listener on purpose.
+    let path = write_config(&good);
+    let mut opts = membrane_proxy::StartOptions::file(path.clone(), false);
+    opts.allow_empty_reload = true;
+    let proxy = membrane_proxy::start(opts).unwrap();
+    assert!(proxy.listener_addr("main").is_some());
+    std::fs::write(&path, "admin: {address: '127.0.0.1:0'}\n").unwrap();
+    assert_eq!(proxy.reload().await, Ok(2));
+    assert!(proxy.listener_addr("main").is_none());
+}

@@ -646,7 +646,9 @@ impl EncodeMetric for LatencyHistogram {
         let c = &self.inner;
         let mut buckets = [(0.0, 0u64); BOUNDS.len() + 1];
         for (i, slot) in buckets.iter_mut().enumerate() {
-            let bound = BOUNDS.get(i).copied().unwrap_or(f64::MAX);
+            // The last bucket is `+Inf` (prometheus-client writes it so for `INFINITY` only; with
+            // `f64::MAX` every `histogram_quantile` over it was NaN).
+            let bound = BOUNDS.get(i).copied().unwrap_or(f64::INFINITY);
             *slot = (bound, c.buckets[i].load(Ordering::Relaxed));
         }
         let sum = c.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
@@ -691,5 +693,16 @@ mod tests {
             text.contains(r#"membrane_config_reloads_total{result="ok"} 1"#),
             "{text}"
         );
+        // The top bucket is `+Inf` and holds every observation, as `histogram_quantile`
+        // needs.
+        let inf = text
+            .lines()
+            .find(|l| {
+                l.starts_with("membrane_request_duration_seconds_bucket")
+                    && l.contains("le=\"+Inf\"")
+            })
+            .unwrap_or_else(|| panic!("no +Inf bucket: {text}"));
+        assert!(inf.ends_with(" 2"), "{inf}");
+        assert!(!text.contains("1.7976931348623157e308"), "{text}");
     }
 }

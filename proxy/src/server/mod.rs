@@ -35,6 +35,10 @@ pub struct StartOptions {
     /// `/ready` answers 200 from the start; `false` when something else (the xDS client)
     /// says when the first complete generation is in place.
     pub ready_at_start: bool,
+    /// Apply a reloaded file that is empty or has no listeners. Off for files: a file caught
+    /// half-written (an editor, a non-atomic copy) would otherwise remove every listener.
+    /// The xDS client, whose files are written atomically, turns it on.
+    pub allow_empty_reload: bool,
 }
 
 impl StartOptions {
@@ -44,6 +48,7 @@ impl StartOptions {
             config_path,
             watch_file,
             ready_at_start: true,
+            allow_empty_reload: false,
         }
     }
 }
@@ -170,6 +175,7 @@ pub fn start(opts: StartOptions) -> Result<ProxyHandle, StartError> {
     });
     let admin_state = admin.clone();
     let mut ctl = Controller {
+        allow_empty_reload: opts.allow_empty_reload,
         path,
         metrics,
         state,
@@ -216,6 +222,7 @@ pub fn start(opts: StartOptions) -> Result<ProxyHandle, StartError> {
 
 struct Controller {
     path: PathBuf,
+    allow_empty_reload: bool,
     metrics: Arc<Metrics>,
     state: Arc<ArcSwap<Snapshot>>,
     listeners: ListenerSet,
@@ -278,6 +285,20 @@ impl Controller {
     fn try_reload(&mut self) -> Result<u64, ConfigError> {
         let (cfg, text) = config::read_file(&self.path)?;
         let prev = self.state.load_full();
+        if !self.allow_empty_reload && cfg.listeners.is_empty() && !prev.listeners.is_empty() {
+            let what = if text.trim().is_empty() {
+                "the file is empty"
+            } else {
+                "the file has no listeners"
+            };
+            return Err(ConfigError::Apply {
+                file: self.path.clone(),
+                message: format!(
+                    "{what}: refusing a reload that would remove all {} listeners (a file caught half-written?); start with --allow-empty-config to allow it",
+                    prev.listeners.len()
+                ),
+            });
+        }
         let generation = prev.generation + 1;
         let snap = snapshot::compile(
             &self.path,

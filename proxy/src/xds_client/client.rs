@@ -72,6 +72,8 @@ pub fn start(mut opts: XdsOptions) -> Result<ProxyHandle, StartError> {
         config_path: file,
         watch_file: false,
         ready_at_start: booted_from_state,
+        // The client writes its files atomically, and a cell may have no listener.
+        allow_empty_reload: true,
     })?;
     // The resources kept beside the generation, sent as known versions on connecting; none
     // without a generation to serve, so the control server answers every type (readiness
