@@ -5,7 +5,7 @@
 
 use crate::compile::{self, Compiled, Options};
 use crate::server::status::NodeTable;
-use crate::server::{Ads, AggregatedDiscoveryServiceServer};
+use crate::server::Ads;
 use crate::spec;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -100,10 +100,10 @@ pub async fn start(opts: ControlOptions) -> Result<ControlHandle, String> {
     let incoming = tonic::transport::server::TcpIncoming::bind(opts.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
     let addr = incoming.local_addr().map_err(|e| e.to_string())?;
-    let svc = AggregatedDiscoveryServiceServer::new(ads);
+    let svc = crate::server::service(ads);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
-        if let Err(e) = tonic::transport::Server::builder()
+        if let Err(e) = crate::server::transport()
             .add_service(svc)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stopped.await;

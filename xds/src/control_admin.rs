@@ -61,6 +61,21 @@ fn respond(state: &ControlState, path: &str) -> hyper::Response<Full<Bytes>> {
     r
 }
 
+/// A label value as the Prometheus text format needs it: `\\`, `"` and newlines escaped.
+/// Node ids are checked before they get here (`node_id`), so this is the second guard.
+fn label(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn metrics(state: &ControlState) -> String {
     let nodes = state.nodes.snapshot();
     let changed_at = state.changed_at.lock().map(|t| *t).ok();
@@ -81,7 +96,8 @@ fn metrics(state: &ControlState) -> String {
         let pushes: u64 = n.types.values().map(|t| t.pushes).sum();
         let _ = writeln!(
             out,
-            "membrane_control_pushes_total{{node=\"{id}\"}} {pushes}"
+            "membrane_control_pushes_total{{node=\"{}\"}} {pushes}",
+            label(id)
         );
     }
     let _ = writeln!(
@@ -91,7 +107,11 @@ fn metrics(state: &ControlState) -> String {
     let _ = writeln!(out, "# TYPE membrane_control_nacks_total counter");
     for (id, n) in &nodes {
         let nacks: u64 = n.types.values().map(|t| t.nacks).sum();
-        let _ = writeln!(out, "membrane_control_nacks_total{{node=\"{id}\"}} {nacks}");
+        let _ = writeln!(
+            out,
+            "membrane_control_nacks_total{{node=\"{}\"}} {nacks}",
+            label(id)
+        );
     }
     // From the last change to the last ACK that followed it, across nodes.
     if let Some(changed) = changed_at {
@@ -118,4 +138,12 @@ fn metrics(state: &ControlState) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(super::label("a\"} 1\nx{b=\"\\"), "a\\\"} 1\\nx{b=\\\"\\\\");
+    }
 }

@@ -148,6 +148,10 @@ struct Status {
     nacks: BTreeMap<String, String>,
     /// Types the control server has answered since the start (an empty answer counts).
     answered: BTreeSet<String>,
+    /// The listeners the control server has sent and not removed: the gateway is not ready
+    /// until each of them serves (a NACKed new listener does not).
+    wanted_listeners: BTreeSet<String>,
+    ready: bool,
 }
 
 impl Status {
@@ -161,6 +165,7 @@ impl Status {
             "last_ack": self.last_ack,
             "nacks": self.nacks,
             "awaiting": TYPES.iter().filter(|t| !self.answered.contains(**t)).collect::<Vec<_>>(),
+            "ready": self.ready,
         }));
     }
 }
@@ -190,7 +195,8 @@ async fn session(
 ) -> Result<(), String> {
     let mut client = AggregatedDiscoveryServiceClient::connect(opts.url.clone())
         .await
-        .map_err(|e| format!("connect: {e}"))?;
+        .map_err(|e| format!("connect: {e}"))?
+        .max_decoding_message_size(membrane_xds::server::MAX_RESPONSE_BYTES);
     let (tx, rx) = mpsc::channel(16);
     for (i, t) in TYPES.iter().enumerate() {
         let initial = held
@@ -233,6 +239,14 @@ async fn session(
         }
         let before = held.clone();
         for r in &batch {
+            if r.type_url == TYPE_LISTENER {
+                for res in &r.resources {
+                    status.wanted_listeners.insert(res.name.clone());
+                }
+                for name in &r.removed_resources {
+                    status.wanted_listeners.remove(name);
+                }
+            }
             for res in &r.resources {
                 if let Some(any) = &res.resource {
                     held.insert(
@@ -253,8 +267,16 @@ async fn session(
             status.generation = g;
             // Ready once every type has been answered and applied, as Envoy's init waits
             // for its first CDS and LDS: a gateway that had only its clusters would say ready
-            // with no listener bound. (Booted from its state, it was ready from the start.)
-            if TYPES.iter().all(|t| status.answered.contains(*t)) {
+            // with no listener bound; and once every listener sent serves: one whose every
+            // version was NACKed is not bound, and a gateway with none bound is not ready.
+            // Once ready, it stays so (a later refusal keeps the last good version serving).
+            // (Booted from its state, it was ready from the start.)
+            let serving = status
+                .wanted_listeners
+                .iter()
+                .all(|n| held.contains_key(&(TYPE_LISTENER.to_owned(), n.clone())));
+            if !status.ready && TYPES.iter().all(|t| status.answered.contains(*t)) && serving {
+                status.ready = true;
                 handle.set_ready(true);
             }
         }

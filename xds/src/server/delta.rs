@@ -4,9 +4,11 @@
 //! ones. The first request of a type on a new stream may carry `initial_resource_versions`:
 //! what the client kept from an earlier stream, so nothing it already has is sent again.
 //! What was sent counts as known once sent (a NACKed version is not sent again until it
-//! changes); ACKs and NACKs are recorded by nonce.
+//! changes); ACKs and NACKs are recorded by nonce. A name subscribed to that does not exist
+//! is answered in `removed_resources`, so the client learns it is absent rather than
+//! waiting for it.
 
-use super::cell_of;
+use super::node_id::NodeId;
 use super::status::NodeTable;
 use crate::compile::Compiled;
 use crate::proto::envoy::service::discovery::v3 as ds;
@@ -32,27 +34,35 @@ pub(super) async fn run(
     mut snapshot: watch::Receiver<Arc<Compiled>>,
     nodes: Arc<NodeTable>,
 ) {
-    let mut node: Option<String> = None;
+    let mut node: Option<NodeId> = None;
     let mut subs: BTreeMap<String, Sub> = BTreeMap::new();
     let mut nonce = 0u64;
     loop {
         tokio::select! {
             req = input.message() => {
-                let Ok(Some(req)) = req else { break };
-                if !super::identify(&mut node, req.node.as_ref(), "delta", &nodes, &tx).await {
+                let req = match req {
+                    Ok(Some(r)) => r,
+                    Ok(None) => break,
+                    Err(status) => {
+                        super::unreadable(status, node.as_ref(), &tx).await;
+                        break;
+                    }
+                };
+                let snap = snapshot.borrow().clone();
+                if !super::identify(&mut node, req.node.as_ref(), "delta", &nodes, &snap, &tx).await {
                     return;
                 }
-                let Some(id) = node.as_deref() else { break };
+                let Some(id) = node.as_ref() else { break };
                 let first = !subs.contains_key(&req.type_url);
                 let sub = subs.entry(req.type_url.clone()).or_default();
                 if first {
                     sub.known = req.initial_resource_versions.clone().into_iter().collect();
                     sub.wildcard = req.resource_names_subscribe.is_empty();
                 }
-                if !req.response_nonce.is_empty() && req.response_nonce == sub.nonce {
+                if !first && !req.response_nonce.is_empty() && req.response_nonce == sub.nonce {
                     match &req.error_detail {
-                        Some(e) => nodes.nacked(id, &req.type_url, &sub.sent_version, &e.message),
-                        None => nodes.acked(id, &req.type_url, &sub.sent_version),
+                        Some(e) => nodes.nacked(id.as_str(), &req.type_url, &sub.sent_version, &e.message),
+                        None => nodes.acked(id.as_str(), &req.type_url, &sub.sent_version),
                     }
                 }
                 let mut forced = BTreeSet::new();
@@ -72,7 +82,6 @@ pub(super) async fn run(
                         sub.known.remove(n);
                     }
                 }
-                let snap = snapshot.borrow().clone();
                 let must_answer = first && req.initial_resource_versions.is_empty();
                 if !send(&tx, &snap, id, &req.type_url, sub, &forced, &mut nonce, &nodes, must_answer).await {
                     break;
@@ -80,7 +89,7 @@ pub(super) async fn run(
             }
             changed = snapshot.changed() => {
                 if changed.is_err() { break }
-                let Some(id) = node.as_deref() else { continue };
+                let Some(id) = node.as_ref() else { continue };
                 let snap = snapshot.borrow_and_update().clone();
                 let mut ok = true;
                 for (type_url, sub) in subs.iter_mut() {
@@ -91,7 +100,7 @@ pub(super) async fn run(
         }
     }
     if let Some(id) = node {
-        nodes.disconnected(&id);
+        nodes.disconnected(id.as_str());
     }
 }
 
@@ -101,7 +110,7 @@ pub(super) async fn run(
 async fn send(
     tx: &mpsc::Sender<Result<ds::DeltaDiscoveryResponse, Status>>,
     snap: &Compiled,
-    node: &str,
+    node: &NodeId,
     type_url: &str,
     sub: &mut Sub,
     forced: &BTreeSet<String>,
@@ -109,7 +118,7 @@ async fn send(
     nodes: &NodeTable,
     must_answer: bool,
 ) -> bool {
-    let (all, system_version) = super::sotw::select(snap, cell_of(node), type_url, None);
+    let (all, system_version) = super::sotw::select(snap, node.cell(), type_url, None);
     let wanted = |name: &str| sub.wildcard || sub.names.contains(name);
     let mut resources = Vec::new();
     let mut present = BTreeSet::new();
@@ -127,12 +136,18 @@ async fn send(
             });
         }
     }
-    let removed: Vec<String> = sub
+    let mut removed: Vec<String> = sub
         .known
         .keys()
         .filter(|n| !present.contains(*n))
         .cloned()
         .collect();
+    // Names just subscribed to that do not exist: said so, once.
+    for n in forced {
+        if !present.contains(n) && !removed.contains(n) {
+            removed.push(n.clone());
+        }
+    }
     if resources.is_empty() && removed.is_empty() && !must_answer {
         return true;
     }
@@ -145,7 +160,7 @@ async fn send(
     *nonce += 1;
     sub.nonce = nonce.to_string();
     sub.sent_version = system_version.clone();
-    nodes.sent(node, type_url, &system_version);
+    nodes.sent(node.as_str(), type_url, &system_version);
     let resp = ds::DeltaDiscoveryResponse {
         system_version_info: system_version,
         resources,

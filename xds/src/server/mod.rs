@@ -4,12 +4,14 @@
 //! What was sent, ACKed and NACKed per node and type is kept in a [`NodeTable`].
 
 mod delta;
+pub mod node_id;
 mod sotw;
 pub mod status;
 
 use crate::compile::Compiled;
 use crate::proto::envoy::service::discovery::v3 as ds;
 use ds::aggregated_discovery_service_server::AggregatedDiscoveryService;
+use node_id::NodeId;
 use status::NodeTable;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -37,35 +39,77 @@ impl Ads {
     }
 }
 
-/// Takes the stream's node id from its first request (later requests may leave it out).
-/// Without one, the stream is answered with an error and must end: returns false.
+/// Takes the stream's node id from its first request (later requests may leave it out) and
+/// checks it: its syntax, that its cell exists, and the node table's bounds. A stream that
+/// fails is answered with the reason as a gRPC status and must end: returns false.
 pub(crate) async fn identify<T>(
-    node: &mut Option<String>,
+    node: &mut Option<NodeId>,
     from: Option<&crate::proto::envoy::config::core::v3::Node>,
     protocol: &'static str,
     nodes: &NodeTable,
+    snapshot: &Compiled,
     tx: &mpsc::Sender<Result<T, Status>>,
 ) -> bool {
     if node.is_some() {
         return true;
     }
-    match from.map(|n| n.id.clone()).filter(|id| !id.is_empty()) {
-        Some(id) => {
-            nodes.connected(&id, protocol);
+    let raw = from.map_or("", |n| n.id.as_str());
+    let checked = NodeId::parse(raw)
+        .and_then(|id| {
+            if snapshot.gateways.contains_key(id.cell()) {
+                Ok(id)
+            } else {
+                Err(Status::not_found(format!(
+                    "no cell `{}` is defined: node.id `{}` names a cell the control server does not serve",
+                    id.cell(),
+                    id.as_str()
+                )))
+            }
+        })
+        .and_then(|id| nodes.connected(id.as_str(), protocol).map(|()| id));
+    match checked {
+        Ok(id) => {
             *node = Some(id);
             true
         }
-        None => {
-            let msg = "the first request needs node.id (`<cell>/<instance>`)";
-            let _ = tx.send(Err(Status::invalid_argument(msg))).await;
+        Err(status) => {
+            tracing::warn!(code = ?status.code(), reason = status.message(), "ADS stream refused");
+            let _ = tx.send(Err(status)).await;
             false
         }
     }
 }
 
-/// The cell part of a node id (`orders/gw-1` → `orders`).
-pub(crate) fn cell_of(node_id: &str) -> &str {
-    node_id.split('/').next().unwrap_or(node_id)
+/// Ends a stream whose request could not be read (it did not decode, or was over the size
+/// limit): the client gets a non-OK status that says so, and the log says which node.
+/// (Ending with OK, as before, told a client its stream had simply finished.)
+pub(crate) async fn unreadable<T>(
+    status: Status,
+    node: Option<&NodeId>,
+    tx: &mpsc::Sender<Result<T, Status>>,
+) {
+    let code = match status.code() {
+        // tonic reports a message that does not decode as INTERNAL: it is the client's.
+        tonic::Code::Internal | tonic::Code::Ok | tonic::Code::Unknown => {
+            tonic::Code::InvalidArgument
+        }
+        c => c,
+    };
+    if code == tonic::Code::Cancelled {
+        return; // the client went away
+    }
+    tracing::warn!(
+        node = node.map_or("-", NodeId::as_str),
+        ?code,
+        reason = status.message(),
+        "ADS request unreadable; ending the stream"
+    );
+    let _ = tx
+        .send(Err(Status::new(
+            code,
+            format!("the request could not be read: {}", status.message()),
+        )))
+        .await;
 }
 
 /// A gRPC message stream fed through a channel: the server's responses (fed by each
@@ -77,6 +121,31 @@ impl<T> Stream for ChannelStream<T> {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
         self.0.poll_recv(cx)
     }
+}
+
+/// Largest request accepted: a reconnecting gateway lists every resource it holds in
+/// `initial_resource_versions` (10,000 resources take about 0.6 MB). A larger one ends its
+/// stream with RESOURCE_EXHAUSTED.
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+/// Largest response: a cell's listener grows with the endpoints it routes to (an east
+/// listener of an org with 10,000 endpoints is about 1 MB).
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// Concurrent gRPC streams on one connection (a gateway needs one).
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 16;
+
+/// The ADS service with its message size limits.
+pub fn service(ads: Ads) -> AggregatedDiscoveryServiceServer<Ads> {
+    AggregatedDiscoveryServiceServer::new(ads)
+        .max_decoding_message_size(MAX_REQUEST_BYTES)
+        .max_encoding_message_size(MAX_RESPONSE_BYTES)
+}
+
+/// The gRPC server the ADS service runs in, with its per-connection stream limit (the
+/// node table bounds streams per node and in all).
+pub fn transport() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .concurrency_limit_per_connection(MAX_STREAMS_PER_CONNECTION as usize)
 }
 
 /// Responses for one stream.

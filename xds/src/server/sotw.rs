@@ -1,10 +1,23 @@
-//! State-of-the-world ADS on one stream. Per type URL the client subscribes to a list of
-//! names (empty: all); it is sent the whole set for that type whenever its version changes
-//! or its subscription does. A request carrying a nonce other than the last one sent for its
-//! type is stale and ignored; one with `error_detail` is a NACK (recorded, and the same
-//! version is not sent again); one with the last nonce and no error is an ACK.
+//! State-of-the-world ADS on one stream, by Envoy's `xds_protocol` rules:
+//!
+//! - **Subscriptions.** The first request of a type with no names is the legacy wildcard
+//!   (every resource), and stays so while later requests also name none. The name `*` is
+//!   the wildcard at any time, not a resource called `*`. Once names were given, a request
+//!   with none unsubscribes from everything (it is not the wildcard again): the answer is the
+//!   empty set.
+//! - **Responses.** The whole subscribed set of a type, whenever its version changes or the
+//!   subscription does.
+//! - **Nonces.** A request whose nonce is not the last one sent for its type answers a
+//!   superseded response and is ignored. The first request of a type has no response to
+//!   answer: whatever nonce it carries (a stale one from an earlier stream, or another type's)
+//!   it is a new subscription, never dropped as stale (a type could otherwise never be
+//!   answered on that stream).
+//! - **ACK/NACK.** A request with the last nonce is an ACK, or with `error_detail` a NACK;
+//!   either is recorded against the version that was sent with that nonce (a client's
+//!   `version_info` in a NACK is the version it still has, not the one it refused). A NACKed
+//!   version is not sent again until it changes.
 
-use super::cell_of;
+use super::node_id::NodeId;
 use super::status::NodeTable;
 use crate::compile::{Compiled, Versioned};
 use crate::proto::envoy::service::discovery::v3 as ds;
@@ -14,10 +27,48 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tonic::{Status, Streaming};
 
-#[derive(Default)]
+/// What a stream is subscribed to for one type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Names {
+    /// The first request named nothing, and no request since has named anything.
+    Legacy,
+    /// Named resources; with `*` among them, every resource.
+    Given {
+        wildcard: bool,
+        names: BTreeSet<String>,
+    },
+}
+
+impl Names {
+    /// The subscription after a request naming `requested`, given the one before (`None` for
+    /// the type's first request).
+    fn next(before: Option<&Names>, requested: &[String]) -> Names {
+        if requested.is_empty() {
+            return match before {
+                None | Some(Names::Legacy) => Names::Legacy,
+                Some(Names::Given { .. }) => Names::Given {
+                    wildcard: false,
+                    names: BTreeSet::new(),
+                },
+            };
+        }
+        Names::Given {
+            wildcard: requested.iter().any(|n| n == "*"),
+            names: requested.iter().filter(|n| *n != "*").cloned().collect(),
+        }
+    }
+
+    /// The names to select, `None` for all.
+    fn filter(&self) -> Option<&BTreeSet<String>> {
+        match self {
+            Names::Legacy | Names::Given { wildcard: true, .. } => None,
+            Names::Given { names, .. } => Some(names),
+        }
+    }
+}
+
 struct Sub {
-    /// `None`: every resource of the type.
-    names: Option<BTreeSet<String>>,
+    names: Names,
     sent_version: Option<String>,
     nonce: String,
 }
@@ -48,42 +99,55 @@ pub(super) async fn run(
     mut snapshot: watch::Receiver<Arc<Compiled>>,
     nodes: Arc<NodeTable>,
 ) {
-    let mut node: Option<String> = None;
+    let mut node: Option<NodeId> = None;
     let mut subs: BTreeMap<String, Sub> = BTreeMap::new();
     let mut nonce = 0u64;
     loop {
         tokio::select! {
             req = input.message() => {
-                let Ok(Some(req)) = req else { break };
-                if !super::identify(&mut node, req.node.as_ref(), "sotw", &nodes, &tx).await {
-                    return;
-                }
-                let Some(id) = node.as_deref() else { break };
-                let first = !subs.contains_key(&req.type_url);
-                let sub = subs.entry(req.type_url.clone()).or_default();
-                if !req.response_nonce.is_empty() && req.response_nonce != sub.nonce {
-                    continue; // stale: answers a response that was superseded
-                }
-                if !req.response_nonce.is_empty() {
-                    match &req.error_detail {
-                        Some(e) => nodes.nacked(id, &req.type_url, &req.version_info, &e.message),
-                        None => nodes.acked(id, &req.type_url, &req.version_info),
-                    }
-                }
-                let names = (!req.resource_names.is_empty())
-                    .then(|| req.resource_names.iter().cloned().collect::<BTreeSet<_>>());
-                let changed = sub.names != names;
-                sub.names = names;
-                if first || changed {
-                    let snap = snapshot.borrow().clone();
-                    if !send(&tx, &snap, id, &req.type_url, sub, &mut nonce, &nodes, true).await {
+                let req = match req {
+                    Ok(Some(r)) => r,
+                    Ok(None) => break,
+                    Err(status) => {
+                        super::unreadable(status, node.as_ref(), &tx).await;
                         break;
                     }
+                };
+                let snap = snapshot.borrow().clone();
+                if !super::identify(&mut node, req.node.as_ref(), "sotw", &nodes, &snap, &tx).await {
+                    return;
+                }
+                let Some(id) = node.as_ref() else { break };
+                let before = subs.get(&req.type_url);
+                if let Some(sub) = before {
+                    if !req.response_nonce.is_empty() && req.response_nonce != sub.nonce {
+                        continue; // stale: answers a response that was superseded
+                    }
+                    if !req.response_nonce.is_empty() {
+                        let sent = sub.sent_version.as_deref().unwrap_or("");
+                        match &req.error_detail {
+                            Some(e) => nodes.nacked(id.as_str(), &req.type_url, sent, &e.message),
+                            None => nodes.acked(id.as_str(), &req.type_url, sent),
+                        }
+                    }
+                }
+                let names = Names::next(before.map(|s| &s.names), &req.resource_names);
+                let changed = before.is_none_or(|s| s.names != names);
+                let sub = subs.entry(req.type_url.clone()).or_insert(Sub {
+                    names: names.clone(),
+                    sent_version: None,
+                    nonce: String::new(),
+                });
+                sub.names = names;
+                if changed
+                    && !send(&tx, &snap, id, &req.type_url, sub, &mut nonce, &nodes, true).await
+                {
+                    break;
                 }
             }
             changed = snapshot.changed() => {
                 if changed.is_err() { break }
-                let Some(id) = node.as_deref() else { continue };
+                let Some(id) = node.as_ref() else { continue };
                 let snap = snapshot.borrow_and_update().clone();
                 let mut ok = true;
                 for (type_url, sub) in subs.iter_mut() {
@@ -94,7 +158,7 @@ pub(super) async fn run(
         }
     }
     if let Some(id) = node {
-        nodes.disconnected(&id);
+        nodes.disconnected(id.as_str());
     }
 }
 
@@ -103,21 +167,21 @@ pub(super) async fn run(
 async fn send(
     tx: &mpsc::Sender<Result<ds::DiscoveryResponse, Status>>,
     snap: &Compiled,
-    node: &str,
+    node: &NodeId,
     type_url: &str,
     sub: &mut Sub,
     nonce: &mut u64,
     nodes: &NodeTable,
     force: bool,
 ) -> bool {
-    let (resources, version) = select(snap, cell_of(node), type_url, sub.names.as_ref());
+    let (resources, version) = select(snap, node.cell(), type_url, sub.names.filter());
     if !force && sub.sent_version.as_deref() == Some(version.as_str()) {
         return true;
     }
     *nonce += 1;
     sub.nonce = nonce.to_string();
     sub.sent_version = Some(version.clone());
-    nodes.sent(node, type_url, &version);
+    nodes.sent(node.as_str(), type_url, &version);
     let resp = ds::DiscoveryResponse {
         version_info: version,
         resources: resources
@@ -128,4 +192,39 @@ async fn send(
         nonce: sub.nonce.clone(),
     };
     tx.send(Ok(resp)).await.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn given(wildcard: bool, names: &[&str]) -> Names {
+        Names::Given {
+            wildcard,
+            names: names.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn subscriptions_follow_the_xds_protocol() {
+        let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+        // Legacy wildcard: the first request names nothing, and stays while nothing is named.
+        assert_eq!(Names::next(None, &[]), Names::Legacy);
+        assert_eq!(Names::next(Some(&Names::Legacy), &[]), Names::Legacy);
+        // `*` is the wildcard, not a name.
+        assert_eq!(Names::next(None, &s(&["*"])), given(true, &[]));
+        assert_eq!(Names::next(None, &s(&["*", "a"])), given(true, &["a"]));
+        assert_eq!(given(true, &["a"]).filter(), None);
+        // After names, none means none.
+        let named = Names::next(None, &s(&["a"]));
+        assert_eq!(named, given(false, &["a"]));
+        let none = Names::next(Some(&named), &[]);
+        assert_eq!(none, given(false, &[]));
+        assert_eq!(none.filter().map(BTreeSet::len), Some(0));
+        // From the legacy wildcard to names.
+        assert_eq!(
+            Names::next(Some(&Names::Legacy), &s(&["b"])),
+            given(false, &["b"])
+        );
+    }
 }
