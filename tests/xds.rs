@@ -870,3 +870,53 @@ async fn a_gateway_is_ready_only_once_every_type_has_arrived() {
     until("the north listener serves", &w, "/catalog/1", (200, "a")).await;
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_whose_every_listener_was_nacked_is_not_ready() {
+    let w = world("nacked");
+    let a = Upstream::start("a").await;
+    std::fs::write(
+        w.spec.join("orders.yaml"),
+        cell_spec(w.north, &[("catalog", "/catalog", a.addr)]),
+    )
+    .unwrap();
+    // Every listener arrives as bytes that are no Listener.
+    let mut resources = compile_world(&w).gateways["orders"].clone();
+    for ((t, _), v) in resources.iter_mut() {
+        if t == membrane_xds::compile::TYPE_LISTENER {
+            v.resource.value = vec![0xff, 0xff, 0xff];
+            v.version = "broken".into();
+        }
+    }
+    let server = HoldsListeners {
+        resources,
+        release: Default::default(),
+    };
+    server.release.notify_one();
+    let url = serve_ads(server);
+    let gw = start_gateway(&url, &w.dir.join("state"));
+    let c = client_h1();
+    let config_url = format!("http://{}/config", gw.admin_addr());
+    eventually(
+        "every type answered and the listeners NACKed",
+        Duration::from_secs(20),
+        || {
+            let (c, u) = (c.clone(), config_url.clone());
+            async move {
+                let cfg = get(&c, &u, "a", &[]).await.json();
+                cfg["xds"]["awaiting"] == json!([])
+                    && cfg["xds"]["nacks"]
+                        .as_object()
+                        .is_some_and(|n| n.keys().any(|k| k.contains("Listener")))
+            }
+        },
+    )
+    .await;
+    let ready_url = format!("http://{}/ready", gw.admin_addr());
+    assert_eq!(
+        get(&c, &ready_url, "a", &[]).await.status,
+        503,
+        "ready with no listener bound"
+    );
+    gw.shutdown().await;
+}
