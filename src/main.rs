@@ -55,9 +55,11 @@ enum Command {
         #[arg(long)]
         node: Option<String>,
         /// Where the last applied xDS generation is kept (and booted from when the control
-        /// server is unreachable).
-        #[arg(long, default_value = "membrane-state")]
-        state_dir: PathBuf,
+        /// server is unreachable); one directory per node. Default: `$STATE_DIRECTORY`
+        /// (systemd's StateDirectory=), else `$XDG_STATE_HOME/membrane/<cell>/<instance>`,
+        /// else `~/.local/state/membrane/<cell>/<instance>`.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
         /// The admin address in xDS mode.
         #[arg(long, default_value = "127.0.0.1:15000")]
         admin: std::net::SocketAddr,
@@ -148,6 +150,7 @@ fn main() -> ExitCode {
                 run_proxy(Source::File(config, !no_watch, allow_empty_config))
             }
             (None, Some(url), Some(node)) => {
+                let state_dir = state_dir.unwrap_or_else(|| default_state_dir(&node));
                 run_proxy(Source::Xds(membrane_proxy::xds_client::XdsOptions {
                     url,
                     node,
@@ -239,6 +242,36 @@ fn check(dir: &std::path::Path) -> ExitCode {
     }
     eprintln!("{} error(s)", errors.len());
     ExitCode::from(1)
+}
+
+/// The state directory of `node` when none is given: systemd's, else the user's XDG state
+/// directory, one per node (a directory shared by two nodes is refused at start).
+fn default_state_dir(node: &str) -> PathBuf {
+    if let Some(d) = std::env::var_os("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(std::env::temp_dir);
+    let mut dir = base.join("membrane");
+    for part in node.split('/') {
+        let safe: String = part
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        if !safe.is_empty() && safe != "." && safe != ".." {
+            dir.push(safe);
+        }
+    }
+    dir
 }
 
 enum Source {

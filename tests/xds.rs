@@ -920,3 +920,53 @@ async fn a_gateway_whose_every_listener_was_nacked_is_not_ready() {
     );
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_directory_belongs_to_one_node() {
+    let w = world("owner");
+    let a = Upstream::start("a").await;
+    std::fs::write(
+        w.spec.join("orders.yaml"),
+        cell_spec(w.north, &[("catalog", "/catalog", a.addr)]),
+    )
+    .unwrap();
+    let ctl = start_control(&w, "127.0.0.1:0".parse().unwrap()).await;
+    let url = format!("http://{}", ctl.addr);
+    let state = w.dir.join("state");
+    let gw = start_gateway(&url, &state);
+    eventually("the gateway is ready", Duration::from_secs(20), || {
+        ready(gw.admin_addr())
+    })
+    .await;
+    gw.shutdown().await;
+    // Another node pointed at the same directory would boot orders/gw-1's listeners.
+    let e = xds_client::start(XdsOptions {
+        url: url.clone(),
+        node: "orders/gw-2".into(),
+        state_dir: state.clone(),
+        admin: "127.0.0.1:0".parse().unwrap(),
+    })
+    .err()
+    .expect("refused");
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&state.display().to_string()) && msg.contains("`orders/gw-1`"),
+        "{msg}"
+    );
+    // A directory that cannot be made is named in the error.
+    let file = w.dir.join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let e = xds_client::start(XdsOptions {
+        url,
+        node: "orders/gw-3".into(),
+        state_dir: file.join("state"),
+        admin: "127.0.0.1:0".parse().unwrap(),
+    })
+    .err()
+    .expect("refused");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("a-file/state") && msg.contains("cannot create it"),
+        "{msg}"
+    );
+}

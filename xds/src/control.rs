@@ -4,8 +4,8 @@
 //! A small admin endpoint shows what each node was sent, ACKed and NACKed.
 
 use crate::compile::{self, Compiled, Options};
-use crate::server::status::NodeTable;
 use crate::server::Ads;
+use crate::server::status::NodeTable;
 use crate::spec;
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -64,6 +64,12 @@ pub enum StartError {
     },
     #[error("cannot start a thread or runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("state directory {dir}: {what} ({source})")]
+    StateDir {
+        dir: PathBuf,
+        what: String,
+        source: std::io::Error,
+    },
 }
 
 enum Control {

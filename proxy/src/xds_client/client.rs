@@ -51,12 +51,52 @@ fn resources_file(dir: &Path) -> PathBuf {
     dir.join("resources.json")
 }
 
+/// Which node the directory's generation belongs to.
+fn node_file(dir: &Path) -> PathBuf {
+    dir.join("node")
+}
+
+/// The state directory for `node`: made if missing, refused if it holds another node's
+/// generation (booting from it would serve that node's listeners under this node's name).
+fn claim_state_dir(dir: &Path, node: &str) -> Result<PathBuf, StartError> {
+    let err = |what: &str, source: std::io::Error| StartError::StateDir {
+        dir: dir.to_owned(),
+        what: what.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| err("cannot create it", e))?;
+    let dir = std::path::absolute(dir).map_err(|e| err("cannot resolve it", e))?;
+    match std::fs::read_to_string(node_file(&dir)) {
+        Ok(owner) if owner.trim() == node => {}
+        Ok(owner) => {
+            return Err(err(
+                &format!(
+                    "it holds the state of node `{}`, not `{node}`: give each gateway a --state-dir of its own (or empty this one)",
+                    owner.trim()
+                ),
+                std::io::Error::other("state directory of another node"),
+            ));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if generation_file(&dir).exists() {
+                return Err(err(
+                    "it holds a generation of an unknown node: empty it, or point --state-dir elsewhere",
+                    std::io::Error::other("state directory without an owner"),
+                ));
+            }
+            write_atomically(&node_file(&dir), &format!("{node}\n"))
+                .map_err(|e| err("cannot write to it", e))?;
+        }
+        Err(e) => return Err(err("cannot read it", e)),
+    }
+    Ok(dir)
+}
+
 /// Starts the proxy from the last generation in the state directory (or with no listeners,
 /// not ready, when there is none) and the xDS client beside it.
 pub fn start(mut opts: XdsOptions) -> Result<ProxyHandle, StartError> {
-    std::fs::create_dir_all(&opts.state_dir).map_err(StartError::Runtime)?;
-    // Trust bundles are written here and named by path in the generation file.
-    opts.state_dir = std::path::absolute(&opts.state_dir).map_err(StartError::Runtime)?;
+    // Trust bundles are written here and named by path in the generation file: absolute.
+    opts.state_dir = claim_state_dir(&opts.state_dir, &opts.node)?;
     let file = generation_file(&opts.state_dir);
     let booted_from_state = file.exists();
     if !booted_from_state {
@@ -64,7 +104,11 @@ pub fn start(mut opts: XdsOptions) -> Result<ProxyHandle, StartError> {
             &file,
             &json!({"admin": {"address": opts.admin.to_string()}}).to_string(),
         )
-        .map_err(StartError::Runtime)?;
+        .map_err(|source| StartError::StateDir {
+            dir: opts.state_dir.clone(),
+            what: "cannot write the first generation file".into(),
+            source,
+        })?;
     } else {
         tracing::info!(file = %file.display(), "booting from the last applied generation");
     }
