@@ -103,23 +103,10 @@ fn do_run(cmd: CertCommand) -> Result<(), String> {
 
 fn write(dir: &Path, file: &str, text: &str) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let path = dir.join(file);
-    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
+    crate::files::write(&dir.join(file), text)
 }
 
-/// Private keys are written readable by their owner only.
 fn write_key(dir: &Path, file: &str, text: &str) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let path = dir.join(file);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    f.write_all(text.as_bytes())
-        .map_err(|e| format!("{}: {e}", path.display()))
+    crate::files::write_private(&dir.join(file), text)
 }

@@ -60,6 +60,16 @@ async fn demo(args: DemoArgs) -> Result<ExitCode, String> {
     let work = &std::path::absolute(&args.work_dir).map_err(|e| e.to_string())?;
     let spec = work.join("spec");
     let pki = work.join("pki");
+    // Every address the demo will listen on must be free before its directory is emptied:
+    // a second demo would otherwise wipe the running one's certificates and state, then
+    // fail on the first busy port.
+    let planned = membrane_xds::spec::load_dir(&args.spec_dir).map_err(join)?;
+    if let Some(busy) = first_busy(&planned) {
+        return Err(format!(
+            "{busy} is in use (is another `membrane demo` running?); nothing in {} was changed",
+            work.display()
+        ));
+    }
     let _ = std::fs::remove_dir_all(work);
     for d in [&spec, &pki] {
         std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
@@ -107,7 +117,7 @@ async fn demo(args: DemoArgs) -> Result<ExitCode, String> {
             )
             .map_err(|e| e.to_string())?;
         write(&pki.join(format!("{name}.pem")), &issued.cert_pem)?;
-        write(&pki.join(format!("{name}-key.pem")), &issued.key_pem)?;
+        crate::files::write_private(&pki.join(format!("{name}-key.pem")), &issued.key_pem)?;
         for comp in &cell.components {
             for ep in &comp.endpoints {
                 for up in &ep.upstreams {
@@ -370,8 +380,26 @@ async fn serve_upstream(label: String, addr: SocketAddr) -> Result<(), String> {
     Ok(())
 }
 
-fn write(path: &Path, text: &str) -> Result<(), String> {
-    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+use crate::files::write;
+
+/// The first address the demo would listen on that something else holds already: the
+/// control server's, the gateways' admin and listener addresses, the upstreams'.
+fn first_busy(specs: &membrane_xds::spec::Specs) -> Option<SocketAddr> {
+    let mut all = vec![parse(ADS), parse(CONTROL_ADMIN)];
+    for (i, (_, cell)) in specs.cells().enumerate() {
+        all.push(parse(&format!("127.0.0.1:{}", 15001 + i)));
+        let g = &cell.gateway;
+        for l in [&g.north, &g.west, &g.east, &g.south].into_iter().flatten() {
+            all.push(*l.address.value());
+        }
+        for comp in &cell.components {
+            for ep in &comp.endpoints {
+                all.extend(ep.upstreams.iter().map(|u| *u.value()));
+            }
+        }
+    }
+    all.into_iter()
+        .find(|a| std::net::TcpListener::bind(a).is_err())
 }
 
 fn parse(a: &str) -> SocketAddr {

@@ -3,6 +3,7 @@
 
 mod cert;
 mod demo;
+mod files;
 mod token;
 
 use clap::{Parser, Subcommand};

@@ -32,4 +32,41 @@ fn the_demo_runs_and_its_calls_answer_as_promised() {
     assert_eq!(stdout.matches("check: ").count(), 8, "{stdout}");
     assert!(!stdout.contains("FAILED"), "{stdout}");
     assert!(stdout.contains("curl --cacert"), "{stdout}");
+
+    // The gateways' private keys are the owner's alone, as `membrane cert` writes them.
+    use std::os::unix::fs::PermissionsExt;
+    let keys: Vec<_> = std::fs::read_dir(work.join("pki"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with("-key.pem"))
+        .collect();
+    assert!(!keys.is_empty());
+    for k in keys {
+        let mode = k.metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", k.path().display());
+    }
+
+    // A second demo while the first holds its ports (here: the control server's, held by
+    // this test) fails before it touches the first one's directory.
+    let marker = work.join("pki").join("ca.pem");
+    let before = std::fs::read(&marker).unwrap();
+    let _held = std::net::TcpListener::bind("127.0.0.1:18000").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_membrane"))
+        .args(["demo", "--check", "--spec-dir"])
+        .arg(root.join("examples/cells"))
+        .arg("--work-dir")
+        .arg(&work)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("127.0.0.1:18000 is in use") && stderr.contains("nothing in"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&marker).unwrap(),
+        before,
+        "the directory was wiped"
+    );
 }
