@@ -218,31 +218,25 @@ fn main() -> ExitCode {
 }
 
 fn check(dir: &std::path::Path) -> ExitCode {
-    let specs = match membrane_xds::spec::load_dir(dir) {
-        Ok(s) => s,
+    // The same validation the control server runs on every change.
+    match membrane_xds::spec::validate(dir) {
+        Ok(specs) => {
+            println!(
+                "{}: {} documents, {} cells: valid",
+                dir.display(),
+                specs.documents.len(),
+                specs.cells().count()
+            );
+            ExitCode::SUCCESS
+        }
         Err(errors) => {
             for e in &errors {
                 eprintln!("{e}");
             }
             eprintln!("{} error(s)", errors.len());
-            return ExitCode::from(1);
+            ExitCode::from(1)
         }
-    };
-    let errors = membrane_xds::spec::check(&specs);
-    if errors.is_empty() {
-        let cells = specs.cells().count();
-        println!(
-            "{}: {} documents, {cells} cells: valid",
-            dir.display(),
-            specs.documents.len()
-        );
-        return ExitCode::SUCCESS;
     }
-    for e in &errors {
-        eprintln!("{e}");
-    }
-    eprintln!("{} error(s)", errors.len());
-    ExitCode::from(1)
 }
 
 /// The state directory of `node` when none is given: systemd's, else the user's XDG state

@@ -392,6 +392,8 @@ fn gateway(
             let cluster = format!("ext:{host}");
             let trust_bundle = match &h.trust_bundle {
                 Some(file) => {
+                    // `spec::check_files` made sure it reads; should it have gone since, the
+                    // host gets an empty bundle and its TLS fails closed.
                     let pem = std::fs::read_to_string(opts.spec_dir.join(file)).unwrap_or_default();
                     let b = pb::TrustBundle {
                         name: cluster.clone(),

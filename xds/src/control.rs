@@ -62,11 +62,8 @@ impl ControlHandle {
 }
 
 fn build(opts: &ControlOptions) -> Result<Compiled, String> {
-    let specs = spec::load_dir(&opts.spec_dir).map_err(join)?;
-    let errors = spec::check(&specs);
-    if !errors.is_empty() {
-        return Err(join(errors));
-    }
+    // Exactly what `membrane check` runs.
+    let specs = spec::validate(&opts.spec_dir).map_err(join)?;
     compile::compile(
         &specs,
         &Options {

@@ -181,3 +181,100 @@ fn cross_document_mistakes_are_caught() {
         e[0]
     );
 }
+
+/// What `membrane check` and the control server both run.
+fn validated(files: &[(&str, &str)]) -> Vec<SpecError> {
+    match membrane_xds::spec::validate(&dir_with(files)) {
+        Err(e) => e,
+        Ok(_) => Vec::new(),
+    }
+}
+
+#[test]
+fn every_mistake_of_one_document_is_reported() {
+    let bad = CELL
+        .replace("environment: dev", "environment: dev\nregion: eu")
+        .replace("visibility: public", "visibility: everyone")
+        .replace(
+            "upstreams: ['127.0.0.1:1']",
+            "upstreams: ['not an address']",
+        );
+    let e = errors(&[("a.yaml", &bad), ("i.yaml", IDP)]);
+    let text: Vec<String> = e.iter().map(ToString::to_string).collect();
+    assert_eq!(e.len(), 3, "{text:#?}");
+    assert!(
+        text[0].contains("a.yaml:6:1:") && text[0].contains("region"),
+        "{text:#?}"
+    );
+    assert!(
+        text.iter()
+            .any(|t| t.contains("endpoints[0].upstreams") && t.contains("a.yaml:15:")),
+        "{text:#?}"
+    );
+    assert!(
+        text.iter()
+            .any(|t| t.contains("endpoints[0].visibility") && t.contains("a.yaml:16:")),
+        "{text:#?}"
+    );
+}
+
+#[test]
+fn an_empty_file_and_a_directory_without_cells_are_mistakes() {
+    let e = validated(&[
+        ("a.yaml", CELL),
+        ("i.yaml", IDP),
+        ("empty.yaml", "# nothing yet\n"),
+    ]);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].to_string()
+            .contains("empty.yaml: the file holds no document"),
+        "{}",
+        e[0]
+    );
+    let e = validated(&[("i.yaml", IDP)]);
+    assert!(
+        e[0].to_string().contains("holds no Cell document"),
+        "{}",
+        e[0]
+    );
+}
+
+#[test]
+fn files_the_specs_name_are_checked_as_the_control_server_reads_them() {
+    let idp = "kind: JwtProvider\nname: idp\njwks: {file: keys.json}\n";
+    let e = validated(&[("a.yaml", CELL), ("i.yaml", idp)]);
+    assert_eq!(e.len(), 1, "{e:?}");
+    let s = e[0].to_string();
+    assert!(
+        s.contains("i.yaml:2:7: field `jwks.file`: cannot read") && s.contains("keys.json"),
+        "{s}"
+    );
+    let e = validated(&[
+        ("a.yaml", CELL),
+        ("i.yaml", idp),
+        ("keys.json", "{\"k\": 1}"),
+    ]);
+    assert!(e[0].to_string().contains("not a JWK set"), "{}", e[0]);
+    assert!(
+        validated(&[
+            ("a.yaml", CELL),
+            ("i.yaml", idp),
+            ("keys.json", "{\"keys\": []}")
+        ])
+        .is_empty()
+    );
+
+    let south = CELL.replace(
+        "  west: {address: '127.0.0.1:9443'}\n",
+        "  west: {address: '127.0.0.1:9443'}\n  south: {address: '127.0.0.1:9444'}\nexternal_hosts:\n  - {host: api.example.com, trust_bundle: ca.pem}\n",
+    );
+    let e = validated(&[("a.yaml", &south), ("i.yaml", IDP), ("ca.pem", "not a pem")]);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].to_string().contains("external_hosts[0].trust_bundle")
+            && e[0].to_string().contains("holds no PEM certificate"),
+        "{}",
+        e[0]
+    );
+}

@@ -5,10 +5,11 @@ use super::load::SpecError;
 use super::types::{Cell, Jwks, Located, Specs, Src, Visibility};
 use std::collections::BTreeMap;
 
-struct Errors(Vec<SpecError>);
+#[derive(Default)]
+pub(super) struct Errors(pub(super) Vec<SpecError>);
 
 impl Errors {
-    fn at<T>(&mut self, src: Src<'_>, loc: &Located<T>, field: String, message: String) {
+    pub(super) fn at<T>(&mut self, src: Src<'_>, loc: &Located<T>, field: String, message: String) {
         self.0.push(SpecError {
             file: src.file.clone(),
             line: loc.line() + src.offset,

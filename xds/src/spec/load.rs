@@ -1,6 +1,7 @@
 //! Reading a spec directory: every `*.yaml`/`*.yml` file, each holding one or more
 //! documents separated by `---` lines. Every document is parsed even when an earlier one
-//! failed, so one run reports every mistake.
+//! failed, and a document goes on being read past its first mistake (`deserialize_all`),
+//! so one run reports every mistake. A file with no document at all is a mistake too.
 
 use super::types::{Cell, Document, JwtProvider, Kind, Policy, RateLimit, Specs};
 use serde::Deserialize;
@@ -75,6 +76,7 @@ fn whole(file: &Path, message: String) -> SpecError {
 
 /// Parses the documents of one file into `specs`, errors into `errors`.
 pub fn parse_file(file: &Path, text: &str, specs: &mut Specs, errors: &mut Vec<SpecError>) {
+    let mut documents = 0;
     for (offset, doc) in split_documents(text) {
         if doc.lines().all(|l| {
             let t = l.trim();
@@ -82,14 +84,23 @@ pub fn parse_file(file: &Path, text: &str, specs: &mut Specs, errors: &mut Vec<S
         }) {
             continue;
         }
+        documents += 1;
         match parse_document(file, doc, offset) {
             Ok(kind) => specs.documents.push(Document {
                 file: file.to_owned(),
                 offset,
                 kind,
             }),
-            Err(e) => errors.push(e),
+            Err(e) => errors.extend(e),
         }
+    }
+    if documents == 0 {
+        // An empty file is most likely one written half-way, or by mistake: saying nothing
+        // would let a spec that was meant to be there go missing in silence.
+        errors.push(whole(
+            file,
+            format!("the file holds no document; give it one of kind {KINDS}, or remove it"),
+        ));
     }
 }
 
@@ -118,35 +129,130 @@ struct Head {
     kind: Option<String>,
 }
 
-fn parse_document(file: &Path, doc: &str, offset: u64) -> Result<Kind, SpecError> {
+fn parse_document(file: &Path, doc: &str, offset: u64) -> Result<Kind, Vec<SpecError>> {
     // The kind first (other fields ignored), then the document as that kind.
-    let head: Head = deserialize(file, doc, offset)?;
+    let head: Head = deserialize(file, doc, offset).map_err(|e| vec![e])?;
     match head.kind.as_deref() {
-        Some("Cell") => Ok(Kind::Cell(Box::new(deserialize::<Cell>(
+        Some("Cell") => Ok(Kind::Cell(Box::new(deserialize_all::<Cell>(
             file, doc, offset,
         )?))),
-        Some("Policy") => Ok(Kind::Policy(deserialize::<Policy>(file, doc, offset)?)),
-        Some("JwtProvider") => Ok(Kind::JwtProvider(deserialize::<JwtProvider>(
+        Some("Policy") => Ok(Kind::Policy(deserialize_all::<Policy>(file, doc, offset)?)),
+        Some("JwtProvider") => Ok(Kind::JwtProvider(deserialize_all::<JwtProvider>(
             file, doc, offset,
         )?)),
-        Some("RateLimit") => Ok(Kind::RateLimit(deserialize::<RateLimit>(
+        Some("RateLimit") => Ok(Kind::RateLimit(deserialize_all::<RateLimit>(
             file, doc, offset,
         )?)),
-        Some(other) => Err(SpecError {
+        Some(other) => Err(vec![SpecError {
             file: file.to_owned(),
             line: offset + 1,
             column: 1,
             field: "kind".into(),
             message: format!("unknown kind `{other}`; valid kinds: {KINDS}"),
-        }),
-        None => Err(SpecError {
+        }]),
+        None => Err(vec![SpecError {
             file: file.to_owned(),
             line: offset + 1,
             column: 1,
             field: "kind".into(),
             message: format!("every document needs a `kind`: one of {KINDS}"),
-        }),
+        }]),
     }
+}
+
+/// Most mistakes reported for one document.
+const MAX_ERRORS: usize = 20;
+
+/// Deserializes a document and, past a mistake, goes on reading it: the entry the mistake is
+/// in is blanked out (its lines, so that later positions stay true) and the document is read
+/// again, until it reads or nothing more can be learnt. serde stops at the first error;
+/// without this, a document with three mistakes took three rounds of `membrane check` to
+/// fix. A field that is missing because this blanked it is not reported (it was reported
+/// as the mistake it had).
+fn deserialize_all<T: for<'de> Deserialize<'de>>(
+    file: &Path,
+    doc: &str,
+    offset: u64,
+) -> Result<T, Vec<SpecError>> {
+    let mut text = doc.to_owned();
+    let mut errors: Vec<SpecError> = Vec::new();
+    let mut blanked: Vec<String> = Vec::new();
+    while errors.len() < MAX_ERRORS {
+        let e = match deserialize::<T>(file, &text, offset) {
+            Ok(v) if errors.is_empty() => return Ok(v),
+            Ok(_) => break,
+            Err(e) => e,
+        };
+        let missing = e.message.strip_prefix("missing field `").map(|rest| {
+            let name = rest.split('`').next().unwrap_or("");
+            // Blanked because of its own mistake: reported already as that.
+            blanked
+                .iter()
+                .any(|b| b.starts_with(e.field.as_str()) && last_name(b) == name)
+        });
+        let repeated = errors
+            .iter()
+            .any(|p| p.line == e.line && p.message == e.message);
+        if missing == Some(true) || repeated {
+            break;
+        }
+        if missing == Some(false) {
+            // A field really missing: reported; the mapping it is missing from cannot be
+            // blanked without hiding (or inventing) what is around it, so reading stops.
+            errors.push(e);
+            break;
+        }
+        let line = e.line.saturating_sub(offset) as usize;
+        let field = e.field.clone();
+        errors.push(e);
+        if line == 0 || !blank_entry(&mut text, line) {
+            break;
+        }
+        blanked.push(field);
+    }
+    Err(errors)
+}
+
+/// The last field name of a path: `a.b[0].c[1]` → `c`.
+fn last_name(path: &str) -> &str {
+    let mut p = path;
+    while let Some(stripped) = p.strip_suffix(']') {
+        p = stripped.rsplit_once('[').map_or("", |(head, _)| head);
+    }
+    p.rsplit('.').next().unwrap_or(p)
+}
+
+/// Blanks the mapping entry that starts on `line` (1-based) of `text`, with the lines nested
+/// under it; a list item's dash stays, so the list keeps its shape. False when there is no
+/// such line.
+fn blank_entry(text: &mut String, line: usize) -> bool {
+    let mut lines: Vec<String> = text.split('\n').map(str::to_owned).collect();
+    let Some(first) = lines.get(line - 1).cloned() else {
+        return false;
+    };
+    let indent = first.len() - first.trim_start().len();
+    let after_dash = first.trim_start().strip_prefix("- ");
+    // Where the entry's key starts: its nested lines are indented deeper than that.
+    let key_col = match after_dash {
+        Some(rest) => indent + 2 + (rest.len() - rest.trim_start().len()),
+        None => indent,
+    };
+    lines[line - 1] = match after_dash {
+        Some(_) => format!("{}-", " ".repeat(indent)),
+        None => String::new(),
+    };
+    for l in lines.iter_mut().skip(line) {
+        if l.trim().is_empty() {
+            continue;
+        }
+        if l.len() - l.trim_start().len() > key_col {
+            l.clear();
+        } else {
+            break;
+        }
+    }
+    *text = lines.join("\n");
+    true
 }
 
 fn deserialize<T: for<'de> Deserialize<'de>>(

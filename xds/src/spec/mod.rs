@@ -8,12 +8,38 @@
 //! - `RateLimit`: a token bucket on one endpoint.
 //!
 //! `load` reads and parses (errors carry file, line, column and field), `check` validates
-//! across documents. Nothing here talks to the network.
+//! across documents, `check_files` the files they name. [`validate`] runs all three, as
+//! both `membrane check` and the control server do. Nothing here talks to the network.
 
 pub mod check;
+mod files;
 pub mod load;
 mod types;
 
 pub use check::check;
+pub use files::check_files;
 pub use load::{SpecError, load_dir};
 pub use types::*;
+
+/// Everything `membrane check` and the control server check, in one place so that the two
+/// can never disagree: parse, cross-document rules, named files, and at least one cell.
+pub fn validate(dir: &std::path::Path) -> Result<Specs, Vec<SpecError>> {
+    let specs = load_dir(dir)?;
+    let mut errors = check(&specs);
+    errors.extend(check_files(&specs, dir));
+    if errors.is_empty() && specs.cells().next().is_none() {
+        errors.push(SpecError {
+            file: dir.to_owned(),
+            line: 0,
+            column: 0,
+            field: String::new(),
+            message: "the directory holds no Cell document: a control server would serve nothing"
+                .into(),
+        });
+    }
+    if errors.is_empty() {
+        Ok(specs)
+    } else {
+        Err(errors)
+    }
+}
