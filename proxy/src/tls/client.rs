@@ -109,11 +109,8 @@ impl ServerCertVerifier for UpstreamVerifier {
             now,
             self.provider.signature_verification_algorithms.all,
         )?;
-        let spiffe = || {
-            CertInfo::parse(end_entity)
-                .map(|i| i.spiffe)
-                .map_err(|e| bad_san(e.to_string()))
-        };
+        // The upstream's SPIFFE ID counts only from a valid X.509-SVID.
+        let spiffe = || super::svid::check_leaf(end_entity).map_err(super::server::not_svid);
         match &self.expect {
             Expect::Dns(name) => rustls::client::verify_server_name(&cert, name)?,
             Expect::SpiffeId(want) => match spiffe()? {

@@ -122,6 +122,17 @@ impl DevCa {
         self.issuer.key().serialize_pem()
     }
 
+    /// Signs a leaf made exactly as `params` say, with a new key: for tests that need the
+    /// certificates no careful issuer makes (a leaf with `keyCertSign`, a root SPIFFE ID).
+    pub fn issue_with(&self, params: CertificateParams) -> Result<Issued, Error> {
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
     pub fn issue(&self, spec: &LeafSpec) -> Result<Issued, Error> {
         let key = KeyPair::generate()?;
         let mut p = CertificateParams::default();

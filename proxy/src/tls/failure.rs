@@ -2,6 +2,7 @@
 //! `membrane_tls_handshake_failures_total`. The set is fixed, so the label stays bounded.
 
 use super::server::BadSan;
+use super::svid::SvidError;
 use rustls::{CertificateError, Error};
 use std::io;
 
@@ -13,6 +14,7 @@ pub const REASONS: &[&str] = &[
     "not_yet_valid",
     "bad_usage",
     "bad_san",
+    "not_svid",
     "bad_certificate",
     "peer_alert",
     "protocol",
@@ -34,21 +36,22 @@ pub fn reason(e: &io::Error) -> &'static str {
 pub fn of_rustls(e: &Error) -> &'static str {
     match e {
         Error::NoCertificatesPresented => "no_client_cert",
-        Error::InvalidCertificate(c) => {
-            match c {
-                CertificateError::UnknownIssuer => "unknown_ca",
-                CertificateError::Expired | CertificateError::ExpiredContext { .. } => "expired",
-                CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
-                    "not_yet_valid"
-                }
-                CertificateError::InvalidPurpose
-                | CertificateError::InvalidPurposeContext { .. } => "bad_usage",
-                CertificateError::NotValidForName
-                | CertificateError::NotValidForNameContext { .. } => "bad_san",
-                CertificateError::Other(o) if o.0.downcast_ref::<BadSan>().is_some() => "bad_san",
-                _ => "bad_certificate",
+        Error::InvalidCertificate(c) => match c {
+            CertificateError::UnknownIssuer => "unknown_ca",
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => "expired",
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                "not_yet_valid"
             }
-        }
+            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+                "bad_usage"
+            }
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                "bad_san"
+            }
+            CertificateError::Other(o) if o.0.downcast_ref::<BadSan>().is_some() => "bad_san",
+            CertificateError::Other(o) if o.0.downcast_ref::<SvidError>().is_some() => "not_svid",
+            _ => "bad_certificate",
+        },
         Error::AlertReceived(_) => "peer_alert",
         _ => "protocol",
     }

@@ -6,6 +6,7 @@
 //! - [`client`]: origination to clusters, verifying the upstream by SPIFFE ID, trust domain
 //!   or DNS name, with an optional client certificate.
 //! - [`peer`]: what a verified client proved (`PeerIdentity`) and its XFCC header.
+//! - [`svid`]: a peer's leaf held to the X.509-SVID standard before its SPIFFE ID counts.
 //! - [`failure`]: handshake errors sorted into a small, fixed set of metric reasons.
 //! - [`devca`]: the development CA behind `membrane cert`.
 
@@ -16,6 +17,7 @@ pub mod failure;
 pub mod material;
 pub mod peer;
 pub mod server;
+pub mod svid;
 
 use crate::config::TlsVersion;
 use rustls::crypto::CryptoProvider;

@@ -199,11 +199,13 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         let ok = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
+        // A certificate that claims a SPIFFE ID must be a valid X.509-SVID, trust domains
+        // or not: its ID becomes the peer's identity in policy and XFCC.
+        let id = super::svid::check_leaf(end_entity).map_err(not_svid)?;
         if self.trust_domains.is_empty() {
             return Ok(ok);
         }
-        let info = CertInfo::parse(end_entity).map_err(|e| bad_san(e.to_string()))?;
-        match info.spiffe {
+        match id {
             None => Err(bad_san(
                 "the client certificate carries no SPIFFE ID (one URI SAN)".into(),
             )),
@@ -238,6 +240,11 @@ impl ClientCertVerifier for SpiffeClientVerifier {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
     }
+}
+
+/// A leaf that claims a SPIFFE ID without being a valid X.509-SVID (counted as `not_svid`).
+pub(super) fn not_svid(e: super::svid::SvidError) -> rustls::Error {
+    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
 }
 
 pub(super) fn bad_san(message: String) -> rustls::Error {
