@@ -328,3 +328,53 @@ async fn fragments_are_refused_and_error_bodies_keep_upstream_addresses_inside()
     assert!(!r.body.contains("127.0.0.1"), "{}", r.body);
     assert!(!r.body.contains("dead"), "{}", r.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_rules_decide_on_must_be_unambiguous() {
+    let up = Upstream::start("up").await;
+    let idp = Signer::generate(Alg::ES256, "k").unwrap();
+    let yaml = config(up.addr, "", &idp.jwks()).replace(
+        "          - {name: all, forward: {cluster: c}}",
+        "          - {name: tenant-a, match: {headers: [{name: x-tenant, exact: a}]}, direct_response: {status: 403, body: tenant a is closed}}\n          - {name: all, forward: {cluster: c}}",
+    );
+    let (proxy, _) = start_proxy(&yaml);
+    let addr = proxy.listener_addr("edge").unwrap();
+    // One value: the route decides as written.
+    let r = raw(addr, &request("/x", &[("x-tenant", "a")])).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    // Two: a route reading the first (`b`) would forward what an upstream reading the last
+    // (`a`) takes for tenant a. Refused.
+    let r = raw(
+        addr,
+        &request("/x", &[("x-tenant", "b"), ("x-tenant", "a")]),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(error_code(&r), "invalid_header");
+    assert!(r.body.contains("x-tenant"), "{}", r.body);
+    // A header no route or rule looks at may repeat.
+    let r = raw(addr, &request("/x", &[("x-other", "1"), ("x-other", "2")])).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // A lower-case method is not the upper-case one a rule names.
+    let r = raw(
+        addr,
+        b"get /x HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("lower-case"), "{}", r.body);
+
+    // Path parameters: refused by default, forwarded when the listener keeps them.
+    let r = raw(addr, &request("/admin;jsessionid=1", &[])).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(error_code(&r), "invalid_path");
+    drop(proxy);
+    let keep = "    normalization: {path_parameters: keep}";
+    let (proxy, _) = start_proxy(&config(up.addr, keep, &idp.jwks()));
+    let addr = proxy.listener_addr("edge").unwrap();
+    let r = raw(addr, &request("/x;v=1", &[])).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = raw(addr, &request("/x/..;/admin", &[])).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+}

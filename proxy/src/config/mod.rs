@@ -118,6 +118,9 @@ pub struct NormalizationConfig {
     /// `%2F`, `%5C` and `\` in a path: `reject` (400), `keep` or `unescape`.
     #[serde(default)]
     pub escaped_slashes: crate::normalize::EscapedSlashes,
+    /// `;` path parameters: `reject` (400) or `keep`.
+    #[serde(default)]
+    pub path_parameters: crate::normalize::PathParameters,
     /// Header names with `_`: `drop`, `reject` (400) or `allow`.
     #[serde(default)]
     pub headers_with_underscores: crate::normalize::Underscores,
@@ -129,6 +132,7 @@ impl Default for NormalizationConfig {
             dot_segments: true,
             merge_slashes: true,
             escaped_slashes: Default::default(),
+            path_parameters: Default::default(),
             headers_with_underscores: Default::default(),
         }
     }

@@ -191,6 +191,13 @@ fn canonical(
     for name in listener.owned_headers.iter() {
         req.headers_mut().remove(name);
     }
+    for name in listener.inspected_headers.iter() {
+        if req.headers().get_all(name).iter().nth(1).is_some() {
+            return Err(
+                crate::normalize::NormalizeError::Repeated(name.as_str().to_owned()).into(),
+            );
+        }
+    }
     Ok(n)
 }
 

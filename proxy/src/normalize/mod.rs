@@ -19,7 +19,7 @@ pub mod path;
 
 pub use authority::AuthorityError;
 pub use headers::{Fields, HeaderError, Underscores};
-pub use path::{EscapedSlashes, PathError, PathRules};
+pub use path::{EscapedSlashes, PathError, PathParameters, PathRules};
 
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
@@ -55,6 +55,14 @@ pub enum NormalizeError {
     Asterisk,
     #[error("CONNECT is not supported")]
     Connect,
+    #[error(
+        "method `{0}` has lower-case letters; methods are case-sensitive, and the registered ones are upper case"
+    )]
+    Method(String),
+    #[error(
+        "header `{0}` appears more than once, and this listener's routes or rules decide on it"
+    )]
+    Repeated(String),
 }
 
 impl NormalizeError {
@@ -67,8 +75,8 @@ impl NormalizeError {
             | NormalizeError::MissingHost
             | NormalizeError::HostNotText
             | NormalizeError::HostMismatch => "invalid_host",
-            NormalizeError::Header(_) => "invalid_header",
-            NormalizeError::Connect => "bad_request",
+            NormalizeError::Header(_) | NormalizeError::Repeated(_) => "invalid_header",
+            NormalizeError::Connect | NormalizeError::Method(_) => "bad_request",
         }
     }
 }
@@ -91,6 +99,16 @@ pub fn request<B>(
 ) -> Result<Normalized, NormalizeError> {
     if req.method() == Method::CONNECT {
         return Err(NormalizeError::Connect);
+    }
+    // `get` is not `GET` to a rule about GET, but some upstreams upper-case what they are
+    // sent (nginx refuses it, as Membrane does now).
+    if req
+        .method()
+        .as_str()
+        .bytes()
+        .any(|b| b.is_ascii_lowercase())
+    {
+        return Err(NormalizeError::Method(req.method().as_str().to_owned()));
     }
     let fields = headers::canonicalize(req.headers_mut(), rules.underscores, rules.trusted_hops)?;
     let host_len = authority_of(req, tls)?;

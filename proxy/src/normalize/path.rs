@@ -20,8 +20,12 @@
 //! 3. With `merge_slashes` (default on), runs of `/` become one.
 //! 4. With `dot_segments` (default on), `.` and `..` segments are removed (RFC 3986
 //!    §5.2.4); `..` never climbs above the root.
-//! 5. A segment that is `.` or `..` followed by `;parameters` is refused whatever the
-//!    settings: Tomcat and other servlet containers read `/..;/admin` as `/../admin`.
+//! 5. A `;` (path parameters, RFC 3986 §3.3) is what the listener's `path_parameters` says:
+//!    `reject` (the default, 400) or `keep`. Servlet containers (Tomcat, Jetty) and Spring
+//!    cut `;...` from each segment before routing, so `/admin;x` is `/admin` to them while
+//!    a rule about the exact path `/admin` does not see it (Spring Security's own firewall
+//!    refuses `;` for this reason). With `keep`, a segment that is `.` or `..` followed by
+//!    `;parameters` is still refused: those containers read `/..;/admin` as `/../admin`.
 //!
 //! A fragment (`#`) has no place in a request target (RFC 9112 §3.2) and is refused, as is a
 //! path that does not start with `/`.
@@ -42,12 +46,24 @@ pub enum EscapedSlashes {
     Unescape,
 }
 
+/// What to do with `;` (path parameters) in a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathParameters {
+    /// 400: the request is refused (the default).
+    #[default]
+    Reject,
+    /// Forwarded as they are (a `.`/`..` segment with parameters is still refused).
+    Keep,
+}
+
 /// A listener's path settings. The defaults are the safe ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PathRules {
     pub dot_segments: bool,
     pub merge_slashes: bool,
     pub escaped_slashes: EscapedSlashes,
+    pub parameters: PathParameters,
 }
 
 impl Default for PathRules {
@@ -56,6 +72,7 @@ impl Default for PathRules {
             dot_segments: true,
             merge_slashes: true,
             escaped_slashes: EscapedSlashes::Reject,
+            parameters: PathParameters::Reject,
         }
     }
 }
@@ -75,6 +92,8 @@ pub enum PathError {
     Fragment,
     #[error("the request path has a dot segment with parameters (`..;`)")]
     DotSegmentParameters,
+    #[error("the request path has path parameters (`;`), which this listener refuses")]
+    Parameters,
 }
 
 /// The canonical form of `path` (no query): borrowed when it is canonical already, which
@@ -101,6 +120,7 @@ fn is_canonical(b: &[u8], rules: &PathRules) -> bool {
     while i < b.len() {
         match b[i] {
             b'%' | b'\\' | b'#' | 0x80..=0xff => return false,
+            b';' if rules.parameters == PathParameters::Reject => return false,
             b'/' => match b.get(i + 1) {
                 Some(b'/') if rules.merge_slashes => return false,
                 // `/.`, `/..`, `/.;`, `/..;` each start a segment to look at.
@@ -207,6 +227,9 @@ fn segments(b: &[u8], rules: &PathRules) -> Result<String, PathError> {
                 if matches!(&seg[..p], b"." | b"..") {
                     return Err(PathError::DotSegmentParameters);
                 }
+                if rules.parameters == PathParameters::Reject {
+                    return Err(PathError::Parameters);
+                }
                 &seg[..]
             }
             None => &seg[..],
@@ -269,13 +292,7 @@ mod tests {
 
     #[test]
     fn canonical_paths_are_borrowed() {
-        for p in [
-            "/",
-            "/api/v1/users",
-            "/a.b/c..d/.e/..f",
-            "/x;y=1",
-            "/~u/a-b_c",
-        ] {
+        for p in ["/", "/api/v1/users", "/a.b/c..d/.e/..f", "/~u/a-b_c"] {
             assert!(
                 matches!(normalize(p, &PathRules::default()), Ok(Cow::Borrowed(_))),
                 "{p}"
@@ -325,9 +342,18 @@ mod tests {
             ("/..;/admin", DotSegmentParameters),
             ("/x/.;a/admin", DotSegmentParameters),
             ("/x/%2e%2e;/admin", DotSegmentParameters),
+            ("/admin;x=1", Parameters),
+            ("/a/b;/c", Parameters),
         ] {
             assert_eq!(norm(p), Err(e), "{p}");
         }
+        // Kept when the listener says so, but a dot segment with parameters never is.
+        let keep = PathRules {
+            parameters: PathParameters::Keep,
+            ..PathRules::default()
+        };
+        assert!(matches!(normalize("/x;y=1", &keep), Ok(Cow::Borrowed(_))));
+        assert_eq!(normalize("/..;/admin", &keep), Err(DotSegmentParameters));
     }
 
     #[test]
@@ -378,6 +404,10 @@ mod tests {
         ];
         let all = [
             PathRules::default(),
+            PathRules {
+                parameters: PathParameters::Keep,
+                ..PathRules::default()
+            },
             PathRules {
                 escaped_slashes: EscapedSlashes::Keep,
                 ..PathRules::default()

@@ -64,6 +64,10 @@ pub struct Listener {
     /// providers its routes use): removed from every request before routing, so that
     /// neither a route, a rule nor the upstream reads a client's forgery of them.
     pub owned_headers: Box<[HeaderName]>,
+    /// Headers that a route or a rule of this listener decides on: a request that carries
+    /// one of them twice is refused (`cookie` aside), as the rule would read the first
+    /// value and an upstream may read another.
+    pub inspected_headers: Box<[HeaderName]>,
     /// TLS termination; `None` for plain TCP.
     pub tls: Option<Arc<ServerTls>>,
     pub tls_metrics: Option<crate::metrics::TlsListenerMetrics>,
@@ -353,6 +357,7 @@ impl Compiler<'_> {
                 dot_segments: n.dot_segments,
                 merge_slashes: n.merge_slashes,
                 escaped_slashes: n.escaped_slashes,
+                parameters: n.path_parameters,
             },
             underscores: n.headers_with_underscores,
             trusted_hops: l.trusted_hops,
@@ -394,6 +399,7 @@ impl Compiler<'_> {
         let mut vhosts = Vec::new();
         let mut route_names = FxHashMap::default();
         let mut owned_headers: Vec<HeaderName> = Vec::new();
+        let mut inspected: Vec<HeaderName> = Vec::new();
         for (vi, vh) in l.virtual_hosts.iter().enumerate() {
             let at = format!("listeners[{i}].virtual_hosts[{vi}]");
             let mut domains = Vec::new();
@@ -413,6 +419,9 @@ impl Compiler<'_> {
                     ));
                 }
                 let route = self.route(&at, &name, &rules, r, clusters)?;
+                for h in route.headers.iter() {
+                    inspected.push(h.name.clone());
+                }
                 if let Some(j) = &route.action.jwt {
                     for (_, h) in &j.provider.forward {
                         if !owned_headers.contains(h) {
@@ -438,22 +447,37 @@ impl Compiler<'_> {
                 ),
             )
         })?;
+        let authz = match &l.authorization {
+            None => None,
+            Some(a) => Some(
+                self.listener_authz(
+                    &format!("listeners[{i}].authorization"),
+                    &name,
+                    a,
+                    l.tls
+                        .as_ref()
+                        .is_some_and(|t| t.client_auth == crate::config::ClientAuth::Require),
+                    &rules,
+                )?,
+            ),
+        };
+        if let Some(az) = &authz {
+            for rule in az.policy.rules() {
+                for c in &rule.when {
+                    if let membrane_policy::authz::Condition::Header { name, .. } = c
+                        && let Ok(h) = HeaderName::from_bytes(name.as_bytes())
+                    {
+                        inspected.push(h);
+                    }
+                }
+            }
+        }
+        inspected.retain(|h| h != http::header::COOKIE);
+        inspected.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+        inspected.dedup();
         Ok(Listener {
             tls_metrics: tls.as_ref().map(|_| self.metrics.listener_tls(&name)),
-            authz: match &l.authorization {
-                None => None,
-                Some(a) => Some(
-                    self.listener_authz(
-                        &format!("listeners[{i}].authorization"),
-                        &name,
-                        a,
-                        l.tls
-                            .as_ref()
-                            .is_some_and(|t| t.client_auth == crate::config::ClientAuth::Require),
-                        &rules,
-                    )?,
-                ),
-            },
+            authz,
             access_log: l.access_log,
             unrouted: self.metrics.route(&name, "", ""),
             metrics: self.metrics.listener(&name),
@@ -470,6 +494,7 @@ impl Compiler<'_> {
             normalization: rules,
             upgrades: upgrades.into(),
             owned_headers: owned_headers.into(),
+            inspected_headers: inspected.into(),
             tls,
             routes,
         })
