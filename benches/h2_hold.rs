@@ -1,0 +1,148 @@
+//! Memory under the HTTP/2 "large windows, never read" attack: clients open connections with
+//! windows as large as HTTP/2 allows, ask on each stream for a body far larger than any
+//! buffer, and then stop reading. Reports the growth of this process's RSS per stream and
+//! per connection, with the listener's default buffers and with hyper's (200 streams x
+//! 400 KiB, what Membrane used before), each a `RESULT` line.
+//!
+//!   cargo bench --bench h2_hold
+//!
+//! Everything runs in this process on 127.0.0.1 (proxy, upstream, clients); the clients
+//! read nothing once paused and the upstream is held back by TCP, so the growth is the
+//! proxy's. Bounded: a fixed number of connections and streams, a few seconds each.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use bytes::Bytes;
+use http_body_util::Full;
+use membrane_proxy::testing::{Upstream, start_proxy};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+const CONNECTIONS: usize = 8;
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// A connection whose reads can be paused while the socket stays open.
+struct Pausable {
+    inner: tokio::net::TcpStream,
+    paused: Arc<AtomicBool>,
+}
+
+impl AsyncRead for Pausable {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.paused.load(Ordering::Relaxed) {
+            return Poll::Pending;
+        }
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Pausable {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// Opens the connections, `streams` each, pauses them, and returns the RSS growth.
+async fn attack(limits: &str, streams: usize) -> u64 {
+    let up = Upstream::start("up").await;
+    let yaml = format!(
+        "admin: {{address: '127.0.0.1:0'}}\nworkers: 1\nlisteners:\n  - name: edge\n    address: 127.0.0.1:0\n    protocol: http2\n    limits: {{{limits}}}\n    virtual_hosts: [{{name: v, domains: ['*'], routes: [{{name: all, forward: {{cluster: c}}}}]}}]\nclusters: [{{name: c, endpoints: ['{}'], max_connections: 100000}}]\n",
+        up.addr
+    );
+    let (proxy, _) = start_proxy(&yaml);
+    let addr = proxy.listener_addr("edge").expect("listener");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = rss_bytes();
+    let mut held = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let paused = Arc::new(AtomicBool::new(false));
+        let io = Pausable {
+            inner: tokio::net::TcpStream::connect(addr).await.expect("connect"),
+            paused: paused.clone(),
+        };
+        let (sender, conn) =
+            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .initial_stream_window_size(i32::MAX as u32)
+                .initial_connection_window_size(i32::MAX as u32)
+                .max_concurrent_reset_streams(0)
+                .handshake::<_, Full<Bytes>>(hyper_util::rt::TokioIo::new(io))
+                .await
+                .expect("handshake");
+        let conn = tokio::spawn(conn);
+        let mut bodies = Vec::new();
+        for _ in 0..streams {
+            let mut s = sender.clone();
+            let req = http::Request::get("http://x/stream/1000000000")
+                .body(Full::new(Bytes::new()))
+                .expect("request");
+            match tokio::time::timeout(Duration::from_secs(5), s.send_request(req)).await {
+                Ok(Ok(resp)) => bodies.push(resp.into_body()),
+                _ => break,
+            }
+        }
+        paused.store(true, Ordering::Relaxed);
+        held.push((conn, bodies, sender));
+    }
+    // Let the proxy fill whatever it buffers.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = rss_bytes();
+    for (conn, _, _) in &held {
+        conn.abort();
+    }
+    drop(held);
+    proxy.shutdown().await;
+    after.saturating_sub(before)
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        for (label, limits, streams) in [
+            ("hyper_defaults", "http2_max_concurrent_streams: 200, http2_stream_send_buffer: 409600", 200),
+            ("membrane_defaults", "", 100),
+        ] {
+            let grown = attack(limits, streams).await;
+            let n = (CONNECTIONS * streams) as u64;
+            println!(
+                "RESULT h2_hold_rss_bytes_per_stream{{config=\"{label}\"}} {}",
+                grown / n.max(1)
+            );
+            println!(
+                "RESULT h2_hold_rss_bytes_per_connection{{config=\"{label}\"}} {}",
+                grown / CONNECTIONS as u64
+            );
+        }
+    });
+}
