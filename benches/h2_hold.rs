@@ -14,13 +14,9 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use membrane_proxy::testing::Upstream;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
+use membrane_proxy::testing::{Pausable, Upstream};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 const CONNECTIONS: usize = 8;
 
@@ -34,41 +30,6 @@ fn rss_bytes(pid: u32) -> u64 {
                 .and_then(|kb| kb.parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
-}
-
-/// A connection whose reads can be paused while the socket stays open.
-struct Pausable {
-    inner: tokio::net::TcpStream,
-    paused: Arc<AtomicBool>,
-}
-
-impl AsyncRead for Pausable {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if self.paused.load(Ordering::Relaxed) {
-            return Poll::Pending;
-        }
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Pausable {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
 }
 
 /// Opens the connections, `streams` each, pauses them, and returns the proxy's RSS growth
@@ -105,11 +66,8 @@ async fn attack(limits: &str, streams: usize) -> (u64, usize) {
     let before = rss_bytes(pid);
     let mut held = Vec::new();
     for _ in 0..CONNECTIONS {
-        let paused = Arc::new(AtomicBool::new(false));
-        let io = Pausable {
-            inner: tokio::net::TcpStream::connect(addr).await.expect("connect"),
-            paused: paused.clone(),
-        };
+        let (io, paused) =
+            Pausable::new(tokio::net::TcpStream::connect(addr).await.expect("connect"));
         let (sender, conn) =
             hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
                 .initial_stream_window_size(i32::MAX as u32)

@@ -10,13 +10,10 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use http_body_util::{BodyExt, Full};
-use membrane_proxy::testing::{Upstream, start_proxy};
-use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
+use membrane_proxy::testing::{Pausable, Upstream, start_proxy};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn config(upstream: std::net::SocketAddr) -> String {
     format!(
@@ -85,52 +82,12 @@ async fn an_http1_client_that_stops_reading_is_cut_off_and_its_upstream_let_go()
     assert!(rest.len() < 200_000_000, "the whole body came through");
 }
 
-/// A connection whose reads can be paused: the client stops reading while the socket stays
-/// open, as a client that opened large windows and went quiet does.
-struct Pausable {
-    inner: tokio::net::TcpStream,
-    paused: Arc<AtomicBool>,
-}
-
-impl AsyncRead for Pausable {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if self.paused.load(Ordering::Relaxed) {
-            return Poll::Pending;
-        }
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Pausable {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_client_with_open_windows_that_never_reads_is_cut_off() {
     let up = Upstream::start("up").await;
     let (proxy, _) = start_proxy(&config(up.addr));
     let addr = proxy.listener_addr("edge").unwrap();
-    let paused = Arc::new(AtomicBool::new(false));
-    let io = Pausable {
-        inner: tokio::net::TcpStream::connect(addr).await.unwrap(),
-        paused: paused.clone(),
-    };
+    let (io, paused) = Pausable::new(tokio::net::TcpStream::connect(addr).await.unwrap());
     // Windows as large as HTTP/2 allows: the proxy may send as much as it likes.
     let (mut sender, conn) =
         hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())

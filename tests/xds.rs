@@ -159,6 +159,29 @@ async fn until(what: &str, w: &World, path: &str, want: (u16, &str)) {
     .await;
 }
 
+/// A world whose `orders` cell has one public endpoint, `catalog`, served by `a`.
+async fn catalog_world(name: &str) -> (World, Upstream) {
+    let w = world(name);
+    let a = Upstream::start("a").await;
+    std::fs::write(
+        w.spec.join("orders.yaml"),
+        cell_spec(w.north, &[("catalog", "/catalog", a.addr)]),
+    )
+    .unwrap();
+    (w, a)
+}
+
+/// Polls the gateway's `/config` until `holds` says yes.
+async fn until_config(admin: SocketAddr, what: &str, holds: fn(&serde_json::Value) -> bool) {
+    let c = client_h1();
+    let url = format!("http://{admin}/config");
+    eventually(what, Duration::from_secs(20), || {
+        let (c, u) = (c.clone(), url.clone());
+        async move { holds(&get(&c, &u, "a", &[]).await.json()) }
+    })
+    .await;
+}
+
 async fn ready(admin: SocketAddr) -> bool {
     let c = client_h1();
     matches!(c.get(format!("http://{admin}/ready").parse().unwrap()).await, Ok(r) if r.status() == 200)
@@ -822,13 +845,7 @@ impl membrane_xds::proto::envoy::service::discovery::v3::aggregated_discovery_se
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_is_ready_only_once_every_type_has_arrived() {
-    let w = world("partial");
-    let a = Upstream::start("a").await;
-    std::fs::write(
-        w.spec.join("orders.yaml"),
-        cell_spec(w.north, &[("catalog", "/catalog", a.addr)]),
-    )
-    .unwrap();
+    let (w, _a) = catalog_world("partial").await;
     let server = HoldsListeners {
         resources: compile_world(&w).gateways["orders"].clone(),
         release: Default::default(),
@@ -839,18 +856,10 @@ async fn a_gateway_is_ready_only_once_every_type_has_arrived() {
     let c = client_h1();
     let config_url = format!("http://{}/config", gw.admin_addr());
     // The clusters, trust bundles and JWT providers are applied; the listeners are not in.
-    eventually(
-        "all but the listeners applied",
-        Duration::from_secs(20),
-        || {
-            let (c, u) = (c.clone(), config_url.clone());
-            async move {
-                let cfg = get(&c, &u, "a", &[]).await.json();
-                cfg["xds"]["applied_generation"].as_u64() > Some(1)
-                    && cfg["xds"]["awaiting"] == json!([membrane_xds::compile::TYPE_LISTENER])
-            }
-        },
-    )
+    until_config(gw.admin_addr(), "all but the listeners applied", |cfg| {
+        cfg["xds"]["applied_generation"].as_u64() > Some(1)
+            && cfg["xds"]["awaiting"] == json!([membrane_xds::compile::TYPE_LISTENER])
+    })
     .await;
     let ready_url = format!("http://{}/ready", gw.admin_addr());
     assert_eq!(
@@ -873,13 +882,7 @@ async fn a_gateway_is_ready_only_once_every_type_has_arrived() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_whose_every_listener_was_nacked_is_not_ready() {
-    let w = world("nacked");
-    let a = Upstream::start("a").await;
-    std::fs::write(
-        w.spec.join("orders.yaml"),
-        cell_spec(w.north, &[("catalog", "/catalog", a.addr)]),
-    )
-    .unwrap();
+    let (w, _a) = catalog_world("nacked").await;
     // Every listener arrives as bytes that are no Listener.
     let mut resources = compile_world(&w).gateways["orders"].clone();
     for ((t, _), v) in resources.iter_mut() {
@@ -896,19 +899,14 @@ async fn a_gateway_whose_every_listener_was_nacked_is_not_ready() {
     let url = serve_ads(server);
     let gw = start_gateway(&url, &w.dir.join("state"));
     let c = client_h1();
-    let config_url = format!("http://{}/config", gw.admin_addr());
-    eventually(
+    until_config(
+        gw.admin_addr(),
         "every type answered and the listeners NACKed",
-        Duration::from_secs(20),
-        || {
-            let (c, u) = (c.clone(), config_url.clone());
-            async move {
-                let cfg = get(&c, &u, "a", &[]).await.json();
-                cfg["xds"]["awaiting"] == json!([])
-                    && cfg["xds"]["nacks"]
-                        .as_object()
-                        .is_some_and(|n| n.keys().any(|k| k.contains("Listener")))
-            }
+        |cfg| {
+            cfg["xds"]["awaiting"] == json!([])
+                && cfg["xds"]["nacks"]
+                    .as_object()
+                    .is_some_and(|n| n.keys().any(|k| k.contains("Listener")))
         },
     )
     .await;
@@ -923,13 +921,7 @@ async fn a_gateway_whose_every_listener_was_nacked_is_not_ready() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_state_directory_belongs_to_one_node() {
-    let w = world("owner");
-    let a = Upstream::start("a").await;
-    std::fs::write(
-        w.spec.join("orders.yaml"),
-        cell_spec(w.north, &[("catalog", "/catalog", a.addr)]),
-    )
-    .unwrap();
+    let (w, _a) = catalog_world("owner").await;
     let ctl = start_control(&w, "127.0.0.1:0".parse().unwrap()).await;
     let url = format!("http://{}", ctl.addr);
     let state = w.dir.join("state");

@@ -3,7 +3,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod jwks;
+mod pausable;
 pub mod tls;
+
+pub use pausable::Pausable;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};

@@ -40,18 +40,12 @@ pub(super) async fn run(
     loop {
         tokio::select! {
             req = input.message() => {
-                let req = match req {
-                    Ok(Some(r)) => r,
-                    Ok(None) => break,
-                    Err(status) => {
-                        super::unreadable(status, node.as_ref(), &tx).await;
-                        break;
-                    }
-                };
                 let snap = snapshot.borrow().clone();
-                if !super::identify(&mut node, req.node.as_ref(), "delta", &nodes, &snap, &tx).await {
-                    return;
-                }
+                let Some(req) =
+                    super::next_request(req, &mut node, "delta", &nodes, &snap, &tx).await
+                else {
+                    break;
+                };
                 let Some(id) = node.as_ref() else { break };
                 let first = !subs.contains_key(&req.type_url);
                 let sub = subs.entry(req.type_url.clone()).or_default();

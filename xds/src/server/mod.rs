@@ -42,7 +42,7 @@ impl Ads {
 /// Takes the stream's node id from its first request (later requests may leave it out) and
 /// checks it: its syntax, that its cell exists, and the node table's bounds. A stream that
 /// fails is answered with the reason as a gRPC status and must end: returns false.
-pub(crate) async fn identify<T>(
+async fn identify<T>(
     node: &mut Option<NodeId>,
     from: Option<&crate::proto::envoy::config::core::v3::Node>,
     protocol: &'static str,
@@ -80,10 +80,51 @@ pub(crate) async fn identify<T>(
     }
 }
 
+/// What the stream loops need of a request of either variant.
+pub(crate) trait AdsRequest {
+    fn node(&self) -> Option<&crate::proto::envoy::config::core::v3::Node>;
+}
+
+impl AdsRequest for ds::DiscoveryRequest {
+    fn node(&self) -> Option<&crate::proto::envoy::config::core::v3::Node> {
+        self.node.as_ref()
+    }
+}
+
+impl AdsRequest for ds::DeltaDiscoveryRequest {
+    fn node(&self) -> Option<&crate::proto::envoy::config::core::v3::Node> {
+        self.node.as_ref()
+    }
+}
+
+/// A stream's next request, its node checked on the first (`identify`). `None` when the
+/// stream is to end: the client closed it, or its request was unreadable or its node refused
+/// (each answered with a non-OK status).
+pub(crate) async fn next_request<R: AdsRequest, T>(
+    read: Result<Option<R>, Status>,
+    node: &mut Option<NodeId>,
+    protocol: &'static str,
+    nodes: &NodeTable,
+    snapshot: &Compiled,
+    tx: &mpsc::Sender<Result<T, Status>>,
+) -> Option<R> {
+    let req = match read {
+        Ok(Some(r)) => r,
+        Ok(None) => return None,
+        Err(status) => {
+            unreadable(status, node.as_ref(), tx).await;
+            return None;
+        }
+    };
+    identify(node, req.node(), protocol, nodes, snapshot, tx)
+        .await
+        .then_some(req)
+}
+
 /// Ends a stream whose request could not be read (it did not decode, or was over the size
 /// limit): the client gets a non-OK status that says so, and the log says which node.
 /// (Ending with OK, as before, told a client its stream had simply finished.)
-pub(crate) async fn unreadable<T>(
+async fn unreadable<T>(
     status: Status,
     node: Option<&NodeId>,
     tx: &mpsc::Sender<Result<T, Status>>,

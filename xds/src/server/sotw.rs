@@ -105,18 +105,12 @@ pub(super) async fn run(
     loop {
         tokio::select! {
             req = input.message() => {
-                let req = match req {
-                    Ok(Some(r)) => r,
-                    Ok(None) => break,
-                    Err(status) => {
-                        super::unreadable(status, node.as_ref(), &tx).await;
-                        break;
-                    }
-                };
                 let snap = snapshot.borrow().clone();
-                if !super::identify(&mut node, req.node.as_ref(), "sotw", &nodes, &snap, &tx).await {
-                    return;
-                }
+                let Some(req) =
+                    super::next_request(req, &mut node, "sotw", &nodes, &snap, &tx).await
+                else {
+                    break;
+                };
                 let Some(id) = node.as_ref() else { break };
                 let before = subs.get(&req.type_url);
                 if let Some(sub) = before {
