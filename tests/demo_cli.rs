@@ -16,13 +16,16 @@ fn the_demo_runs_and_its_calls_answer_as_promised() {
     }
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let work = std::env::temp_dir().join(format!("membrane-demo-test-{}", std::process::id()));
-    let out = Command::new(env!("CARGO_BIN_EXE_membrane"))
-        .args(["demo", "--check", "--spec-dir"])
-        .arg(root.join("examples/cells"))
-        .arg("--work-dir")
-        .arg(&work)
-        .output()
-        .unwrap();
+    let demo = || {
+        Command::new(env!("CARGO_BIN_EXE_membrane"))
+            .args(["demo", "--check", "--spec-dir"])
+            .arg(root.join("examples/cells"))
+            .arg("--work-dir")
+            .arg(&work)
+            .output()
+            .unwrap()
+    };
+    let out = demo();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -51,13 +54,7 @@ fn the_demo_runs_and_its_calls_answer_as_promised() {
     let marker = work.join("pki").join("ca.pem");
     let before = std::fs::read(&marker).unwrap();
     let _held = std::net::TcpListener::bind("127.0.0.1:18000").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_membrane"))
-        .args(["demo", "--check", "--spec-dir"])
-        .arg(root.join("examples/cells"))
-        .arg("--work-dir")
-        .arg(&work)
-        .output()
-        .unwrap();
+    let out = demo();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(

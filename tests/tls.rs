@@ -625,17 +625,8 @@ async fn a_silent_client_is_dropped_at_the_handshake_timeout_and_upgrades_work_o
     )
     .await
     .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        s.read_exact(&mut b).await.unwrap();
-        head.push(b[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     s.write_all(b"ping over tls").await.unwrap();
     let mut echo = [0u8; 13];
     s.read_exact(&mut echo).await.unwrap();
