@@ -5,16 +5,20 @@
 //! response, metrics.
 
 pub mod access_log;
+pub mod body;
 pub mod config;
+pub mod deadline;
 pub mod downstream;
 pub mod enforce;
 pub mod explain;
+pub mod h1;
 pub mod http;
 pub mod metrics;
 pub mod normalize;
 pub mod route;
 pub mod server;
 pub mod snapshot;
+pub mod stream;
 pub mod tls;
 pub mod upstream;
 pub mod xds_client;

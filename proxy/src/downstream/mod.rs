@@ -19,24 +19,21 @@
 //! requests are answered in order. A client that sends no complete head within the
 //! listener's `header_read_timeout` is disconnected; so is an idle keep-alive connection.
 
-mod body;
 mod date;
-pub mod io;
-mod request;
 mod response;
 
-pub use body::BodyReader;
-pub use io::DownStream;
+pub use crate::stream::DownStream;
 
+use crate::body::{BodyReader, ReadSide};
+use crate::deadline::Deadline;
+use crate::h1::framing::Framing;
+use crate::h1::request::{self, HeadError};
+use crate::http::UpgradeSlot;
 use crate::http::body::RequestBody;
 use crate::http::error::ProxyError;
 use crate::http::service::{self, ConnContext};
-use crate::server::deadline::Deadline;
-use crate::upstream::h1::body::Framing;
-use body::ReadSide;
+use crate::stream::{self as io, DownRead};
 use bytes::BytesMut;
-use io::DownRead;
-use request::HeadError;
 use response::{Answering, write_response};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,18 +47,6 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// How long a response write may wait for the client to take bytes.
     pub send_timeout: Duration,
-}
-
-/// Where the request path puts the upstream side of an accepted protocol switch, for the
-/// connection loop to tunnel once the 101 has been written. (Request extensions must be
-/// `Clone`, hence the shared slot.)
-#[derive(Clone)]
-pub struct UpgradeSlot(Arc<Mutex<Option<oneshot::Sender<hyper::upgrade::OnUpgrade>>>>);
-
-impl UpgradeSlot {
-    pub fn take(&self) -> Option<oneshot::Sender<hyper::upgrade::OnUpgrade>> {
-        self.0.lock().ok()?.take()
-    }
 }
 
 /// Serves one connection until it closes, errs, or its listener stops.

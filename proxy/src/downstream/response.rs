@@ -2,10 +2,10 @@
 
 use super::date;
 use super::io::DownWrite;
+use crate::deadline::Deadline;
+use crate::h1::fields::write_line;
 use crate::http::body::ProxyBody;
-use crate::server::deadline::Deadline;
 use crate::upstream::UpstreamBody;
-use crate::upstream::forwarding::write_line;
 use http::header::{self, HeaderMap};
 use http::{Response, StatusCode, Version};
 use http_body::{Body, Frame};

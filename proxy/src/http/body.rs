@@ -1,4 +1,6 @@
 use crate::upstream::{InFlight, UpstreamBody, UpstreamBodyError};
+
+pub use crate::body::{RequestBody, RequestBodyError};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::pin::Pin;
@@ -75,55 +77,6 @@ impl Body for ProxyBody {
             ProxyBody::Upstream { body, .. } => body.size_hint(),
             ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
-        }
-    }
-}
-
-/// The body of a request on its way upstream: from hyper's server (HTTP/2, `auto`
-/// listeners) or from Membrane's own HTTP/1.1 server.
-pub enum RequestBody {
-    Hyper(hyper::body::Incoming),
-    Native(crate::downstream::BodyReader),
-    Empty,
-}
-
-/// Reading a request body from the client failed.
-#[derive(Debug, thiserror::Error)]
-pub enum RequestBodyError {
-    #[error(transparent)]
-    Hyper(#[from] hyper::Error),
-    #[error(transparent)]
-    Native(#[from] crate::upstream::h1::H1Error),
-}
-
-impl Body for RequestBody {
-    type Data = Bytes;
-    type Error = RequestBodyError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
-        match self.get_mut() {
-            RequestBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            RequestBody::Native(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            RequestBody::Empty => Poll::Ready(None),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            RequestBody::Hyper(b) => b.is_end_stream(),
-            RequestBody::Native(b) => b.is_end_stream(),
-            RequestBody::Empty => true,
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            RequestBody::Hyper(b) => b.size_hint(),
-            RequestBody::Native(b) => b.size_hint(),
-            RequestBody::Empty => SizeHint::with_exact(0),
         }
     }
 }

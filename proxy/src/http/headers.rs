@@ -9,9 +9,7 @@ pub use crate::upstream::forwarding::X_REQUEST_ID;
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// What this proxy adds to `Via` (RFC 9110 §7.6.3).
-pub static VIA_HTTP1: HeaderValue = HeaderValue::from_static("1.1 membrane");
-pub static VIA_HTTP2: HeaderValue = HeaderValue::from_static("2 membrane");
+pub use crate::upstream::forwarding::{VIA_HTTP1, VIA_HTTP2};
 
 /// The protocol of an `Upgrade` request to pass on: the first one the client offers that the
 /// listener allows (lower-case names). `h2c` is never allowed (the config refuses it): after

@@ -5,3 +5,6 @@ pub mod error;
 pub mod headers;
 pub mod phases;
 pub mod service;
+mod upgrade;
+
+pub use upgrade::UpgradeSlot;

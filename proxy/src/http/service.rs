@@ -21,10 +21,10 @@ use super::headers::{self, RequestId, VIA_HTTP1, VIA_HTTP2};
 use super::phases::{self, PolicyNote};
 use crate::access_log::{self, AccessLogTarget};
 use crate::config::UpstreamProtocol;
+use crate::deadline::Deadline;
 use crate::metrics::RouteMetrics;
 use crate::normalize::Normalized;
 use crate::route::RequestView;
-use crate::server::deadline::Deadline;
 use crate::snapshot::{Action, Listener, RouteEntry, Snapshot};
 use crate::tls::peer::PeerTls;
 use crate::upstream::{self, Cluster, Forwarding, UpstreamBody};
@@ -489,7 +489,7 @@ fn outbound<'a>(
     // the 101 is out.
     let downstream_upgrade = req
         .extensions_mut()
-        .remove::<crate::downstream::UpgradeSlot>()
+        .remove::<super::UpgradeSlot>()
         .and_then(|slot| slot.take());
     // A switch to a protocol the listener does not allow goes on as a plain request,
     // without its `Upgrade` (and without the tunnel).

@@ -4,7 +4,6 @@
 
 mod admin;
 mod bind;
-pub mod deadline;
 mod h2_idle;
 mod listeners;
 mod sniff;

@@ -3,16 +3,16 @@
 //! is shared between cores except the config snapshot (read through `ArcSwap`) and a few
 //! atomic counters.
 
-use super::deadline::{Deadline, Timers};
 use super::h2_idle;
 use super::sniff;
 use crate::config::ListenerProtocol;
+use crate::deadline::{Deadline, Timers};
 use crate::downstream::DownStream;
-use crate::downstream::io::TlsStream;
 use crate::http::body::RequestBody;
 use crate::http::service::{self, ConnContext};
 use crate::metrics::TlsListenerMetrics;
 use crate::snapshot::{Listener, Snapshot};
+use crate::stream::TlsStream;
 use crate::tls::failure;
 use crate::tls::peer::PeerTls;
 use crate::tls::server::ServerTls;

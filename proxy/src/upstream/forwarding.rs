@@ -1,10 +1,15 @@
 //! The headers a proxied request gains on its way upstream.
 
+use crate::h1::fields::write_line;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// What this proxy adds to `Via` (RFC 9110 §7.6.3).
+pub static VIA_HTTP1: HeaderValue = HeaderValue::from_static("1.1 membrane");
+pub static VIA_HTTP2: HeaderValue = HeaderValue::from_static("2 membrane");
+
 pub const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 
 /// `x-forwarded-for` gets the client's address appended, `via` this proxy appended,
@@ -88,14 +93,6 @@ impl Forwarding<'_> {
             write_line(out, b"x-forwarded-client-cert", c.as_bytes());
         }
     }
-}
-
-/// Writes one `name: value` header line.
-pub(crate) fn write_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 fn write_joined(out: &mut Vec<u8>, name: &HeaderName, h: &HeaderMap, last: &HeaderValue) {

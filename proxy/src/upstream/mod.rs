@@ -11,11 +11,12 @@ mod tls_http1;
 pub use cluster::{Cluster, ClusterShared, Endpoint};
 pub use forwarding::Forwarding;
 
+use crate::body::{RequestBody, RequestBodyError};
 use crate::config::{LbPolicy, UpstreamProtocol};
-use crate::http::body::{RequestBody, RequestBodyError};
-use crate::server::deadline::Deadline;
+use crate::deadline::Deadline;
+use crate::h1::H1Error;
 use bytes::Bytes;
-use h1::{H1Body, H1Error};
+use h1::{ExchangeError, H1Body};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
@@ -89,14 +90,18 @@ impl UpstreamError {
         }
     }
 
-    fn from_h1(addr: SocketAddr, e: H1Error) -> Self {
+    fn from_h1(addr: SocketAddr, e: ExchangeError) -> Self {
         match e {
-            H1Error::Protocol(reason) => UpstreamError::Protocol { addr, reason },
-            H1Error::RequestBody(e) => UpstreamError::RequestBody(*e),
-            e @ (H1Error::Io(_) | H1Error::ClosedBeforeResponse) => UpstreamError::Reset {
-                addr,
-                reason: e.to_string(),
-            },
+            ExchangeError::Message(H1Error::Protocol(reason)) => {
+                UpstreamError::Protocol { addr, reason }
+            }
+            ExchangeError::RequestBody(e) => UpstreamError::RequestBody(e),
+            ExchangeError::Message(e @ (H1Error::Io(_) | H1Error::ClosedBeforeResponse)) => {
+                UpstreamError::Reset {
+                    addr,
+                    reason: e.to_string(),
+                }
+            }
         }
     }
 }

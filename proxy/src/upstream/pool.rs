@@ -6,8 +6,8 @@
 //! protocol, so two clusters never share a connection.
 
 use super::h1::H1Conn;
+use crate::body::RequestBody;
 use crate::config::UpstreamProtocol;
-use crate::http::body::RequestBody;
 use hyper::client::conn::{http1, http2};
 use rustc_hash::FxHashMap;
 use std::cell::RefCell;

@@ -6,7 +6,7 @@
 
 use super::pool::{self, PoolKey, Sender};
 use super::{Cluster, UpstreamBody, UpstreamError, connection};
-use crate::http::body::RequestBody;
+use crate::body::RequestBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;

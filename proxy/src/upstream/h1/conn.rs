@@ -1,7 +1,9 @@
-use super::H1Error;
+use super::ExchangeError;
 use super::body::H1Body;
-use super::head;
-use crate::http::body::RequestBody;
+use super::encode::encode_request;
+use crate::body::RequestBody;
+use crate::h1::H1Error;
+use crate::h1::response as head;
 use crate::upstream::connect::OpenConnection;
 use crate::upstream::forwarding::Forwarding;
 use crate::upstream::pool::PoolKey;
@@ -70,7 +72,7 @@ impl H1Conn {
 /// A failed exchange, and whether it may be tried again on a new connection: only when
 /// nothing of a response arrived and the request had no body to lose.
 pub struct Failed {
-    pub error: H1Error,
+    pub error: ExchangeError,
     pub retryable: bool,
 }
 
@@ -87,7 +89,7 @@ pub async fn exchange(
 ) -> Result<Response<H1Body>, Failed> {
     let chunked = body.is_some() && !parts.headers.contains_key(header::CONTENT_LENGTH);
     conn.wbuf.clear();
-    head::encode_request(&mut conn.wbuf, parts, fwd, chunked);
+    encode_request(&mut conn.wbuf, parts, fwd, chunked);
     let is_head = parts.method == Method::HEAD;
     let H1Conn {
         stream,
@@ -102,7 +104,7 @@ pub async fn exchange(
         // already, and the request may be tried again.
         if let Err(e) = write_all(stream, wbuf).await {
             return Err(Failed {
-                error: e.into(),
+                error: H1Error::from(e).into(),
                 retryable: true,
             });
         }
@@ -110,16 +112,18 @@ pub async fn exchange(
             read_head(stream, rbuf, scratch, is_head)
                 .await
                 .map_err(|(error, nothing)| Failed {
-                    error,
+                    error: error.into(),
                     retryable: nothing,
                 })?;
         return Ok(H1Body::response(conn, key, *head, true));
     };
-    let fail = |error| Failed {
+    let fail = |error: ExchangeError| Failed {
         error,
         retryable: false,
     };
-    write_all(stream, wbuf).await.map_err(|e| fail(e.into()))?;
+    write_all(stream, wbuf)
+        .await
+        .map_err(|e| fail(H1Error::from(e).into()))?;
     // The futures borrow the connection; they end with this block.
     let (head, sent) = {
         let send = send_body(stream, body, chunked);
@@ -133,7 +137,7 @@ pub async fn exchange(
                 head = &mut recv => break head,
                 done = &mut send, if !sent && !send_failed => match done {
                     Ok(()) => sent = true,
-                    Err(e @ H1Error::RequestBody(_)) => return Err(fail(e)),
+                    Err(e @ ExchangeError::RequestBody(_)) => return Err(fail(e)),
                     // The upstream stopped reading (it may have answered already): keep
                     // waiting for its response.
                     Err(_) => send_failed = true,
@@ -142,7 +146,7 @@ pub async fn exchange(
         };
         (head, sent)
     };
-    let head = head.map_err(|(error, _)| fail(error))?;
+    let head = head.map_err(|(error, _)| fail(error.into()))?;
     // A response before the whole body went out leaves the connection mid-request.
     Ok(H1Body::response(conn, key, *head, sent))
 }
@@ -219,26 +223,30 @@ async fn send_body(
     stream: &TcpStream,
     mut body: RequestBody,
     chunked: bool,
-) -> Result<(), H1Error> {
+) -> Result<(), ExchangeError> {
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| H1Error::RequestBody(Box::new(e)))?;
+        let frame = frame.map_err(ExchangeError::RequestBody)?;
         if let Ok(data) = frame.into_data() {
             if data.is_empty() {
                 continue;
             }
             if chunked {
-                write_all(stream, format!("{:x}\r\n", data.len()).as_bytes()).await?;
-                write_all(stream, &data).await?;
-                write_all(stream, b"\r\n").await?;
+                write_all(stream, format!("{:x}\r\n", data.len()).as_bytes())
+                    .await
+                    .map_err(H1Error::from)?;
+                write_all(stream, &data).await.map_err(H1Error::from)?;
+                write_all(stream, b"\r\n").await.map_err(H1Error::from)?;
             } else {
-                write_all(stream, &data).await?;
+                write_all(stream, &data).await.map_err(H1Error::from)?;
             }
         }
         // Request trailers are dropped: few upstreams accept them and HTTP/1.1 proxies
         // commonly drop them.
     }
     if chunked {
-        write_all(stream, b"0\r\n\r\n").await?;
+        write_all(stream, b"0\r\n\r\n")
+            .await
+            .map_err(H1Error::from)?;
     }
     Ok(())
 }

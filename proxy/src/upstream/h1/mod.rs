@@ -16,24 +16,22 @@
 
 pub(crate) mod body;
 mod conn;
-pub(crate) mod head;
+mod encode;
 
 pub(crate) use conn::exchange;
 
 pub use body::H1Body;
 pub use conn::H1Conn;
 
-use std::io;
+use crate::body::RequestBodyError;
+use crate::h1::H1Error;
 
-/// Why an HTTP/1.1 exchange failed.
+/// Why an exchange on one connection failed: the HTTP/1.1 messages, or the client's request
+/// body that was being sent.
 #[derive(Debug, thiserror::Error)]
-pub enum H1Error {
-    #[error("i/o: {0}")]
-    Io(#[from] io::Error),
-    #[error("the upstream closed the connection before a response")]
-    ClosedBeforeResponse,
-    #[error("invalid response: {0}")]
-    Protocol(&'static str),
+pub enum ExchangeError {
+    #[error(transparent)]
+    Message(#[from] H1Error),
     #[error("reading the request body failed: {0}")]
-    RequestBody(Box<crate::http::body::RequestBodyError>),
+    RequestBody(RequestBodyError),
 }

@@ -1,34 +1,17 @@
-//! Request heads out, response heads in.
+//! Response heads: parsed in place from a connection's read buffer, their framing decided
+//! (RFC 9112 §6.3), hop-by-hop fields left out as they are read.
 
 use super::H1Error;
-use super::body::Framing;
-use crate::upstream::forwarding::{Forwarding, write_line};
+use super::fields::{content_length, ends_chunked, write_line};
+use super::framing::Framing;
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use http::request::Parts;
 use http::response;
 use http::{Response, StatusCode, Version};
 use std::mem::MaybeUninit;
 
 /// Most response headers accepted; more is a protocol error.
 const MAX_HEADERS: usize = 100;
-
-/// Writes `METHOD path HTTP/1.1`, the headers with the forwarding headers applied, the
-/// framing header when the body is chunked, and the blank line.
-pub fn encode_request(out: &mut Vec<u8>, parts: &Parts, fwd: &Forwarding<'_>, chunked: bool) {
-    out.extend_from_slice(parts.method.as_str().as_bytes());
-    out.push(b' ');
-    match parts.uri.path_and_query() {
-        Some(pq) if !pq.as_str().is_empty() => out.extend_from_slice(pq.as_str().as_bytes()),
-        _ => out.push(b'/'),
-    }
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    fwd.encode_headers(&parts.headers, out);
-    if chunked {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-}
 
 /// A parsed response head.
 pub enum Parsed {
@@ -245,22 +228,6 @@ fn parse_length(raw: &[u8]) -> Result<u64, H1Error> {
     content_length(raw).ok_or(H1Error::Protocol("invalid content-length"))
 }
 
-/// Whether a Transfer-Encoding value's final coding is chunked. Shared by the server and
-/// the client.
-pub(crate) fn ends_chunked(raw: &[u8]) -> bool {
-    let last = raw.rsplit(|&b| b == b',').next().unwrap_or(&[]);
-    last.trim_ascii().eq_ignore_ascii_case(b"chunked")
-}
-
-/// A Content-Length value: digits only (no sign, no spaces), at most 19 of them so the sum
-/// cannot overflow. Shared by the server and the client.
-pub(crate) fn content_length(raw: &[u8]) -> Option<u64> {
-    if raw.is_empty() || raw.len() > 19 || !raw.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(raw.iter().fold(0u64, |n, d| n * 10 + (d - b'0') as u64))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,40 +347,5 @@ mod tests {
             let mut b = BytesMut::from(&input[..]);
             let _ = parse_response(&mut b, &mut Vec::new(), rng.bool());
         }
-    }
-
-    #[test]
-    fn request_heads_are_encoded_with_framing() {
-        let (mut parts, ()) = http::Request::post("/a?b=1")
-            .header("host", "x")
-            .body(())
-            .unwrap()
-            .into_parts();
-        static CLIENT: HeaderValue = HeaderValue::from_static("10.1.1.1");
-        static PROTO: HeaderValue = HeaderValue::from_static("http");
-        let fwd = Forwarding {
-            client_ip: &CLIENT,
-            via: &crate::http::headers::VIA_HTTP1,
-            proto: Some(&PROTO),
-            request_id: None,
-            client_cert: None,
-        };
-        let mut out = Vec::new();
-        encode_request(&mut out, &parts, &fwd, true);
-        let fwd_lines =
-            "x-forwarded-for: 10.1.1.1\r\nvia: 1.1 membrane\r\nx-forwarded-proto: http\r\n";
-        assert_eq!(
-            String::from_utf8(out.clone()).unwrap(),
-            format!(
-                "POST /a?b=1 HTTP/1.1\r\nhost: x\r\n{fwd_lines}transfer-encoding: chunked\r\n\r\n"
-            )
-        );
-        parts.uri = http::Uri::from_static("http://h");
-        out.clear();
-        encode_request(&mut out, &parts, &fwd, false);
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            format!("POST / HTTP/1.1\r\nhost: x\r\n{fwd_lines}\r\n")
-        );
     }
 }

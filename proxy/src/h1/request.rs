@@ -1,6 +1,6 @@
 //! Request heads: parsed in place from the connection's read buffer.
 
-use crate::upstream::h1::body::Framing;
+use crate::h1::framing::Framing;
 use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Uri, Version};
@@ -96,7 +96,7 @@ pub fn parse_request(
             }
             length = Some(len);
         } else if name == header::TRANSFER_ENCODING {
-            chunked = Some(crate::upstream::h1::head::ends_chunked(raw));
+            chunked = Some(crate::h1::fields::ends_chunked(raw));
         } else if name == header::CONNECTION {
             for token in raw.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 close |= token.eq_ignore_ascii_case(b"close");
@@ -158,8 +158,7 @@ pub fn parse_request(
 }
 
 fn parse_length(raw: &[u8]) -> Result<u64, HeadError> {
-    crate::upstream::h1::head::content_length(raw)
-        .ok_or(HeadError::Malformed("invalid content-length"))
+    crate::h1::fields::content_length(raw).ok_or(HeadError::Malformed("invalid content-length"))
 }
 
 #[cfg(test)]

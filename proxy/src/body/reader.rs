@@ -1,8 +1,8 @@
 //! A request body read from a downstream HTTP/1.1 connection while the request is proxied.
 
-use super::io::DownRead;
-use crate::upstream::h1::H1Error;
-use crate::upstream::h1::body::{Framing, Source, Step, poll_decode};
+use crate::h1::H1Error;
+use crate::h1::framing::{Framing, Source, Step, poll_decode};
+use crate::stream::DownRead;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use std::future::Future;
@@ -38,7 +38,7 @@ impl Source for ReadSide {
 /// The body handed to the proxy; shares the read side with the connection loop (the lock is
 /// uncontended: one task per connection, or hyper's HTTP/2 body pipe while it streams).
 pub struct BodyReader {
-    pub(super) side: Arc<Mutex<Option<ReadSide>>>,
+    pub side: Arc<Mutex<Option<ReadSide>>>,
 }
 
 impl BodyReader {
