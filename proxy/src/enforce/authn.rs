@@ -2,6 +2,7 @@
 //! token was verified before), and say why not when it fails.
 
 use super::jwks::ProviderKeys;
+use super::metrics::JwtResult;
 use crate::config::TokenSource;
 use http::{HeaderMap, HeaderName, header};
 use membrane_policy::jwt::{self, Claims, JwtError, Validation};
@@ -31,21 +32,6 @@ fn single<K: http::header::AsHeaderName>(
     Ok(first.and_then(|v| v.to_str().ok()))
 }
 
-/// Every failure reason counted in `membrane_jwt_validations_total`.
-pub const REASONS: &[&str] = &[
-    "missing",
-    "malformed",
-    "algorithm",
-    "crit",
-    "unknown_key",
-    "signature",
-    "expired",
-    "not_yet_valid",
-    "issuer",
-    "audience",
-    "claims",
-];
-
 /// Why a request was not authenticated.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthnError {
@@ -57,20 +43,24 @@ pub enum AuthnError {
 
 impl AuthnError {
     /// The bounded reason label for metrics.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> JwtResult {
         match self {
-            AuthnError::Missing => "missing",
+            AuthnError::Missing => JwtResult::Missing,
             AuthnError::Invalid(e) => match e {
-                JwtError::Malformed(_) | JwtError::TooLong | JwtError::Payload => "malformed",
-                JwtError::AlgNone | JwtError::Hmac(_) | JwtError::UnsupportedAlg(_) => "algorithm",
-                JwtError::Crit(_) => "crit",
-                JwtError::UnknownKid(_) | JwtError::NoKey(_) => "unknown_key",
-                JwtError::BadSignature => "signature",
-                JwtError::Expired => "expired",
-                JwtError::NotYetValid | JwtError::IssuedInFuture => "not_yet_valid",
-                JwtError::Issuer => "issuer",
-                JwtError::Audience => "audience",
-                JwtError::MissingClaim(_) | JwtError::ClaimType(_) => "claims",
+                JwtError::Malformed(_) | JwtError::TooLong | JwtError::Payload => {
+                    JwtResult::Malformed
+                }
+                JwtError::AlgNone | JwtError::Hmac(_) | JwtError::UnsupportedAlg(_) => {
+                    JwtResult::Algorithm
+                }
+                JwtError::Crit(_) => JwtResult::Crit,
+                JwtError::UnknownKid(_) | JwtError::NoKey(_) => JwtResult::UnknownKey,
+                JwtError::BadSignature => JwtResult::Signature,
+                JwtError::Expired => JwtResult::Expired,
+                JwtError::NotYetValid | JwtError::IssuedInFuture => JwtResult::NotYetValid,
+                JwtError::Issuer => JwtResult::Issuer,
+                JwtError::Audience => JwtResult::Audience,
+                JwtError::MissingClaim(_) | JwtError::ClaimType(_) => JwtResult::Claims,
             },
         }
     }
@@ -120,13 +110,13 @@ impl JwtProvider {
         let now = super::unix_now();
         let keys = &self.keys;
         if let Some(c) = keys.cache.get(token, now) {
-            keys.metrics.cached.inc();
+            keys.metrics.count(JwtResult::Cached);
             return Ok(c);
         }
         let set = keys.current();
         match jwt::verify(token, &set, &self.validation, now) {
             Ok(claims) => {
-                keys.metrics.verified.inc();
+                keys.metrics.count(JwtResult::Verified);
                 let claims = Arc::new(claims);
                 keys.cache
                     .insert(token, claims.clone(), now, self.validation.leeway);
@@ -137,7 +127,7 @@ impl JwtProvider {
                     keys.unknown_kid();
                 }
                 let e = AuthnError::Invalid(e);
-                keys.metrics.failed(e.reason());
+                keys.metrics.count(e.reason());
                 Err(e)
             }
         }

@@ -1,6 +1,6 @@
 //! A listener's authorization policy with a counter for each way it can decide.
 
-use crate::metrics::AuthzCounters;
+use super::metrics::AuthzCounters;
 use http::HeaderMap;
 use membrane_policy::authz::{Decision, Effect, Headers, Mode, Policy};
 

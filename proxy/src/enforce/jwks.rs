@@ -10,7 +10,7 @@
 //! at most one fetch per interval. A failed fetch keeps the last good key set. The thread
 //! ends when the provider is dropped from the config.
 
-use crate::metrics::ProviderMetrics;
+use super::metrics::ProviderMetrics;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};

@@ -4,6 +4,7 @@
 pub mod authn;
 pub mod authz;
 pub mod jwks;
+pub mod metrics;
 pub mod ratelimit;
 
 /// Seconds since the Unix epoch, for token times.

@@ -8,6 +8,7 @@ use super::service::ConnContext;
 use crate::config::RateKeyConfig;
 use crate::enforce::authn::AuthnError;
 use crate::enforce::authz::HeaderView;
+use crate::enforce::metrics::JwtResult;
 use crate::route::RequestView;
 use crate::snapshot::{Listener, RouteEntry, RouteJwt};
 use http::{HeaderMap, HeaderValue};
@@ -36,7 +37,7 @@ pub fn authenticate(
     let claims = match j.provider.token(headers).map_err(ProxyError::BadRequest)? {
         None if !j.required => None,
         None => {
-            j.provider.keys.metrics.failed("missing");
+            j.provider.keys.metrics.count(JwtResult::Missing);
             return Err(ProxyError::Unauthorized(AuthnError::Missing));
         }
         Some(token) => Some(j.provider.verify(token).map_err(ProxyError::Unauthorized)?),

@@ -10,10 +10,10 @@ use crate::deadline::{Deadline, Timers};
 use crate::downstream::DownStream;
 use crate::http::body::RequestBody;
 use crate::http::service::{self, ConnContext};
-use crate::metrics::TlsListenerMetrics;
 use crate::snapshot::{Listener, Snapshot};
 use crate::stream::TlsStream;
 use crate::tls::failure;
+use crate::tls::metrics::TlsListenerMetrics;
 use crate::tls::peer::PeerTls;
 use crate::tls::server::ServerTls;
 use arc_swap::ArcSwap;
@@ -282,13 +282,13 @@ async fn handshake(
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
     let s = match tokio::time::timeout(tls.handshake_timeout, acceptor.accept(stream)).await {
         Err(_) => {
-            m.handshake_failed("timeout");
+            m.handshake_failed(failure::Reason::Timeout);
             return None;
         }
         Ok(Err(e)) => {
             let reason = failure::reason(&e);
             m.handshake_failed(reason);
-            tracing::debug!(%reason, error = %e, "TLS handshake failed");
+            tracing::debug!(reason = reason.as_str(), error = %e, "TLS handshake failed");
             return None;
         }
         Ok(Ok(s)) => s,

@@ -70,7 +70,7 @@ pub struct Listener {
     pub inspected_headers: Box<[HeaderName]>,
     /// TLS termination; `None` for plain TCP.
     pub tls: Option<Arc<ServerTls>>,
-    pub tls_metrics: Option<crate::metrics::TlsListenerMetrics>,
+    pub tls_metrics: Option<crate::tls::metrics::TlsListenerMetrics>,
     pub authz: Option<crate::enforce::authz::ListenerAuthz>,
     pub access_log: crate::access_log::AccessLogTarget,
     pub routes: RouteTable<RouteEntry>,
@@ -200,11 +200,15 @@ pub fn compile(
 impl Snapshot {
     /// Every loaded certificate as (owner, label, not-after in Unix seconds), for the
     /// expiry gauges.
-    pub fn certificates(&self) -> Vec<(String, String, i64)> {
+    pub fn certificates(&self) -> Vec<crate::tls::metrics::CertExpiry> {
         let mut out = Vec::new();
         let mut add = |owner: String, infos: &[crate::tls::cert_info::CertInfo]| {
             for i in infos {
-                out.push((owner.clone(), i.label(), i.not_after));
+                out.push(crate::tls::metrics::CertExpiry {
+                    owner: owner.clone(),
+                    certificate: i.label(),
+                    not_after: i.not_after,
+                });
             }
         };
         for (name, l) in &self.listeners {

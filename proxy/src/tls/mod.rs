@@ -15,6 +15,7 @@ pub mod client;
 pub mod devca;
 pub mod failure;
 pub mod material;
+pub mod metrics;
 pub mod peer;
 pub mod server;
 pub mod svid;

@@ -1,5 +1,5 @@
+use super::metrics::ClusterMetrics;
 use crate::config::{LbPolicy, UpstreamProtocol};
-use crate::metrics::ClusterMetrics;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -1,6 +1,7 @@
 use super::UpstreamError;
 use super::cluster::{Cluster, ClusterShared};
 use super::h1::H1Conn;
+use super::metrics::ConnectFailure;
 use super::pool::{self, PoolKey, Sender};
 use crate::body::RequestBody;
 use crate::config::UpstreamProtocol;
@@ -56,15 +57,15 @@ async fn connect_tcp(
     let after = cluster.connect_timeout;
     let stream = match tokio::time::timeout(after, TcpStream::connect(addr)).await {
         Err(_) => {
-            cluster.metrics.connect_timeout.inc();
+            cluster.metrics.connect_failed(ConnectFailure::Timeout);
             return Err(UpstreamError::ConnectTimeout { addr, after });
         }
         Ok(Err(e)) if e.kind() == ErrorKind::ConnectionRefused => {
-            cluster.metrics.connect_refused.inc();
+            cluster.metrics.connect_failed(ConnectFailure::Refused);
             return Err(UpstreamError::ConnectRefused { addr });
         }
         Ok(Err(source)) => {
-            cluster.metrics.connect_other.inc();
+            cluster.metrics.connect_failed(ConnectFailure::Other);
             return Err(UpstreamError::Connect { addr, source });
         }
         Ok(Ok(s)) => s,
@@ -133,11 +134,11 @@ async fn connect_tls(
     let after = cluster.connect_timeout;
     match tokio::time::timeout(after, connector.connect(tls.server_name.clone(), stream)).await {
         Err(_) => {
-            cluster.metrics.connect_timeout.inc();
+            cluster.metrics.connect_failed(ConnectFailure::Timeout);
             Err(UpstreamError::ConnectTimeout { addr, after })
         }
         Ok(Err(e)) => {
-            cluster.metrics.connect_tls.inc();
+            cluster.metrics.connect_failed(ConnectFailure::Tls);
             tracing::debug!(%addr, error = %e, "upstream TLS handshake failed");
             Err(UpstreamError::Tls {
                 addr,

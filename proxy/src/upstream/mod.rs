@@ -5,6 +5,7 @@ mod cluster;
 mod connect;
 pub mod forwarding;
 pub mod h1;
+pub mod metrics;
 pub mod pool;
 mod tls_http1;
 

@@ -1,0 +1,278 @@
+//! Prometheus metrics. Every label set is bounded by the config (listener, route and cluster
+//! names) or by an enum of fixed values (`label`), never by request data.
+//!
+//! Each subsystem defines and registers its own families (`tls::metrics`,
+//! `upstream::metrics`, `enforce::metrics`); this module holds the registry, the request
+//! and server families, and hands the subsystems' out. The request path never touches a
+//! lock: counters for each route are looked up once, when a config generation is compiled,
+//! and kept on the route.
+
+mod histogram;
+pub mod label;
+
+pub use histogram::LatencyHistogram;
+pub use label::{Outcome, StatusClass};
+
+use crate::enforce::metrics::{AuthzCounters, PolicyFamilies, ProviderMetrics};
+use crate::tls::metrics::{CertExpiry, TlsFamilies, TlsListenerMetrics};
+use crate::upstream::metrics::{ClusterMetrics, UpstreamFamilies};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    listener: String,
+    route: String,
+    cluster: String,
+    status_class: StatusClass,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: Outcome,
+}
+
+/// All of the proxy's metrics and the registry that exposes them.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: Family<ListenerLabels, LatencyHistogram>,
+    downstream_active: Family<ListenerLabels, Gauge>,
+    downstream_total: Family<ListenerLabels, Counter>,
+    reloads: Family<ResultLabels, Counter>,
+    generation: Gauge,
+    tls: TlsFamilies,
+    upstream: UpstreamFamilies,
+    policy: PolicyFamilies,
+    /// Handed to the access log writers.
+    pub access_log_dropped: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("membrane");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests answered, by listener, route, cluster and status class",
+            requests.clone(),
+        );
+        let request_duration = Family::<ListenerLabels, LatencyHistogram>::new_with_constructor(
+            LatencyHistogram::default as fn() -> LatencyHistogram,
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from request headers received to response headers sent",
+            request_duration.clone(),
+        );
+        let downstream_active = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "downstream_connections_active",
+            "Open downstream connections, by listener",
+            downstream_active.clone(),
+        );
+        let downstream_total = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "downstream_connections",
+            "Downstream connections accepted, by listener",
+            downstream_total.clone(),
+        );
+        let reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Configuration loads, by result (ok, failed)",
+            reloads.clone(),
+        );
+        let generation = Gauge::default();
+        registry.register(
+            "config_generation",
+            "Generation number of the configuration now serving",
+            generation.clone(),
+        );
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "access_log_dropped",
+            "Access log lines dropped because the writer fell behind",
+            access_log_dropped.clone(),
+        );
+        let tls = TlsFamilies::register(&mut registry);
+        let upstream = UpstreamFamilies::register(&mut registry);
+        let policy = PolicyFamilies::register(&mut registry);
+        Self {
+            registry,
+            requests,
+            request_duration,
+            downstream_active,
+            downstream_total,
+            reloads,
+            generation,
+            tls,
+            upstream,
+            policy,
+            access_log_dropped,
+        }
+    }
+
+    /// The OpenMetrics text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8192);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Counters for one route (or for a listener's unrouted requests), one per status class.
+    pub fn route(&self, listener: &str, route: &str, cluster: &str) -> RouteMetrics {
+        RouteMetrics {
+            route: route.into(),
+            cluster: cluster.into(),
+            by_class: StatusClass::ALL.map(|status_class| {
+                self.requests
+                    .get_or_create(&RequestLabels {
+                        listener: listener.to_owned(),
+                        route: route.to_owned(),
+                        cluster: cluster.to_owned(),
+                        status_class,
+                    })
+                    .clone()
+            }),
+            duration: self
+                .request_duration
+                .get_or_create(&ListenerLabels {
+                    listener: listener.to_owned(),
+                })
+                .clone(),
+        }
+    }
+
+    pub fn listener(&self, listener: &str) -> ListenerMetrics {
+        let l = ListenerLabels {
+            listener: listener.to_owned(),
+        };
+        ListenerMetrics {
+            active: self.downstream_active.get_or_create(&l).clone(),
+            accepted: self.downstream_total.get_or_create(&l).clone(),
+            access_log_dropped: self.access_log_dropped.clone(),
+        }
+    }
+
+    pub fn cluster(&self, cluster: &str) -> ClusterMetrics {
+        self.upstream.cluster(cluster)
+    }
+
+    pub fn listener_tls(&self, listener: &str) -> TlsListenerMetrics {
+        self.tls.listener(listener)
+    }
+
+    pub fn provider(&self, provider: &str) -> ProviderMetrics {
+        self.policy.provider(provider)
+    }
+
+    pub fn authz(&self, policy: &membrane_policy::authz::Policy) -> AuthzCounters {
+        self.policy.authz(policy)
+    }
+
+    pub fn rate_limit(&self, listener: &str, route: &str) -> (Counter, Counter) {
+        self.policy.rate_limit(listener, route)
+    }
+
+    /// Sets the certificate expiry gauges to the generation now serving.
+    pub fn set_cert_expiry(&self, certs: &[CertExpiry], now: i64) {
+        self.tls.set_cert_expiry(certs, now);
+    }
+
+    pub fn reload(&self, ok: bool) {
+        let result = if ok { Outcome::Ok } else { Outcome::Failed };
+        self.reloads.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    pub fn set_generation(&self, g: u64) {
+        self.generation.set(g as i64);
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteMetrics {
+    /// The route's and cluster's names (empty when none), for the access log.
+    pub route: Arc<str>,
+    pub cluster: Arc<str>,
+    by_class: [Counter; 5],
+    duration: LatencyHistogram,
+}
+
+impl RouteMetrics {
+    #[inline]
+    pub fn record(&self, status: http::StatusCode, elapsed: Duration) {
+        let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
+        self.by_class[class].inc();
+        self.duration.observe(elapsed);
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerMetrics {
+    pub active: Gauge,
+    pub accepted: Counter,
+    pub access_log_dropped: Counter,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_counters_and_histogram_show_in_the_exposition() {
+        let m = Metrics::new();
+        let r = m.route("main", "api", "backend");
+        r.record(http::StatusCode::OK, Duration::from_millis(3));
+        r.record(http::StatusCode::BAD_GATEWAY, Duration::from_millis(30));
+        m.reload(true);
+        let text = m.encode();
+        assert!(text.contains(
+            r#"membrane_requests_total{listener="main",route="api",cluster="backend",status_class="2xx"} 1"#
+        ), "{text}");
+        assert!(
+            text.contains(r#"membrane_request_duration_seconds_count{listener="main"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"membrane_request_duration_seconds_bucket{le="0.005",listener="main"} 1"#
+            ) || text.contains(
+                r#"membrane_request_duration_seconds_bucket{listener="main",le="0.005"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"membrane_config_reloads_total{result="ok"} 1"#),
+            "{text}"
+        );
+        // The top bucket is `+Inf` and holds every observation, as `histogram_quantile`
+        // needs.
+        let inf = text
+            .lines()
+            .find(|l| {
+                l.starts_with("membrane_request_duration_seconds_bucket")
+                    && l.contains("le=\"+Inf\"")
+            })
+            .unwrap_or_else(|| panic!("no +Inf bucket: {text}"));
+        assert!(inf.ends_with(" 2"), "{inf}");
+        assert!(!text.contains("1.7976931348623157e308"), "{text}");
+    }
+}
