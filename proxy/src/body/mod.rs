@@ -12,9 +12,11 @@ use std::task::{Context, Poll};
 
 /// The body of a request on its way upstream: from hyper's server (HTTP/2, `auto`
 /// listeners) or from Membrane's own HTTP/1.1 server.
+#[derive(Default)]
 pub enum RequestBody {
     Hyper(hyper::body::Incoming),
     Native(BodyReader),
+    #[default]
     Empty,
 }
 

@@ -36,6 +36,43 @@ pub struct Endpoint {
     pub active: AtomicUsize,
 }
 
+/// Which connections are interchangeable: of one cluster (its reload-stable id), to one
+/// endpoint, in one protocol, made with one TLS identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub cluster: u64,
+    pub addr: SocketAddr,
+    pub protocol: UpstreamProtocol,
+    /// The cluster's TLS fingerprint (0 for plain TCP): connections made with one client
+    /// identity or one set of server checks never serve another.
+    pub tls: u64,
+}
+
+/// Counts an open upstream connection against its cluster's limit until dropped.
+#[derive(Debug)]
+pub struct OpenConnection {
+    pub(super) shared: Arc<ClusterShared>,
+    pub(super) gauge: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+        self.gauge.dec();
+    }
+}
+
+#[cfg(test)]
+impl OpenConnection {
+    /// An open-connection record for tests that build connections by hand.
+    pub(crate) fn for_test() -> Self {
+        OpenConnection {
+            shared: ClusterShared::new(),
+            gauge: Default::default(),
+        }
+    }
+}
+
 /// Per-cluster state that outlives a config generation.
 #[derive(Debug)]
 pub struct ClusterShared {

@@ -1,32 +1,17 @@
 use super::UpstreamError;
-use super::cluster::{Cluster, ClusterShared};
+use super::cluster::{Cluster, OpenConnection, PoolKey};
 use super::h1::H1Conn;
 use super::metrics::ConnectFailure;
-use super::pool::{self, PoolKey, Sender};
+use super::pool::{self, Sender};
 use crate::body::RequestBody;
 use crate::config::UpstreamProtocol;
 use crate::tls::client::ClientTls;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use prometheus_client::metrics::gauge::Gauge;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::net::TcpStream;
-
-/// Counts an open upstream connection against its cluster's limit until dropped.
-pub(crate) struct OpenConnection {
-    shared: Arc<ClusterShared>,
-    gauge: Gauge,
-}
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
-        self.gauge.dec();
-    }
-}
 
 /// Opens a TCP connection to one endpoint of `cluster`, counted against its limit.
 async fn connect_tcp(
@@ -184,17 +169,6 @@ pub(super) async fn open_upgrade(
         .map_err(|source| UpstreamError::Handshake { addr, source })?;
     spawn_conn(addr, guard, conn.with_upgrades());
     Ok(sender)
-}
-
-#[cfg(test)]
-impl OpenConnection {
-    /// An open-connection record for tests that build connections by hand.
-    pub(crate) fn for_test() -> Self {
-        OpenConnection {
-            shared: ClusterShared::new(),
-            gauge: Gauge::default(),
-        }
-    }
 }
 
 /// hyper's HTTP/2 client with receive windows small enough that an upstream answering

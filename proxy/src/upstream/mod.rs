@@ -3,6 +3,7 @@
 
 mod cluster;
 mod connect;
+mod exchange;
 pub mod forwarding;
 pub mod h1;
 pub mod metrics;
@@ -13,15 +14,15 @@ pub use cluster::{Cluster, ClusterShared, Endpoint};
 pub use forwarding::Forwarding;
 
 use crate::body::{RequestBody, RequestBodyError};
-use crate::config::{LbPolicy, UpstreamProtocol};
+use crate::config::LbPolicy;
 use crate::deadline::Deadline;
 use crate::h1::H1Error;
 use bytes::Bytes;
-use h1::{ExchangeError, H1Body};
+use h1::H1Body;
 use http_body::{Body, Frame, SizeHint};
+use hyper::Response;
 use hyper::body::Incoming;
-use hyper::{Request, Response};
-use pool::{PoolKey, Sender};
+use pool::PoolKey;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -88,21 +89,6 @@ impl UpstreamError {
             }
             UpstreamError::Protocol { .. } => "the upstream sent an invalid response",
             UpstreamError::RequestBody(_) => "reading the request body failed",
-        }
-    }
-
-    fn from_h1(addr: SocketAddr, e: ExchangeError) -> Self {
-        match e {
-            ExchangeError::Message(H1Error::Protocol(reason)) => {
-                UpstreamError::Protocol { addr, reason }
-            }
-            ExchangeError::RequestBody(e) => UpstreamError::RequestBody(e),
-            ExchangeError::Message(e @ (H1Error::Io(_) | H1Error::ClosedBeforeResponse)) => {
-                UpstreamError::Reset {
-                    addr,
-                    reason: e.to_string(),
-                }
-            }
         }
     }
 }
@@ -230,16 +216,9 @@ pub async fn send(
         }
         None => Bound::Timer(Box::pin(tokio::time::sleep(timeout))),
     };
-    let sent =
-        if out.upgrade || cluster.protocol == UpstreamProtocol::Http2 || cluster.tls.is_some() {
-            let mut f = Box::pin(exchange_hyper(cluster, key, out));
-            std::future::poll_fn(|cx| bound.poll_within(f.as_mut(), cx)).await
-        } else {
-            let body = (!out.body.is_end_stream()).then_some(out.body);
-            // Pinned where it is made: held once in this future, not moved into a wrapper.
-            let mut f = std::pin::pin!(exchange_http1(cluster, key, &out.parts, &out.fwd, body));
-            std::future::poll_fn(|cx| bound.poll_within(f.as_mut(), cx)).await
-        };
+    // Pinned where it is made: held once in this future, not moved into a wrapper.
+    let mut f = std::pin::pin!(exchange::exchange(cluster, key, out));
+    let sent = std::future::poll_fn(|cx| bound.poll_within(f.as_mut(), cx)).await;
     if let Bound::Coarse(d) = bound {
         d.disarm();
     }
@@ -277,108 +256,4 @@ impl Bound<'_> {
         }
         .map(|()| None)
     }
-}
-
-/// Membrane's HTTP/1.1 client, on a pooled connection if there is one. A pooled connection
-/// may have been closed by the upstream just now: a request without body that got no byte
-/// of response is then tried once more on a new connection; anything else is not retried.
-async fn exchange_http1(
-    cluster: &Cluster,
-    key: PoolKey,
-    parts: &http::request::Parts,
-    fwd: &Forwarding<'_>,
-    body: Option<RequestBody>,
-) -> Result<Response<UpstreamBody>, UpstreamError> {
-    let body = match pool::checkout(&key, cluster.pool_idle_timeout) {
-        Some(Sender::Http1(conn)) => match h1::exchange(conn, key, parts, fwd, body).await {
-            Ok(resp) => return Ok(resp.map(UpstreamBody::Http1)),
-            Err(f) if f.retryable => None,
-            Err(f) => return Err(UpstreamError::from_h1(key.addr, f.error)),
-        },
-        _ => body,
-    };
-    // A new connection. Opening one is boxed (its future is several KiB); the second
-    // exchange shares its place in this future with the first, as they are never both live.
-    let Sender::Http1(conn) = Box::pin(connect::open(cluster, key)).await? else {
-        return Err(UpstreamError::Reset {
-            addr: key.addr,
-            reason: "no usable connection".into(),
-        });
-    };
-    h1::exchange(conn, key, parts, fwd, body)
-        .await
-        .map(|resp| resp.map(UpstreamBody::Http1))
-        .map_err(|f| UpstreamError::from_h1(key.addr, f.error))
-}
-
-/// The exchanges through hyper's clients: upgrades, HTTP/2, HTTP/1.1 over TLS.
-async fn exchange_hyper(
-    cluster: &Cluster,
-    key: PoolKey,
-    out: Outbound<'_>,
-) -> Result<Response<UpstreamBody>, UpstreamError> {
-    let addr = key.addr;
-    let mut req = Request::from_parts(out.parts, out.body);
-    out.fwd.apply(req.headers_mut());
-    if out.upgrade {
-        let mut sender = connect::open_upgrade(cluster, addr).await?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|source| UpstreamError::Exchange { addr, source })?;
-        return Ok(resp.map(UpstreamBody::Hyper));
-    }
-    match cluster.protocol {
-        UpstreamProtocol::Http2 => exchange_http2(cluster, key, req).await,
-        UpstreamProtocol::Http1 => tls_http1::exchange(cluster, key, req).await,
-    }
-}
-
-async fn exchange_http2(
-    cluster: &Cluster,
-    key: PoolKey,
-    mut req: Request<RequestBody>,
-) -> Result<Response<UpstreamBody>, UpstreamError> {
-    let addr = key.addr;
-    // As for HTTP/1.1: a request that was not sent on a pooled connection is retried once.
-    for attempt in 0..2 {
-        let (sender, reused) = connection(cluster, key, attempt).await?;
-        let Sender::Http2(mut sender) = sender else {
-            break;
-        };
-        if sender.ready().await.is_err() && reused {
-            continue;
-        }
-        match sender.try_send_request(req).await {
-            Ok(resp) => return Ok(resp.map(UpstreamBody::Hyper)),
-            Err(mut e) => match e.take_message() {
-                Some(unsent) if reused => req = unsent,
-                _ => {
-                    return Err(UpstreamError::Exchange {
-                        addr,
-                        source: e.into_error(),
-                    });
-                }
-            },
-        }
-    }
-    Err(UpstreamError::Reset {
-        addr,
-        reason: "no usable connection".into(),
-    })
-}
-
-/// A connection for `key`: from this worker's pool on the first attempt, new otherwise (a
-/// retry never reuses). The flag says whether it came from the pool.
-async fn connection(
-    cluster: &Cluster,
-    key: PoolKey,
-    attempt: u32,
-) -> Result<(Sender, bool), UpstreamError> {
-    if attempt == 0
-        && let Some(pooled) = pool::checkout(&key, cluster.pool_idle_timeout)
-    {
-        return Ok((pooled, true));
-    }
-    Ok((connect::open(cluster, key).await?, false))
 }

@@ -5,27 +5,16 @@
 //! `Vec` push or pop. Connections are keyed by cluster (its reload-stable id), endpoint and
 //! protocol, so two clusters never share a connection.
 
+pub use super::cluster::PoolKey;
 use super::h1::H1Conn;
 use crate::body::RequestBody;
-use crate::config::UpstreamProtocol;
 use hyper::client::conn::{http1, http2};
 use rustc_hash::FxHashMap;
 use std::cell::RefCell;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Most idle HTTP/1.1 connections kept per key and worker; more are closed.
 const MAX_IDLE_PER_KEY: usize = 256;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PoolKey {
-    pub cluster: u64,
-    pub addr: SocketAddr,
-    pub protocol: UpstreamProtocol,
-    /// The cluster's TLS fingerprint (0 for plain TCP): connections made with one client
-    /// identity or one set of server checks never serve another.
-    pub tls: u64,
-}
 
 pub enum Sender {
     /// Membrane's own HTTP/1.1 client connection: one request at a time. Boxed, so that the
@@ -98,6 +87,12 @@ pub fn checkin(key: PoolKey, sender: Sender) {
             });
         }
     });
+}
+
+/// Gives back an HTTP/1.1 connection whose response has been read to its end (the hand-back
+/// Membrane's own client's bodies are given, so that they need not know the pool).
+pub fn checkin_http1(key: PoolKey, conn: Box<H1Conn>) {
+    checkin(key, Sender::Http1(conn));
 }
 
 /// Registers a new HTTP/2 connection so later requests on this worker share it.

@@ -1,17 +1,15 @@
-//! HTTP/1.1 to TLS upstreams, with hyper's client. (Membrane's own HTTP/1.1 client reads and
+//! The response body of HTTP/1.1 to TLS upstreams, with hyper's client. (Membrane's own HTTP/1.1 client reads and
 //! writes one TCP socket through shared references, full duplex; a TLS session cannot be
 //! shared that way, and upstream TLS is not on the path the speed targets measure.)
 //! The connection goes back to this worker's pool when the response body has been read to
 //! its end; a body dropped early takes its connection with it.
 
 use super::pool::{self, PoolKey, Sender};
-use super::{Cluster, UpstreamBody, UpstreamError, connection};
 use crate::body::RequestBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
-use hyper::{Request, Response};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -21,6 +19,23 @@ pub struct PooledBody {
 }
 
 impl PooledBody {
+    /// The body of a response on `sender`'s connection, which goes back to the pool under
+    /// `key` once the body has ended.
+    pub(super) fn new(
+        body: Incoming,
+        key: PoolKey,
+        sender: http1::SendRequest<RequestBody>,
+    ) -> Self {
+        let mut b = Self {
+            body,
+            back: Some((key, sender)),
+        };
+        if b.body.is_end_stream() {
+            b.finish();
+        }
+        b
+    }
+
     fn finish(&mut self) {
         if let Some((key, sender)) = self.back.take() {
             pool::checkin(key, Sender::Tls1(sender));
@@ -53,48 +68,4 @@ impl Body for PooledBody {
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
     }
-}
-
-pub(super) async fn exchange(
-    cluster: &Cluster,
-    key: PoolKey,
-    mut req: Request<RequestBody>,
-) -> Result<Response<UpstreamBody>, UpstreamError> {
-    let addr = key.addr;
-    // As for the other clients: a request not sent on a pooled connection is retried once.
-    for attempt in 0..2 {
-        let (sender, reused) = connection(cluster, key, attempt).await?;
-        let Sender::Tls1(mut sender) = sender else {
-            break;
-        };
-        if sender.ready().await.is_err() && reused {
-            continue;
-        }
-        match sender.try_send_request(req).await {
-            Ok(resp) => {
-                let (parts, body) = resp.into_parts();
-                let mut body = PooledBody {
-                    body,
-                    back: Some((key, sender)),
-                };
-                if body.body.is_end_stream() {
-                    body.finish();
-                }
-                return Ok(Response::from_parts(parts, UpstreamBody::Tls1(body)));
-            }
-            Err(mut e) => match e.take_message() {
-                Some(unsent) if reused => req = unsent,
-                _ => {
-                    return Err(UpstreamError::Exchange {
-                        addr,
-                        source: e.into_error(),
-                    });
-                }
-            },
-        }
-    }
-    Err(UpstreamError::Reset {
-        addr,
-        reason: "no usable connection".into(),
-    })
 }

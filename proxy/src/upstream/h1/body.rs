@@ -4,11 +4,14 @@ use super::conn::H1Conn;
 use crate::h1::H1Error;
 use crate::h1::framing::{Framing, Source, Step, poll_decode};
 use crate::h1::response::{FinalHead, Positions, RawFields};
-use crate::upstream::pool::{self, PoolKey, Sender};
+use crate::upstream::cluster::PoolKey;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+
+/// Takes a connection back for reuse.
+pub type GiveBack = fn(PoolKey, Box<H1Conn>);
 
 /// A response body streamed from an upstream HTTP/1.1 connection. Once read to its end, the
 /// connection goes back to this worker's pool if it can carry another request; dropped
@@ -16,6 +19,8 @@ use std::task::{Context, Poll, ready};
 pub struct H1Body {
     conn: Option<Box<H1Conn>>,
     key: PoolKey,
+    /// Where a connection goes once its response is read to its end (the worker's pool).
+    give_back: GiveBack,
     framing: Framing,
     keep_alive: bool,
     /// The response's end-to-end header fields, as bytes of its head.
@@ -29,6 +34,7 @@ impl H1Body {
     pub(super) fn response(
         mut conn: Box<H1Conn>,
         key: PoolKey,
+        give_back: GiveBack,
         head: FinalHead,
         reusable: bool,
     ) -> http::Response<Self> {
@@ -42,6 +48,7 @@ impl H1Body {
         let body = Self {
             conn: Some(conn),
             key,
+            give_back,
             framing,
             keep_alive: keep_alive && reusable,
             fields,
@@ -75,7 +82,7 @@ impl H1Body {
             // The positions vector goes back to serve the connection's next response.
             conn.scratch = std::mem::take(&mut self.positions);
             conn.forget_readiness();
-            pool::checkin(self.key, Sender::Http1(conn));
+            (self.give_back)(self.key, conn);
         }
     }
 
@@ -152,7 +159,7 @@ mod tests {
     use super::*;
 
     use crate::config::UpstreamProtocol;
-    use crate::upstream::connect::OpenConnection;
+    use crate::upstream::cluster::OpenConnection;
     use http_body_util::BodyExt;
     use tokio::io::AsyncWriteExt;
 
@@ -221,7 +228,7 @@ mod tests {
                     has_length: false,
                 },
             };
-            let body = H1Body::response(conn, key, head, true).into_body();
+            let body = H1Body::response(conn, key, |_, _| {}, head, true).into_body();
             let collected = body
                 .collect()
                 .await

@@ -1,12 +1,11 @@
 use super::ExchangeError;
-use super::body::H1Body;
+use super::body::{GiveBack, H1Body};
 use super::encode::encode_request;
 use crate::body::RequestBody;
 use crate::h1::H1Error;
 use crate::h1::response as head;
-use crate::upstream::connect::OpenConnection;
+use crate::upstream::cluster::{OpenConnection, PoolKey};
 use crate::upstream::forwarding::Forwarding;
-use crate::upstream::pool::PoolKey;
 use bytes::BytesMut;
 use http::request::Parts;
 use http::{Method, Response, header};
@@ -79,10 +78,11 @@ pub struct Failed {
 /// Sends one request on `conn` and reads the response head. A request body is sent while
 /// the response is awaited, so an upstream that answers early (413, say) and stops reading
 /// is heard; the connection is then not reused. The returned body owns the connection and
-/// returns it to the pool under `key` once read to its end, when it can be reused.
+/// hands it to `give_back` under `key` once read to its end, when it can be reused.
 pub async fn exchange(
     mut conn: Box<H1Conn>,
     key: PoolKey,
+    give_back: GiveBack,
     parts: &Parts,
     fwd: &Forwarding<'_>,
     body: Option<RequestBody>,
@@ -115,7 +115,7 @@ pub async fn exchange(
                     error: error.into(),
                     retryable: nothing,
                 })?;
-        return Ok(H1Body::response(conn, key, *head, true));
+        return Ok(H1Body::response(conn, key, give_back, *head, true));
     };
     let fail = |error: ExchangeError| Failed {
         error,
@@ -148,7 +148,7 @@ pub async fn exchange(
     };
     let head = head.map_err(|(error, _)| fail(error.into()))?;
     // A response before the whole body went out leaves the connection mid-request.
-    Ok(H1Body::response(conn, key, *head, sent))
+    Ok(H1Body::response(conn, key, give_back, *head, sent))
 }
 
 /// Reads until a final response head is parsed. The error comes with whether nothing at all
