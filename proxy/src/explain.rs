@@ -6,9 +6,10 @@
 //! domain) is said as such, before any HTTP.
 
 use crate::config;
+use crate::context::ConnContext;
 use crate::http::error::ProxyError;
 use crate::http::phases::PolicyNote;
-use crate::http::service::{self, ConnContext, Planned};
+use crate::http::service::{self, Planned};
 use crate::metrics::Metrics;
 use crate::snapshot::{self, Snapshot};
 use crate::tls::peer::PeerTls;

@@ -7,6 +7,7 @@
 pub mod access_log;
 pub mod body;
 pub mod config;
+pub mod context;
 pub mod deadline;
 pub mod downstream;
 pub mod enforce;

@@ -25,13 +25,14 @@ mod response;
 pub use crate::stream::DownStream;
 
 use crate::body::{BodyReader, ReadSide};
+use crate::context::ConnContext;
 use crate::deadline::Deadline;
 use crate::h1::framing::Framing;
 use crate::h1::request::{self, HeadError};
 use crate::http::UpgradeSlot;
 use crate::http::body::RequestBody;
 use crate::http::error::ProxyError;
-use crate::http::service::{self, ConnContext};
+use crate::http::service;
 use crate::stream::{self as io, DownRead};
 use bytes::BytesMut;
 use response::{Answering, write_response};

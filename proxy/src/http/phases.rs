@@ -4,8 +4,8 @@
 //! headers are removed, then claim headers are set from a verified token.
 
 use super::error::ProxyError;
-use super::service::ConnContext;
 use crate::config::RateKeyConfig;
+use crate::context::ConnContext;
 use crate::enforce::authn::AuthnError;
 use crate::enforce::authz::HeaderView;
 use crate::enforce::metrics::JwtResult;

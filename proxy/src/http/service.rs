@@ -21,56 +21,21 @@ use super::headers::{self, RequestId, VIA_HTTP1, VIA_HTTP2};
 use super::phases::{self, PolicyNote};
 use crate::access_log::{self, AccessLogTarget};
 use crate::config::UpstreamProtocol;
+use crate::context::ConnContext;
 use crate::deadline::Deadline;
 use crate::metrics::RouteMetrics;
 use crate::normalize::Normalized;
 use crate::route::RequestView;
 use crate::snapshot::{Action, Listener, RouteEntry, Snapshot};
-use crate::tls::peer::PeerTls;
 use crate::upstream::{self, Cluster, Forwarding, UpstreamBody};
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, StatusCode, Version};
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
-
-/// What a downstream connection knows, shared by its requests.
-pub struct ConnContext {
-    pub listener: Arc<str>,
-    pub state: Arc<ArcSwap<Snapshot>>,
-    /// The client's address, made into a header value once per connection.
-    pub client_ip: HeaderValue,
-    pub peer_ip: std::net::IpAddr,
-    /// `x-forwarded-proto`: `https` on TLS connections.
-    pub scheme: HeaderValue,
-    /// What the TLS handshake established; `None` on plain connections.
-    pub tls: Option<PeerTls>,
-}
-
-impl ConnContext {
-    pub fn new(listener: Arc<str>, state: Arc<ArcSwap<Snapshot>>, peer: SocketAddr) -> Self {
-        let client_ip = HeaderValue::from_str(&peer.ip().to_string())
-            .unwrap_or(HeaderValue::from_static("unknown"));
-        Self {
-            listener,
-            state,
-            client_ip,
-            peer_ip: peer.ip(),
-            scheme: HeaderValue::from_static("http"),
-            tls: None,
-        }
-    }
-
-    pub fn set_tls(&mut self, peer: PeerTls) {
-        self.scheme = HeaderValue::from_static("https");
-        self.tls = Some(peer);
-    }
-}
 
 /// Serves one request. Never fails: every error becomes a response.
 pub async fn handle(

@@ -6,10 +6,11 @@
 use super::h2_idle;
 use super::sniff;
 use crate::config::ListenerProtocol;
+use crate::context::ConnContext;
 use crate::deadline::{Deadline, Timers};
 use crate::downstream::DownStream;
 use crate::http::body::RequestBody;
-use crate::http::service::{self, ConnContext};
+use crate::http::service;
 use crate::snapshot::{Listener, Snapshot};
 use crate::stream::TlsStream;
 use crate::tls::failure;

@@ -1,0 +1,42 @@
+//! What a downstream connection knows, shared by its requests: its listener, the config
+//! generations, the client's address, and what its TLS handshake established.
+
+use crate::snapshot::Snapshot;
+use crate::tls::peer::PeerTls;
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// What a downstream connection knows, shared by its requests.
+pub struct ConnContext {
+    pub listener: Arc<str>,
+    pub state: Arc<ArcSwap<Snapshot>>,
+    /// The client's address, made into a header value once per connection.
+    pub client_ip: HeaderValue,
+    pub peer_ip: std::net::IpAddr,
+    /// `x-forwarded-proto`: `https` on TLS connections.
+    pub scheme: HeaderValue,
+    /// What the TLS handshake established; `None` on plain connections.
+    pub tls: Option<PeerTls>,
+}
+
+impl ConnContext {
+    pub fn new(listener: Arc<str>, state: Arc<ArcSwap<Snapshot>>, peer: SocketAddr) -> Self {
+        let client_ip = HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or(HeaderValue::from_static("unknown"));
+        Self {
+            listener,
+            state,
+            client_ip,
+            peer_ip: peer.ip(),
+            scheme: HeaderValue::from_static("http"),
+            tls: None,
+        }
+    }
+
+    pub fn set_tls(&mut self, peer: PeerTls) {
+        self.scheme = HeaderValue::from_static("https");
+        self.tls = Some(peer);
+    }
+}
