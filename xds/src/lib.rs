@@ -1,13 +1,10 @@
-//! membrane-xds: the cell model and its compiler, the xDS protocol types, the control server
-//! and the client the proxy uses.
-//!
-//! Built so far: the cell model (`spec`: loading a directory of YAML documents with
-//! positioned errors, and `check` across documents). The compiler, the xDS transport, the
-//! control server and the proxy's client come next (issue 5).
+//! membrane-xds: the cell model (`spec`: a directory of YAML documents, loaded with
+//! positioned errors and checked across documents), its compiler into each gateway's
+//! resources (`compile`), the ADS server (`server`: state of the world and delta, the node
+//! table) and the control server around them (`control`).
 
 pub mod compile;
 pub mod control;
-mod control_admin;
 pub mod proto;
 pub mod server;
 pub mod spec;

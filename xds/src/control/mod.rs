@@ -3,9 +3,13 @@
 //! compiler is refused with the errors, and the last good resources keep being served.
 //! A small admin endpoint shows what each node was sent, ACKed and NACKed.
 
+mod admin;
+mod state;
+
+pub use state::ControlState;
+
 use crate::compile::{self, Compiled, Options};
 use crate::server::Ads;
-use crate::server::status::NodeTable;
 use crate::spec;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,17 +29,6 @@ pub struct ControlOptions {
     pub trust_bundle_pem: String,
     /// File events are gathered this long before recompiling.
     pub debounce: Duration,
-}
-
-/// What the admin endpoint and tests read.
-pub struct ControlState {
-    pub nodes: Arc<NodeTable>,
-    pub current: watch::Receiver<Arc<Compiled>>,
-    /// The last refused change, with its errors (cleared by a good one).
-    pub last_error: Mutex<Option<String>>,
-    /// When the resources last changed, for the time to the last ACK.
-    pub changed_at: Mutex<Instant>,
-    pub generation: Mutex<u64>,
 }
 
 pub struct ControlHandle {
@@ -112,7 +105,7 @@ pub async fn start(opts: ControlOptions) -> Result<ControlHandle, String> {
     });
     tracing::info!(%addr, "ADS listening");
     let admin_addr = match opts.admin {
-        Some(a) => Some(crate::control_admin::serve(a, state.clone()).await?),
+        Some(a) => Some(admin::serve(a, state.clone()).await?),
         None => None,
     };
 

@@ -1,7 +1,7 @@
 //! The control server's admin endpoint: `/nodes` (JSON: what each node was sent, ACKed and
 //! NACKed), `/metrics` (Prometheus text), `/ready`.
 
-use crate::control::ControlState;
+use super::state::ControlState;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::service::service_fn;
