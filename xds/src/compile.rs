@@ -26,10 +26,7 @@ use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 
-pub const TYPE_LISTENER: &str = "type.googleapis.com/membrane.v1.Listener";
-pub const TYPE_CLUSTER: &str = "type.googleapis.com/membrane.v1.Cluster";
-pub const TYPE_JWT_PROVIDER: &str = "type.googleapis.com/membrane.v1.JwtProvider";
-pub const TYPE_TRUST_BUNDLE: &str = "type.googleapis.com/membrane.v1.TrustBundle";
+pub use membrane_api::types::{TYPE_CLUSTER, TYPE_JWT_PROVIDER, TYPE_LISTENER, TYPE_TRUST_BUNDLE};
 
 /// The org CA's bundle name in every gateway's resources.
 pub const TRUST_BUNDLE: &str = "org-ca";

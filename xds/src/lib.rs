@@ -5,7 +5,7 @@
 
 pub mod compile;
 pub mod control;
-pub mod proto;
 pub mod server;
 pub mod spec;
-pub mod yaml;
+
+pub use membrane_api::{proto, yaml};

@@ -58,7 +58,7 @@ pub fn read_file(path: &Path) -> Result<(Bootstrap, String), ConfigError> {
 
 /// Parses bootstrap YAML. `file` is only used to name the source in errors.
 pub fn parse(file: &Path, text: &str) -> Result<Bootstrap, ConfigError> {
-    membrane_xds::yaml::from_str(text).map_err(|e| ConfigError::Invalid {
+    membrane_api::yaml::from_str(text).map_err(|e| ConfigError::Invalid {
         file: file.to_owned(),
         line: e.line,
         column: e.column,

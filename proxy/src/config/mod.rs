@@ -21,7 +21,7 @@ use serde_saphyr::Spanned;
 use std::net::SocketAddr;
 
 /// A value with its position in the file (shared with the cell specs).
-pub use membrane_xds::yaml::Located;
+pub use membrane_api::yaml::Located;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

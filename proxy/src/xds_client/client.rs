@@ -9,12 +9,12 @@ use super::convert::{self, Key};
 use crate::metrics::Metrics;
 use crate::server::{ProxyHandle, StartError, StartOptions};
 use base64::Engine;
-use membrane_xds::compile::{TYPE_CLUSTER, TYPE_JWT_PROVIDER, TYPE_LISTENER, TYPE_TRUST_BUNDLE};
-use membrane_xds::proto::envoy::config::core::v3::Node;
-use membrane_xds::proto::envoy::service::discovery::v3::DeltaDiscoveryRequest;
-use membrane_xds::proto::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use membrane_xds::proto::google::rpc::Status as RpcStatus;
-use membrane_xds::server::ChannelStream;
+use membrane_api::proto::envoy::config::core::v3::Node;
+use membrane_api::proto::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+use membrane_api::proto::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use membrane_api::proto::google::rpc::Status as RpcStatus;
+use membrane_api::stream::ChannelStream;
+use membrane_api::types::{TYPE_CLUSTER, TYPE_JWT_PROVIDER, TYPE_LISTENER, TYPE_TRUST_BUNDLE};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -240,7 +240,7 @@ async fn session(
     let mut client = AggregatedDiscoveryServiceClient::connect(opts.url.clone())
         .await
         .map_err(|e| format!("connect: {e}"))?
-        .max_decoding_message_size(membrane_xds::server::MAX_RESPONSE_BYTES);
+        .max_decoding_message_size(membrane_api::stream::MAX_RESPONSE_BYTES);
     let (tx, rx) = mpsc::channel(16);
     for (i, t) in TYPES.iter().enumerate() {
         let initial = held

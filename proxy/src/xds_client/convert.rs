@@ -2,8 +2,8 @@
 //! Going through the same parser and compiler as a config file means one set of checks for
 //! both, and the applied generation can be written to the state directory and booted from.
 
-use membrane_xds::compile::{TYPE_CLUSTER, TYPE_JWT_PROVIDER, TYPE_LISTENER, TYPE_TRUST_BUNDLE};
-use membrane_xds::proto::membrane::v1 as pb;
+use membrane_api::proto::membrane::v1 as pb;
+use membrane_api::types::{TYPE_CLUSTER, TYPE_JWT_PROVIDER, TYPE_LISTENER, TYPE_TRUST_BUNDLE};
 use prost::Message;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;

@@ -13,14 +13,12 @@ use crate::proto::envoy::service::discovery::v3 as ds;
 use ds::aggregated_discovery_service_server::AggregatedDiscoveryService;
 use node_id::NodeId;
 use status::NodeTable;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use tokio::sync::{mpsc, watch};
-use tonic::codegen::tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 pub use ds::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+pub use membrane_api::stream::{ChannelStream, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
 
 /// The service; cheap to clone.
 #[derive(Clone)]
@@ -153,24 +151,6 @@ async fn unreadable<T>(
         .await;
 }
 
-/// A gRPC message stream fed through a channel: the server's responses (fed by each
-/// stream's task) and a client's requests.
-pub struct ChannelStream<T>(pub mpsc::Receiver<T>);
-
-impl<T> Stream for ChannelStream<T> {
-    type Item = T;
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        self.0.poll_recv(cx)
-    }
-}
-
-/// Largest request accepted: a reconnecting gateway lists every resource it holds in
-/// `initial_resource_versions` (10,000 resources take about 0.6 MB). A larger one ends its
-/// stream with RESOURCE_EXHAUSTED.
-pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
-/// Largest response: a cell's listener grows with the endpoints it routes to (an east
-/// listener of an org with 10,000 endpoints is about 1 MB).
-pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// Concurrent gRPC streams on one connection (a gateway needs one).
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 16;
 
