@@ -47,7 +47,8 @@ fn cert_ca_then_issue_makes_a_usable_spiffe_certificate() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let chain = material::read_certs(&dir.join("orders.pem")).unwrap();
+    let pem = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    let chain = material::certs(&dir.join("orders.pem"), &pem("orders.pem")).unwrap();
     assert_eq!(chain.len(), 2, "leaf, then the CA");
     let leaf = CertInfo::parse(&chain[0]).unwrap();
     assert_eq!(leaf.spiffe.as_ref().unwrap().as_str(), id);
@@ -55,10 +56,12 @@ fn cert_ca_then_issue_makes_a_usable_spiffe_certificate() {
     let life = leaf.not_after - leaf.not_before;
     assert!((89 * 86_400..=91 * 86_400).contains(&life), "{life}");
     // The key fits the certificate (rustls checks the pair) and is private.
-    material::load_cert_key(
+    material::cert_key(
         &membrane_proxy::tls::provider(),
         &dir.join("orders.pem"),
+        &pem("orders.pem"),
         &dir.join("orders-key.pem"),
+        &pem("orders-key.pem"),
     )
     .unwrap();
     for key in ["orders-key.pem", "ca-key.pem"] {

@@ -12,6 +12,14 @@ use serde_saphyr::Spanned;
 pub struct Located<T>(pub Spanned<T>);
 
 impl<T> Located<T> {
+    /// A value made by a program, not read from a text: it has no position (line 0).
+    pub fn unplaced(value: T) -> Self {
+        Located(Spanned::new(
+            value,
+            serde_saphyr::Location::UNKNOWN,
+            serde_saphyr::Location::UNKNOWN,
+        ))
+    }
     pub fn value(&self) -> &T {
         &self.0.value
     }
@@ -20,6 +28,12 @@ impl<T> Located<T> {
     }
     pub fn column(&self) -> u64 {
         self.0.referenced.column()
+    }
+}
+
+impl<T> From<T> for Located<T> {
+    fn from(value: T) -> Self {
+        Located::unplaced(value)
     }
 }
 

@@ -5,13 +5,13 @@
 //! would refuse (no client certificate where one is required, a peer from another trust
 //! domain) is said as such, before any HTTP.
 
-use crate::config;
+use crate::compiler::{self, Loaded};
 use crate::context::ConnContext;
 use crate::http::error::ProxyError;
 use crate::http::phases::PolicyNote;
 use crate::http::service::{self, Planned};
 use crate::metrics::Metrics;
-use crate::snapshot::{self, Snapshot};
+use crate::snapshot::Snapshot;
 use crate::tls::peer::PeerTls;
 use arc_swap::ArcSwap;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
@@ -39,10 +39,11 @@ pub struct Answer {
 }
 
 pub fn explain(config_path: &Path, q: &Question) -> Result<Answer, String> {
-    let (cfg, text) = config::read_file(config_path).map_err(|e| e.to_string())?;
+    let loaded = Loaded::read(config_path).map_err(|e| e.to_string())?;
     let metrics = Metrics::new();
-    let snap =
-        snapshot::compile(config_path, &text, cfg, 1, None, &metrics).map_err(|e| e.to_string())?;
+    let mut snap = compiler::compile(&loaded, None, &metrics)
+        .map_err(|e| crate::config::ConfigErrors(e).to_string())?;
+    compiler::activate(&mut snap, config_path).map_err(|e| e.to_string())?;
     let state = Arc::new(ArcSwap::from_pointee(snap));
     let snap = state.load_full();
     // A remote key set is fetched in the background: give it a moment.

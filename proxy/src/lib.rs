@@ -6,6 +6,7 @@
 
 pub mod access_log;
 pub mod body;
+pub mod compiler;
 pub mod config;
 pub mod context;
 pub mod deadline;

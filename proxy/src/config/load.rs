@@ -19,9 +19,61 @@ pub enum ConfigError {
         /// Dotted path of the field, e.g. `listeners[0].virtual_hosts[1].routes[2].forward.cluster`.
         field: String,
         message: String,
+        /// The top-level entry the mistake is in, when it is in one (set by the compiler):
+        /// the xDS client refuses the resource that entry came from.
+        owner: Option<Owner>,
     },
     #[error("{file}: {message}")]
     Apply { file: PathBuf, message: String },
+}
+
+/// A top-level entry of a bootstrap, by kind and index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    Listener(usize),
+    Cluster(usize),
+    JwtProvider(usize),
+}
+
+impl ConfigError {
+    /// The error, attributed to `owner`.
+    pub fn owned_by(mut self, owner: Owner) -> Self {
+        if let ConfigError::Invalid { owner: o, .. } = &mut self {
+            *o = Some(owner);
+        }
+        self
+    }
+
+    pub fn owner(&self) -> Option<Owner> {
+        match self {
+            ConfigError::Invalid { owner, .. } => *owner,
+            _ => None,
+        }
+    }
+}
+
+/// Several mistakes of one configuration, each on a line of its own.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(e: ConfigError) -> Self {
+        ConfigErrors(vec![e])
+    }
 }
 
 struct Positioned<'a>(&'a ConfigError);
@@ -34,6 +86,7 @@ impl fmt::Display for Positioned<'_> {
             column,
             field,
             message,
+            ..
         } = self.0
         else {
             return Ok(());
@@ -64,6 +117,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Bootstrap, ConfigError> {
         column: e.column,
         field: e.field,
         message: e.message,
+        owner: None,
     })
 }
 

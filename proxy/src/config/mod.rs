@@ -10,14 +10,13 @@ mod policy;
 mod tls;
 
 pub use duration::Dur;
-pub use load::{ConfigError, parse, read_file};
+pub use load::{ConfigError, ConfigErrors, Owner, parse, read_file};
 pub use policy::*;
 pub use tls::{
     CertKeyConfig, ClientAuth, ClusterTlsConfig, ListenerTlsConfig, TlsVersion, UpstreamVerify,
 };
 
 use serde::{Deserialize, Serialize};
-use serde_saphyr::Spanned;
 use std::net::SocketAddr;
 
 /// A value with its position in the file (shared with the cell specs).
@@ -42,6 +41,20 @@ pub struct Bootstrap {
     /// JWT issuers that routes may require tokens from.
     #[serde(default)]
     pub jwt_providers: Vec<JwtProviderConfig>,
+}
+
+impl Default for Bootstrap {
+    /// What an empty file means: the admin listener on its default address, and nothing else.
+    fn default() -> Self {
+        Self {
+            admin: AdminConfig::default(),
+            workers: None,
+            drain_timeout: defaults::drain_timeout(),
+            listeners: Vec::new(),
+            clusters: Vec::new(),
+            jwt_providers: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -341,6 +354,79 @@ pub struct ClusterConfig {
     pub tls: Option<ClusterTlsConfig>,
 }
 
+// Constructors for configurations made by a program (the xDS client): the required fields
+// as arguments, every other field at the default a file would get.
+
+impl ListenerConfig {
+    pub fn new(name: String, address: SocketAddr) -> Self {
+        Self {
+            name: name.into(),
+            address,
+            protocol: defaults::listener_protocol(),
+            tls: None,
+            access_log: Default::default(),
+            authorization: None,
+            limits: Default::default(),
+            normalization: Default::default(),
+            trusted_hops: 0,
+            upgrades: defaults::upgrades(),
+            virtual_hosts: Vec::new(),
+        }
+    }
+}
+
+impl RouteConfig {
+    /// A route matching every path, with no action yet.
+    pub fn new(name: String) -> Self {
+        Self {
+            name: name.into(),
+            matcher: Default::default(),
+            forward: None,
+            redirect: None,
+            direct_response: None,
+            jwt: None,
+            rate_limit: None,
+        }
+    }
+}
+
+impl ForwardConfig {
+    pub fn new(cluster: String) -> Self {
+        Self {
+            cluster: cluster.into(),
+            prefix_rewrite: None,
+            timeout: None,
+        }
+    }
+}
+
+impl DirectResponseConfig {
+    pub fn new(status: u16, body: String) -> Self {
+        Self {
+            status: status.into(),
+            body,
+            content_type: defaults::content_type(),
+        }
+    }
+}
+
+impl ClusterConfig {
+    pub fn new(name: String, endpoints: Vec<String>) -> Self {
+        Self {
+            name: name.into(),
+            endpoints: endpoints.into_iter().map(Located::from).collect(),
+            lb: defaults::lb(),
+            protocol: defaults::upstream_protocol(),
+            connect_timeout: defaults::connect_timeout(),
+            request_timeout: defaults::request_timeout(),
+            max_connections: defaults::max_connections(),
+            pool_idle_timeout: defaults::pool_idle_timeout(),
+            body_idle_timeout: defaults::body_idle_timeout(),
+            tls: None,
+        }
+    }
+}
+
 mod defaults {
     use super::*;
     use std::time::Duration;
@@ -349,11 +435,7 @@ mod defaults {
         true
     }
     pub fn upgrades() -> Vec<Located<String>> {
-        vec![Located(Spanned::new(
-            "websocket".to_owned(),
-            serde_saphyr::Location::UNKNOWN,
-            serde_saphyr::Location::UNKNOWN,
-        ))]
+        vec![Located::unplaced("websocket".to_owned())]
     }
 
     pub fn admin_address() -> SocketAddr {
@@ -379,11 +461,7 @@ mod defaults {
         Dur(Duration::from_secs(300))
     }
     pub fn redirect_status() -> Located<u16> {
-        Located(Spanned::new(
-            301,
-            serde_saphyr::Location::UNKNOWN,
-            serde_saphyr::Location::UNKNOWN,
-        ))
+        Located::unplaced(301)
     }
     pub fn content_type() -> String {
         "text/plain".to_owned()

@@ -211,6 +211,62 @@ pub struct HeaderRuleConfig {
     pub present: Option<bool>,
 }
 
+impl JwtProviderConfig {
+    pub fn new(name: String, jwks: JwksSource) -> Self {
+        Self {
+            name: name.into(),
+            issuer: None,
+            audiences: Vec::new(),
+            jwks,
+            from: TokenSource::default(),
+            forward_claims: Vec::new(),
+            leeway: leeway(),
+            require_exp: yes(),
+        }
+    }
+}
+
+impl RemoteJwksConfig {
+    pub fn new(url: String) -> Self {
+        Self {
+            url: url.into(),
+            trust_bundle: None,
+            refresh: refresh(),
+            min_refetch: min_refetch(),
+            timeout: fetch_timeout(),
+        }
+    }
+}
+
+impl RateLimitConfig {
+    pub fn new(requests: u32, per: Duration) -> Self {
+        Self {
+            requests: requests.into(),
+            per: Dur(per),
+            burst: None,
+            key: RateKeyConfig::default(),
+            max_keys: max_keys(),
+        }
+    }
+}
+
+impl RuleConfig {
+    /// A rule that matches every request, until conditions are added.
+    pub fn new(name: String, action: EffectConfig) -> Self {
+        Self {
+            name: name.into(),
+            action,
+            peers: Vec::new(),
+            claims: Vec::new(),
+            hosts: Vec::new(),
+            methods: Vec::new(),
+            paths: Vec::new(),
+            headers: Vec::new(),
+            source_cidrs: Vec::new(),
+        }
+    }
+}
+
 fn yes() -> bool {
     true
 }

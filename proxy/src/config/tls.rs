@@ -90,6 +90,40 @@ pub enum UpstreamVerify {
     Dns(Located<String>),
 }
 
+impl ListenerTlsConfig {
+    pub fn new(certificates: Vec<CertKeyConfig>) -> Self {
+        Self {
+            certificates,
+            client_auth: ClientAuth::default(),
+            trust_bundle: None,
+            trust_domains: Vec::new(),
+            min_version: TlsVersion::default(),
+            handshake_timeout: handshake_timeout(),
+        }
+    }
+}
+
+impl ClusterTlsConfig {
+    pub fn new(sni: String) -> Self {
+        Self {
+            sni: sni.into(),
+            trust_bundle: None,
+            verify: None,
+            client_certificate: None,
+            min_version: TlsVersion::default(),
+        }
+    }
+}
+
+impl CertKeyConfig {
+    pub fn new(cert: PathBuf, key: PathBuf) -> Self {
+        Self {
+            cert: cert.into(),
+            key: key.into(),
+        }
+    }
+}
+
 fn handshake_timeout() -> Dur {
     Dur(std::time::Duration::from_secs(10))
 }

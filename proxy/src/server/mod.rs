@@ -10,9 +10,10 @@ mod sniff;
 mod watch;
 mod worker;
 
-use crate::config::{self, ConfigError};
+use crate::compiler::{self, Loaded};
+use crate::config::{ConfigError, ConfigErrors};
 use crate::metrics::Metrics;
-use crate::snapshot::{self, Snapshot};
+use crate::snapshot::Snapshot;
 use admin::AdminState;
 use arc_swap::ArcSwap;
 use listeners::ListenerSet;
@@ -55,7 +56,7 @@ impl StartOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(#[from] ConfigErrors),
     #[error("admin listener: cannot listen on {addr}: {source}")]
     Admin {
         addr: SocketAddr,
@@ -71,8 +72,29 @@ pub enum StartError {
     },
 }
 
+impl From<ConfigError> for StartError {
+    fn from(e: ConfigError) -> Self {
+        StartError::Config(e.into())
+    }
+}
+
+/// Why a snapshot compiled elsewhere was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(
+        "compiled as generation {compiled}, but generation {serving} serves now: compile it again"
+    )]
+    Stale { compiled: u64, serving: u64 },
+    #[error(transparent)]
+    Refused(#[from] ConfigError),
+    #[error("the proxy has stopped")]
+    Stopped,
+}
+
 enum Control {
     Reload(Option<oneshot::Sender<Result<u64, String>>>),
+    /// A snapshot the xDS client compiled against the generation serving.
+    Apply(Box<Snapshot>, oneshot::Sender<Result<u64, ApplyError>>),
     FileChanged,
     Shutdown(oneshot::Sender<()>),
 }
@@ -105,6 +127,27 @@ impl ProxyHandle {
             .send(Control::Reload(Some(tx)))
             .map_err(|_| "the proxy has stopped".to_owned())?;
         rx.await.map_err(|_| "the proxy has stopped".to_owned())?
+    }
+
+    /// Applies a snapshot compiled (`compiler::compile`) against the generation now serving
+    /// ([`ProxyHandle::current`]), as a reload would apply it: listeners are bound, the
+    /// snapshot activated and swapped in. Returns the generation now serving.
+    pub async fn apply(&self, snap: Snapshot) -> Result<u64, ApplyError> {
+        let (tx, rx) = oneshot::channel();
+        self.control
+            .send(Control::Apply(Box::new(snap), tx))
+            .map_err(|_| ApplyError::Stopped)?;
+        rx.await.map_err(|_| ApplyError::Stopped)?
+    }
+
+    /// The generation serving now.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.admin.state.load_full()
+    }
+
+    /// The proxy's metrics registry (a snapshot compiled for it registers its labels here).
+    pub fn metrics(&self) -> &Metrics {
+        &self.admin.metrics
     }
 
     /// True once the proxy has stopped (its control thread is gone).
@@ -142,16 +185,17 @@ impl ProxyHandle {
 pub fn start(opts: StartOptions) -> Result<ProxyHandle, StartError> {
     let path = opts.config_path.clone();
     let metrics = Arc::new(Metrics::new());
-    let (cfg, text) = config::read_file(&path)?;
-    let admin_addr = cfg.admin.address;
-    let workers_n = cfg.workers.unwrap_or_else(|| {
+    let loaded = Loaded::read(&path)?;
+    let admin_addr = loaded.config.admin.address;
+    let workers_n = loaded.config.workers.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
     });
-    let snap = snapshot::compile(&path, &text, cfg, 1, None, &metrics)?;
+    let mut snap = compiler::compile(&loaded, None, &metrics).map_err(ConfigErrors)?;
     let listeners = ListenerSet::default();
     let prepared = listeners.prepare(&path, &snap, workers_n)?;
+    compiler::activate(&mut snap, &path)?;
     let admin_socket = std::net::TcpListener::bind(admin_addr)
         .and_then(|s| s.set_nonblocking(true).map(|_| s))
         .map_err(|source| StartError::Admin {
@@ -245,15 +289,18 @@ impl Controller {
         while let Some(cmd) = rx.recv().await {
             match cmd {
                 Control::Reload(reply) => {
-                    let r = self.reload();
+                    let r = self.reload().await;
                     if let Some(reply) = reply {
                         let _ = reply.send(r);
                     }
                 }
+                Control::Apply(snap, reply) => {
+                    let _ = reply.send(self.apply(*snap));
+                }
                 Control::FileChanged => {
                     tokio::time::sleep(DEBOUNCE).await;
                     while let Ok(Control::FileChanged) = rx.try_recv() {}
-                    let _ = self.reload();
+                    let _ = self.reload().await;
                 }
                 Control::Shutdown(done) => {
                     self.shutdown().await;
@@ -266,32 +313,61 @@ impl Controller {
         self.shutdown().await;
     }
 
-    fn reload(&mut self) -> Result<u64, String> {
-        let result = self.try_reload();
+    async fn reload(&mut self) -> Result<u64, String> {
+        let result = self.try_reload().await.map_err(|e| e.to_string());
+        self.record(&result);
+        result
+    }
+
+    fn apply(&mut self, snap: Snapshot) -> Result<u64, ApplyError> {
+        let serving = self.state.load().generation;
+        if snap.generation != serving + 1 {
+            return Err(ApplyError::Stale {
+                compiled: snap.generation,
+                serving,
+            });
+        }
+        let result = self.install(snap);
+        self.record(&result.as_ref().map(|g| *g).map_err(|e| e.to_string()));
+        Ok(result?)
+    }
+
+    /// Counts the outcome and keeps the refusal for `/config`.
+    fn record(&self, result: &Result<u64, String>) {
         self.metrics.reload(result.is_ok());
         let mut last = self
             .admin
             .last_error
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        match &result {
+        match result {
             Ok(g) => {
                 *last = None;
                 tracing::info!(generation = g, "configuration applied");
             }
             Err(e) => {
-                *last = Some(e.to_string());
+                *last = Some(e.clone());
                 tracing::error!(error = %e, "configuration refused; the previous one keeps serving");
             }
         }
-        result.map_err(|e| e.to_string())
     }
 
-    fn try_reload(&mut self) -> Result<u64, ConfigError> {
-        let (cfg, text) = config::read_file(&self.path)?;
+    async fn try_reload(&mut self) -> Result<u64, ConfigErrors> {
+        // File reads and DNS on the blocking pool: this thread also answers /ready and
+        // /metrics.
+        let path = self.path.clone();
+        let loaded = tokio::task::spawn_blocking(move || Loaded::read(&path))
+            .await
+            .map_err(|e| ConfigError::Apply {
+                file: self.path.clone(),
+                message: format!("the loader did not finish: {e}"),
+            })??;
         let prev = self.state.load_full();
-        if !self.allow_empty_reload && cfg.listeners.is_empty() && !prev.listeners.is_empty() {
-            let what = if text.trim().is_empty() {
+        if !self.allow_empty_reload
+            && loaded.config.listeners.is_empty()
+            && !prev.listeners.is_empty()
+        {
+            let what = if loaded.text.trim().is_empty() {
                 "the file is empty"
             } else {
                 "the file has no listeners"
@@ -302,23 +378,24 @@ impl Controller {
                     "{what}: refusing a reload that would remove all {} listeners (a file caught half-written?); start with --allow-empty-config to allow it",
                     prev.listeners.len()
                 ),
-            });
+            }
+            .into());
         }
-        let generation = prev.generation + 1;
-        let snap = snapshot::compile(
-            &self.path,
-            &text,
-            cfg,
-            generation,
-            Some(&prev),
-            &self.metrics,
-        )?;
+        let snap = compiler::compile(&loaded, Some(&prev), &self.metrics).map_err(ConfigErrors)?;
+        Ok(self.install(snap)?)
+    }
+
+    /// Binds the snapshot's new listeners, activates it and swaps it in.
+    fn install(&mut self, mut snap: Snapshot) -> Result<u64, ConfigError> {
+        let prev = self.state.load_full();
         if snap.version == prev.version {
             return Ok(prev.generation);
         }
         let prepared = self
             .listeners
             .prepare(&self.path, &snap, self.workers.len())?;
+        compiler::activate(&mut snap, &self.path)?;
+        let generation = snap.generation;
         // Publish first, then start and stop listeners: a new listener's first connection
         // must find itself in the snapshot. Requests in flight keep the generation they
         // loaded until they finish.

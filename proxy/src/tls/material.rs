@@ -1,5 +1,6 @@
-//! Reading certificates, keys and trust bundles from PEM files, with errors that say which
-//! file and what is wrong with it.
+//! Certificates, keys and trust bundles from PEM text, with errors that say which file the
+//! text came from and what is wrong with it. The files are read by the loader
+//! (`compiler::load`); nothing here does I/O but the system CA store.
 
 use super::cert_info::CertInfo;
 use rustls::RootCertStore;
@@ -30,14 +31,16 @@ pub struct LoadedCert {
     pub info: CertInfo,
 }
 
-/// Reads a PEM chain (leaf first) and its private key, and checks that they belong together.
-pub fn load_cert_key(
+/// A PEM chain (leaf first) and its private key, checked to belong together.
+pub fn cert_key(
     provider: &CryptoProvider,
     cert_file: &Path,
+    cert_pem: &[u8],
     key_file: &Path,
+    key_pem: &[u8],
 ) -> Result<LoadedCert, MaterialError> {
-    let chain = read_certs(cert_file)?;
-    let key = PrivateKeyDer::from_pem_file(key_file)
+    let chain = certs(cert_file, cert_pem)?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
         .map_err(|e| err(key_file, format!("no usable private key: {e}")))?;
     let info = CertInfo::parse(&chain[0]).map_err(|e| err(cert_file, e.to_string()))?;
     let key = CertifiedKey::from_der(chain, key, provider).map_err(|e| {
@@ -55,10 +58,9 @@ pub fn load_cert_key(
     })
 }
 
-/// Reads every certificate of a PEM file; at least one must be there.
-pub fn read_certs(file: &Path) -> Result<Vec<CertificateDer<'static>>, MaterialError> {
-    let certs = CertificateDer::pem_file_iter(file)
-        .map_err(|e| err(file, format!("cannot read: {e}")))?
+/// Every certificate of a PEM text; at least one must be there.
+pub fn certs(file: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, MaterialError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| err(file, format!("not valid PEM: {e}")))?;
     if certs.is_empty() {
@@ -67,9 +69,9 @@ pub fn read_certs(file: &Path) -> Result<Vec<CertificateDer<'static>>, MaterialE
     Ok(certs)
 }
 
-/// A trust bundle: every certificate in the file becomes a trust anchor.
-pub fn load_bundle(file: &Path) -> Result<(Arc<RootCertStore>, Vec<CertInfo>), MaterialError> {
-    let certs = read_certs(file)?;
+/// A trust bundle: every certificate in the text becomes a trust anchor.
+pub fn bundle(file: &Path, pem: &[u8]) -> Result<(Arc<RootCertStore>, Vec<CertInfo>), MaterialError> {
+    let certs = certs(file, pem)?;
     let mut roots = RootCertStore::empty();
     let mut infos = Vec::with_capacity(certs.len());
     for (i, cert) in certs.into_iter().enumerate() {

@@ -6,8 +6,11 @@
 //! exponential backoff and send the versions they hold (`initial_resource_versions`).
 
 use super::convert::{self, Key};
-use crate::metrics::Metrics;
-use crate::server::{ProxyHandle, StartError, StartOptions};
+use crate::compiler::{self, Loaded};
+use crate::config::{AdminConfig, Bootstrap};
+use crate::server::{ApplyError, ProxyHandle, StartError, StartOptions};
+use rustc_hash::FxHashMap;
+use std::sync::Arc;
 use base64::Engine;
 use membrane_api::proto::envoy::config::core::v3::Node;
 use membrane_api::proto::envoy::service::discovery::v3::DeltaDiscoveryRequest;
@@ -84,7 +87,7 @@ fn claim_state_dir(dir: &Path, node: &str) -> Result<PathBuf, StartError> {
                     std::io::Error::other("state directory without an owner"),
                 ));
             }
-            write_atomically(&node_file(&dir), &format!("{node}\n"))
+            write_atomically(&node_file(&dir), format!("{node}\n"))
                 .map_err(|e| err("cannot write to it", e))?;
         }
         Err(e) => return Err(err("cannot read it", e)),
@@ -102,7 +105,13 @@ pub fn start(mut opts: XdsOptions) -> Result<ProxyHandle, StartError> {
     if !booted_from_state {
         write_atomically(
             &file,
-            &json!({"admin": {"address": opts.admin.to_string()}}).to_string(),
+            serde_json::to_string_pretty(&Bootstrap {
+                admin: AdminConfig {
+                    address: opts.admin,
+                },
+                ..Bootstrap::default()
+            })
+            .unwrap_or_default(),
         )
         .map_err(|source| StartError::StateDir {
             dir: opts.state_dir.clone(),
@@ -139,7 +148,7 @@ pub fn start(mut opts: XdsOptions) -> Result<ProxyHandle, StartError> {
     Ok(handle)
 }
 
-fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+fn write_atomically(path: &Path, text: impl AsRef<[u8]>) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, path)
@@ -179,7 +188,7 @@ fn save_held(dir: &Path, held: &Held) -> std::io::Result<()> {
         .collect();
     write_atomically(
         &resources_file(dir),
-        &serde_json::to_string(&list).unwrap_or_default(),
+        serde_json::to_string(&list).unwrap_or_default(),
     )
 }
 
@@ -362,9 +371,10 @@ async fn session(
     }
 }
 
-/// Applies `held` as one generation. Resources that fail are put back to their previous
-/// version (or left out when new) and returned with the reason; with the generation now
-/// serving when one was applied.
+/// Applies `held` as one generation: converted, loaded and compiled once, and that
+/// snapshot applied. Resources that fail are put back to their previous version (or left
+/// out when new) and returned with the reason; with the generation now serving when one
+/// was applied. A failure that no resource owns refuses the whole update.
 async fn apply(
     opts: &XdsOptions,
     handle: &ProxyHandle,
@@ -373,70 +383,110 @@ async fn apply(
 ) -> (BTreeMap<Key, String>, Option<u64>) {
     let mut rejected = BTreeMap::new();
     let path = generation_file(&opts.state_dir);
-    let mut text = String::new();
-    for _ in 0..=held.len() + 1 {
+    for _ in 0..=held.len() + 2 {
         let candidate: BTreeMap<Key, prost_types::Any> = held
             .iter()
             .map(|(k, (_, a))| (k.clone(), a.clone()))
             .collect();
-        let (conv, undecodable) = convert::convert(&candidate, opts.admin, &opts.state_dir);
-        if let Some((k, why)) = undecodable.into_iter().next() {
-            revert(held, before, &k);
-            rejected.insert(k, why);
+        let (conv, refused) = convert::convert(&candidate, opts.admin, &opts.state_dir);
+        if !refused.is_empty() {
+            for r in refused {
+                revert(held, before, &r.key);
+                rejected.insert(r.key, r.error.to_string());
+            }
             continue;
         }
-        for (file, pem) in &conv.files {
-            if let Err(e) = write_atomically(file, pem) {
-                tracing::error!(file = %file.display(), error = %e, "cannot write a trust bundle");
+        let text = match serde_json::to_string_pretty(&conv.config) {
+            Ok(t) => t,
+            Err(e) => {
+                refuse_all(held, before, &mut rejected, &format!("cannot serialize: {e}"));
+                return (rejected, None);
             }
-        }
-        text = serde_json::to_string_pretty(&conv.document).unwrap_or_default();
-        match validate(&path, &text) {
-            Ok(()) => break,
-            Err((field, message)) => {
-                let owner = field
-                    .split_once(']')
-                    .map(|(head, _)| format!("{head}]"))
-                    .and_then(|head| conv.origin.get(&head).cloned());
-                match owner {
-                    Some(k) => {
-                        revert(held, before, &k);
-                        rejected.insert(k, message);
+        };
+        // Certificates named by path and endpoint names are read and resolved here, off
+        // this stream's runtime.
+        let (file, bundles, config, text_for_load) =
+            (path.clone(), conv.bundles.clone(), conv.config, text.clone());
+        let loaded = match tokio::task::spawn_blocking(move || {
+            Loaded::gather_with(&file, text_for_load, config, bundles)
+        })
+        .await
+        {
+            Ok(l) => l,
+            Err(e) => {
+                refuse_all(held, before, &mut rejected, &format!("the loader did not finish: {e}"));
+                return (rejected, None);
+            }
+        };
+        let prev = handle.current();
+        let snap = match compiler::compile(&loaded, Some(&prev), handle.metrics()) {
+            Ok(snap) => snap,
+            Err(errors) => {
+                let owned: Option<Vec<Key>> = errors
+                    .iter()
+                    .map(|e| e.owner().and_then(|o| conv.origins.of(o)).cloned())
+                    .collect();
+                match owned {
+                    Some(keys) => {
+                        for (k, e) in keys.into_iter().zip(&errors) {
+                            revert(held, before, &k);
+                            rejected.insert(k, e.to_string());
+                        }
+                        continue;
                     }
                     None => {
-                        // Not pinned on one resource: refuse the whole update.
-                        let changed: Vec<Key> = held
-                            .keys()
-                            .chain(before.keys())
-                            .filter(|k| held.get(*k).map(|h| &h.0) != before.get(*k).map(|b| &b.0))
-                            .cloned()
-                            .collect();
-                        *held = before.clone();
-                        for k in changed {
-                            rejected.insert(k, message.clone());
-                        }
+                        let message = crate::config::ConfigErrors(errors).to_string();
+                        refuse_all(held, before, &mut rejected, &message);
                         return (rejected, None);
                     }
                 }
             }
-        }
-    }
-    if let Err(e) = write_atomically(&path, &text) {
-        tracing::error!(error = %e, "cannot write the generation file");
-        return (rejected, None);
-    }
-    match handle.reload().await {
-        Ok(generation) => {
-            if let Err(e) = save_held(&opts.state_dir, held) {
-                tracing::warn!(error = %e, "cannot save the resources for the next start");
+        };
+        match handle.apply(snap).await {
+            Ok(generation) => {
+                // What serves now is what a restart boots from.
+                if let Err(e) = save_generation(&opts.state_dir, &conv.bundles, &text, held) {
+                    tracing::warn!(error = %e, "cannot save the generation for the next start");
+                }
+                return (rejected, Some(generation));
             }
-            (rejected, Some(generation))
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "a validated generation was refused");
-            (rejected, None)
+            // A reload came between: compile against the generation serving now.
+            Err(ApplyError::Stale { .. }) => continue,
+            Err(e) => {
+                refuse_all(held, before, &mut rejected, &e.to_string());
+                return (rejected, None);
+            }
         }
     }
+    (rejected, None)
+}
+
+/// Refuses every resource the update changed, with `message`: back to `before`.
+fn refuse_all(held: &mut Held, before: &Held, rejected: &mut BTreeMap<Key, String>, message: &str) {
+    let changed: Vec<Key> = held
+        .keys()
+        .chain(before.keys())
+        .filter(|k| held.get(*k).map(|h| &h.0) != before.get(*k).map(|b| &b.0))
+        .cloned()
+        .collect();
+    *held = before.clone();
+    for k in changed {
+        rejected.insert(k, message.to_owned());
+    }
+}
+
+/// Writes the trust bundles, the generation file and the resources beside it.
+fn save_generation(
+    dir: &Path,
+    bundles: &FxHashMap<PathBuf, Arc<[u8]>>,
+    text: &str,
+    held: &Held,
+) -> std::io::Result<()> {
+    for (file, pem) in bundles {
+        write_atomically(file, pem)?;
+    }
+    write_atomically(&generation_file(dir), text.as_bytes())?;
+    save_held(dir, held)
 }
 
 fn revert(held: &mut Held, before: &Held, k: &Key) {
@@ -450,18 +500,3 @@ fn revert(held: &mut Held, before: &Held, k: &Key) {
     }
 }
 
-/// Parses and compiles a candidate generation without applying it: the field and message of
-/// the first error.
-fn validate(path: &Path, text: &str) -> Result<(), (String, String)> {
-    let cfg = crate::config::parse(path, text).map_err(|e| (field_of(&e), e.to_string()))?;
-    crate::snapshot::compile(path, text, cfg, 0, None, &Metrics::new())
-        .map(|_| ())
-        .map_err(|e| (field_of(&e), e.to_string()))
-}
-
-fn field_of(e: &crate::config::ConfigError) -> String {
-    match e {
-        crate::config::ConfigError::Invalid { field, .. } => field.clone(),
-        _ => String::new(),
-    }
-}

@@ -1,279 +1,421 @@
-//! xDS resources (membrane.v1) to a bootstrap document the proxy compiles like a file.
-//! Going through the same parser and compiler as a config file means one set of checks for
-//! both, and the applied generation can be written to the state directory and booted from.
+//! xDS resources (membrane.v1) to the typed bootstrap (`config::Bootstrap`), the same
+//! structs a bootstrap file parses into: one set of checks (the compiler's) for both, and
+//! the applied generation is written to the state directory as what these structs
+//! serialize to, to boot from. A field renamed in `config` breaks this file's build, not
+//! xDS at run time.
+//!
+//! Every resource converts on its own (`TryFrom`, or a function where a listener or
+//! cluster needs the trust bundles); a resource that does not decode or convert is refused
+//! with the field and the reason, and the others go on.
 
+use crate::config::{
+    AdminConfig, AuthorizationConfig, Bootstrap, CertKeyConfig, ClaimRuleConfig, ClientAuth,
+    ClusterConfig, ClusterTlsConfig, DirectResponseConfig, EffectConfig, ForwardConfig,
+    JwksSource, JwtProviderConfig, ListenerConfig, ListenerProtocol, ListenerTlsConfig, Located,
+    ModeConfig, Owner, PathMatchConfig, PathRuleConfig, PeerRuleConfig, RateKeyConfig,
+    RateLimitConfig, RemoteJwksConfig, RouteConfig, RouteJwtConfig, RuleConfig,
+    UpstreamProtocol, UpstreamVerify, VirtualHostConfig,
+};
 use membrane_api::proto::membrane::v1 as pb;
 use membrane_api::types::{TYPE_CLUSTER, TYPE_JWT_PROVIDER, TYPE_LISTENER, TYPE_TRUST_BUNDLE};
 use prost::Message;
-use serde_json::{Value, json};
+use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// A resource's key: type URL and name.
 pub type Key = (String, String);
 
-/// The document, and which resource each `listeners[i]`, `clusters[i]` and
-/// `jwt_providers[i]` came from (to pin a compile error on its resource).
+/// Why one resource cannot be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResourceError {
+    #[error("not a {kind}: {message}")]
+    Decode { kind: &'static str, message: String },
+    #[error("field `{field}`: {message}")]
+    Field { field: String, message: String },
+}
+
+fn field(field: impl Into<String>, message: impl Into<String>) -> ResourceError {
+    ResourceError::Field {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// A resource refused before compiling.
+pub struct Refused {
+    pub key: Key,
+    pub error: ResourceError,
+}
+
+/// The resource each `listeners[i]`, `clusters[i]` and `jwt_providers[i]` came from, so
+/// that a compile error (which names its owner) refuses that resource.
+#[derive(Default)]
+pub struct Origins {
+    listeners: Vec<Key>,
+    clusters: Vec<Key>,
+    jwt_providers: Vec<Key>,
+}
+
+impl Origins {
+    pub fn of(&self, owner: Owner) -> Option<&Key> {
+        match owner {
+            Owner::Listener(i) => self.listeners.get(i),
+            Owner::Cluster(i) => self.clusters.get(i),
+            Owner::JwtProvider(i) => self.jwt_providers.get(i),
+        }
+    }
+}
+
 pub struct Converted {
-    pub document: Value,
-    pub origin: BTreeMap<String, Key>,
-    /// Trust bundles to write before compiling: path → PEM.
-    pub files: Vec<(PathBuf, String)>,
+    pub config: Bootstrap,
+    pub origins: Origins,
+    /// Trust bundles by the path the configuration names them with, written to the state
+    /// directory once the generation is accepted.
+    pub bundles: FxHashMap<PathBuf, Arc<[u8]>>,
 }
 
-/// Resources that did not even decode, with the reason.
-pub type Undecodable = Vec<(Key, String)>;
+/// Trust bundle names to their paths in the state directory.
+struct Bundles(BTreeMap<String, PathBuf>);
 
-fn protocol(p: i32) -> &'static str {
-    match pb::Protocol::try_from(p) {
-        Ok(pb::Protocol::Http1) => "http1",
-        Ok(pb::Protocol::Http2) => "http2",
-        _ => "auto",
+impl Bundles {
+    fn path(&self, name: &str, at: &str) -> Result<Located<PathBuf>, ResourceError> {
+        self.0.get(name).map(|p| p.clone().into()).ok_or_else(|| {
+            field(
+                at,
+                format!("names trust bundle `{name}`, which the control server has not sent"),
+            )
+        })
     }
 }
 
-fn effect(e: i32) -> &'static str {
-    match pb::Effect::try_from(e) {
-        Ok(pb::Effect::Deny) => "deny",
-        _ => "allow",
-    }
+fn decode<M: Message + Default>(kind: &'static str, any: &prost_types::Any) -> Result<M, ResourceError> {
+    M::decode(any.value.as_slice()).map_err(|e| ResourceError::Decode {
+        kind,
+        message: e.to_string(),
+    })
 }
 
-/// Builds the bootstrap for the admin address and state directory from `resources`.
+/// The bootstrap for the admin address and state directory from `resources`, and the
+/// resources refused on the way.
 pub fn convert(
     resources: &BTreeMap<Key, prost_types::Any>,
     admin: SocketAddr,
     state_dir: &Path,
-) -> (Converted, Undecodable) {
-    let mut bad = Vec::new();
-    let mut files = Vec::new();
-    let mut bundles = BTreeMap::new();
-    for (key, any) in resources
-        .iter()
-        .filter(|((t, _), _)| t == TYPE_TRUST_BUNDLE)
-    {
-        match pb::TrustBundle::decode(any.value.as_slice()) {
-            Ok(b) => {
-                let path = state_dir.join(format!("trust-{}.pem", sanitize(&b.name)));
-                bundles.insert(b.name.clone(), path.clone());
-                files.push((path, b.pem));
-            }
-            Err(e) => bad.push((key.clone(), format!("not a TrustBundle: {e}"))),
-        }
-    }
-    let bundle_path = |name: &str| {
-        bundles
-            .get(name)
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| format!("missing-trust-bundle-{name}"))
+) -> (Converted, Vec<Refused>) {
+    let of_type = |t: &'static str| resources.iter().filter(move |((ty, _), _)| ty == t);
+    let mut refused = Vec::new();
+    let mut config = Bootstrap {
+        admin: AdminConfig { address: admin },
+        ..Bootstrap::default()
     };
-    let mut origin = BTreeMap::new();
-    let mut listeners = Vec::new();
-    for (key, any) in resources.iter().filter(|((t, _), _)| t == TYPE_LISTENER) {
-        let l = match pb::Listener::decode(any.value.as_slice()) {
-            Ok(l) => l,
-            Err(e) => {
-                bad.push((key.clone(), format!("not a Listener: {e}")));
-                continue;
+    let mut bundles = Bundles(BTreeMap::new());
+    let mut bundle_files = FxHashMap::default();
+    let mut origins = Origins::default();
+    for (key, any) in of_type(TYPE_TRUST_BUNDLE) {
+        match decode::<pb::TrustBundle>("TrustBundle", any) {
+            Ok(b) => {
+                let path = state_dir.join(format!("trust-{}.pem", file_name(&b.name)));
+                bundles.0.insert(b.name, path.clone());
+                bundle_files.insert(path, Arc::from(b.pem.into_bytes()));
             }
-        };
-        let mut doc =
-            json!({"name": l.name, "address": l.address, "protocol": protocol(l.protocol)});
-        if let Some(t) = &l.tls {
-            let client_auth = match pb::ClientAuth::try_from(t.client_auth) {
-                Ok(pb::ClientAuth::Require) => "require",
-                Ok(pb::ClientAuth::Optional) => "optional",
-                _ => "none",
-            };
-            let mut tls = json!({
-                "certificates": [{"cert": t.certificate_file, "key": t.key_file}],
-                "client_auth": client_auth,
-            });
-            if !t.trust_bundle.is_empty() {
-                tls["trust_bundle"] = json!(bundle_path(&t.trust_bundle));
-                tls["trust_domains"] = json!(t.trust_domains);
-            }
-            doc["tls"] = tls;
+            Err(error) => refused.push(Refused {
+                key: key.clone(),
+                error,
+            }),
         }
-        if let Some(a) = &l.authorization {
-            doc["authorization"] = json!({
-                "default": effect(a.default_effect),
-                "mode": if a.dry_run { "dry_run" } else { "enforce" },
-                "rules": a.rules.iter().map(rule).collect::<Vec<_>>(),
-            });
-        }
-        // A virtual host per named host, in order of first mention, then `*` for the rest.
-        let mut hosts: Vec<&str> = Vec::new();
-        for r in &l.routes {
-            if !r.host.is_empty() && !hosts.contains(&r.host.as_str()) {
-                hosts.push(&r.host);
-            }
-        }
-        let mut vhosts: Vec<Value> = hosts
-            .iter()
-            .map(|h| {
-                let routes: Vec<Value> = l
-                    .routes
-                    .iter()
-                    .filter(|r| r.host == *h)
-                    .map(route)
-                    .collect();
-                json!({"name": h, "domains": [h], "routes": routes})
-            })
-            .collect();
-        let rest: Vec<Value> = l
-            .routes
-            .iter()
-            .filter(|r| r.host.is_empty())
-            .map(route)
-            .collect();
-        if !rest.is_empty() {
-            vhosts.push(json!({"name": "all", "domains": ["*"], "routes": rest}));
-        }
-        doc["virtual_hosts"] = json!(vhosts);
-        origin.insert(format!("listeners[{}]", listeners.len()), key.clone());
-        listeners.push(doc);
     }
-    let mut clusters = Vec::new();
-    for (key, any) in resources.iter().filter(|((t, _), _)| t == TYPE_CLUSTER) {
-        let c = match pb::Cluster::decode(any.value.as_slice()) {
-            Ok(c) => c,
-            Err(e) => {
-                bad.push((key.clone(), format!("not a Cluster: {e}")));
-                continue;
+    for (key, any) in of_type(TYPE_CLUSTER) {
+        match decode("Cluster", any).and_then(|c| cluster(&c, &bundles)) {
+            Ok(c) => {
+                origins.clusters.push(key.clone());
+                config.clusters.push(c);
             }
-        };
-        let mut doc = json!({"name": c.name, "endpoints": c.endpoints, "protocol": if protocol(c.protocol) == "http2" { "http2" } else { "http1" }});
-        if let Some(t) = &c.tls {
-            let mut tls = json!({"sni": t.sni});
-            if !t.trust_bundle.is_empty() {
-                tls["trust_bundle"] = json!(bundle_path(&t.trust_bundle));
-            }
-            if !t.spiffe_id.is_empty() {
-                tls["verify"] = json!({"spiffe_id": t.spiffe_id});
-            }
-            if !t.certificate_file.is_empty() {
-                tls["client_certificate"] = json!({"cert": t.certificate_file, "key": t.key_file});
-            }
-            doc["tls"] = tls;
+            Err(error) => refused.push(Refused {
+                key: key.clone(),
+                error,
+            }),
         }
-        origin.insert(format!("clusters[{}]", clusters.len()), key.clone());
-        clusters.push(doc);
     }
-    let mut providers = Vec::new();
-    for (key, any) in resources
-        .iter()
-        .filter(|((t, _), _)| t == TYPE_JWT_PROVIDER)
-    {
-        let p = match pb::JwtProvider::decode(any.value.as_slice()) {
-            Ok(p) => p,
-            Err(e) => {
-                bad.push((key.clone(), format!("not a JwtProvider: {e}")));
-                continue;
+    for (key, any) in of_type(TYPE_JWT_PROVIDER) {
+        match decode::<pb::JwtProvider>("JwtProvider", any)
+            .and_then(|p| JwtProviderConfig::try_from(&p))
+        {
+            Ok(p) => {
+                origins.jwt_providers.push(key.clone());
+                config.jwt_providers.push(p);
             }
-        };
-        let jwks = if p.jwks_url.is_empty() {
-            json!({"inline": p.jwks_inline})
-        } else {
-            json!({"url": {"url": p.jwks_url}})
-        };
-        let mut doc = json!({"name": p.name, "audiences": p.audiences, "jwks": jwks});
-        if !p.issuer.is_empty() {
-            doc["issuer"] = json!(p.issuer);
+            Err(error) => refused.push(Refused {
+                key: key.clone(),
+                error,
+            }),
         }
-        origin.insert(format!("jwt_providers[{}]", providers.len()), key.clone());
-        providers.push(doc);
     }
-    let document = json!({
-        "admin": {"address": admin.to_string()},
-        "listeners": listeners,
-        "clusters": clusters,
-        "jwt_providers": providers,
-    });
+    for (key, any) in of_type(TYPE_LISTENER) {
+        match decode("Listener", any).and_then(|l| listener(&l, &bundles)) {
+            Ok(l) => {
+                origins.listeners.push(key.clone());
+                config.listeners.push(l);
+            }
+            Err(error) => refused.push(Refused {
+                key: key.clone(),
+                error,
+            }),
+        }
+    }
     (
         Converted {
-            document,
-            origin,
-            files,
+            config,
+            origins,
+            bundles: bundle_files,
         },
-        bad,
+        refused,
     )
 }
 
-fn rule(r: &pb::Rule) -> Value {
-    let mut peers: Vec<Value> = r
-        .peer_spiffe_ids
-        .iter()
-        .map(|id| json!({"spiffe_id": id}))
-        .collect();
-    peers.extend(r.peer_prefixes.iter().map(|p| json!({"prefix": p})));
-    let mut doc = json!({"name": r.name, "action": effect(r.effect)});
-    if !peers.is_empty() {
-        doc["peers"] = json!(peers);
-    }
-    if !r.methods.is_empty() {
-        doc["methods"] = json!(r.methods);
-    }
-    if !r.path_prefixes.is_empty() {
-        doc["paths"] = json!(
-            r.path_prefixes
-                .iter()
-                .map(|p| json!({"prefix": p}))
-                .collect::<Vec<_>>()
-        );
-    }
-    if !r.claims.is_empty() {
-        doc["claims"] = json!(
-            r.claims
-                .iter()
-                .map(|c| if c.equals.is_empty() {
-                    json!({"claim": c.claim, "contains": c.contains})
-                } else {
-                    json!({"claim": c.claim, "equals": c.equals})
-                })
-                .collect::<Vec<_>>()
-        );
-    }
-    doc
+fn enum_value<E: TryFrom<i32>>(value: i32, at: &str) -> Result<E, ResourceError> {
+    E::try_from(value).map_err(|_| field(at, format!("{value} is not a known value")))
 }
 
-fn route(r: &pb::Route) -> Value {
-    let mut doc = json!({"name": r.name, "match": {"path": {"prefix": r.path_prefix}}});
-    if r.cluster.is_empty() {
-        let status = if r.direct_status == 0 {
-            404
-        } else {
-            r.direct_status
+fn listener(l: &pb::Listener, bundles: &Bundles) -> Result<ListenerConfig, ResourceError> {
+    let address = l
+        .address
+        .parse()
+        .map_err(|_| field("address", format!("`{}` is not ip:port", l.address)))?;
+    let mut out = ListenerConfig::new(l.name.clone(), address);
+    out.protocol = match enum_value(l.protocol, "protocol")? {
+        pb::Protocol::Auto => ListenerProtocol::Auto,
+        pb::Protocol::Http1 => ListenerProtocol::Http1,
+        pb::Protocol::Http2 => ListenerProtocol::Http2,
+    };
+    if let Some(t) = &l.tls {
+        let mut tls = ListenerTlsConfig::new(vec![CertKeyConfig::new(
+            t.certificate_file.clone().into(),
+            t.key_file.clone().into(),
+        )]);
+        tls.client_auth = match enum_value(t.client_auth, "tls.client_auth")? {
+            pb::ClientAuth::None => ClientAuth::None,
+            pb::ClientAuth::Optional => ClientAuth::Optional,
+            pb::ClientAuth::Require => ClientAuth::Require,
         };
-        doc["direct_response"] = json!({"status": status, "body": "refused by the gateway: not exposed or not allowed\n"});
-    } else {
-        let mut fw = json!({"cluster": r.cluster});
-        if !r.prefix_rewrite.is_empty() {
-            fw["prefix_rewrite"] = json!(r.prefix_rewrite);
+        if !t.trust_bundle.is_empty() {
+            tls.trust_bundle = Some(bundles.path(&t.trust_bundle, "tls.trust_bundle")?);
+            tls.trust_domains = t.trust_domains.iter().cloned().map(Located::from).collect();
         }
-        doc["forward"] = fw;
+        out.tls = Some(tls);
     }
-    if !r.jwt_provider.is_empty() {
-        doc["jwt"] = json!({"provider": r.jwt_provider, "required": r.jwt_required});
-    }
-    if let Some(rl) = &r.rate_limit {
-        let key = if rl.key == "peer" {
-            "peer"
-        } else {
-            "client_ip"
-        };
-        doc["rate_limit"] = json!({
-            "requests": rl.requests,
-            "per": format!("{}s", rl.per_seconds.max(1)),
-            "burst": rl.burst.max(1),
-            "key": key,
+    if let Some(a) = &l.authorization {
+        let mut rules = Vec::with_capacity(a.rules.len());
+        for (i, r) in a.rules.iter().enumerate() {
+            rules.push(RuleConfig::try_from(r).map_err(|e| nested(e, &format!("authorization.rules[{i}]")))?);
+        }
+        out.authorization = Some(AuthorizationConfig {
+            default: Some(effect(a.default_effect, "authorization.default_effect")?),
+            mode: if a.dry_run {
+                ModeConfig::DryRun
+            } else {
+                ModeConfig::Enforce
+            },
+            rules,
         });
     }
-    doc
+    // A virtual host per named host, in order of first mention, then `*` for the rest.
+    let mut hosts: Vec<&str> = Vec::new();
+    for r in &l.routes {
+        if !r.host.is_empty() && !hosts.contains(&r.host.as_str()) {
+            hosts.push(&r.host);
+        }
+    }
+    let vhost = |name: &str, domain: &str, host: &str| -> Result<VirtualHostConfig, ResourceError> {
+        let mut routes = Vec::new();
+        for (i, r) in l.routes.iter().enumerate().filter(|(_, r)| r.host == host) {
+            routes.push(RouteConfig::try_from(r).map_err(|e| nested(e, &format!("routes[{i}]")))?);
+        }
+        Ok(VirtualHostConfig {
+            name: name.to_owned(),
+            domains: vec![domain.to_owned().into()],
+            routes,
+        })
+    };
+    for h in &hosts {
+        out.virtual_hosts.push(vhost(h, h, h)?);
+    }
+    if l.routes.iter().any(|r| r.host.is_empty()) {
+        out.virtual_hosts.push(vhost("all", "*", "")?);
+    }
+    Ok(out)
 }
 
-fn sanitize(name: &str) -> String {
+/// An error of a part, named from the resource.
+fn nested(e: ResourceError, at: &str) -> ResourceError {
+    match e {
+        ResourceError::Field { field: f, message } => field(format!("{at}.{f}"), message),
+        other => other,
+    }
+}
+
+fn effect(e: i32, at: &str) -> Result<EffectConfig, ResourceError> {
+    Ok(match enum_value(e, at)? {
+        pb::Effect::Allow => EffectConfig::Allow,
+        pb::Effect::Deny => EffectConfig::Deny,
+    })
+}
+
+impl TryFrom<&pb::Rule> for RuleConfig {
+    type Error = ResourceError;
+
+    fn try_from(r: &pb::Rule) -> Result<Self, ResourceError> {
+        let mut out = RuleConfig::new(r.name.clone(), effect(r.effect, "effect")?);
+        out.peers = r
+            .peer_spiffe_ids
+            .iter()
+            .map(|id| PeerRuleConfig::SpiffeId(id.clone().into()))
+            .chain(
+                r.peer_prefixes
+                    .iter()
+                    .map(|p| PeerRuleConfig::Prefix(p.clone().into())),
+            )
+            .collect();
+        out.methods = r.methods.iter().cloned().map(Located::from).collect();
+        out.paths = r
+            .path_prefixes
+            .iter()
+            .map(|p| PathRuleConfig::Prefix(p.clone()))
+            .collect();
+        for (i, c) in r.claims.iter().enumerate() {
+            let (equals, contains) = match (c.equals.is_empty(), c.contains.is_empty()) {
+                (false, true) => (Some(c.equals.clone()), None),
+                (true, false) => (None, Some(c.contains.clone())),
+                _ => {
+                    return Err(field(
+                        format!("claims[{i}]"),
+                        "give exactly one of equals or contains",
+                    ));
+                }
+            };
+            out.claims.push(ClaimRuleConfig {
+                claim: c.claim.clone().into(),
+                equals,
+                contains,
+                present: None,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// The body of the answer to a route that is not exposed (a route without a cluster).
+const NOT_EXPOSED: &str = "refused by the gateway: not exposed or not allowed\n";
+
+impl TryFrom<&pb::Route> for RouteConfig {
+    type Error = ResourceError;
+
+    fn try_from(r: &pb::Route) -> Result<Self, ResourceError> {
+        let mut out = RouteConfig::new(r.name.clone());
+        out.matcher.path = Some(PathMatchConfig::Prefix(r.path_prefix.clone().into()));
+        if r.cluster.is_empty() {
+            let status = match r.direct_status {
+                0 => 404,
+                s => u16::try_from(s)
+                    .map_err(|_| field("direct_status", format!("{s} is not a status")))?,
+            };
+            out.direct_response = Some(DirectResponseConfig::new(status, NOT_EXPOSED.into()));
+        } else {
+            let mut fw = ForwardConfig::new(r.cluster.clone());
+            if !r.prefix_rewrite.is_empty() {
+                fw.prefix_rewrite = Some(r.prefix_rewrite.clone().into());
+            }
+            out.forward = Some(fw);
+        }
+        if !r.jwt_provider.is_empty() {
+            out.jwt = Some(RouteJwtConfig {
+                provider: r.jwt_provider.clone().into(),
+                required: r.jwt_required,
+            });
+        }
+        if let Some(rl) = &r.rate_limit {
+            out.rate_limit =
+                Some(RateLimitConfig::try_from(rl).map_err(|e| nested(e, "rate_limit"))?);
+        }
+        Ok(out)
+    }
+}
+
+impl TryFrom<&pb::RateLimit> for RateLimitConfig {
+    type Error = ResourceError;
+
+    fn try_from(rl: &pb::RateLimit) -> Result<Self, ResourceError> {
+        if rl.per_seconds == 0 {
+            return Err(field("per_seconds", "must be at least 1"));
+        }
+        let mut out = RateLimitConfig::new(rl.requests, Duration::from_secs(rl.per_seconds.into()));
+        // proto3: 0 is "not given", the default (as many as `requests`).
+        out.burst = (rl.burst != 0).then_some(rl.burst);
+        out.key = match rl.key.as_str() {
+            "" | "client_ip" => RateKeyConfig::ClientIp,
+            "peer" => RateKeyConfig::Peer,
+            other => {
+                return Err(field(
+                    "key",
+                    format!("`{other}` is not a key; use client_ip or peer"),
+                ));
+            }
+        };
+        Ok(out)
+    }
+}
+
+fn cluster(c: &pb::Cluster, bundles: &Bundles) -> Result<ClusterConfig, ResourceError> {
+    let mut out = ClusterConfig::new(c.name.clone(), c.endpoints.clone());
+    out.protocol = match enum_value(c.protocol, "protocol")? {
+        pb::Protocol::Http1 | pb::Protocol::Auto => UpstreamProtocol::Http1,
+        pb::Protocol::Http2 => UpstreamProtocol::Http2,
+    };
+    if let Some(t) = &c.tls {
+        let mut tls = ClusterTlsConfig::new(t.sni.clone());
+        if !t.trust_bundle.is_empty() {
+            tls.trust_bundle = Some(bundles.path(&t.trust_bundle, "tls.trust_bundle")?);
+        }
+        if !t.spiffe_id.is_empty() {
+            tls.verify = Some(UpstreamVerify::SpiffeId(t.spiffe_id.clone().into()));
+        }
+        if !t.certificate_file.is_empty() {
+            tls.client_certificate = Some(CertKeyConfig::new(
+                t.certificate_file.clone().into(),
+                t.key_file.clone().into(),
+            ));
+        }
+        out.tls = Some(tls);
+    }
+    Ok(out)
+}
+
+impl TryFrom<&pb::JwtProvider> for JwtProviderConfig {
+    type Error = ResourceError;
+
+    fn try_from(p: &pb::JwtProvider) -> Result<Self, ResourceError> {
+        let jwks = match (p.jwks_inline.is_empty(), p.jwks_url.is_empty()) {
+            (false, true) => JwksSource::Inline(p.jwks_inline.clone().into()),
+            (true, false) => JwksSource::Url(RemoteJwksConfig::new(p.jwks_url.clone())),
+            _ => {
+                return Err(field(
+                    "jwks_inline",
+                    "give exactly one of jwks_inline or jwks_url",
+                ));
+            }
+        };
+        let mut out = JwtProviderConfig::new(p.name.clone(), jwks);
+        out.issuer = (!p.issuer.is_empty()).then(|| p.issuer.clone());
+        out.audiences = p.audiences.clone();
+        Ok(out)
+    }
+}
+
+/// A bundle's name as a file name.
+fn file_name(name: &str) -> String {
     name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '_' {

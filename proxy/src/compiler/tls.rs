@@ -1,5 +1,5 @@
-//! Compiling the TLS parts of listeners and clusters: files are read here, so a missing or
-//! bad certificate refuses the whole generation with the field that names it.
+//! Compiling the TLS parts of listeners and clusters from the files `load` read: a missing
+//! or bad certificate refuses the generation with the field that names it.
 
 use super::Compiler;
 use crate::config::{
@@ -11,32 +11,16 @@ use crate::tls::material::{self, LoadedCert};
 use crate::tls::server::{self, Resumption, ServerTls, ServerTlsParts};
 use membrane_policy::identity::{SpiffeId, check_trust_domain};
 use rustls_pki_types::ServerName;
+use crate::tls::cert_info::CertInfo;
 use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 impl Compiler<'_> {
-    /// Resolves a file named in the config (relative to the config file's directory) and
-    /// notes it for the file watch and the version hash.
-    pub(super) fn path(&self, p: &Located<PathBuf>) -> PathBuf {
-        let p = p.value();
-        let full = if p.is_absolute() {
-            p.clone()
-        } else {
-            self.file.parent().unwrap_or(Path::new(".")).join(p)
-        };
-        if let Ok(bytes) = std::fs::read(&full) {
-            let mut h = rustc_hash::FxHasher::default();
-            (self.material.get(), bytes).hash(&mut h);
-            self.material.set(h.finish());
-        }
-        self.watched_files.borrow_mut().push(full.clone());
-        full
-    }
-
     fn cert_key(&self, at: &str, c: &CertKeyConfig) -> Result<LoadedCert, ConfigError> {
-        let (cert, key) = (self.path(&c.cert), self.path(&c.key));
-        material::load_cert_key(&crate::tls::provider(), &cert, &key).map_err(|e| {
+        let (cert, cert_pem) = self.file(&c.cert, &format!("{at}.cert"))?;
+        let (key, key_pem) = self.file(&c.key, &format!("{at}.key"))?;
+        material::cert_key(&crate::tls::provider(), &cert, cert_pem, &key, key_pem).map_err(|e| {
             let material::MaterialError::File { file, .. } = &e;
             let (field, loc) = if *file == key {
                 ("key", &c.key)
@@ -45,6 +29,15 @@ impl Compiler<'_> {
             };
             self.err(loc, format!("{at}.{field}"), e.to_string())
         })
+    }
+
+    fn bundle(
+        &self,
+        b: &Located<PathBuf>,
+        field: String,
+    ) -> Result<(Arc<rustls::RootCertStore>, Vec<CertInfo>), ConfigError> {
+        let (path, pem) = self.file(b, &field)?;
+        material::bundle(&path, pem).map_err(|e| self.err(b, field, e.to_string()))
     }
 
     pub(super) fn listener_tls(
@@ -68,8 +61,7 @@ impl Compiler<'_> {
         }
         let (roots, bundle) = match (&t.trust_bundle, t.client_auth) {
             (Some(b), _) => {
-                let (roots, infos) = material::load_bundle(&self.path(b))
-                    .map_err(|e| self.err(b, format!("{at}.trust_bundle"), e.to_string()))?;
+                let (roots, infos) = self.bundle(b, format!("{at}.trust_bundle"))?;
                 (Some(roots), infos)
             }
             (None, ClientAuth::None) => (None, Vec::new()),
@@ -140,9 +132,8 @@ impl Compiler<'_> {
             )
         })?;
         let (roots, bundle) = match &t.trust_bundle {
-            Some(b) => material::load_bundle(&self.path(b))
-                .map_err(|e| self.err(b, format!("{at}.trust_bundle"), e.to_string()))?,
-            None => (material::system_roots(), Vec::new()),
+            Some(b) => self.bundle(b, format!("{at}.trust_bundle"))?,
+            None => (self.system_roots(), Vec::new()),
         };
         let expect = match &t.verify {
             None => Expect::Dns(server_name.clone()),
