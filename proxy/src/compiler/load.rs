@@ -81,9 +81,10 @@ impl Loaded {
             .clusters
             .iter()
             .any(|c| c.tls.as_ref().is_some_and(|t| t.trust_bundle.is_none()))
-            || config.jwt_providers.iter().any(
-                |p| matches!(&p.jwks, JwksSource::Url(r) if r.trust_bundle.is_none()),
-            );
+            || config
+                .jwt_providers
+                .iter()
+                .any(|p| matches!(&p.jwks, JwksSource::Url(r) if r.trust_bundle.is_none()));
         Loaded {
             file: file.to_owned(),
             text,

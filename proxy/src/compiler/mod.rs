@@ -193,7 +193,10 @@ impl Compiler<'_> {
             None => Err(self.err(
                 p,
                 field.to_owned(),
-                format!("{}: was not loaded (a bug: please report it)", path.display()),
+                format!(
+                    "{}: was not loaded (a bug: please report it)",
+                    path.display()
+                ),
             )),
         }
     }

@@ -8,8 +8,8 @@ use crate::config::{ConfigError, Located, PathMatchConfig, RouteConfig};
 use crate::route::{HeaderMatcher, HeaderRule, PathMatch, Route};
 use crate::snapshot::{Action, RateLimitState, RouteEntry, RouteJwt};
 use bytes::Bytes;
-use std::sync::Arc;
 use http::{HeaderName, HeaderValue, Method, StatusCode};
+use std::sync::Arc;
 
 impl Compiler<'_> {
     pub(super) fn route(

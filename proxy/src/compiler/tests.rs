@@ -175,7 +175,9 @@ fn every_refused_entry_is_reported_with_its_owner() {
     let yaml = format!(
         "{BASE}          - name: r\n            forward: {{cluster: nope}}\nclusters:\n  - name: a\n    endpoints: [nohost]\n  - name: b\n    endpoints: [127.0.0.1:1]\n    max_connections: 0\njwt_providers:\n  - name: p\n    jwks: {{inline: '{{}}'}}\n"
     );
-    let errors = compile(&loaded(&yaml), None, &Metrics::new()).err().unwrap();
+    let errors = compile(&loaded(&yaml), None, &Metrics::new())
+        .err()
+        .unwrap();
     let owners: Vec<_> = errors.iter().map(ConfigError::owner).collect();
     assert_eq!(
         owners,
@@ -215,7 +217,13 @@ fn compiling_changes_nothing_shared_until_activated() {
         jwks.display()
     );
     let file = dir.join("membrane.yaml");
-    let load = || Loaded::gather(&file, yaml.clone(), crate::config::parse(&file, &yaml).unwrap());
+    let load = || {
+        Loaded::gather(
+            &file,
+            yaml.clone(),
+            crate::config::parse(&file, &yaml).unwrap(),
+        )
+    };
     let m = Metrics::new();
     let mut s1 = compile(&load(), None, &m).unwrap();
     activate(&mut s1, &file).unwrap();
@@ -223,9 +231,16 @@ fn compiling_changes_nothing_shared_until_activated() {
     assert_eq!(kid(&s1).as_deref(), Some("one"));
     std::fs::write(&jwks, key("two")).unwrap();
     let mut s2 = compile(&load(), Some(&s1), &m).unwrap();
-    assert!(Arc::ptr_eq(&s1.providers["p"].keys, &s2.providers["p"].keys));
+    assert!(Arc::ptr_eq(
+        &s1.providers["p"].keys,
+        &s2.providers["p"].keys
+    ));
     assert_eq!(s2.pending.key_sets.len(), 1);
-    assert_eq!(kid(&s1).as_deref(), Some("one"), "compiling changed the serving keys");
+    assert_eq!(
+        kid(&s1).as_deref(),
+        Some("one"),
+        "compiling changed the serving keys"
+    );
     activate(&mut s2, &file).unwrap();
     assert_eq!(kid(&s1).as_deref(), Some("two"));
     assert!(s2.pending.key_sets.is_empty());

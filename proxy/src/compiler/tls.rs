@@ -6,12 +6,12 @@ use crate::config::{
     CertKeyConfig, ClientAuth, ClusterTlsConfig, ConfigError, ListenerProtocol, ListenerTlsConfig,
     Located, UpstreamProtocol, UpstreamVerify,
 };
+use crate::tls::cert_info::CertInfo;
 use crate::tls::client::{self, ClientTls, Expect};
 use crate::tls::material::{self, LoadedCert};
 use crate::tls::server::{self, Resumption, ServerTls, ServerTlsParts};
 use membrane_policy::identity::{SpiffeId, check_trust_domain};
 use rustls_pki_types::ServerName;
-use crate::tls::cert_info::CertInfo;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::Arc;

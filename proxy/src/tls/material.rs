@@ -70,7 +70,10 @@ pub fn certs(file: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, Ma
 }
 
 /// A trust bundle: every certificate in the text becomes a trust anchor.
-pub fn bundle(file: &Path, pem: &[u8]) -> Result<(Arc<RootCertStore>, Vec<CertInfo>), MaterialError> {
+pub fn bundle(
+    file: &Path,
+    pem: &[u8],
+) -> Result<(Arc<RootCertStore>, Vec<CertInfo>), MaterialError> {
     let certs = certs(file, pem)?;
     let mut roots = RootCertStore::empty();
     let mut infos = Vec::with_capacity(certs.len());

@@ -5,13 +5,11 @@
 //! proxy boots from when the control server is unreachable; reconnects use jittered
 //! exponential backoff and send the versions they hold (`initial_resource_versions`).
 
-use super::convert::{self, Key};
-use crate::compiler::{self, Loaded};
+use super::apply::apply;
+use super::held::{Held, HeldResource};
+use super::state_dir::{claim_state_dir, generation_file, load_held, write_atomically};
 use crate::config::{AdminConfig, Bootstrap};
-use crate::server::{ApplyError, ProxyHandle, StartError, StartOptions};
-use rustc_hash::FxHashMap;
-use std::sync::Arc;
-use base64::Engine;
+use crate::server::{ProxyHandle, StartError, StartOptions};
 use membrane_api::proto::envoy::config::core::v3::Node;
 use membrane_api::proto::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use membrane_api::proto::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
@@ -21,7 +19,7 @@ use membrane_api::types::{TYPE_CLUSTER, TYPE_JWT_PROVIDER, TYPE_LISTENER, TYPE_T
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -41,58 +39,6 @@ pub struct XdsOptions {
     pub node: String,
     pub state_dir: PathBuf,
     pub admin: SocketAddr,
-}
-
-/// A resource as held: its version and body.
-type Held = BTreeMap<Key, (String, prost_types::Any)>;
-
-fn generation_file(dir: &Path) -> PathBuf {
-    dir.join("generation.json")
-}
-
-fn resources_file(dir: &Path) -> PathBuf {
-    dir.join("resources.json")
-}
-
-/// Which node the directory's generation belongs to.
-fn node_file(dir: &Path) -> PathBuf {
-    dir.join("node")
-}
-
-/// The state directory for `node`: made if missing, refused if it holds another node's
-/// generation (booting from it would serve that node's listeners under this node's name).
-fn claim_state_dir(dir: &Path, node: &str) -> Result<PathBuf, StartError> {
-    let err = |what: &str, source: std::io::Error| StartError::StateDir {
-        dir: dir.to_owned(),
-        what: what.to_owned(),
-        source,
-    };
-    std::fs::create_dir_all(dir).map_err(|e| err("cannot create it", e))?;
-    let dir = std::path::absolute(dir).map_err(|e| err("cannot resolve it", e))?;
-    match std::fs::read_to_string(node_file(&dir)) {
-        Ok(owner) if owner.trim() == node => {}
-        Ok(owner) => {
-            return Err(err(
-                &format!(
-                    "it holds the state of node `{}`, not `{node}`: give each gateway a --state-dir of its own (or empty this one)",
-                    owner.trim()
-                ),
-                std::io::Error::other("state directory of another node"),
-            ));
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if generation_file(&dir).exists() {
-                return Err(err(
-                    "it holds a generation of an unknown node: empty it, or point --state-dir elsewhere",
-                    std::io::Error::other("state directory without an owner"),
-                ));
-            }
-            write_atomically(&node_file(&dir), format!("{node}\n"))
-                .map_err(|e| err("cannot write to it", e))?;
-        }
-        Err(e) => return Err(err("cannot read it", e)),
-    }
-    Ok(dir)
 }
 
 /// Starts the proxy from the last generation in the state directory (or with no listeners,
@@ -146,50 +92,6 @@ pub fn start(mut opts: XdsOptions) -> Result<ProxyHandle, StartError> {
         .spawn(move || rt.block_on(run(opts, h, held)))
         .map_err(StartError::Runtime)?;
     Ok(handle)
-}
-
-fn write_atomically(path: &Path, text: impl AsRef<[u8]>) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
-}
-
-fn load_held(dir: &Path) -> Held {
-    let Ok(text) = std::fs::read_to_string(resources_file(dir)) else {
-        return Held::new();
-    };
-    let Ok(list) = serde_json::from_str::<Vec<(String, String, String, String)>>(&text) else {
-        return Held::new();
-    };
-    list.into_iter()
-        .filter_map(|(t, name, version, value)| {
-            let value = base64::engine::general_purpose::STANDARD
-                .decode(value)
-                .ok()?;
-            Some((
-                (t.clone(), name),
-                (version, prost_types::Any { type_url: t, value }),
-            ))
-        })
-        .collect()
-}
-
-fn save_held(dir: &Path, held: &Held) -> std::io::Result<()> {
-    let list: Vec<(String, String, String, String)> = held
-        .iter()
-        .map(|((t, n), (v, any))| {
-            (
-                t.clone(),
-                n.clone(),
-                v.clone(),
-                base64::engine::general_purpose::STANDARD.encode(&any.value),
-            )
-        })
-        .collect();
-    write_atomically(
-        &resources_file(dir),
-        serde_json::to_string(&list).unwrap_or_default(),
-    )
 }
 
 #[derive(Default)]
@@ -255,7 +157,7 @@ async fn session(
         let initial = held
             .iter()
             .filter(|((ty, _), _)| ty == t)
-            .map(|((_, n), (v, _))| (n.clone(), v.clone()))
+            .map(|((_, n), h)| (n.clone(), h.version.clone()))
             .collect();
         let req = DeltaDiscoveryRequest {
             node: (i == 0).then(|| Node {
@@ -304,7 +206,10 @@ async fn session(
                 if let Some(any) = &res.resource {
                     held.insert(
                         (r.type_url.clone(), res.name.clone()),
-                        (res.version.clone(), any.clone()),
+                        HeldResource {
+                            version: res.version.clone(),
+                            any: any.clone(),
+                        },
                     );
                 }
             }
@@ -370,133 +275,3 @@ async fn session(
         }
     }
 }
-
-/// Applies `held` as one generation: converted, loaded and compiled once, and that
-/// snapshot applied. Resources that fail are put back to their previous version (or left
-/// out when new) and returned with the reason; with the generation now serving when one
-/// was applied. A failure that no resource owns refuses the whole update.
-async fn apply(
-    opts: &XdsOptions,
-    handle: &ProxyHandle,
-    held: &mut Held,
-    before: &Held,
-) -> (BTreeMap<Key, String>, Option<u64>) {
-    let mut rejected = BTreeMap::new();
-    let path = generation_file(&opts.state_dir);
-    for _ in 0..=held.len() + 2 {
-        let candidate: BTreeMap<Key, prost_types::Any> = held
-            .iter()
-            .map(|(k, (_, a))| (k.clone(), a.clone()))
-            .collect();
-        let (conv, refused) = convert::convert(&candidate, opts.admin, &opts.state_dir);
-        if !refused.is_empty() {
-            for r in refused {
-                revert(held, before, &r.key);
-                rejected.insert(r.key, r.error.to_string());
-            }
-            continue;
-        }
-        let text = match serde_json::to_string_pretty(&conv.config) {
-            Ok(t) => t,
-            Err(e) => {
-                refuse_all(held, before, &mut rejected, &format!("cannot serialize: {e}"));
-                return (rejected, None);
-            }
-        };
-        // Certificates named by path and endpoint names are read and resolved here, off
-        // this stream's runtime.
-        let (file, bundles, config, text_for_load) =
-            (path.clone(), conv.bundles.clone(), conv.config, text.clone());
-        let loaded = match tokio::task::spawn_blocking(move || {
-            Loaded::gather_with(&file, text_for_load, config, bundles)
-        })
-        .await
-        {
-            Ok(l) => l,
-            Err(e) => {
-                refuse_all(held, before, &mut rejected, &format!("the loader did not finish: {e}"));
-                return (rejected, None);
-            }
-        };
-        let prev = handle.current();
-        let snap = match compiler::compile(&loaded, Some(&prev), handle.metrics()) {
-            Ok(snap) => snap,
-            Err(errors) => {
-                let owned: Option<Vec<Key>> = errors
-                    .iter()
-                    .map(|e| e.owner().and_then(|o| conv.origins.of(o)).cloned())
-                    .collect();
-                match owned {
-                    Some(keys) => {
-                        for (k, e) in keys.into_iter().zip(&errors) {
-                            revert(held, before, &k);
-                            rejected.insert(k, e.to_string());
-                        }
-                        continue;
-                    }
-                    None => {
-                        let message = crate::config::ConfigErrors(errors).to_string();
-                        refuse_all(held, before, &mut rejected, &message);
-                        return (rejected, None);
-                    }
-                }
-            }
-        };
-        match handle.apply(snap).await {
-            Ok(generation) => {
-                // What serves now is what a restart boots from.
-                if let Err(e) = save_generation(&opts.state_dir, &conv.bundles, &text, held) {
-                    tracing::warn!(error = %e, "cannot save the generation for the next start");
-                }
-                return (rejected, Some(generation));
-            }
-            // A reload came between: compile against the generation serving now.
-            Err(ApplyError::Stale { .. }) => continue,
-            Err(e) => {
-                refuse_all(held, before, &mut rejected, &e.to_string());
-                return (rejected, None);
-            }
-        }
-    }
-    (rejected, None)
-}
-
-/// Refuses every resource the update changed, with `message`: back to `before`.
-fn refuse_all(held: &mut Held, before: &Held, rejected: &mut BTreeMap<Key, String>, message: &str) {
-    let changed: Vec<Key> = held
-        .keys()
-        .chain(before.keys())
-        .filter(|k| held.get(*k).map(|h| &h.0) != before.get(*k).map(|b| &b.0))
-        .cloned()
-        .collect();
-    *held = before.clone();
-    for k in changed {
-        rejected.insert(k, message.to_owned());
-    }
-}
-
-/// Writes the trust bundles, the generation file and the resources beside it.
-fn save_generation(
-    dir: &Path,
-    bundles: &FxHashMap<PathBuf, Arc<[u8]>>,
-    text: &str,
-    held: &Held,
-) -> std::io::Result<()> {
-    for (file, pem) in bundles {
-        write_atomically(file, pem)?;
-    }
-    write_atomically(&generation_file(dir), text.as_bytes())?;
-    save_held(dir, held)
-}
-
-fn revert(held: &mut Held, before: &Held, k: &Key) {
-    match before.get(k) {
-        Some(old) => {
-            held.insert(k.clone(), old.clone());
-        }
-        None => {
-            held.remove(k);
-        }
-    }
-}
-

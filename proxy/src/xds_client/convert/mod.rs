@@ -10,11 +10,11 @@
 
 use crate::config::{
     AdminConfig, AuthorizationConfig, Bootstrap, CertKeyConfig, ClaimRuleConfig, ClientAuth,
-    ClusterConfig, ClusterTlsConfig, DirectResponseConfig, EffectConfig, ForwardConfig,
-    JwksSource, JwtProviderConfig, ListenerConfig, ListenerProtocol, ListenerTlsConfig, Located,
-    ModeConfig, Owner, PathMatchConfig, PathRuleConfig, PeerRuleConfig, RateKeyConfig,
-    RateLimitConfig, RemoteJwksConfig, RouteConfig, RouteJwtConfig, RuleConfig,
-    UpstreamProtocol, UpstreamVerify, VirtualHostConfig,
+    ClusterConfig, ClusterTlsConfig, DirectResponseConfig, EffectConfig, ForwardConfig, JwksSource,
+    JwtProviderConfig, ListenerConfig, ListenerProtocol, ListenerTlsConfig, Located, ModeConfig,
+    Owner, PathMatchConfig, PathRuleConfig, PeerRuleConfig, RateKeyConfig, RateLimitConfig,
+    RemoteJwksConfig, RouteConfig, RouteJwtConfig, RuleConfig, UpstreamProtocol, UpstreamVerify,
+    VirtualHostConfig,
 };
 use membrane_api::proto::membrane::v1 as pb;
 use membrane_api::types::{TYPE_CLUSTER, TYPE_JWT_PROVIDER, TYPE_LISTENER, TYPE_TRUST_BUNDLE};
@@ -92,7 +92,10 @@ impl Bundles {
     }
 }
 
-fn decode<M: Message + Default>(kind: &'static str, any: &prost_types::Any) -> Result<M, ResourceError> {
+fn decode<M: Message + Default>(
+    kind: &'static str,
+    any: &prost_types::Any,
+) -> Result<M, ResourceError> {
     M::decode(any.value.as_slice()).map_err(|e| ResourceError::Decode {
         kind,
         message: e.to_string(),
@@ -210,7 +213,10 @@ fn listener(l: &pb::Listener, bundles: &Bundles) -> Result<ListenerConfig, Resou
     if let Some(a) = &l.authorization {
         let mut rules = Vec::with_capacity(a.rules.len());
         for (i, r) in a.rules.iter().enumerate() {
-            rules.push(RuleConfig::try_from(r).map_err(|e| nested(e, &format!("authorization.rules[{i}]")))?);
+            rules.push(
+                RuleConfig::try_from(r)
+                    .map_err(|e| nested(e, &format!("authorization.rules[{i}]")))?,
+            );
         }
         out.authorization = Some(AuthorizationConfig {
             default: Some(effect(a.default_effect, "authorization.default_effect")?),
@@ -229,7 +235,10 @@ fn listener(l: &pb::Listener, bundles: &Bundles) -> Result<ListenerConfig, Resou
             hosts.push(&r.host);
         }
     }
-    let vhost = |name: &str, domain: &str, host: &str| -> Result<VirtualHostConfig, ResourceError> {
+    let vhost = |name: &str,
+                 domain: &str,
+                 host: &str|
+     -> Result<VirtualHostConfig, ResourceError> {
         let mut routes = Vec::new();
         for (i, r) in l.routes.iter().enumerate().filter(|(_, r)| r.host == host) {
             routes.push(RouteConfig::try_from(r).map_err(|e| nested(e, &format!("routes[{i}]")))?);
@@ -426,3 +435,6 @@ fn file_name(name: &str) -> String {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,289 @@
+//! The typed bridge: resources to the bootstrap structs and back through the file format,
+//! refusals naming resource and field, compile errors pinned on their resource.
+
+use super::*;
+use crate::compiler::{self, Loaded};
+use crate::metrics::Metrics;
+
+fn any<M: Message>(type_url: &str, m: &M) -> prost_types::Any {
+    prost_types::Any {
+        type_url: type_url.to_owned(),
+        value: m.encode_to_vec(),
+    }
+}
+
+fn key(t: &str, name: &str) -> Key {
+    (t.to_owned(), name.to_owned())
+}
+
+fn route(name: &str, prefix: &str, cluster: &str) -> pb::Route {
+    pb::Route {
+        name: name.into(),
+        path_prefix: prefix.into(),
+        cluster: cluster.into(),
+        ..Default::default()
+    }
+}
+
+/// A cell's worth of resources: a bundle, a cluster, a provider and a listener using them.
+fn resources() -> BTreeMap<Key, prost_types::Any> {
+    let mut r = BTreeMap::new();
+    r.insert(
+        key(TYPE_TRUST_BUNDLE, "org-ca"),
+        any(
+            TYPE_TRUST_BUNDLE,
+            &pb::TrustBundle {
+                name: "org-ca".into(),
+                pem: "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n".into(),
+            },
+        ),
+    );
+    r.insert(
+        key(TYPE_CLUSTER, "orders"),
+        any(
+            TYPE_CLUSTER,
+            &pb::Cluster {
+                name: "orders".into(),
+                endpoints: vec!["127.0.0.1:9".into()],
+                protocol: pb::Protocol::Http2 as i32,
+                tls: Some(pb::UpstreamTls {
+                    sni: "orders.acme".into(),
+                    trust_bundle: "org-ca".into(),
+                    spiffe_id: "spiffe://acme/orders".into(),
+                    ..Default::default()
+                }),
+            },
+        ),
+    );
+    r.insert(
+        key(TYPE_JWT_PROVIDER, "idp"),
+        any(
+            TYPE_JWT_PROVIDER,
+            &pb::JwtProvider {
+                name: "idp".into(),
+                issuer: "https://idp.test".into(),
+                audiences: vec!["orders".into()],
+                jwks_url: "https://idp.test/jwks".into(),
+                ..Default::default()
+            },
+        ),
+    );
+    let mut guarded = route("orders", "/orders", "orders");
+    guarded.host = "api.test".into();
+    guarded.jwt_provider = "idp".into();
+    guarded.jwt_required = true;
+    guarded.rate_limit = Some(pb::RateLimit {
+        requests: 10,
+        per_seconds: 1,
+        burst: 0,
+        key: "peer".into(),
+    });
+    r.insert(
+        key(TYPE_LISTENER, "north"),
+        any(
+            TYPE_LISTENER,
+            &pb::Listener {
+                name: "north".into(),
+                address: "127.0.0.1:8443".into(),
+                protocol: pb::Protocol::Http1 as i32,
+                tls: None,
+                routes: vec![guarded, route("rest", "/", "")],
+                authorization: Some(pb::Authorization {
+                    default_effect: pb::Effect::Deny as i32,
+                    dry_run: false,
+                    rules: vec![pb::Rule {
+                        name: "peers".into(),
+                        effect: pb::Effect::Allow as i32,
+                        peer_prefixes: vec!["spiffe://acme/".into()],
+                        methods: vec!["GET".into()],
+                        path_prefixes: vec!["/orders".into()],
+                        claims: vec![pb::ClaimMatch {
+                            claim: "scope".into(),
+                            contains: "read".into(),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }],
+                }),
+            },
+        ),
+    );
+    r
+}
+
+fn admin() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 15000))
+}
+
+#[test]
+fn resources_become_the_typed_bootstrap_and_survive_the_state_file() {
+    let dir = Path::new("/state");
+    let (conv, refused) = convert(&resources(), admin(), dir);
+    assert!(refused.is_empty());
+    let cfg = &conv.config;
+    let l = &cfg.listeners[0];
+    assert_eq!(l.protocol, ListenerProtocol::Http1);
+    let hosts: Vec<_> = l
+        .virtual_hosts
+        .iter()
+        .map(|v| (v.name.as_str(), v.routes.len()))
+        .collect();
+    assert_eq!(hosts, [("api.test", 1), ("all", 1)]);
+    let r = &l.virtual_hosts[0].routes[0];
+    assert_eq!(r.rate_limit.as_ref().unwrap().key, RateKeyConfig::Peer);
+    assert!(r.jwt.as_ref().unwrap().required);
+    let rest = &l.virtual_hosts[1].routes[0];
+    assert_eq!(*rest.direct_response.as_ref().unwrap().status.value(), 404);
+    let c = &cfg.clusters[0];
+    assert_eq!(c.protocol, UpstreamProtocol::Http2);
+    let bundle = c.tls.as_ref().unwrap().trust_bundle.as_ref().unwrap();
+    assert_eq!(bundle.value(), &dir.join("trust-org-ca.pem"));
+    assert!(conv.bundles.contains_key(bundle.value()));
+    assert!(matches!(cfg.jwt_providers[0].jwks, JwksSource::Url(_)));
+    // The state file is the structs serialized; read back as a bootstrap file is read, it
+    // is the same configuration.
+    let text = serde_json::to_string_pretty(cfg).unwrap();
+    let back = crate::config::parse(Path::new("generation.json"), &text).unwrap();
+    assert_eq!(serde_json::to_string_pretty(&back).unwrap(), text);
+}
+
+#[test]
+fn a_resource_that_does_not_convert_is_refused_with_its_field_and_the_rest_converts() {
+    let mut r = resources();
+    let mut bad_key = pb::Listener {
+        name: "west".into(),
+        address: "127.0.0.1:8444".into(),
+        routes: vec![route("a", "/", "orders")],
+        ..Default::default()
+    };
+    bad_key.routes[0].rate_limit = Some(pb::RateLimit {
+        requests: 1,
+        per_seconds: 1,
+        burst: 0,
+        key: "cookie".into(),
+    });
+    r.insert(key(TYPE_LISTENER, "west"), any(TYPE_LISTENER, &bad_key));
+    let no_address = pb::Listener {
+        name: "east".into(),
+        address: "east".into(),
+        ..Default::default()
+    };
+    r.insert(key(TYPE_LISTENER, "east"), any(TYPE_LISTENER, &no_address));
+    let unknown_bundle = pb::Cluster {
+        name: "billing".into(),
+        endpoints: vec!["127.0.0.1:9".into()],
+        tls: Some(pb::UpstreamTls {
+            sni: "billing".into(),
+            trust_bundle: "other-ca".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    r.insert(
+        key(TYPE_CLUSTER, "billing"),
+        any(TYPE_CLUSTER, &unknown_bundle),
+    );
+    let unknown_protocol = pb::Cluster {
+        name: "odd".into(),
+        protocol: 7,
+        ..Default::default()
+    };
+    r.insert(
+        key(TYPE_CLUSTER, "odd"),
+        any(TYPE_CLUSTER, &unknown_protocol),
+    );
+    r.insert(
+        key(TYPE_JWT_PROVIDER, "garbage"),
+        prost_types::Any {
+            type_url: TYPE_JWT_PROVIDER.into(),
+            value: vec![0xff, 0xff, 0xff],
+        },
+    );
+    let (conv, refused) = convert(&r, admin(), Path::new("/state"));
+    let mut got: Vec<(String, String)> = refused
+        .into_iter()
+        .map(|r| (r.key.1, r.error.to_string()))
+        .collect();
+    got.sort();
+    let want = [
+        (
+            "billing",
+            "field `tls.trust_bundle`: names trust bundle `other-ca`, which the control server has not sent",
+        ),
+        ("east", "field `address`: `east` is not ip:port"),
+        ("garbage", "not a JwtProvider"),
+        ("odd", "field `protocol`: 7 is not a known value"),
+        (
+            "west",
+            "field `routes[0].rate_limit.key`: `cookie` is not a key; use client_ip or peer",
+        ),
+    ];
+    assert_eq!(got.len(), want.len(), "{got:?}");
+    for ((name, error), (want_name, want_error)) in got.iter().zip(want) {
+        assert_eq!(name, want_name);
+        assert!(error.starts_with(want_error), "{name}: {error}");
+    }
+    // The good ones are all there.
+    assert_eq!(conv.config.listeners.len(), 1);
+    assert_eq!(conv.config.clusters.len(), 1);
+    assert_eq!(conv.config.jwt_providers.len(), 1);
+}
+
+#[test]
+fn a_compile_error_is_pinned_on_the_resource_it_is_in() {
+    let mut r = resources();
+    let dangling = pb::Listener {
+        name: "west".into(),
+        address: "127.0.0.1:0".into(),
+        routes: vec![route("a", "/", "nowhere")],
+        ..Default::default()
+    };
+    r.insert(key(TYPE_LISTENER, "west"), any(TYPE_LISTENER, &dangling));
+    // Inline keys: nothing is fetched.
+    r.insert(
+        key(TYPE_JWT_PROVIDER, "idp"),
+        any(
+            TYPE_JWT_PROVIDER,
+            &pb::JwtProvider {
+                name: "idp".into(),
+                jwks_inline: membrane_policy::jwt::Signer::generate(
+                    membrane_policy::jwt::Alg::ES256,
+                    "k",
+                )
+                .unwrap()
+                .jwks(),
+                ..Default::default()
+            },
+        ),
+    );
+    let owners = |r: &BTreeMap<Key, prost_types::Any>| {
+        let (conv, refused) = convert(r, admin(), Path::new("/state"));
+        assert!(refused.is_empty());
+        let text = serde_json::to_string(&conv.config).unwrap();
+        let loaded = Loaded::gather_with(
+            Path::new("/state/generation.json"),
+            text,
+            conv.config,
+            conv.bundles,
+        );
+        let errors = compiler::compile(&loaded, None, &Metrics::new())
+            .err()
+            .unwrap();
+        errors
+            .iter()
+            .map(|e| e.owner().and_then(|o| conv.origins.of(o)).cloned())
+            .collect::<Vec<_>>()
+    };
+    // The bundle is not a certificate: the cluster that names it is refused; listeners
+    // wait for their clusters.
+    assert_eq!(owners(&r), [Some(key(TYPE_CLUSTER, "orders"))]);
+    // With a plain cluster, the listener that names a cluster nobody sent is refused, and
+    // only it.
+    let plain = pb::Cluster {
+        name: "orders".into(),
+        endpoints: vec!["127.0.0.1:9".into()],
+        ..Default::default()
+    };
+    r.insert(key(TYPE_CLUSTER, "orders"), any(TYPE_CLUSTER, &plain));
+    assert_eq!(owners(&r), [Some(key(TYPE_LISTENER, "west"))]);
+}
