@@ -139,7 +139,8 @@ async fn demo(args: DemoArgs) -> Result<ExitCode, String> {
         trust_bundle_pem: ca.cert_pem().to_owned(),
         debounce: Duration::from_millis(200),
     })
-    .await?;
+    .await
+    .map_err(|e| e.to_string())?;
     let mut gateways = Vec::new();
     for (i, cell) in cells.iter().enumerate() {
         let name = cell.name.value().clone();
@@ -408,9 +409,5 @@ fn parse(a: &str) -> SocketAddr {
 }
 
 fn join(errors: Vec<membrane_xds::spec::SpecError>) -> String {
-    errors
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("\n")
+    membrane_xds::spec::SpecErrors(errors).to_string()
 }

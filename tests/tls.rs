@@ -460,7 +460,7 @@ async fn a_bad_certificate_file_is_refused_with_its_position_and_the_old_one_kee
     // A key that belongs to another certificate.
     let (_, other_key) = pki.leaf("other", &Leaf::new("other").dns("other.test"));
     std::fs::write(&path, good.replace(&p(&key), &p(&other_key))).unwrap();
-    let err = proxy.reload().await.unwrap_err();
+    let err = proxy.reload().await.unwrap_err().to_string();
     assert!(err.contains("membrane.yaml:7:"), "file and line: {err}");
     assert!(
         err.contains("listeners[0].tls.certificates[0].key"),
@@ -475,7 +475,7 @@ async fn a_bad_certificate_file_is_refused_with_its_position_and_the_old_one_kee
     let junk = dir.join("junk.pem");
     std::fs::write(&junk, "not a certificate").unwrap();
     std::fs::write(&path, good.replace(&p(&cert), &p(&junk))).unwrap();
-    let err = proxy.reload().await.unwrap_err();
+    let err = proxy.reload().await.unwrap_err().to_string();
     assert!(
         err.contains("listeners[0].tls.certificates[0].cert"),
         "{err}"
@@ -488,7 +488,7 @@ async fn a_bad_certificate_file_is_refused_with_its_position_and_the_old_one_kee
         &format!("{tls}\n      client_auth: require\n      trust_bundle: {}\n      trust_domains: [Acme.Internal]", p(&pki.bundle())),
     );
     std::fs::write(&path, bad_domain).unwrap();
-    let err = proxy.reload().await.unwrap_err();
+    let err = proxy.reload().await.unwrap_err().to_string();
     assert!(err.contains("listeners[0].tls.trust_domains[0]"), "{err}");
 
     assert_eq!(attempt(addr, &pki, None, &[]).await.unwrap().status, 200);

@@ -6,6 +6,7 @@
 //! domain) is said as such, before any HTTP.
 
 use crate::compiler::{self, Loaded};
+use crate::config::{ConfigError, ConfigErrors};
 use crate::context::ConnContext;
 use crate::http::error::ProxyError;
 use crate::http::phases::PolicyNote;
@@ -38,12 +39,40 @@ pub struct Answer {
     pub allowed: bool,
 }
 
-pub fn explain(config_path: &Path, q: &Question) -> Result<Answer, String> {
-    let loaded = Loaded::read(config_path).map_err(|e| e.to_string())?;
+/// Why a question could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainError {
+    /// The configuration does not compile.
+    #[error(transparent)]
+    Config(#[from] ConfigErrors),
+    /// The question itself is malformed (request line, header, token, peer, listener).
+    #[error("{0}")]
+    Question(String),
+}
+
+impl From<String> for ExplainError {
+    fn from(s: String) -> Self {
+        ExplainError::Question(s)
+    }
+}
+
+impl From<&str> for ExplainError {
+    fn from(s: &str) -> Self {
+        ExplainError::Question(s.to_owned())
+    }
+}
+
+impl From<ConfigError> for ExplainError {
+    fn from(e: ConfigError) -> Self {
+        ExplainError::Config(e.into())
+    }
+}
+
+pub fn explain(config_path: &Path, q: &Question) -> Result<Answer, ExplainError> {
+    let loaded = Loaded::read(config_path)?;
     let metrics = Metrics::new();
-    let mut snap = compiler::compile(&loaded, None, &metrics)
-        .map_err(|e| crate::config::ConfigErrors(e).to_string())?;
-    compiler::activate(&mut snap, config_path).map_err(|e| e.to_string())?;
+    let mut snap = compiler::compile(&loaded, None, &metrics).map_err(ConfigErrors)?;
+    compiler::activate(&mut snap, config_path)?;
     let state = Arc::new(ArcSwap::from_pointee(snap));
     let snap = state.load_full();
     // A remote key set is fetched in the background: give it a moment.
@@ -66,7 +95,9 @@ pub fn explain(config_path: &Path, q: &Question) -> Result<Answer, String> {
         Method::from_bytes(method.as_bytes()).map_err(|_| format!("`{method}` is not a method"))?;
     let uri: Uri = target.parse().map_err(|e| format!("`{target}`: {e}"))?;
     if uri.host().is_none() {
-        return Err("the URL needs a host: https://host/path".into());
+        return Err(ExplainError::Question(
+            "the URL needs a host: https://host/path".into(),
+        ));
     }
     let https = uri.scheme_str() == Some("https");
     let mut headers = HeaderMap::new();
@@ -105,13 +136,11 @@ pub fn explain(config_path: &Path, q: &Question) -> Result<Answer, String> {
         return Err(format!(
             "listener `{}` is plain TCP; ask with http://",
             listener.name
-        ));
+        )
+        .into());
     }
     if !https && listener.tls.is_some() {
-        return Err(format!(
-            "listener `{}` is TLS; ask with https://",
-            listener.name
-        ));
+        return Err(format!("listener `{}` is TLS; ask with https://", listener.name).into());
     }
 
     let mut ctx = ConnContext::new(listener.name.clone(), state, SocketAddr::new(q.source, 0));
@@ -218,14 +247,16 @@ pub fn explain(config_path: &Path, q: &Question) -> Result<Answer, String> {
                 Err(ProxyError::Unauthorized(_) | ProxyError::BadRequest(_))
             );
             match (&listener.authz, &note.decision) {
-                (_, Some((word, rule))) => {
+                (_, Some(d)) => {
                     let policy = listener
                         .authz
                         .as_ref()
                         .map_or("", |a| a.policy.name.as_str());
                     let _ = writeln!(
                         out,
-                        "authz     {word} by rule `{rule}` of policy `{policy}`"
+                        "authz     {} by rule `{}` of policy `{policy}`",
+                        d.verdict.as_str(),
+                        d.rule
                     );
                 }
                 (None, None) if !authn_failed => {
@@ -295,13 +326,13 @@ fn pick_listener<'a>(
     name: Option<&str>,
     https: bool,
     port: Option<u16>,
-) -> Result<&'a crate::snapshot::Listener, String> {
+) -> Result<&'a crate::snapshot::Listener, ExplainError> {
     if let Some(n) = name {
         return snap
             .listeners
             .get(n)
             .map(|l| &**l)
-            .ok_or_else(|| format!("no listener is named `{n}`"));
+            .ok_or_else(|| format!("no listener is named `{n}`").into());
     }
     let mut all: Vec<_> = snap.listeners.values().collect();
     all.sort_by_key(|l| l.name.clone());
@@ -326,5 +357,6 @@ fn pick_listener<'a>(
     Err(format!(
         "no listener is on port {want}; listeners: [{}]; give the port in the URL or --listener",
         listing()
-    ))
+    )
+    .into())
 }

@@ -86,8 +86,20 @@ fn effect(a: Action) -> i32 {
     }
 }
 
+/// Why validated specs could not be compiled: a key set file named by a provider could
+/// not be read (it was there when checked).
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error("JwtProvider `{provider}`: {}: {source}", path.display())]
+    JwksFile {
+        provider: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
 /// Compiles validated specs (run `spec::check` first; this assumes its guarantees).
-pub fn compile(specs: &Specs, opts: &Options) -> Result<Compiled, String> {
+pub fn compile(specs: &Specs, opts: &Options) -> Result<Compiled, CompileError> {
     let cells: BTreeMap<&str, &Cell> = specs
         .cells()
         .map(|(_, c)| (c.name.value().as_str(), c))
@@ -98,9 +110,12 @@ pub fn compile(specs: &Specs, opts: &Options) -> Result<Compiled, String> {
             Jwks::Inline(t) => (t.clone(), String::new()),
             Jwks::File(f) => {
                 let path = opts.spec_dir.join(f);
-                let text = std::fs::read_to_string(&path).map_err(|e| {
-                    format!("JwtProvider `{}`: {}: {e}", p.name.value(), path.display())
-                })?;
+                let text =
+                    std::fs::read_to_string(&path).map_err(|source| CompileError::JwksFile {
+                        provider: p.name.value().clone(),
+                        path: path.clone(),
+                        source,
+                    })?;
                 (text, String::new())
             }
             Jwks::Url(u) => (String::new(), u.clone()),

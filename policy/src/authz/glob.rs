@@ -1,18 +1,27 @@
 //! Path globs: `*` matches any run of characters within one segment (no `/`), `**` any run
 //! across segments, every other character itself.
 
+/// Why a path glob was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GlobError {
+    #[error("path glob `{0}` must start with `/`")]
+    NotAbsolute(String),
+    #[error("path glob `{0}` has `***`; use `*` or `**`")]
+    TripleStar(String),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Glob {
     pattern: String,
 }
 
 impl Glob {
-    pub fn new(pattern: &str) -> Result<Glob, String> {
+    pub fn new(pattern: &str) -> Result<Glob, GlobError> {
         if !pattern.starts_with('/') {
-            return Err(format!("path glob `{pattern}` must start with `/`"));
+            return Err(GlobError::NotAbsolute(pattern.to_owned()));
         }
         if pattern.contains("***") {
-            return Err(format!("path glob `{pattern}` has `***`; use `*` or `**`"));
+            return Err(GlobError::TripleStar(pattern.to_owned()));
         }
         Ok(Glob {
             pattern: pattern.to_owned(),

@@ -7,8 +7,10 @@ pub mod glob;
 mod index;
 pub mod rule;
 
-pub use glob::Glob;
-pub use rule::{Cidr, ClaimTest, Condition, Effect, HeaderTest, PathMatch, PeerMatch, Rule};
+pub use glob::{Glob, GlobError};
+pub use rule::{
+    Cidr, CidrError, ClaimTest, Condition, Effect, HeaderTest, PathMatch, PeerMatch, Rule,
+};
 
 use crate::identity::SpiffeId;
 use index::Index;

@@ -79,6 +79,15 @@ pub enum HeaderTest {
     Absent,
 }
 
+/// Why a network was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CidrError {
+    #[error("`{0}` is not an IP address")]
+    Address(String),
+    #[error("`/{bits}` is not a prefix length from 0 to {max}")]
+    PrefixLength { bits: String, max: u8 },
+}
+
 /// An IPv4 or IPv6 network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {
@@ -88,22 +97,21 @@ pub struct Cidr {
 
 impl Cidr {
     /// `10.0.0.0/8`, `2001:db8::/32`, or a bare address (a /32 or /128).
-    pub fn parse(s: &str) -> Result<Cidr, String> {
+    pub fn parse(s: &str) -> Result<Cidr, CidrError> {
         let (a, bits) = match s.split_once('/') {
             Some((a, b)) => (a, Some(b)),
             None => (s, None),
         };
-        let addr: IpAddr = a
-            .parse()
-            .map_err(|_| format!("`{a}` is not an IP address"))?;
+        let addr: IpAddr = a.parse().map_err(|_| CidrError::Address(a.to_owned()))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let bits = match bits {
             None => max,
-            Some(b) => b
-                .parse::<u8>()
-                .ok()
-                .filter(|b| *b <= max)
-                .ok_or_else(|| format!("`/{b}` is not a prefix length from 0 to {max}"))?,
+            Some(b) => b.parse::<u8>().ok().filter(|b| *b <= max).ok_or_else(|| {
+                CidrError::PrefixLength {
+                    bits: b.to_owned(),
+                    max,
+                }
+            })?,
         };
         Ok(Cidr { addr, bits })
     }

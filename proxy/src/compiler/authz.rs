@@ -165,10 +165,11 @@ impl Compiler<'_> {
                 list.push(match p {
                     PathRuleConfig::Exact(e) => PathMatch::Exact(e.clone()),
                     PathRuleConfig::Prefix(pre) => PathMatch::Prefix(pre.clone()),
-                    PathRuleConfig::Glob(g) => PathMatch::Glob(
-                        Glob::new(g.value())
-                            .map_err(|e| self.err(g, format!("{f}.paths[{i}].glob"), e))?,
-                    ),
+                    PathRuleConfig::Glob(g) => {
+                        PathMatch::Glob(Glob::new(g.value()).map_err(|e| {
+                            self.err(g, format!("{f}.paths[{i}].glob"), e.to_string())
+                        })?)
+                    }
                 });
             }
             when.push(Condition::Path(list));
@@ -192,8 +193,9 @@ impl Compiler<'_> {
             let mut list = Vec::new();
             for (i, c) in r.source_cidrs.iter().enumerate() {
                 list.push(
-                    Cidr::parse(c.value())
-                        .map_err(|e| self.err(c, format!("{f}.source_cidrs[{i}]"), e))?,
+                    Cidr::parse(c.value()).map_err(|e| {
+                        self.err(c, format!("{f}.source_cidrs[{i}]"), e.to_string())
+                    })?,
                 );
             }
             when.push(Condition::Source(list));

@@ -86,7 +86,7 @@ impl Compiler<'_> {
             let mut domains = Vec::new();
             for (di, d) in vh.domains.iter().enumerate() {
                 let p = DomainPattern::parse(d.value())
-                    .map_err(|m| self.err(d, format!("{at}.domains[{di}]"), m))?;
+                    .map_err(|m| self.err(d, format!("{at}.domains[{di}]"), m.to_string()))?;
                 domains.push(p);
             }
             let mut routes = Vec::new();

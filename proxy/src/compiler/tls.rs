@@ -112,7 +112,7 @@ impl Compiler<'_> {
             alpn,
         };
         server::build(parts, t.handshake_timeout.0, resumption)
-            .map_err(|m| self.err(anchor, at.to_owned(), m))
+            .map_err(|m| self.err(anchor, at.to_owned(), m.to_string()))
     }
 
     /// The cluster's TLS, and a fingerprint of everything that makes its connections'
@@ -177,7 +177,7 @@ impl Compiler<'_> {
             UpstreamProtocol::Http2 => vec![b"h2".to_vec()],
         };
         let mut tls = client::build(roots, expect, server_name, client_cert, t.min_version, alpn)
-            .map_err(|m| self.err(anchor, at.to_owned(), m))?;
+            .map_err(|m| self.err(anchor, at.to_owned(), m.to_string()))?;
         tls.bundle = bundle;
         Ok((tls, h.finish()))
     }

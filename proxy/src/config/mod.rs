@@ -9,7 +9,7 @@ mod load;
 mod policy;
 mod tls;
 
-pub use duration::Dur;
+pub use duration::{Dur, DurError};
 pub use load::{ConfigError, ConfigErrors, Owner, parse, read_file};
 pub use policy::*;
 pub use tls::{

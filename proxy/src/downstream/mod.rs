@@ -205,7 +205,7 @@ enum ReadError {
 async fn read_head(
     rd: &mut Option<DownRead>,
     rbuf: &mut BytesMut,
-    scratch: &mut Vec<(usize, usize, usize, usize)>,
+    scratch: &mut Vec<crate::h1::fields::FieldSpan>,
     max_head: usize,
 ) -> Result<request::RequestHead, ReadError> {
     loop {

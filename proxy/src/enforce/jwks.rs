@@ -175,22 +175,46 @@ async fn fetch_loop(weak: Weak<ProviderKeys>, notify: Arc<tokio::sync::Notify>, 
     }
 }
 
+/// Why a key set fetch failed.
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    #[error("the URL has no host")]
+    NoHost,
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    #[error("server name: {0}")]
+    ServerName(#[from] rustls_pki_types::InvalidDnsNameError),
+    #[error("TLS: {0}")]
+    Tls(std::io::Error),
+    #[error("HTTP: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("request: {0}")]
+    Request(#[from] http::Error),
+    #[error("status {0}")]
+    Status(http::StatusCode),
+    #[error("body: {0}")]
+    Body(Box<dyn std::error::Error + Send + Sync>),
+    #[error("the body is not UTF-8")]
+    NotUtf8,
+    #[error(transparent)]
+    KeySet(#[from] membrane_policy::jwt::JwkError),
+    #[error("no usable signing key in the set")]
+    NoKey,
+}
+
 /// The key set, and how long the server says it stays fresh.
-async fn fetch(spec: &RemoteSpec) -> Result<(KeySet, Option<Duration>), String> {
-    let host = spec.url.host().ok_or("the URL has no host")?.to_owned();
+async fn fetch(spec: &RemoteSpec) -> Result<(KeySet, Option<Duration>), FetchError> {
+    let host = spec.url.host().ok_or(FetchError::NoHost)?.to_owned();
     let port = spec.url.port_u16().unwrap_or(443);
     let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
         .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let name = rustls_pki_types::ServerName::try_from(host.clone())
-        .map_err(|e| format!("server name: {e}"))?;
+        .map_err(FetchError::Connect)?;
+    let name = rustls_pki_types::ServerName::try_from(host.clone())?;
     let tls = tokio_rustls::TlsConnector::from(spec.tls.clone())
         .connect(name, tcp)
         .await
-        .map_err(|e| format!("TLS: {e}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .map_err(|e| format!("HTTP: {e}"))?;
+        .map_err(FetchError::Tls)?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
     tokio::spawn(conn);
     let path = spec
         .url
@@ -203,14 +227,10 @@ async fn fetch(spec: &RemoteSpec) -> Result<(KeySet, Option<Duration>), String> 
             spec.url.authority().map_or(host.as_str(), |a| a.as_str()),
         )
         .header(http::header::ACCEPT, "application/json")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| e.to_string())?;
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| format!("HTTP: {e}"))?;
+        .body(Empty::<Bytes>::new())?;
+    let resp = sender.send_request(req).await?;
     if !resp.status().is_success() {
-        return Err(format!("status {}", resp.status()));
+        return Err(FetchError::Status(resp.status()));
     }
     let max_age = resp
         .headers()
@@ -224,15 +244,15 @@ async fn fetch(spec: &RemoteSpec) -> Result<(KeySet, Option<Duration>), String> 
     let body = http_body_util::Limited::new(resp.into_body(), MAX_JWKS_BYTES)
         .collect()
         .await
-        .map_err(|e| format!("body: {e}"))?
+        .map_err(FetchError::Body)?
         .to_bytes();
-    let text = std::str::from_utf8(&body).map_err(|_| "the body is not UTF-8".to_owned())?;
-    let (set, skipped) = KeySet::from_json(text).map_err(|e| e.to_string())?;
+    let text = std::str::from_utf8(&body).map_err(|_| FetchError::NotUtf8)?;
+    let (set, skipped) = KeySet::from_json(text)?;
     for (i, why) in skipped {
         tracing::debug!(url = %spec.url, key = i, reason = %why, "JWKS key skipped");
     }
     if set.keys.is_empty() {
-        return Err("no usable signing key in the set".into());
+        return Err(FetchError::NoKey);
     }
     Ok((set, max_age))
 }

@@ -24,3 +24,33 @@ pub fn content_length(raw: &[u8]) -> Option<u64> {
     }
     Some(raw.iter().fold(0u64, |n, d| n * 10 + (d - b'0') as u64))
 }
+
+/// Where one header field sits in a head's bytes: its name and its value, as offsets and
+/// lengths (the head is kept, so the field is never copied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldSpan {
+    pub name: usize,
+    pub name_len: usize,
+    pub value: usize,
+    pub value_len: usize,
+}
+
+impl FieldSpan {
+    /// The span of `name: value`, both borrowed from the head starting at address `base`.
+    pub fn within(base: usize, name: &[u8], value: &[u8]) -> Self {
+        Self {
+            name: name.as_ptr() as usize - base,
+            name_len: name.len(),
+            value: value.as_ptr() as usize - base,
+            value_len: value.len(),
+        }
+    }
+
+    pub fn name<'h>(&self, head: &'h [u8]) -> &'h [u8] {
+        &head[self.name..self.name + self.name_len]
+    }
+
+    pub fn value<'h>(&self, head: &'h [u8]) -> &'h [u8] {
+        &head[self.value..self.value + self.value_len]
+    }
+}

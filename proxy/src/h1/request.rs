@@ -1,5 +1,6 @@
 //! Request heads: parsed in place from the connection's read buffer.
 
+use crate::h1::fields::FieldSpan;
 use crate::h1::framing::Framing;
 use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -34,7 +35,7 @@ pub enum HeadError {
 /// success the head's bytes leave `buf`, and the URI and header values point into them.
 pub fn parse_request(
     buf: &mut BytesMut,
-    scratch: &mut Vec<(usize, usize, usize, usize)>,
+    scratch: &mut Vec<FieldSpan>,
 ) -> Result<Option<RequestHead>, HeadError> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
@@ -72,9 +73,7 @@ pub fn parse_request(
     let target = (path.as_ptr() as usize - base, path.len());
     scratch.clear();
     for h in parsed.headers.iter() {
-        let n = h.name.as_ptr() as usize - base;
-        let v = h.value.as_ptr() as usize - base;
-        scratch.push((n, h.name.len(), v, h.value.len()));
+        scratch.push(FieldSpan::within(base, h.name.as_bytes(), h.value));
     }
     let head = buf.split_to(head_len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.0 + target.1))
@@ -85,10 +84,10 @@ pub fn parse_request(
     let (mut close, mut keep_alive_token, mut expect_continue, mut trailers) =
         (false, false, false, false);
     let (mut upgrade_token, mut upgrade_field) = (false, false);
-    for &(n, nl, v, vl) in scratch.iter() {
-        let name = HeaderName::from_bytes(&head[n..n + nl])
+    for f in scratch.iter() {
+        let name = HeaderName::from_bytes(f.name(&head))
             .map_err(|_| HeadError::Malformed("invalid header name"))?;
-        let raw = &head[v..v + vl];
+        let raw = f.value(&head);
         if name == header::CONTENT_LENGTH {
             let len = parse_length(raw)?;
             if length.is_some_and(|l| l != len) {
@@ -112,7 +111,7 @@ pub fn parse_request(
                 .split(|&b| b == b',')
                 .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"));
         }
-        let value = HeaderValue::from_maybe_shared(head.slice(v..v + vl))
+        let value = HeaderValue::from_maybe_shared(head.slice(f.value..f.value + f.value_len))
             .map_err(|_| HeadError::Malformed("invalid header value"))?;
         headers.append(name, value);
     }

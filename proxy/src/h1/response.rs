@@ -2,7 +2,7 @@
 //! (RFC 9112 §6.3), hop-by-hop fields left out as they are read.
 
 use super::H1Error;
-use super::fields::{content_length, ends_chunked, write_line};
+use super::fields::{FieldSpan, content_length, ends_chunked, write_line};
 use super::framing::Framing;
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -39,24 +39,24 @@ pub struct RawFields {
     pub has_length: bool,
 }
 
-/// Field positions (name start, name length, value start, value length) within the head.
-pub type Positions = Vec<(usize, usize, usize, usize)>;
+/// Where each field sits within the head.
+pub type Positions = Vec<FieldSpan>;
 
 impl RawFields {
     /// Writes the fields as `name: value` lines.
     pub fn write(&self, positions: &Positions, out: &mut Vec<u8>) {
-        for &(n, nl, v, vl) in positions {
-            write_line(out, &self.head[n..n + nl], &self.head[v..v + vl]);
+        for f in positions {
+            write_line(out, f.name(&self.head), f.value(&self.head));
         }
     }
 
     /// Builds a header map (for hyper's HTTP/2 server, which needs one).
     pub fn to_map(&self, positions: &Positions) -> HeaderMap {
         let mut map = HeaderMap::with_capacity(positions.len());
-        for &(n, nl, v, vl) in positions {
+        for f in positions {
             if let (Ok(name), Ok(value)) = (
-                HeaderName::from_bytes(&self.head[n..n + nl]),
-                HeaderValue::from_maybe_shared(self.head.slice(v..v + vl)),
+                HeaderName::from_bytes(f.name(&self.head)),
+                HeaderValue::from_maybe_shared(self.head.slice(f.value..f.value + f.value_len)),
             ) {
                 map.append(name, value);
             }
@@ -135,17 +135,11 @@ pub fn parse_response(
             Field::Date => has_date = true,
             Field::Other => {}
         }
-        let n = name.as_ptr() as usize - base;
-        let v = raw.as_ptr() as usize - base;
-        positions.push((n, name.len(), v, raw.len()));
+        positions.push(FieldSpan::within(base, name, raw));
     }
     let head = buf.split_to(head_len).freeze();
     if !named.is_empty() {
-        positions.retain(|&(n, nl, _, _)| {
-            !named
-                .iter()
-                .any(|t| t.eq_ignore_ascii_case(&head[n..n + nl]))
-        });
+        positions.retain(|f| !named.iter().any(|t| t.eq_ignore_ascii_case(f.name(&head))));
     }
     let mut keep_alive = if version == Version::HTTP_10 {
         keep_alive_token
@@ -160,8 +154,7 @@ pub fn parse_response(
         if length.is_some() {
             // Both framings: Transfer-Encoding wins, the length goes, and the connection
             // must not be reused.
-            positions
-                .retain(|&(n, nl, _, _)| !head[n..n + nl].eq_ignore_ascii_case(b"content-length"));
+            positions.retain(|f| !f.name(&head).eq_ignore_ascii_case(b"content-length"));
             has_length = false;
             keep_alive = false;
         }

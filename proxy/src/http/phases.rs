@@ -17,11 +17,36 @@ use membrane_policy::jwt::Claims;
 use serde_json::Value;
 use std::sync::Arc;
 
+/// What authorization decided, as the access log and `membrane explain` say it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    Deny,
+    /// A deny in a dry-run policy: the request went on.
+    DryRunDeny,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+            Verdict::DryRunDeny => "dry_run_deny",
+        }
+    }
+}
+
+/// An authorization decision and the rule that made it (`default` when none matched).
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub verdict: Verdict,
+    pub rule: String,
+}
+
 /// What the phases found out, for the access log.
 #[derive(Default)]
 pub struct PolicyNote {
-    /// `allow` / `deny` / `dry_run_deny`, and the deciding rule.
-    pub decision: Option<(&'static str, String)>,
+    pub decision: Option<Decision>,
     pub subject: Option<String>,
     /// The rate limit's state after an allowed request, for the `RateLimit-*` fields.
     pub rate: Option<membrane_policy::ratelimit::Verdict>,
@@ -90,12 +115,15 @@ pub fn authorize(
         }
         let rule = az.policy.rule_name(&d).to_owned();
         let go = az.apply(&d);
-        let word = match (d.effect, go) {
-            (membrane_policy::authz::Effect::Allow, _) => "allow",
-            (_, true) => "dry_run_deny",
-            (_, false) => "deny",
+        let verdict = match (d.effect, go) {
+            (membrane_policy::authz::Effect::Allow, _) => Verdict::Allow,
+            (_, true) => Verdict::DryRunDeny,
+            (_, false) => Verdict::Deny,
         };
-        note.decision = Some((word, rule.clone()));
+        note.decision = Some(Decision {
+            verdict,
+            rule: rule.clone(),
+        });
         if !go {
             return Err(ProxyError::Forbidden {
                 policy: az.policy.name.clone(),

@@ -133,8 +133,8 @@ pub async fn serve(
             peer: peer.map(|p| p.as_str()),
             peer_cell: peer.and_then(|p| p.cell()),
             subject: note.subject.as_deref(),
-            authz: note.decision.as_ref().map(|(d, _)| *d),
-            authz_rule: note.decision.as_ref().map(|(_, r)| r.as_str()),
+            authz: note.decision.as_ref().map(|d| d.verdict.as_str()),
+            authz_rule: note.decision.as_ref().map(|d| d.rule.as_str()),
         };
         access_log::write(
             listener.access_log,

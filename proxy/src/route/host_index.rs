@@ -1,5 +1,14 @@
 use rustc_hash::FxHashMap;
 
+/// Why a virtual host's domain was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    #[error("`{0}`: a wildcard domain is `*.` then a domain")]
+    Wildcard(String),
+    #[error("`{0}`: a domain is a host name, `*.` then a host name, or `*`")]
+    Invalid(String),
+}
+
 /// A domain pattern of a virtual host, as written in the config.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum DomainPattern {
@@ -15,7 +24,7 @@ pub enum DomainPattern {
 impl DomainPattern {
     /// Parses a domain as written in the config; case is folded and one trailing dot
     /// dropped, as requests' hosts are (`normalize::authority`).
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, DomainError> {
         let text = text.to_ascii_lowercase();
         let text = match text.strip_suffix('.') {
             Some(t) if !t.is_empty() && !t.ends_with('*') && !t.ends_with('.') => t.to_owned(),
@@ -26,14 +35,12 @@ impl DomainPattern {
         }
         if let Some(suffix) = text.strip_prefix("*.") {
             if suffix.is_empty() || suffix.contains('*') {
-                return Err(format!("`{text}`: a wildcard domain is `*.` then a domain"));
+                return Err(DomainError::Wildcard(text));
             }
             return Ok(DomainPattern::Suffix(format!(".{suffix}").into()));
         }
         if text.is_empty() || text.contains('*') {
-            return Err(format!(
-                "`{text}`: a domain is a host name, `*.` then a host name, or `*`"
-            ));
+            return Err(DomainError::Invalid(text));
         }
         Ok(DomainPattern::Exact(text.into()))
     }

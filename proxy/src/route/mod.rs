@@ -10,7 +10,7 @@ mod host_index;
 mod matchers;
 mod prefix_trie;
 
-pub use host_index::{DomainPattern, HostIndex, strip_port};
+pub use host_index::{DomainError, DomainPattern, HostIndex, strip_port};
 pub use matchers::{HeaderMatcher, HeaderRule, PathMatch};
 
 use http::{HeaderMap, Method};

@@ -78,6 +78,15 @@ impl From<ConfigError> for StartError {
     }
 }
 
+/// Why a reload did not apply.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Refused(#[from] ConfigErrors),
+    #[error("the proxy has stopped")]
+    Stopped,
+}
+
 /// Why a snapshot compiled elsewhere was not applied.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -92,7 +101,7 @@ pub enum ApplyError {
 }
 
 enum Control {
-    Reload(Option<oneshot::Sender<Result<u64, String>>>),
+    Reload(Option<oneshot::Sender<Result<u64, ReloadError>>>),
     /// A snapshot the xDS client compiled against the generation serving.
     Apply(Box<Snapshot>, oneshot::Sender<Result<u64, ApplyError>>),
     FileChanged,
@@ -121,12 +130,12 @@ impl ProxyHandle {
 
     /// Re-reads the config file; returns the generation now serving, or why the file was
     /// refused (the previous generation keeps serving).
-    pub async fn reload(&self) -> Result<u64, String> {
+    pub async fn reload(&self) -> Result<u64, ReloadError> {
         let (tx, rx) = oneshot::channel();
         self.control
             .send(Control::Reload(Some(tx)))
-            .map_err(|_| "the proxy has stopped".to_owned())?;
-        rx.await.map_err(|_| "the proxy has stopped".to_owned())?
+            .map_err(|_| ReloadError::Stopped)?;
+        rx.await.map_err(|_| ReloadError::Stopped)?
     }
 
     /// Applies a snapshot compiled (`compiler::compile`) against the generation now serving
@@ -313,10 +322,15 @@ impl Controller {
         self.shutdown().await;
     }
 
-    async fn reload(&mut self) -> Result<u64, String> {
-        let result = self.try_reload().await.map_err(|e| e.to_string());
-        self.record(&result);
-        result
+    async fn reload(&mut self) -> Result<u64, ReloadError> {
+        let result = self.try_reload().await;
+        self.record(
+            result
+                .as_ref()
+                .map(|g| *g)
+                .map_err(|e| e as &dyn std::fmt::Display),
+        );
+        Ok(result?)
     }
 
     fn apply(&mut self, snap: Snapshot) -> Result<u64, ApplyError> {
@@ -328,12 +342,17 @@ impl Controller {
             });
         }
         let result = self.install(snap);
-        self.record(&result.as_ref().map(|g| *g).map_err(|e| e.to_string()));
+        self.record(
+            result
+                .as_ref()
+                .map(|g| *g)
+                .map_err(|e| e as &dyn std::fmt::Display),
+        );
         Ok(result?)
     }
 
     /// Counts the outcome and keeps the refusal for `/config`.
-    fn record(&self, result: &Result<u64, String>) {
+    fn record(&self, result: Result<u64, &dyn std::fmt::Display>) {
         self.metrics.reload(result.is_ok());
         let mut last = self
             .admin
@@ -346,7 +365,7 @@ impl Controller {
                 tracing::info!(generation = g, "configuration applied");
             }
             Err(e) => {
-                *last = Some(e.clone());
+                *last = Some(e.to_string());
                 tracing::error!(error = %e, "configuration refused; the previous one keeps serving");
             }
         }

@@ -43,11 +43,10 @@ pub fn build(
     client_cert: Option<LoadedCert>,
     min_version: TlsVersion,
     alpn: Vec<Vec<u8>>,
-) -> Result<ClientTls, String> {
+) -> Result<ClientTls, super::BuildError> {
     let provider = provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(super::versions(min_version))
-        .map_err(|e| e.to_string())?
+        .with_protocol_versions(super::versions(min_version))?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(UpstreamVerifier {
             roots,

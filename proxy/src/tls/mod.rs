@@ -21,6 +21,19 @@ pub mod server;
 pub mod svid;
 
 use crate::config::TlsVersion;
+
+/// Why a TLS configuration could not be built from its parts.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Rustls(#[from] rustls::Error),
+    #[error("client certificate verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    #[error("client_auth needs a trust_bundle")]
+    NoTrustBundle,
+    #[error("a TLS listener needs a certificate")]
+    NoCertificate,
+}
 use rustls::crypto::CryptoProvider;
 use std::sync::{Arc, OnceLock};
 

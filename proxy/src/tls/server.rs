@@ -72,15 +72,14 @@ pub fn build(
     parts: ServerTlsParts,
     handshake_timeout: Duration,
     resumption: Arc<Resumption>,
-) -> Result<ServerTls, String> {
+) -> Result<ServerTls, super::BuildError> {
     let provider = provider();
     let versions = super::versions(parts.min_version);
-    let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(versions)
-        .map_err(|e| e.to_string())?;
+    let builder =
+        ServerConfig::builder_with_provider(provider.clone()).with_protocol_versions(versions)?;
     let verifier: Arc<dyn ClientCertVerifier> = match (parts.client_auth, parts.roots) {
         (ClientAuth::None, _) => Arc::new(rustls::server::NoClientAuth),
-        (_, None) => return Err("client_auth needs a trust_bundle".into()),
+        (_, None) => return Err(super::BuildError::NoTrustBundle),
         (auth, Some(roots)) => {
             let b = WebPkiClientVerifier::builder_with_provider(roots, provider.clone());
             let b = if auth == ClientAuth::Optional {
@@ -88,14 +87,14 @@ pub fn build(
             } else {
                 b
             };
-            let inner = b.build().map_err(|e| e.to_string())?;
+            let inner = b.build()?;
             Arc::new(SpiffeClientVerifier {
                 inner,
                 trust_domains: parts.trust_domains.clone(),
             })
         }
     };
-    let resolver = SniResolver::new(&parts.certs).ok_or("a TLS listener needs a certificate")?;
+    let resolver = SniResolver::new(&parts.certs).ok_or(super::BuildError::NoCertificate)?;
     let mut config = builder
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(resolver));

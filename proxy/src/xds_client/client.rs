@@ -142,15 +142,29 @@ async fn run(opts: XdsOptions, handle: ProxyHandle, mut held: Held) {
     }
 }
 
+/// Why a session with the control server ended.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("connect: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    #[error("stream: {0}")]
+    Stream(tonic::Status),
+    #[error("receive: {0}")]
+    Receive(tonic::Status),
+    #[error("the control server closed the stream")]
+    Ended,
+    #[error("the request stream closed")]
+    Closed,
+}
+
 async fn session(
     opts: &XdsOptions,
     handle: &ProxyHandle,
     held: &mut Held,
     status: &mut Status,
-) -> Result<(), String> {
+) -> Result<(), SessionError> {
     let mut client = AggregatedDiscoveryServiceClient::connect(opts.url.clone())
-        .await
-        .map_err(|e| format!("connect: {e}"))?
+        .await?
         .max_decoding_message_size(membrane_api::stream::MAX_RESPONSE_BYTES);
     let (tx, rx) = mpsc::channel(16);
     for (i, t) in TYPES.iter().enumerate() {
@@ -170,12 +184,12 @@ async fn session(
             initial_resource_versions: initial,
             ..Default::default()
         };
-        tx.send(req).await.map_err(|_| "stream closed")?;
+        tx.send(req).await.map_err(|_| SessionError::Closed)?;
     }
     let mut stream = client
         .delta_aggregated_resources(ChannelStream(rx))
         .await
-        .map_err(|e| format!("stream: {e}"))?
+        .map_err(SessionError::Stream)?
         .into_inner();
     status.connected = true;
     status.publish(opts, handle);
@@ -183,8 +197,8 @@ async fn session(
         let first = stream
             .message()
             .await
-            .map_err(|e| format!("receive: {e}"))?
-            .ok_or("the control server closed the stream")?;
+            .map_err(SessionError::Receive)?
+            .ok_or(SessionError::Ended)?;
         // Responses for the other types follow at once: apply them together.
         let mut batch = vec![first];
         while let Ok(Ok(Some(m))) =
@@ -271,7 +285,7 @@ async fn session(
         // in the gateway's own /config too.
         status.publish(opts, handle);
         for reply in replies {
-            tx.send(reply).await.map_err(|_| "stream closed")?;
+            tx.send(reply).await.map_err(|_| SessionError::Closed)?;
         }
     }
 }

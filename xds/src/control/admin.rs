@@ -1,6 +1,7 @@
 //! The control server's admin endpoint: `/nodes` (JSON: what each node was sent, ACKed and
 //! NACKed), `/metrics` (Prometheus text), `/ready`.
 
+use super::ControlError;
 use super::state::ControlState;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -11,11 +12,14 @@ use std::fmt::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub async fn serve(addr: SocketAddr, state: Arc<ControlState>) -> Result<SocketAddr, String> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("admin: cannot listen on {addr}: {e}"))?;
-    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+pub async fn serve(addr: SocketAddr, state: Arc<ControlState>) -> Result<SocketAddr, ControlError> {
+    let err = |source| ControlError::Listen {
+        what: "admin",
+        addr,
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(err)?;
+    let bound = listener.local_addr().map_err(err)?;
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {

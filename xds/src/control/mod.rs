@@ -54,29 +54,36 @@ impl ControlHandle {
     }
 }
 
-fn build(opts: &ControlOptions) -> Result<Compiled, String> {
+/// Why the control server did not start, or a spec directory was not served.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    Specs(#[from] spec::SpecErrors),
+    #[error(transparent)]
+    Compile(#[from] compile::CompileError),
+    #[error("{what}: cannot listen on {addr}: {source}")]
+    Listen {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+fn build(opts: &ControlOptions) -> Result<Compiled, ControlError> {
     // Exactly what `membrane check` runs.
-    let specs = spec::validate(&opts.spec_dir).map_err(join)?;
-    compile::compile(
+    let specs = spec::validate(&opts.spec_dir).map_err(spec::SpecErrors)?;
+    Ok(compile::compile(
         &specs,
         &Options {
             spec_dir: opts.spec_dir.clone(),
             cert_dir: opts.cert_dir.clone(),
             trust_bundle_pem: opts.trust_bundle_pem.clone(),
         },
-    )
-}
-
-fn join(errors: Vec<spec::SpecError>) -> String {
-    errors
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("\n")
+    )?)
 }
 
 /// Starts serving (inside a tokio runtime). Refuses to start on invalid specs.
-pub async fn start(opts: ControlOptions) -> Result<ControlHandle, String> {
+pub async fn start(opts: ControlOptions) -> Result<ControlHandle, ControlError> {
     let first = build(&opts)?;
     let (publish, current) = watch::channel(Arc::new(first));
     let ads = Ads::new(current.clone());
@@ -87,9 +94,13 @@ pub async fn start(opts: ControlOptions) -> Result<ControlHandle, String> {
         changed_at: Mutex::new(Instant::now()),
         generation: Mutex::new(1),
     });
-    let incoming = tonic::transport::server::TcpIncoming::bind(opts.listen)
-        .map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
-    let addr = incoming.local_addr().map_err(|e| e.to_string())?;
+    let listen_err = |source| ControlError::Listen {
+        what: "ADS",
+        addr: opts.listen,
+        source,
+    };
+    let incoming = tonic::transport::server::TcpIncoming::bind(opts.listen).map_err(listen_err)?;
+    let addr = incoming.local_addr().map_err(listen_err)?;
     let svc = crate::server::service(ads);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
@@ -141,7 +152,7 @@ pub async fn start(opts: ControlOptions) -> Result<ControlHandle, String> {
                 Err(e) => {
                     tracing::error!(errors = %e, "spec change refused; the last good resources keep being served");
                     if let Ok(mut last) = st.last_error.lock() {
-                        *last = Some(e);
+                        *last = Some(e.to_string());
                     }
                 }
             }

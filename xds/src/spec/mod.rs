@@ -21,6 +21,24 @@ pub use files::check_files;
 pub use load::{SpecError, load_dir};
 pub use types::*;
 
+/// Every mistake found in a spec directory, one per line.
+#[derive(Debug)]
+pub struct SpecErrors(pub Vec<SpecError>);
+
+impl std::fmt::Display for SpecErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SpecErrors {}
+
 /// Everything `membrane check` and the control server check, in one place so that the two
 /// can never disagree: parse, cross-document rules, named files, and at least one cell.
 pub fn validate(dir: &std::path::Path) -> Result<Specs, Vec<SpecError>> {

@@ -24,7 +24,7 @@ pub struct H1Conn {
     pub(super) rbuf: BytesMut,
     wbuf: Vec<u8>,
     /// Header positions while a response head is parsed; kept to avoid an allocation.
-    pub(super) scratch: Vec<(usize, usize, usize, usize)>,
+    pub(super) scratch: Vec<crate::h1::fields::FieldSpan>,
     _open: OpenConnection,
 }
 
@@ -156,7 +156,7 @@ pub async fn exchange(
 async fn read_head(
     stream: &TcpStream,
     rbuf: &mut BytesMut,
-    scratch: &mut Vec<(usize, usize, usize, usize)>,
+    scratch: &mut Vec<crate::h1::fields::FieldSpan>,
     is_head: bool,
 ) -> Result<Box<head::FinalHead>, (H1Error, bool)> {
     let mut received_any = false;
