@@ -6,12 +6,14 @@
 //! refused in the handshake.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::process::Command;
 
 #[test]
 fn the_demo_runs_and_its_calls_answer_as_promised() {
     if Command::new("curl").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: curl is not installed (.ci/run installs it)");
+        common::missing("curl is not installed (.ci/run installs it)");
         return;
     }
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));

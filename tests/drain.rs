@@ -81,8 +81,14 @@ async fn a_drain_closes_the_connections_that_have_no_request_in_flight() {
     // Half a head, sent slowly: the drain does not wait for the rest either.
     let mut partial = TcpStream::connect(addr("one")).await.unwrap();
     partial.write_all(b"GET / HTTP/1.1\r\nho").await.unwrap();
-    // Let every connection reach its worker and wait there.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Every connection has reached its worker and waits there.
+    let admin = proxy.admin_addr();
+    eventually(
+        "six open connections",
+        Duration::from_secs(10),
+        || async move { metric_sum(admin, "membrane_downstream_connections_active").await == 6.0 },
+    )
+    .await;
 
     let drained = tokio::time::timeout(Duration::from_secs(15), proxy.shutdown()).await;
     assert!(

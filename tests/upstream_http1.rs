@@ -241,18 +241,22 @@ async fn an_idle_connection_closed_by_the_upstream_is_replaced() {
     // without saying `Connection: close`.
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let up = l.local_addr().unwrap();
+    let closed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let closes = closed.clone();
     tokio::spawn(async move {
         loop {
             let Ok((mut s, _)) = l.accept().await else {
                 return;
             };
+            let closes = closes.clone();
             tokio::spawn(async move {
                 if read_request(&mut s).await.is_some() {
                     let _ = s
                         .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
                         .await;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
+                drop(s);
+                closes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             });
         }
     });
@@ -261,7 +265,14 @@ async fn an_idle_connection_closed_by_the_upstream_is_replaced() {
     for i in 0..5 {
         let r = get(&c, &format!("{url}/"), "x", &[]).await;
         assert_eq!(r.status, 200, "request {i}: {}", r.text());
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The next request finds the pooled connection closed by the upstream.
+        let closed = &closed;
+        eventually(
+            "the upstream closed the connection",
+            Duration::from_secs(10),
+            || async move { closed.load(std::sync::atomic::Ordering::Relaxed) > i },
+        )
+        .await;
     }
 }
 

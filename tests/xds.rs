@@ -242,9 +242,14 @@ async fn specs_reach_the_gateway_which_survives_control_and_own_restarts() {
     std::fs::remove_file(w.spec.join("broken.yaml")).unwrap();
     assert_eq!(call(&w, "/fresh/x").await.unwrap(), (200, "b".into()));
 
-    // The control server goes away: the gateway keeps serving.
+    // The control server goes away: once the gateway knows, it keeps serving.
     ctl.shutdown();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_config(
+        gw.admin_addr(),
+        "the gateway sees the control server gone",
+        |c| c["xds"]["connected"] == false,
+    )
+    .await;
     assert_eq!(call(&w, "/catalog/2").await.unwrap(), (200, "a".into()));
 
     // The gateway restarts while the control server is down: it boots from its state.
@@ -392,10 +397,11 @@ async fn no_request_fails_while_specs_change_ten_times_a_second() {
 
     // Load: two loops of requests, each on a new TLS connection, bounded by count and time.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
     let w = std::sync::Arc::new(w);
     let mut loaders = Vec::new();
     for _ in 0..2 {
-        let (w, stop) = (w.clone(), stop.clone());
+        let (w, stop, served) = (w.clone(), stop.clone(), served.clone());
         loaders.push(tokio::spawn(async move {
             let (mut ok, mut failed) = (0u32, Vec::new());
             for i in 0..20_000 {
@@ -403,14 +409,18 @@ async fn no_request_fails_while_specs_change_ten_times_a_second() {
                     break;
                 }
                 match call(&w, &format!("/catalog/{i}")).await {
-                    Ok((200, _)) => ok += 1,
+                    Ok((200, _)) => {
+                        ok += 1;
+                        served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     other => failed.push(format!("{other:?}")),
                 }
             }
             (ok, failed)
         }));
     }
-    // 25 spec changes, 100 ms apart: each adds or drops a second endpoint.
+    // 25 spec changes, 100 ms apart (the pace is the scenario), each with requests served
+    // after it: each adds or drops a second endpoint.
     let b = Upstream::start("b").await;
     for i in 0..25 {
         let eps: Vec<(&str, &str, SocketAddr)> = if i % 2 == 0 {
@@ -420,7 +430,15 @@ async fn no_request_fails_while_specs_change_ten_times_a_second() {
         };
         std::fs::write(w.spec.join("orders.yaml"), cell_spec(w.north, &eps)).unwrap();
         ctl.reload();
+        let before = served.load(std::sync::atomic::Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(100)).await;
+        let served = &served;
+        eventually(
+            "a request served after the change",
+            Duration::from_secs(10),
+            || async move { served.load(std::sync::atomic::Ordering::Relaxed) > before },
+        )
+        .await;
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (mut ok, mut failed) = (0, Vec::new());
@@ -429,7 +447,7 @@ async fn no_request_fails_while_specs_change_ten_times_a_second() {
         ok += o;
         failed.extend(f);
     }
-    assert!(ok > 50, "the load ran: {ok}");
+    assert!(ok >= 25, "the load ran: {ok}");
     assert!(
         failed.is_empty(),
         "{} failed of {}: {:?}",

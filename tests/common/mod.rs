@@ -14,6 +14,18 @@ use std::time::{Duration, Instant};
 
 pub type TestClient = Client<HttpConnector, Full<Bytes>>;
 
+/// True in CI (`CI=true`, which `.ci/run` sets, as most CI systems do).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// A tool or file a test needs is missing: in CI that is a failure (a test that cannot
+/// check must not pass), elsewhere the test is skipped and says so.
+pub fn missing(what: &str) {
+    assert!(!in_ci(), "{what}, and CI=true: this test must run in CI");
+    eprintln!("SKIPPED: {what}");
+}
+
 pub fn client_h1() -> TestClient {
     Client::builder(TokioExecutor::new()).build_http()
 }
@@ -91,6 +103,23 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("timed out waiting for: {what}");
+}
+
+/// The sum of every series of metric `name` on the admin listener at `admin`.
+pub async fn metric_sum(admin: std::net::SocketAddr, name: &str) -> f64 {
+    let text = get(
+        &client_h1(),
+        &format!("http://{admin}/metrics"),
+        "admin",
+        &[],
+    )
+    .await
+    .text();
+    parse_metrics(&text)
+        .iter()
+        .filter(|(series, _)| series.split('{').next() == Some(name))
+        .map(|(_, v)| v)
+        .sum()
 }
 
 /// Parses the OpenMetrics text into `series → value` (series as written, labels included).

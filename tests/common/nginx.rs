@@ -15,7 +15,7 @@ pub struct Nginx {
 }
 
 /// The nginx binary, or `None` with a message saying why the test is skipped. CI installs
-/// nginx and sets `MEMBRANE_REQUIRE_NGINX=1`, which turns a missing binary into a failure.
+/// nginx; there (`CI=true`, or `MEMBRANE_REQUIRE_NGINX=1`) a missing binary is a failure.
 pub fn binary() -> Option<PathBuf> {
     for p in ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"] {
         if std::path::Path::new(p).exists() {
@@ -26,7 +26,7 @@ pub fn binary() -> Option<PathBuf> {
         std::env::var_os("MEMBRANE_REQUIRE_NGINX").is_none(),
         "nginx is required (MEMBRANE_REQUIRE_NGINX is set) but not installed"
     );
-    eprintln!("SKIPPED: nginx is not installed (apt-get install nginx-light)");
+    super::missing("nginx is not installed (apt-get install nginx-light)");
     None
 }
 

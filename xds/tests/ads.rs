@@ -164,7 +164,16 @@ async fn state_of_the_world_protocol() {
     tx.send(req(&r4.version_info, &r4.nonce, &["west"], None))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The ACK is recorded (waited for, not slept on).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while ads.nodes.snapshot()["orders/gw-1"].types[TYPE_LISTENER].acked_version != r4.version_info
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ACK was not recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     let status = ads.nodes.snapshot();
     let t = &status["orders/gw-1"].types[TYPE_LISTENER];

@@ -18,7 +18,8 @@ use hyper_util::rt::TokioIo;
 use membrane_policy::jwt::{KeySet, TokenCache};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Verified tokens remembered per provider, and for at most this long.
 const CACHE_ENTRIES: usize = 64 * 1024;
@@ -123,42 +124,71 @@ impl ProviderKeys {
     }
 }
 
+/// How long after the last fetch the next one is due: sooner after a failure (backing off
+/// from `min_refetch` up to `refresh`), at 90% of the server's `max-age` when that comes
+/// first, never sooner than `min_refetch`.
+fn next_fetch(
+    refresh: Duration,
+    min_refetch: Duration,
+    failures: u32,
+    max_age: Option<Duration>,
+) -> Duration {
+    if failures > 0 {
+        return (min_refetch * 2u32.saturating_pow(failures - 1)).min(refresh);
+    }
+    match max_age {
+        Some(age) => refresh.min(age.mul_f64(0.9)).max(min_refetch),
+        None => refresh,
+    }
+}
+
 async fn fetch_loop(weak: Weak<ProviderKeys>, notify: Arc<tokio::sync::Notify>, spec: RemoteSpec) {
+    schedule(weak, notify, &spec, || fetch(&spec)).await;
+}
+
+/// The fetcher's loop over any fetch function (the network one, or a test's).
+async fn schedule<F, Fut>(
+    weak: Weak<ProviderKeys>,
+    notify: Arc<tokio::sync::Notify>,
+    spec: &RemoteSpec,
+    fetch: F,
+) where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Fetched, FetchError>>,
+{
     let mut last_fetch: Option<Instant> = None;
     let mut failures = 0u32;
-    // The server's `Cache-Control: max-age`, when it gave one: the set is fetched again
-    // before it runs out (at 90% of it), never sooner than `min_refetch`.
+    // The server's `Cache-Control: max-age`, when it gave one.
     let mut max_age: Option<Duration> = None;
     loop {
         // Wait for the next scheduled fetch or a refetch request, whichever comes first;
         // a request is held back until `min_refetch` has passed since the last fetch.
         if let Some(last) = last_fetch {
-            let next = if failures > 0 {
-                // Retry sooner after a failure, backing off up to the refresh interval.
-                (spec.min_refetch * 2u32.saturating_pow(failures - 1)).min(spec.refresh)
-            } else {
-                match max_age {
-                    Some(age) => spec.refresh.min(age.mul_f64(0.9)).max(spec.min_refetch),
-                    None => spec.refresh,
-                }
-            };
-            let scheduled = tokio::time::sleep_until((last + next).into());
+            let next = next_fetch(spec.refresh, spec.min_refetch, failures, max_age);
+            let scheduled = tokio::time::sleep_until(last + next);
             tokio::select! {
                 () = scheduled => {}
                 () = notify.notified() => {
                     let allowed = last + spec.min_refetch;
-                    tokio::time::sleep_until(allowed.into()).await;
+                    tokio::time::sleep_until(allowed).await;
                 }
             }
         }
         let Some(keys) = weak.upgrade() else { return };
+        // Wake-ups that came before this fetch are answered by it: only a token that
+        // arrives after it starts (and may name a key published since) asks for another.
+        tokio::select! {
+            biased;
+            () = notify.notified() => {}
+            () = std::future::ready(()) => {}
+        }
         last_fetch = Some(Instant::now());
-        match tokio::time::timeout(spec.timeout, fetch(&spec)).await {
-            Ok(Ok((set, age))) => {
+        match tokio::time::timeout(spec.timeout, fetch()).await {
+            Ok(Ok(fetched)) => {
                 failures = 0;
-                max_age = age;
+                max_age = fetched.max_age;
                 keys.metrics.fetch_ok.inc();
-                keys.replace(set);
+                keys.replace(fetched.keys);
             }
             Ok(Err(e)) => {
                 failures += 1;
@@ -202,8 +232,13 @@ enum FetchError {
     NoKey,
 }
 
-/// The key set, and how long the server says it stays fresh.
-async fn fetch(spec: &RemoteSpec) -> Result<(KeySet, Option<Duration>), FetchError> {
+/// A key set, and how long the server says it stays fresh.
+struct Fetched {
+    keys: KeySet,
+    max_age: Option<Duration>,
+}
+
+async fn fetch(spec: &RemoteSpec) -> Result<Fetched, FetchError> {
     let host = spec.url.host().ok_or(FetchError::NoHost)?.to_owned();
     let port = spec.url.port_u16().unwrap_or(443);
     let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
@@ -254,5 +289,116 @@ async fn fetch(spec: &RemoteSpec) -> Result<(KeySet, Option<Duration>), FetchErr
     if set.keys.is_empty() {
         return Err(FetchError::NoKey);
     }
-    Ok((set, max_age))
+    Ok(Fetched { keys: set, max_age })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The fetcher's schedule on tokio's paused clock: exact counts, no waiting.
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    fn spec(refresh: u64, min_refetch: u64) -> RemoteSpec {
+        let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        RemoteSpec {
+            url: http::Uri::from_static("https://idp.test/jwks"),
+            tls: Arc::new(tls),
+            refresh: Duration::from_secs(refresh),
+            min_refetch: Duration::from_secs(min_refetch),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Runs the schedule with a fetch that answers `answer` at once; returns the keys (the
+    /// loop ends when they are dropped), the wake-up, and the count of fetches.
+    fn run(
+        spec: RemoteSpec,
+        answer: fn() -> Result<Fetched, FetchError>,
+    ) -> (
+        Arc<ProviderKeys>,
+        Arc<tokio::sync::Notify>,
+        Arc<AtomicUsize>,
+    ) {
+        let metrics = crate::metrics::Metrics::new();
+        let keys = ProviderKeys::new(
+            "url:test".into(),
+            KeySet::default(),
+            metrics.provider("p"),
+            true,
+        );
+        let notify = keys.remote.clone().unwrap_or_default();
+        let count = Arc::new(AtomicUsize::new(0));
+        let (weak, n, c) = (Arc::downgrade(&keys), notify.clone(), count.clone());
+        tokio::spawn(async move {
+            schedule(weak, n, &spec, || {
+                c.fetch_add(1, Ordering::Relaxed);
+                async move { answer() }
+            })
+            .await;
+        });
+        (keys, notify, count)
+    }
+
+    fn ok(max_age: Option<Duration>) -> Result<Fetched, FetchError> {
+        Ok(Fetched {
+            keys: KeySet::default(),
+            max_age,
+        })
+    }
+
+    fn fetched(count: &AtomicUsize) -> usize {
+        count.load(Ordering::Relaxed)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_of_unknown_kids_fetches_once_per_min_refetch() {
+        let (_keys, notify, count) = run(spec(3600, 1), || ok(None));
+        // Unknown-kid wake-ups every millisecond for 1.5 s: the first fetch, then one at 1 s.
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(1500) {
+            notify.notify_one();
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(fetched(&count), 2);
+        // The wake-ups after it are one more, at 2 s; then nothing until `refresh`.
+        tokio::time::sleep(Duration::from_secs(3000)).await;
+        assert_eq!(fetched(&count), 3);
+        tokio::time::sleep(Duration::from_secs(700)).await;
+        assert_eq!(fetched(&count), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_short_max_age_brings_fetches_forward_but_not_below_min_refetch() {
+        // max-age=1: 90% of it is 0.9 s, held to min_refetch (1 s).
+        let (_keys, _, count) = run(spec(3600, 1), || ok(Some(Duration::from_secs(1))));
+        tokio::time::sleep(Duration::from_millis(10_500)).await;
+        assert_eq!(fetched(&count), 11, "at 0, 1, ..., 10 s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_back_off_up_to_refresh_and_the_loop_ends_with_its_provider() {
+        let (keys, _, count) = run(spec(8, 1), || Err(FetchError::NoKey));
+        // At 0, 1, 3, 7, 15 and 23 s: 1, 2, 4, then 8 (refresh) apart.
+        tokio::time::sleep(Duration::from_millis(23_500)).await;
+        assert_eq!(fetched(&count), 6);
+        drop(keys);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(fetched(&count), 6, "fetched for a provider that is gone");
+    }
+
+    #[test]
+    fn next_fetch_is_refresh_max_age_or_backoff() {
+        let s = Duration::from_secs;
+        assert_eq!(next_fetch(s(600), s(30), 0, None), s(600));
+        assert_eq!(next_fetch(s(600), s(30), 0, Some(s(100))), s(90));
+        assert_eq!(next_fetch(s(600), s(30), 0, Some(s(10))), s(30));
+        assert_eq!(next_fetch(s(600), s(30), 0, Some(s(6000))), s(600));
+        assert_eq!(next_fetch(s(600), s(30), 1, None), s(30));
+        assert_eq!(next_fetch(s(600), s(30), 3, None), s(120));
+        assert_eq!(next_fetch(s(600), s(30), 40, None), s(600));
+    }
 }

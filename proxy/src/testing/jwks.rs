@@ -1,5 +1,5 @@
 //! A JWKS server over HTTPS on 127.0.0.1 whose key set, or failure, the test sets, and which
-//! counts the fetches it answers.
+//! counts the fetches it answers and notes when each arrived.
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
@@ -22,6 +22,8 @@ struct State {
     body: Mutex<String>,
     failing: AtomicBool,
     fetches: AtomicUsize,
+    /// When each fetch arrived.
+    arrivals: Mutex<Vec<std::time::Instant>>,
     /// `Cache-Control: max-age` sent with the key set (0: none).
     max_age: AtomicUsize,
 }
@@ -42,6 +44,7 @@ impl JwksServer {
             body: Mutex::new(jwks.to_owned()),
             failing: AtomicBool::new(false),
             fetches: AtomicUsize::new(0),
+            arrivals: Mutex::new(Vec::new()),
             max_age: AtomicUsize::new(0),
         });
         let s = state.clone();
@@ -50,6 +53,9 @@ impl JwksServer {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                // Noted at accept: every fetch opens a connection of its own, and the
+                // handshake's time is not the fetcher's schedule.
+                s.arrivals.lock().unwrap().push(std::time::Instant::now());
                 let (s, acceptor) = (s.clone(), acceptor.clone());
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(stream).await else {
@@ -101,6 +107,11 @@ impl JwksServer {
 
     pub fn fetches(&self) -> usize {
         self.state.fetches.load(Ordering::Relaxed)
+    }
+
+    /// When each fetch so far connected, oldest first.
+    pub fn arrivals(&self) -> Vec<std::time::Instant> {
+        self.state.arrivals.lock().unwrap().clone()
     }
 }
 
