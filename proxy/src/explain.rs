@@ -1,6 +1,6 @@
 //! `membrane explain`: what the proxy would do with one request, without sending anything.
 //! It compiles the config as the proxy does and runs the same request path
-//! (`http::service::dry_run`: normalization, routing, authentication, authorization, rate
+//! (`http::dry_run`: normalization, routing, authentication, authorization, rate
 //! limit, rewrite), then describes the action instead of taking it. What the TLS handshake
 //! would refuse (no client certificate where one is required, a peer from another trust
 //! domain) is said as such, before any HTTP.
@@ -8,9 +8,9 @@
 use crate::compiler::{self, Loaded};
 use crate::config::{ConfigError, ConfigErrors};
 use crate::context::ConnContext;
+use crate::http::dry_run::{self, Planned};
 use crate::http::error::ProxyError;
 use crate::http::phases::PolicyNote;
-use crate::http::service::{self, Planned};
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
 use crate::tls::peer::PeerTls;
@@ -206,7 +206,7 @@ pub fn explain(config_path: &Path, q: &Question) -> Result<Answer, ExplainError>
     *req.headers_mut() = headers;
     let request_id = crate::http::headers::request_id(req.headers(), true);
     let mut note = PolicyNote::default();
-    let run = service::dry_run(&ctx, listener, req, &request_id, &mut note);
+    let run = dry_run::dry_run(&ctx, listener, req, &request_id, &mut note);
     if let Some((target, host)) = &run.normalized {
         let _ = writeln!(
             out,

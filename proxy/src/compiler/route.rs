@@ -6,7 +6,7 @@ use super::Compiler;
 use super::listener::Named;
 use crate::config::{ConfigError, Located, PathMatchConfig, RouteConfig};
 use crate::route::{HeaderMatcher, HeaderRule, PathMatch, Route};
-use crate::snapshot::{Action, RateLimitState, RouteEntry, RouteJwt};
+use crate::snapshot::{Action, RateLimitState, Rewrite, RouteEntry, RouteJwt};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 use std::sync::Arc;
@@ -121,8 +121,14 @@ impl Compiler<'_> {
                 })?;
                 let rewrite = match (&fw.prefix_rewrite, &path) {
                     (None, _) => None,
-                    (Some(to), PathMatch::Prefix(p)) => Some((p.len(), to.value().as_str().into())),
-                    (Some(to), PathMatch::Exact(p)) => Some((p.len(), to.value().as_str().into())),
+                    (Some(to), PathMatch::Prefix(p)) => Some(Rewrite {
+                        strip: p.len(),
+                        with: to.value().as_str().into(),
+                    }),
+                    (Some(to), PathMatch::Exact(p)) => Some(Rewrite {
+                        strip: p.len(),
+                        with: to.value().as_str().into(),
+                    }),
                     (Some(to), PathMatch::Regex(_)) => {
                         return Err(self.err(
                             to,

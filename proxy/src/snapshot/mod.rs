@@ -121,11 +121,17 @@ pub struct RouteEntry {
     pub rate_limit: Option<Arc<crate::enforce::ratelimit::RouteRateLimit>>,
 }
 
+/// A prefix rewrite: the first `strip` bytes of the path (the matched prefix) become `with`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewrite {
+    pub strip: usize,
+    pub with: Box<str>,
+}
+
 pub enum Action {
     Forward {
         cluster: Arc<Cluster>,
-        /// Replaces the first `strip` bytes of the path.
-        rewrite: Option<(usize, Box<str>)>,
+        rewrite: Option<Rewrite>,
         timeout: Duration,
     },
     Redirect {
