@@ -4,6 +4,7 @@
 //! ([`load::parse`]) and turned into runtime types by [`crate::snapshot::compile`]; nothing
 //! past that point re-checks them.
 
+mod constructors;
 mod duration;
 mod load;
 mod policy;
@@ -352,79 +353,6 @@ pub struct ClusterConfig {
     /// TLS origination; plain TCP when absent.
     #[serde(default)]
     pub tls: Option<ClusterTlsConfig>,
-}
-
-// Constructors for configurations made by a program (the xDS client): the required fields
-// as arguments, every other field at the default a file would get.
-
-impl ListenerConfig {
-    pub fn new(name: String, address: SocketAddr) -> Self {
-        Self {
-            name: name.into(),
-            address,
-            protocol: defaults::listener_protocol(),
-            tls: None,
-            access_log: Default::default(),
-            authorization: None,
-            limits: Default::default(),
-            normalization: Default::default(),
-            trusted_hops: 0,
-            upgrades: defaults::upgrades(),
-            virtual_hosts: Vec::new(),
-        }
-    }
-}
-
-impl RouteConfig {
-    /// A route matching every path, with no action yet.
-    pub fn new(name: String) -> Self {
-        Self {
-            name: name.into(),
-            matcher: Default::default(),
-            forward: None,
-            redirect: None,
-            direct_response: None,
-            jwt: None,
-            rate_limit: None,
-        }
-    }
-}
-
-impl ForwardConfig {
-    pub fn new(cluster: String) -> Self {
-        Self {
-            cluster: cluster.into(),
-            prefix_rewrite: None,
-            timeout: None,
-        }
-    }
-}
-
-impl DirectResponseConfig {
-    pub fn new(status: u16, body: String) -> Self {
-        Self {
-            status: status.into(),
-            body,
-            content_type: defaults::content_type(),
-        }
-    }
-}
-
-impl ClusterConfig {
-    pub fn new(name: String, endpoints: Vec<String>) -> Self {
-        Self {
-            name: name.into(),
-            endpoints: endpoints.into_iter().map(Located::from).collect(),
-            lb: defaults::lb(),
-            protocol: defaults::upstream_protocol(),
-            connect_timeout: defaults::connect_timeout(),
-            request_timeout: defaults::request_timeout(),
-            max_connections: defaults::max_connections(),
-            pool_idle_timeout: defaults::pool_idle_timeout(),
-            body_idle_timeout: defaults::body_idle_timeout(),
-            tls: None,
-        }
-    }
 }
 
 mod defaults {
