@@ -9,13 +9,10 @@
 //! waiting for it.
 
 use super::node_id::NodeId;
-use super::status::NodeTable;
+use super::stream::{Out, Variant};
 use crate::compile::Compiled;
 use crate::proto::envoy::service::discovery::v3 as ds;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use tokio::sync::{mpsc, watch};
-use tonic::{Status, Streaming};
 
 #[derive(Default)]
 struct Sub {
@@ -28,88 +25,85 @@ struct Sub {
     sent_version: String,
 }
 
-pub(super) async fn run(
-    mut input: Streaming<ds::DeltaDiscoveryRequest>,
-    tx: mpsc::Sender<Result<ds::DeltaDiscoveryResponse, Status>>,
-    mut snapshot: watch::Receiver<Arc<Compiled>>,
-    nodes: Arc<NodeTable>,
-) {
-    let mut node: Option<NodeId> = None;
-    let mut subs: BTreeMap<String, Sub> = BTreeMap::new();
-    let mut nonce = 0u64;
-    loop {
-        tokio::select! {
-            req = input.message() => {
-                let snap = snapshot.borrow().clone();
-                let Some(req) =
-                    super::next_request(req, &mut node, "delta", &nodes, &snap, &tx).await
-                else {
-                    break;
-                };
-                let Some(id) = node.as_ref() else { break };
-                let first = !subs.contains_key(&req.type_url);
-                let sub = subs.entry(req.type_url.clone()).or_default();
-                if first {
-                    sub.known = req.initial_resource_versions.clone().into_iter().collect();
-                    sub.wildcard = req.resource_names_subscribe.is_empty();
+/// The delta variant: per type, what the client subscribed to and has.
+#[derive(Default)]
+pub(super) struct Delta {
+    subs: BTreeMap<String, Sub>,
+}
+
+impl Variant for Delta {
+    type Request = ds::DeltaDiscoveryRequest;
+    type Response = ds::DeltaDiscoveryResponse;
+    const PROTOCOL: &'static str = "delta";
+
+    async fn request(
+        &mut self,
+        req: ds::DeltaDiscoveryRequest,
+        id: &NodeId,
+        snap: &Compiled,
+        out: &mut Out<ds::DeltaDiscoveryResponse>,
+    ) -> bool {
+        let first = !self.subs.contains_key(&req.type_url);
+        let sub = self.subs.entry(req.type_url.clone()).or_default();
+        if first {
+            sub.known = req.initial_resource_versions.clone().into_iter().collect();
+            sub.wildcard = req.resource_names_subscribe.is_empty();
+        }
+        if !first && !req.response_nonce.is_empty() && req.response_nonce == sub.nonce {
+            match &req.error_detail {
+                Some(e) => {
+                    out.nodes
+                        .nacked(id.as_str(), &req.type_url, &sub.sent_version, &e.message)
                 }
-                if !first && !req.response_nonce.is_empty() && req.response_nonce == sub.nonce {
-                    match &req.error_detail {
-                        Some(e) => nodes.nacked(id.as_str(), &req.type_url, &sub.sent_version, &e.message),
-                        None => nodes.acked(id.as_str(), &req.type_url, &sub.sent_version),
-                    }
-                }
-                let mut forced = BTreeSet::new();
-                for n in &req.resource_names_subscribe {
-                    if n == "*" {
-                        sub.wildcard = true;
-                    } else {
-                        sub.names.insert(n.clone());
-                        forced.insert(n.clone());
-                    }
-                }
-                for n in &req.resource_names_unsubscribe {
-                    if n == "*" {
-                        sub.wildcard = false;
-                    } else {
-                        sub.names.remove(n);
-                        sub.known.remove(n);
-                    }
-                }
-                let must_answer = first && req.initial_resource_versions.is_empty();
-                if !send(&tx, &snap, id, &req.type_url, sub, &forced, &mut nonce, &nodes, must_answer).await {
-                    break;
-                }
-            }
-            changed = snapshot.changed() => {
-                if changed.is_err() { break }
-                let Some(id) = node.as_ref() else { continue };
-                let snap = snapshot.borrow_and_update().clone();
-                let mut ok = true;
-                for (type_url, sub) in subs.iter_mut() {
-                    ok &= send(&tx, &snap, id, type_url, sub, &BTreeSet::new(), &mut nonce, &nodes, false).await;
-                }
-                if !ok { break }
+                None => out
+                    .nodes
+                    .acked(id.as_str(), &req.type_url, &sub.sent_version),
             }
         }
+        let mut forced = BTreeSet::new();
+        for n in &req.resource_names_subscribe {
+            if n == "*" {
+                sub.wildcard = true;
+            } else {
+                sub.names.insert(n.clone());
+                forced.insert(n.clone());
+            }
+        }
+        for n in &req.resource_names_unsubscribe {
+            if n == "*" {
+                sub.wildcard = false;
+            } else {
+                sub.names.remove(n);
+                sub.known.remove(n);
+            }
+        }
+        let must_answer = first && req.initial_resource_versions.is_empty();
+        send(out, snap, id, &req.type_url, sub, &forced, must_answer).await
     }
-    if let Some(id) = node {
-        nodes.disconnected(id.as_str());
+
+    async fn changed(
+        &mut self,
+        id: &NodeId,
+        snap: &Compiled,
+        out: &mut Out<ds::DeltaDiscoveryResponse>,
+    ) -> bool {
+        let mut ok = true;
+        for (type_url, sub) in self.subs.iter_mut() {
+            ok &= send(out, snap, id, type_url, sub, &BTreeSet::new(), false).await;
+        }
+        ok
     }
 }
 
 /// Sends what the client lacks and what was removed; nothing when there is nothing (unless
 /// `must_answer`).
-#[allow(clippy::too_many_arguments)]
 async fn send(
-    tx: &mpsc::Sender<Result<ds::DeltaDiscoveryResponse, Status>>,
+    out: &mut Out<ds::DeltaDiscoveryResponse>,
     snap: &Compiled,
     node: &NodeId,
     type_url: &str,
     sub: &mut Sub,
     forced: &BTreeSet<String>,
-    nonce: &mut u64,
-    nodes: &NodeTable,
     must_answer: bool,
 ) -> bool {
     let (all, system_version) = super::sotw::select(snap, node.cell(), type_url, None);
@@ -151,10 +145,9 @@ async fn send(
     for n in &removed {
         sub.known.remove(n);
     }
-    *nonce += 1;
-    sub.nonce = nonce.to_string();
+    sub.nonce = out.nonce();
     sub.sent_version = system_version.clone();
-    nodes.sent(node.as_str(), type_url, &system_version);
+    out.nodes.sent(node.as_str(), type_url, &system_version);
     let resp = ds::DeltaDiscoveryResponse {
         system_version_info: system_version,
         resources,
@@ -162,5 +155,5 @@ async fn send(
         nonce: sub.nonce.clone(),
         removed_resources: removed,
     };
-    tx.send(Ok(resp)).await.is_ok()
+    out.send(resp).await
 }

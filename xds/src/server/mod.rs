@@ -7,6 +7,7 @@ mod delta;
 pub mod node_id;
 mod sotw;
 pub mod status;
+mod stream;
 
 use crate::compile::Compiled;
 use crate::proto::envoy::service::discovery::v3 as ds;
@@ -182,11 +183,12 @@ impl AggregatedDiscoveryService for Ads {
         request: Request<Streaming<ds::DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(sotw::run(
+        tokio::spawn(stream::drive(
             request.into_inner(),
             tx,
             self.snapshot.clone(),
             self.nodes.clone(),
+            sotw::Sotw::default(),
         ));
         Ok(Response::new(ChannelStream(rx)))
     }
@@ -196,11 +198,12 @@ impl AggregatedDiscoveryService for Ads {
         request: Request<Streaming<ds::DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
         let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(delta::run(
+        tokio::spawn(stream::drive(
             request.into_inner(),
             tx,
             self.snapshot.clone(),
             self.nodes.clone(),
+            delta::Delta::default(),
         ));
         Ok(Response::new(ChannelStream(rx)))
     }

@@ -18,14 +18,11 @@
 //!   version is not sent again until it changes.
 
 use super::node_id::NodeId;
-use super::status::NodeTable;
+use super::stream::{Out, Variant};
 use crate::compile::{Compiled, Versioned};
 use crate::proto::envoy::service::discovery::v3 as ds;
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
-use tokio::sync::{mpsc, watch};
-use tonic::{Status, Streaming};
 
 /// What a stream is subscribed to for one type.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,89 +90,80 @@ pub(super) fn select<'a>(
     (out, format!("{:016x}", h.finish()))
 }
 
-pub(super) async fn run(
-    mut input: Streaming<ds::DiscoveryRequest>,
-    tx: mpsc::Sender<Result<ds::DiscoveryResponse, Status>>,
-    mut snapshot: watch::Receiver<Arc<Compiled>>,
-    nodes: Arc<NodeTable>,
-) {
-    let mut node: Option<NodeId> = None;
-    let mut subs: BTreeMap<String, Sub> = BTreeMap::new();
-    let mut nonce = 0u64;
-    loop {
-        tokio::select! {
-            req = input.message() => {
-                let snap = snapshot.borrow().clone();
-                let Some(req) =
-                    super::next_request(req, &mut node, "sotw", &nodes, &snap, &tx).await
-                else {
-                    break;
-                };
-                let Some(id) = node.as_ref() else { break };
-                let before = subs.get(&req.type_url);
-                if let Some(sub) = before {
-                    if !req.response_nonce.is_empty() && req.response_nonce != sub.nonce {
-                        continue; // stale: answers a response that was superseded
-                    }
-                    if !req.response_nonce.is_empty() {
-                        let sent = sub.sent_version.as_deref().unwrap_or("");
-                        match &req.error_detail {
-                            Some(e) => nodes.nacked(id.as_str(), &req.type_url, sent, &e.message),
-                            None => nodes.acked(id.as_str(), &req.type_url, sent),
-                        }
-                    }
-                }
-                let names = Names::next(before.map(|s| &s.names), &req.resource_names);
-                let changed = before.is_none_or(|s| s.names != names);
-                let sub = subs.entry(req.type_url.clone()).or_insert(Sub {
-                    names: names.clone(),
-                    sent_version: None,
-                    nonce: String::new(),
-                });
-                sub.names = names;
-                if changed
-                    && !send(&tx, &snap, id, &req.type_url, sub, &mut nonce, &nodes, true).await
-                {
-                    break;
-                }
+/// The state-of-the-world variant: per type, what the client subscribed to.
+#[derive(Default)]
+pub(super) struct Sotw {
+    subs: BTreeMap<String, Sub>,
+}
+
+impl Variant for Sotw {
+    type Request = ds::DiscoveryRequest;
+    type Response = ds::DiscoveryResponse;
+    const PROTOCOL: &'static str = "sotw";
+
+    async fn request(
+        &mut self,
+        req: ds::DiscoveryRequest,
+        id: &NodeId,
+        snap: &Compiled,
+        out: &mut Out<ds::DiscoveryResponse>,
+    ) -> bool {
+        let before = self.subs.get(&req.type_url);
+        if let Some(sub) = before {
+            if !req.response_nonce.is_empty() && req.response_nonce != sub.nonce {
+                return true; // stale: answers a response that was superseded
             }
-            changed = snapshot.changed() => {
-                if changed.is_err() { break }
-                let Some(id) = node.as_ref() else { continue };
-                let snap = snapshot.borrow_and_update().clone();
-                let mut ok = true;
-                for (type_url, sub) in subs.iter_mut() {
-                    ok &= send(&tx, &snap, id, type_url, sub, &mut nonce, &nodes, false).await;
+            if !req.response_nonce.is_empty() {
+                let sent = sub.sent_version.as_deref().unwrap_or("");
+                match &req.error_detail {
+                    Some(e) => out
+                        .nodes
+                        .nacked(id.as_str(), &req.type_url, sent, &e.message),
+                    None => out.nodes.acked(id.as_str(), &req.type_url, sent),
                 }
-                if !ok { break }
             }
         }
+        let names = Names::next(before.map(|s| &s.names), &req.resource_names);
+        let changed = before.is_none_or(|s| s.names != names);
+        let sub = self.subs.entry(req.type_url.clone()).or_insert(Sub {
+            names: names.clone(),
+            sent_version: None,
+            nonce: String::new(),
+        });
+        sub.names = names;
+        !changed || send(out, snap, id, &req.type_url, sub, true).await
     }
-    if let Some(id) = node {
-        nodes.disconnected(id.as_str());
+
+    async fn changed(
+        &mut self,
+        id: &NodeId,
+        snap: &Compiled,
+        out: &mut Out<ds::DiscoveryResponse>,
+    ) -> bool {
+        let mut ok = true;
+        for (type_url, sub) in self.subs.iter_mut() {
+            ok &= send(out, snap, id, type_url, sub, false).await;
+        }
+        ok
     }
 }
 
 /// Sends the type's resources when their version differs from what was sent (or `force`).
-#[allow(clippy::too_many_arguments)]
 async fn send(
-    tx: &mpsc::Sender<Result<ds::DiscoveryResponse, Status>>,
+    out: &mut Out<ds::DiscoveryResponse>,
     snap: &Compiled,
     node: &NodeId,
     type_url: &str,
     sub: &mut Sub,
-    nonce: &mut u64,
-    nodes: &NodeTable,
     force: bool,
 ) -> bool {
     let (resources, version) = select(snap, node.cell(), type_url, sub.names.filter());
     if !force && sub.sent_version.as_deref() == Some(version.as_str()) {
         return true;
     }
-    *nonce += 1;
-    sub.nonce = nonce.to_string();
+    sub.nonce = out.nonce();
     sub.sent_version = Some(version.clone());
-    nodes.sent(node.as_str(), type_url, &version);
+    out.nodes.sent(node.as_str(), type_url, &version);
     let resp = ds::DiscoveryResponse {
         version_info: version,
         resources: resources
@@ -185,7 +173,7 @@ async fn send(
         type_url: type_url.to_owned(),
         nonce: sub.nonce.clone(),
     };
-    tx.send(Ok(resp)).await.is_ok()
+    out.send(resp).await
 }
 
 #[cfg(test)]
