@@ -9,6 +9,7 @@ use crate::route::{HeaderMatcher, HeaderRule, PathMatch, Route};
 use crate::snapshot::{Action, RateLimitState, Rewrite, RouteEntry, RouteJwt};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, StatusCode};
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 impl Compiler<'_> {
@@ -106,19 +107,13 @@ impl Compiler<'_> {
         }
         let action = match (&r.forward, &r.redirect, &r.direct_response) {
             (Some(fw), None, None) => {
-                let cluster = clusters.get(fw.cluster.value().as_str()).ok_or_else(|| {
-                    let mut known: Vec<&str> = clusters.keys().map(|k| &**k).collect();
-                    known.sort_unstable();
-                    self.err(
-                        &fw.cluster,
-                        format!("{at}.forward.cluster"),
-                        format!(
-                            "no cluster is named `{}`; defined clusters: [{}]",
-                            fw.cluster.value(),
-                            known.join(", ")
-                        ),
-                    )
-                })?;
+                let cluster = self.named(
+                    clusters,
+                    &fw.cluster,
+                    format!("{at}.forward.cluster"),
+                    "cluster",
+                    "clusters",
+                )?;
                 let rewrite = match (&fw.prefix_rewrite, &path) {
                     (None, _) => None,
                     (Some(to), PathMatch::Prefix(p)) => Some(Rewrite {
@@ -198,20 +193,13 @@ impl Compiler<'_> {
         let jwt = match &r.jwt {
             None => None,
             Some(j) => {
-                let providers = named.providers;
-                let provider = providers.get(j.provider.value().as_str()).ok_or_else(|| {
-                    let mut known: Vec<&str> = providers.keys().map(|k| &**k).collect();
-                    known.sort_unstable();
-                    self.err(
-                        &j.provider,
-                        format!("{at}.jwt.provider"),
-                        format!(
-                            "no JWT provider is named `{}`; defined providers: [{}]",
-                            j.provider.value(),
-                            known.join(", ")
-                        ),
-                    )
-                })?;
+                let provider = self.named(
+                    named.providers,
+                    &j.provider,
+                    format!("{at}.jwt.provider"),
+                    "JWT provider",
+                    "providers",
+                )?;
                 Some(RouteJwt {
                     provider: provider.clone(),
                     required: j.required,
@@ -269,5 +257,29 @@ impl Compiler<'_> {
                 format!("`{text}` would never match: a request with this path is refused ({e})"),
             )),
         }
+    }
+
+    /// The entry `name` refers to, or an error that lists the names defined.
+    fn named<'m, T>(
+        &self,
+        map: &'m FxHashMap<Arc<str>, Arc<T>>,
+        name: &Located<String>,
+        field: String,
+        kind: &str,
+        kinds: &str,
+    ) -> Result<&'m Arc<T>, ConfigError> {
+        map.get(name.value().as_str()).ok_or_else(|| {
+            let mut known: Vec<&str> = map.keys().map(|k| &**k).collect();
+            known.sort_unstable();
+            self.err(
+                name,
+                field,
+                format!(
+                    "no {kind} is named `{}`; defined {kinds}: [{}]",
+                    name.value(),
+                    known.join(", ")
+                ),
+            )
+        })
     }
 }

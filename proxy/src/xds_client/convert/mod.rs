@@ -109,7 +109,6 @@ pub fn convert(
     admin: SocketAddr,
     state_dir: &Path,
 ) -> (Converted, Vec<Refused>) {
-    let of_type = |t: &'static str| resources.iter().filter(move |((ty, _), _)| ty == t);
     let mut refused = Vec::new();
     let mut config = Bootstrap {
         admin: AdminConfig { address: admin },
@@ -118,7 +117,10 @@ pub fn convert(
     let mut bundles = Bundles(BTreeMap::new());
     let mut bundle_files = FxHashMap::default();
     let mut origins = Origins::default();
-    for (key, any) in of_type(TYPE_TRUST_BUNDLE) {
+    for (key, any) in resources
+        .iter()
+        .filter(|((ty, _), _)| ty == TYPE_TRUST_BUNDLE)
+    {
         match decode::<pb::TrustBundle>("TrustBundle", any) {
             Ok(b) => {
                 let path = state_dir.join(format!("trust-{}.pem", file_name(&b.name)));
@@ -131,44 +133,17 @@ pub fn convert(
             }),
         }
     }
-    for (key, any) in of_type(TYPE_CLUSTER) {
-        match decode("Cluster", any).and_then(|c| cluster(&c, &bundles)) {
-            Ok(c) => {
-                origins.clusters.push(key.clone());
-                config.clusters.push(c);
-            }
-            Err(error) => refused.push(Refused {
-                key: key.clone(),
-                error,
-            }),
-        }
-    }
-    for (key, any) in of_type(TYPE_JWT_PROVIDER) {
-        match decode::<pb::JwtProvider>("JwtProvider", any)
-            .and_then(|p| JwtProviderConfig::try_from(&p))
-        {
-            Ok(p) => {
-                origins.jwt_providers.push(key.clone());
-                config.jwt_providers.push(p);
-            }
-            Err(error) => refused.push(Refused {
-                key: key.clone(),
-                error,
-            }),
-        }
-    }
-    for (key, any) in of_type(TYPE_LISTENER) {
-        match decode("Listener", any).and_then(|l| listener(&l, &bundles)) {
-            Ok(l) => {
-                origins.listeners.push(key.clone());
-                config.listeners.push(l);
-            }
-            Err(error) => refused.push(Refused {
-                key: key.clone(),
-                error,
-            }),
-        }
-    }
+    (config.clusters, origins.clusters) = each(resources, TYPE_CLUSTER, &mut refused, |any| {
+        decode("Cluster", any).and_then(|c| cluster(&c, &bundles))
+    });
+    (config.jwt_providers, origins.jwt_providers) =
+        each(resources, TYPE_JWT_PROVIDER, &mut refused, |any| {
+            decode::<pb::JwtProvider>("JwtProvider", any)
+                .and_then(|p| JwtProviderConfig::try_from(&p))
+        });
+    (config.listeners, origins.listeners) = each(resources, TYPE_LISTENER, &mut refused, |any| {
+        decode("Listener", any).and_then(|l| listener(&l, &bundles))
+    });
     (
         Converted {
             config,
@@ -177,6 +152,30 @@ pub fn convert(
         },
         refused,
     )
+}
+
+/// Converts every resource of type `t` on its own: the ones that convert, each with the
+/// resource it came from; the others are refused.
+fn each<T>(
+    resources: &BTreeMap<Key, prost_types::Any>,
+    t: &str,
+    refused: &mut Vec<Refused>,
+    convert: impl Fn(&prost_types::Any) -> Result<T, ResourceError>,
+) -> (Vec<T>, Vec<Key>) {
+    let mut kept = (Vec::new(), Vec::new());
+    for (key, any) in resources.iter().filter(|((ty, _), _)| ty == t) {
+        match convert(any) {
+            Ok(v) => {
+                kept.0.push(v);
+                kept.1.push(key.clone());
+            }
+            Err(error) => refused.push(Refused {
+                key: key.clone(),
+                error,
+            }),
+        }
+    }
+    kept
 }
 
 fn enum_value<E: TryFrom<i32>>(value: i32, at: &str) -> Result<E, ResourceError> {
