@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/envoy/service/discovery/v3/discovery.proto",
         "proto/membrane/v1/resources.proto",
+        "proto/membrane/ca/v1/ca.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

@@ -128,6 +128,7 @@ fn main() {
             cert_dir: dir.join("pki"),
             trust_bundle_pem: "-----BEGIN CERTIFICATE-----\n".into(),
             debounce: Duration::from_millis(50),
+            ca: None,
         })
         .await
         .unwrap();

@@ -138,6 +138,7 @@ async fn demo(args: DemoArgs) -> Result<ExitCode, String> {
         cert_dir: pki.clone(),
         trust_bundle_pem: ca.cert_pem().to_owned(),
         debounce: Duration::from_millis(200),
+        ca: None,
     })
     .await
     .map_err(|e| e.to_string())?;

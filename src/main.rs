@@ -308,6 +308,7 @@ fn run_control(
             cert_dir: pki,
             trust_bundle_pem: bundle,
             debounce: std::time::Duration::from_millis(200),
+            ca: None,
         };
         let handle = match membrane_xds::control::start(opts).await {
             Ok(h) => h,

@@ -88,6 +88,7 @@ async fn start_control(w: &World, listen: SocketAddr) -> control::ControlHandle 
         cert_dir: w.pki.clone(),
         trust_bundle_pem: std::fs::read_to_string(w.pki.join("ca.pem")).unwrap(),
         debounce: Duration::from_millis(50),
+        ca: None,
     })
     .await
     .unwrap()
@@ -481,6 +482,7 @@ async fn the_control_admin_shows_what_each_node_was_sent_and_acked() {
         cert_dir: w.pki.clone(),
         trust_bundle_pem: std::fs::read_to_string(w.pki.join("ca.pem")).unwrap(),
         debounce: Duration::from_millis(50),
+        ca: None,
     })
     .await
     .unwrap();

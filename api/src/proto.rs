@@ -1,5 +1,5 @@
 //! Generated protocol types: Envoy's discovery service (wire-compatible subset) and
-//! Membrane's resources.
+//! Membrane's resources and certificate service.
 #![allow(clippy::all, clippy::pedantic, missing_docs)]
 
 pub mod google {
@@ -28,5 +28,10 @@ pub mod envoy {
 pub mod membrane {
     pub mod v1 {
         tonic::include_proto!("membrane.v1");
+    }
+    pub mod ca {
+        pub mod v1 {
+            tonic::include_proto!("membrane.ca.v1");
+        }
     }
 }

@@ -57,6 +57,9 @@ pub type Resources = BTreeMap<(String, String), Versioned>;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Compiled {
     pub gateways: BTreeMap<String, Resources>,
+    /// Each cell's SPIFFE ID: what its gateway's certificate must say, and the only
+    /// identity the certificate service issues to it.
+    pub identities: BTreeMap<String, String>,
 }
 
 fn version_of(bytes: &[u8]) -> String {
@@ -137,6 +140,7 @@ pub fn compile(specs: &Specs, opts: &Options) -> Result<Compiled, CompileError> 
             (*name).to_owned(),
             gateway(cell, &cells, specs, &providers, opts),
         );
+        out.identities.insert((*name).to_owned(), cell.spiffe_id());
     }
     Ok(out)
 }

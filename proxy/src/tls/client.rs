@@ -5,25 +5,14 @@
 use super::cert_info::CertInfo;
 use super::material::LoadedCert;
 use super::provider;
-use super::server::bad_san;
 use crate::config::TlsVersion;
-use membrane_policy::identity::SpiffeId;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::{ResolvesClientCert, verify_server_cert_signed_by_trust_anchor};
-use rustls::crypto::CryptoProvider;
-use rustls::server::ParsedCertificate;
+pub use membrane_identity::verify::Expect;
+use membrane_identity::verify::SpiffeServerVerifier;
+use rustls::client::ResolvesClientCert;
 use rustls::sign::CertifiedKey;
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, RootCertStore, SignatureScheme};
+use rustls_pki_types::ServerName;
 use std::sync::Arc;
-
-/// What the upstream's certificate must prove beyond a valid chain.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Expect {
-    SpiffeId(SpiffeId),
-    TrustDomain(String),
-    Dns(ServerName<'static>),
-}
 
 /// A cluster's compiled TLS origination.
 #[derive(Debug)]
@@ -48,11 +37,7 @@ pub fn build(
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(super::versions(min_version))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(UpstreamVerifier {
-            roots,
-            expect,
-            provider: provider.clone(),
-        }));
+        .with_custom_certificate_verifier(Arc::new(SpiffeServerVerifier::new(roots, expect)));
     let info = client_cert.as_ref().map(|c| c.info.clone());
     let mut config = match client_cert {
         Some(c) => builder.with_client_cert_resolver(Arc::new(OneClientCert(c.key))),
@@ -81,98 +66,5 @@ impl ResolvesClientCert for OneClientCert {
 
     fn has_certs(&self) -> bool {
         true
-    }
-}
-
-#[derive(Debug)]
-struct UpstreamVerifier {
-    roots: Arc<RootCertStore>,
-    expect: Expect,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for UpstreamVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = ParsedCertificate::try_from(end_entity)?;
-        verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
-            intermediates,
-            now,
-            self.provider.signature_verification_algorithms.all,
-        )?;
-        // The upstream's SPIFFE ID counts only from a valid X.509-SVID.
-        let spiffe = || super::svid::check_leaf(end_entity).map_err(super::server::not_svid);
-        match &self.expect {
-            Expect::Dns(name) => rustls::client::verify_server_name(&cert, name)?,
-            Expect::SpiffeId(want) => match spiffe()? {
-                Some(got) if &got == want => {}
-                Some(got) => {
-                    return Err(bad_san(format!(
-                        "the upstream's SPIFFE ID is {got}, expected {want}"
-                    )));
-                }
-                None => {
-                    return Err(bad_san(format!(
-                        "the upstream's certificate has no SPIFFE ID, expected {want}"
-                    )));
-                }
-            },
-            Expect::TrustDomain(want) => match spiffe()? {
-                Some(got) if got.trust_domain() == want => {}
-                Some(got) => {
-                    return Err(bad_san(format!(
-                        "the upstream's SPIFFE ID {got} is not in trust domain {want}"
-                    )));
-                }
-                None => {
-                    return Err(bad_san(format!(
-                        "the upstream's certificate has no SPIFFE ID, expected one in {want}"
-                    )));
-                }
-            },
-        }
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
     }
 }

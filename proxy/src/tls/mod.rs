@@ -6,19 +6,17 @@
 //! - [`client`]: origination to clusters, verifying the upstream by SPIFFE ID, trust domain
 //!   or DNS name, with an optional client certificate.
 //! - [`peer`]: what a verified client proved (`PeerIdentity`) and its XFCC header.
-//! - [`svid`]: a peer's leaf held to the X.509-SVID standard before its SPIFFE ID counts.
 //! - [`failure`]: handshake errors sorted into a small, fixed set of metric reasons.
-//! - [`devca`]: the development CA behind `membrane cert`.
+//! - [`devca`], [`svid`]: from `membrane-identity` (the development CA, the X.509-SVID rules).
 
 pub mod cert_info;
 pub mod client;
-pub mod devca;
 pub mod failure;
 pub mod material;
 pub mod metrics;
 pub mod peer;
 pub mod server;
-pub mod svid;
+pub use membrane_identity::{devca, svid};
 
 use crate::config::TlsVersion;
 
@@ -34,21 +32,8 @@ pub enum BuildError {
     #[error("a TLS listener needs a certificate")]
     NoCertificate,
 }
-use rustls::crypto::CryptoProvider;
-use std::sync::{Arc, OnceLock};
 
-/// The one crypto provider. Also installed as rustls' process default at start-up, so that
-/// a library that asks for the default gets the same one.
-pub fn provider() -> Arc<CryptoProvider> {
-    static P: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    P.get_or_init(|| {
-        let p = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        // Fails only when a default is installed already, which is then left as it is.
-        let _ = CryptoProvider::install_default((*p).clone());
-        p
-    })
-    .clone()
-}
+pub use membrane_identity::provider;
 
 fn versions(min: TlsVersion) -> &'static [&'static rustls::SupportedProtocolVersion] {
     static BOTH: [&rustls::SupportedProtocolVersion; 2] =

@@ -5,17 +5,15 @@ use super::cert_info::CertInfo;
 use super::material::LoadedCert;
 use super::provider;
 use crate::config::{ClientAuth, TlsVersion};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+pub use membrane_identity::verify::BadSan;
+use membrane_identity::verify::SpiffeClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{
     ClientHello, ProducesTickets, ResolvesServerCert, ServerSessionMemoryCache,
     StoresServerSessions, WebPkiClientVerifier,
 };
 use rustls::sign::CertifiedKey;
-use rustls::{
-    CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, RootCertStore,
-    ServerConfig, SignatureScheme,
-};
-use rustls_pki_types::{CertificateDer, UnixTime};
+use rustls::{RootCertStore, ServerConfig};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,10 +86,10 @@ pub fn build(
                 b
             };
             let inner = b.build()?;
-            Arc::new(SpiffeClientVerifier {
+            Arc::new(SpiffeClientVerifier::new(
                 inner,
-                trust_domains: parts.trust_domains.clone(),
-            })
+                parts.trust_domains.clone(),
+            ))
         }
     };
     let resolver = SniResolver::new(&parts.certs).ok_or(super::BuildError::NoCertificate)?;
@@ -161,93 +159,4 @@ impl ResolvesServerCert for SniResolver {
         }
         Some(self.default.clone())
     }
-}
-
-/// Why a certificate's names were refused (carried inside rustls' error, so that the
-/// handshake failure can be counted under `bad_san`).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct BadSan(pub String);
-
-/// rustls' WebPKI verifier, then the SPIFFE trust-domain check.
-#[derive(Debug)]
-struct SpiffeClientVerifier {
-    inner: Arc<dyn ClientCertVerifier>,
-    trust_domains: Vec<String>,
-}
-
-impl ClientCertVerifier for SpiffeClientVerifier {
-    fn offer_client_auth(&self) -> bool {
-        self.inner.offer_client_auth()
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        self.inner.client_auth_mandatory()
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.inner.root_hint_subjects()
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        let ok = self
-            .inner
-            .verify_client_cert(end_entity, intermediates, now)?;
-        // A certificate that claims a SPIFFE ID must be a valid X.509-SVID, trust domains
-        // or not: its ID becomes the peer's identity in policy and XFCC.
-        let id = super::svid::check_leaf(end_entity).map_err(not_svid)?;
-        if self.trust_domains.is_empty() {
-            return Ok(ok);
-        }
-        match id {
-            None => Err(bad_san(
-                "the client certificate carries no SPIFFE ID (one URI SAN)".into(),
-            )),
-            Some(id) if !self.trust_domains.iter().any(|d| d == id.trust_domain()) => {
-                Err(bad_san(format!(
-                    "trust domain `{}` of {id} is not allowed here",
-                    id.trust_domain()
-                )))
-            }
-            Some(_) => Ok(ok),
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// A leaf that claims a SPIFFE ID without being a valid X.509-SVID (counted as `not_svid`).
-pub(super) fn not_svid(e: super::svid::SvidError) -> rustls::Error {
-    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
-}
-
-pub(super) fn bad_san(message: String) -> rustls::Error {
-    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(BadSan(
-        message,
-    )))))
 }

@@ -4,6 +4,7 @@
 //! A small admin endpoint shows what each node was sent, ACKed and NACKed.
 
 mod admin;
+mod own;
 mod state;
 
 pub use state::ControlState;
@@ -29,6 +30,17 @@ pub struct ControlOptions {
     pub trust_bundle_pem: String,
     /// File events are gathered this long before recompiling.
     pub debounce: Duration,
+    /// Serve over mTLS and issue certificates (`--ca`); plaintext without (`--insecure`).
+    pub ca: Option<CaOptions>,
+}
+
+/// The control server as the cells' CA.
+#[derive(Debug, Clone)]
+pub struct CaOptions {
+    /// `ca.pem`, `ca-key.pem`, optional `bundle.pem`; join tokens are kept here too.
+    pub dir: PathBuf,
+    /// Lifetime of the certificates issued (gateways renew at half of it).
+    pub lifetime: Duration,
 }
 
 pub struct ControlHandle {
@@ -61,6 +73,10 @@ pub enum ControlError {
     Specs(#[from] spec::SpecErrors),
     #[error(transparent)]
     Compile(#[from] compile::CompileError),
+    #[error(transparent)]
+    Ca(#[from] membrane_identity::authority::LoadError),
+    #[error("the control server's own certificate: {0}")]
+    OwnCertificate(String),
     #[error("{what}: cannot listen on {addr}: {source}")]
     Listen {
         what: &'static str,
@@ -86,35 +102,52 @@ fn build(opts: &ControlOptions) -> Result<Compiled, ControlError> {
 pub async fn start(opts: ControlOptions) -> Result<ControlHandle, ControlError> {
     let first = build(&opts)?;
     let (publish, current) = watch::channel(Arc::new(first));
-    let ads = Ads::new(current.clone());
+    let ads = match opts.ca {
+        Some(_) => Ads::new(current.clone()).requiring_peers(),
+        None => Ads::new(current.clone()),
+    };
     let state = Arc::new(ControlState {
         nodes: ads.nodes.clone(),
         current,
         last_error: Mutex::new(None),
         changed_at: Mutex::new(Instant::now()),
         generation: Mutex::new(1),
+        refused_streams: ads.refused.clone(),
+        ca: Mutex::new(None),
     });
     let listen_err = |source| ControlError::Listen {
         what: "ADS",
         addr: opts.listen,
         source,
     };
-    let incoming = tonic::transport::server::TcpIncoming::bind(opts.listen).map_err(listen_err)?;
-    let addr = incoming.local_addr().map_err(listen_err)?;
-    let svc = crate::server::service(ads);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        if let Err(e) = crate::server::transport()
-            .add_service(svc)
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = stopped.await;
-            })
-            .await
-        {
-            tracing::error!(error = %e, "ADS server stopped");
+    let stopped = async {
+        let _ = stopped.await;
+    };
+    let addr = match &opts.ca {
+        None => {
+            let incoming =
+                tonic::transport::server::TcpIncoming::bind(opts.listen).map_err(listen_err)?;
+            let addr = incoming.local_addr().map_err(listen_err)?;
+            let svc = crate::server::service(ads);
+            tokio::spawn(async move {
+                if let Err(e) = crate::server::transport()
+                    .add_service(svc)
+                    .serve_with_incoming_shutdown(incoming, stopped)
+                    .await
+                {
+                    tracing::error!(error = %e, "ADS server stopped");
+                }
+            });
+            tracing::warn!(%addr, "ADS listening in plaintext (--insecure): anyone who reaches it can read any cell's configuration");
+            addr
         }
-    });
-    tracing::info!(%addr, "ADS listening");
+        Some(ca) => {
+            let served = own::serve_tls(ca, &opts, ads, state.clone(), stopped).await?;
+            tracing::info!(addr = %served, "ADS and the certificate service listening (mTLS)");
+            served
+        }
+    };
     let admin_addr = match opts.admin {
         Some(a) => Some(admin::serve(a, state.clone()).await?),
         None => None,

@@ -16,4 +16,8 @@ pub struct ControlState {
     /// When the resources last changed, for the time to the last ACK.
     pub changed_at: Mutex<Instant>,
     pub generation: Mutex<u64>,
+    /// ADS streams and control-channel handshakes refused, by reason.
+    pub refused_streams: Arc<crate::reasons::ByReason>,
+    /// The certificate service's counters, when the control server is a CA.
+    pub ca: Mutex<Option<Arc<crate::ca::CaCounters>>>,
 }

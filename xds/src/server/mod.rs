@@ -9,9 +9,12 @@ mod sotw;
 pub mod status;
 mod stream;
 
+use crate::channel::ChannelPeer;
 use crate::compile::Compiled;
 use crate::proto::envoy::service::discovery::v3 as ds;
+use crate::reasons::ByReason;
 use ds::aggregated_discovery_service_server::AggregatedDiscoveryService;
+use membrane_policy::identity::SpiffeId;
 use node_id::NodeId;
 use status::NodeTable;
 use std::sync::Arc;
@@ -26,6 +29,11 @@ pub use membrane_api::stream::{ChannelStream, MAX_REQUEST_BYTES, MAX_RESPONSE_BY
 pub struct Ads {
     snapshot: watch::Receiver<Arc<Compiled>>,
     pub nodes: Arc<NodeTable>,
+    /// Streams need a client certificate whose SPIFFE ID is their cell's (set when the
+    /// control channel is TLS).
+    require_peer: bool,
+    /// Streams refused before they were served, by reason.
+    pub refused: Arc<ByReason>,
 }
 
 impl Ads {
@@ -34,8 +42,50 @@ impl Ads {
         Self {
             snapshot,
             nodes: Arc::new(NodeTable::default()),
+            require_peer: false,
+            refused: Arc::default(),
         }
     }
+
+    /// Serves only streams whose client certificate is their node's cell's identity.
+    pub fn requiring_peers(mut self) -> Self {
+        self.require_peer = true;
+        self
+    }
+
+    /// What a stream's client must be: `None` when peers are not required, else the
+    /// SPIFFE ID its certificate proved. Without one the stream is refused at once.
+    fn credential<T>(&self, request: &Request<T>) -> Result<Guard, Status> {
+        let guard = |bound| Guard {
+            bound,
+            refused: self.refused.clone(),
+        };
+        if !self.require_peer {
+            return Ok(guard(None));
+        }
+        match request
+            .extensions()
+            .get::<ChannelPeer>()
+            .and_then(|p| p.id.clone())
+        {
+            Some(id) => Ok(guard(Some(id))),
+            None => {
+                self.refused.add("no_client_certificate");
+                tracing::warn!("ADS stream refused: no client certificate");
+                Err(Status::unauthenticated(
+                    "ADS needs a client certificate from the control server's CA: join with a token first (`membrane proxy --join-token`)",
+                ))
+            }
+        }
+    }
+}
+
+/// Who may open a stream: the identity its certificate proved (when peers are required),
+/// and where refusals are counted.
+#[derive(Clone)]
+pub(crate) struct Guard {
+    bound: Option<SpiffeId>,
+    refused: Arc<ByReason>,
 }
 
 /// Takes the stream's node id from its first request (later requests may leave it out) and
@@ -47,6 +97,7 @@ async fn identify<T>(
     protocol: &'static str,
     nodes: &NodeTable,
     snapshot: &Compiled,
+    guard: &Guard,
     tx: &mpsc::Sender<Result<T, Status>>,
 ) -> bool {
     if node.is_some() {
@@ -64,6 +115,19 @@ async fn identify<T>(
                     id.as_str()
                 )))
             }
+        })
+        .and_then(|id| match &guard.bound {
+            // The node's cell must be the one its certificate was issued to: a gateway can
+            // read only its own cell's resources.
+            Some(cert) if snapshot.identities.get(id.cell()).map(String::as_str) != Some(cert.as_str()) => {
+                guard.refused.add("wrong_cell");
+                Err(Status::permission_denied(format!(
+                    "node.id `{}` names cell `{}`; the client certificate is {cert}, not that cell's",
+                    id.as_str(),
+                    id.cell()
+                )))
+            }
+            _ => Ok(id),
         })
         .and_then(|id| nodes.connected(id.as_str(), protocol).map(|()| id));
     match checked {
@@ -105,6 +169,7 @@ pub(crate) async fn next_request<R: AdsRequest, T>(
     protocol: &'static str,
     nodes: &NodeTable,
     snapshot: &Compiled,
+    guard: &Guard,
     tx: &mpsc::Sender<Result<T, Status>>,
 ) -> Option<R> {
     let req = match read {
@@ -115,7 +180,7 @@ pub(crate) async fn next_request<R: AdsRequest, T>(
             return None;
         }
     };
-    identify(node, req.node(), protocol, nodes, snapshot, tx)
+    identify(node, req.node(), protocol, nodes, snapshot, guard, tx)
         .await
         .then_some(req)
 }
@@ -182,12 +247,14 @@ impl AggregatedDiscoveryService for Ads {
         &self,
         request: Request<Streaming<ds::DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let guard = self.credential(&request)?;
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(stream::drive(
             request.into_inner(),
             tx,
             self.snapshot.clone(),
             self.nodes.clone(),
+            guard,
             sotw::Sotw::default(),
         ));
         Ok(Response::new(ChannelStream(rx)))
@@ -197,12 +264,14 @@ impl AggregatedDiscoveryService for Ads {
         &self,
         request: Request<Streaming<ds::DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        let guard = self.credential(&request)?;
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(stream::drive(
             request.into_inner(),
             tx,
             self.snapshot.clone(),
             self.nodes.clone(),
+            guard,
             delta::Delta::default(),
         ));
         Ok(Response::new(ChannelStream(rx)))

@@ -5,7 +5,7 @@
 
 use super::node_id::NodeId;
 use super::status::NodeTable;
-use super::{AdsRequest, next_request};
+use super::{AdsRequest, Guard, next_request};
 use crate::compile::Compiled;
 use std::future::Future;
 use std::sync::Arc;
@@ -61,6 +61,7 @@ pub(super) async fn drive<V: Variant>(
     tx: mpsc::Sender<Result<V::Response, Status>>,
     mut snapshot: watch::Receiver<Arc<Compiled>>,
     nodes: Arc<NodeTable>,
+    guard: Guard,
     mut variant: V,
 ) {
     let mut node: Option<NodeId> = None;
@@ -74,7 +75,7 @@ pub(super) async fn drive<V: Variant>(
             req = input.message() => {
                 let snap = snapshot.borrow().clone();
                 let Some(req) =
-                    next_request(req, &mut node, V::PROTOCOL, &out.nodes, &snap, &out.tx).await
+                    next_request(req, &mut node, V::PROTOCOL, &out.nodes, &snap, &guard, &out.tx).await
                 else {
                     break;
                 };

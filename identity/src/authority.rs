@@ -1,0 +1,239 @@
+//! The certificate authority of `membrane control --ca DIR`: signs a gateway's certificate
+//! request for exactly the SPIFFE ID its credential is bound to, and nothing else.
+//!
+//! The directory holds `ca.pem` (the signing certificate, optionally followed by the
+//! certificates above it) and `ca-key.pem` (its key), as `membrane cert ca` writes them, or
+//! an intermediate an operator's PKI issued, so that an existing root stays the root. An
+//! optional `bundle.pem` lists every root gateways should trust; without it the last
+//! certificate of `ca.pem` is the root. During a roll-over `bundle.pem` holds the old and the
+//! new root, while `ca.pem` already signs with the new one.
+//!
+//! What the request asks for beyond its key and its one URI SAN is ignored: the leaf is made
+//! here, as an X.509-SVID (critical key usage `digitalSignature`, server and client
+//! authentication, not a CA, an empty subject with a critical SAN), with a random serial
+//! and the lifetime the authority is set to.
+
+use crate::svid::check_leaf;
+use membrane_policy::identity::SpiffeId;
+use rcgen::{
+    CertificateParams, CertificateSigningRequestParams, DistinguishedName, ExtendedKeyUsagePurpose,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// Clock skew allowed for: a certificate is valid from this long before it was signed.
+const BACKDATE: Duration = Duration::from_secs(300);
+
+/// Why an authority could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: no PEM certificate in it")]
+    NoCertificate { path: PathBuf },
+    #[error("{path}: {source}")]
+    Pem {
+        path: PathBuf,
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("{dir}: not a usable CA certificate and key: {source}")]
+    Key { dir: PathBuf, source: rcgen::Error },
+}
+
+/// Why a certificate request was not signed. Each variant is also a metric reason.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    #[error("the certificate request does not parse or its signature is wrong: {0}")]
+    Csr(rcgen::Error),
+    #[error("the certificate request asks for {asked}; its credential is bound to {bound}")]
+    Identity { asked: String, bound: SpiffeId },
+    #[error(
+        "the certificate request asks for names besides its SPIFFE ID ({0}); a gateway's \
+         certificate carries only its SPIFFE ID"
+    )]
+    ExtraNames(usize),
+    #[error("the system's random number generator failed")]
+    Random,
+    #[error("signing failed: {0}")]
+    Sign(rcgen::Error),
+    #[error("the signed certificate is not a valid X.509-SVID: {0}")]
+    NotSvid(#[from] crate::svid::SvidError),
+}
+
+/// A signed leaf with the chain above it (not the root).
+#[derive(Debug, Clone)]
+pub struct SignedChain {
+    /// PEM, the leaf first.
+    pub chain: Vec<String>,
+    pub not_after: OffsetDateTime,
+}
+
+pub struct Authority {
+    issuer: Issuer<'static, KeyPair>,
+    /// PEM of the signing certificate and those above it, sent after each leaf.
+    above: Vec<String>,
+    /// PEM of every root to trust.
+    bundle: String,
+    lifetime: Duration,
+}
+
+impl std::fmt::Debug for Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authority")
+            .field("lifetime", &self.lifetime)
+            .finish_non_exhaustive()
+    }
+}
+
+fn read(path: &Path) -> Result<String, LoadError> {
+    std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn pem_certs(path: &Path, text: &str) -> Result<Vec<String>, LoadError> {
+    let ders = CertificateDer::pem_slice_iter(text.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| LoadError::Pem {
+            path: path.to_owned(),
+            source,
+        })?;
+    if ders.is_empty() {
+        return Err(LoadError::NoCertificate {
+            path: path.to_owned(),
+        });
+    }
+    Ok(ders.iter().map(|d| pem("CERTIFICATE", d)).collect())
+}
+
+/// PEM-encodes one DER object.
+pub fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in body.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+impl Authority {
+    /// Loads `ca.pem`, `ca-key.pem` and, when present, `bundle.pem` from `dir`.
+    pub fn load(dir: &Path, lifetime: Duration) -> Result<Self, LoadError> {
+        let ca_path = dir.join("ca.pem");
+        let ca_text = read(&ca_path)?;
+        let above = pem_certs(&ca_path, &ca_text)?;
+        let key_text = read(&dir.join("ca-key.pem"))?;
+        let bundle_path = dir.join("bundle.pem");
+        let bundle = if bundle_path.exists() {
+            pem_certs(&bundle_path, &read(&bundle_path)?)?.concat()
+        } else {
+            above.last().cloned().unwrap_or_default()
+        };
+        let key_err = |source| LoadError::Key {
+            dir: dir.to_owned(),
+            source,
+        };
+        let key = KeyPair::from_pem(&key_text).map_err(key_err)?;
+        let issuer = Issuer::from_ca_cert_pem(&above[0], key).map_err(key_err)?;
+        Ok(Self {
+            issuer,
+            above,
+            bundle,
+            lifetime,
+        })
+    }
+
+    /// The roots gateways should trust, PEM.
+    pub fn bundle_pem(&self) -> &str {
+        &self.bundle
+    }
+
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
+
+    /// Signs `csr_pem` when its one URI SAN is `bound` and it asks for no other name.
+    pub fn sign_request(&self, csr_pem: &str, bound: &SpiffeId) -> Result<SignedChain, IssueError> {
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(IssueError::Csr)?;
+        let mut uris = Vec::new();
+        let mut others = 0;
+        for san in &csr.params.subject_alt_names {
+            match san {
+                SanType::URI(u) => uris.push(u.as_str().to_owned()),
+                _ => others += 1,
+            }
+        }
+        match uris.as_slice() {
+            [one] if one == bound.as_str() => {}
+            [] => {
+                return Err(IssueError::Identity {
+                    asked: "no SPIFFE ID".into(),
+                    bound: bound.clone(),
+                });
+            }
+            more => {
+                return Err(IssueError::Identity {
+                    asked: more.join(", "),
+                    bound: bound.clone(),
+                });
+            }
+        }
+        if others > 0 {
+            return Err(IssueError::ExtraNames(others));
+        }
+        self.sign_key(&csr.public_key, bound)
+    }
+
+    /// Signs a leaf for `id` over `public_key` (the control server's own certificate, whose
+    /// key never leaves it, is made this way too).
+    pub fn sign_key(
+        &self,
+        public_key: &impl rcgen::PublicKeyData,
+        id: &SpiffeId,
+    ) -> Result<SignedChain, IssueError> {
+        let now = OffsetDateTime::now_utc();
+        let mut p = CertificateParams::default();
+        p.distinguished_name = DistinguishedName::new();
+        p.subject_alt_names = vec![SanType::URI(
+            id.as_str().try_into().map_err(IssueError::Sign)?,
+        )];
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        p.use_authority_key_identifier_extension = true;
+        p.serial_number = Some(random_serial()?);
+        p.not_before = now - BACKDATE;
+        p.not_after = now + self.lifetime;
+        let cert = p
+            .signed_by(public_key, &self.issuer)
+            .map_err(IssueError::Sign)?;
+        check_leaf(cert.der())?;
+        let mut chain = vec![cert.pem()];
+        chain.extend(self.above.iter().cloned());
+        Ok(SignedChain {
+            chain,
+            not_after: p.not_after,
+        })
+    }
+}
+
+/// 16 random bytes, the first bit clear so the serial is positive (RFC 5280 §4.1.2.2).
+fn random_serial() -> Result<SerialNumber, IssueError> {
+    let mut bytes = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| IssueError::Random)?;
+    bytes[0] &= 0x7f;
+    Ok(SerialNumber::from_slice(&bytes))
+}

@@ -1,0 +1,162 @@
+//! `membrane.ca.v1.CertificateService`: a gateway's certificate request, authenticated by
+//! a join token (first contact) or by its current certificate over mTLS (renewal), is signed
+//! for its cell's SPIFFE ID and nothing else.
+//!
+//! The identity a request may get is fixed by its credential before the request is read:
+//! the cell a join token was minted for, or the SPIFFE ID of the client certificate. The
+//! node id must name that cell, and the request must ask for exactly that cell's ID.
+
+use super::tokens::{TokenError, TokenStore};
+use crate::channel::ChannelPeer;
+use crate::compile::Compiled;
+use crate::proto::membrane::ca::v1 as pb;
+use crate::reasons::ByReason;
+use crate::server::node_id::NodeId;
+use membrane_identity::authority::{Authority, IssueError};
+use membrane_policy::identity::SpiffeId;
+use pb::certificate_service_server::{CertificateService, CertificateServiceServer};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+
+/// Issued and refused certificates, for the admin endpoint's metrics.
+#[derive(Debug, Default)]
+pub struct CaCounters {
+    pub issued: AtomicU64,
+    pub refused: ByReason,
+}
+
+#[derive(Clone)]
+pub struct CertService {
+    authority: Arc<Authority>,
+    tokens: TokenStore,
+    snapshot: watch::Receiver<Arc<Compiled>>,
+    pub counters: Arc<CaCounters>,
+}
+
+/// Largest certificate request accepted, bytes (a P-256 request is under 1 KiB).
+const MAX_REQUEST_BYTES: usize = 16 * 1024;
+
+impl CertService {
+    pub fn new(
+        authority: Arc<Authority>,
+        tokens: TokenStore,
+        snapshot: watch::Receiver<Arc<Compiled>>,
+    ) -> Self {
+        Self {
+            authority,
+            tokens,
+            snapshot,
+            counters: Arc::default(),
+        }
+    }
+
+    pub fn server(self) -> CertificateServiceServer<Self> {
+        CertificateServiceServer::new(self)
+            .max_decoding_message_size(MAX_REQUEST_BYTES)
+            .max_encoding_message_size(membrane_api::stream::MAX_RESPONSE_BYTES)
+    }
+
+    fn refuse(&self, reason: &'static str, status: Status) -> Status {
+        self.counters.refused.add(reason);
+        tracing::warn!(
+            reason,
+            message = status.message(),
+            "certificate request refused"
+        );
+        status
+    }
+}
+
+fn issue_reason(e: &IssueError) -> &'static str {
+    match e {
+        IssueError::Csr(_) => "bad_csr",
+        IssueError::Identity { .. } => "wrong_identity",
+        IssueError::ExtraNames(_) => "extra_names",
+        IssueError::Random | IssueError::Sign(_) | IssueError::NotSvid(_) => "internal",
+    }
+}
+
+fn token_status(e: &TokenError) -> Status {
+    match e {
+        TokenError::Unknown | TokenError::Expired(_) | TokenError::Reused(_) => {
+            Status::unauthenticated(e.to_string())
+        }
+        TokenError::WrongCell { .. } => Status::permission_denied(e.to_string()),
+        _ => Status::internal(e.to_string()),
+    }
+}
+
+#[tonic::async_trait]
+impl CertificateService for CertService {
+    async fn create_certificate(
+        &self,
+        request: Request<pb::CreateCertificateRequest>,
+    ) -> Result<Response<pb::CreateCertificateResponse>, Status> {
+        let peer = request
+            .extensions()
+            .get::<ChannelPeer>()
+            .and_then(|p| p.id.clone());
+        let req = request.into_inner();
+        let node = NodeId::parse(&req.node).map_err(|s| self.refuse("bad_node", s))?;
+        let cell = node.cell().to_owned();
+        let bound = self.snapshot.borrow().identities.get(&cell).cloned();
+        let Some(bound) = bound.and_then(|b| SpiffeId::parse(&b).ok()) else {
+            return Err(self.refuse(
+                "unknown_cell",
+                Status::not_found(format!("no cell `{cell}` is defined")),
+            ));
+        };
+        // A renewal: the certificate shown is the credential, and it must be the cell's.
+        if let Some(id) = &peer
+            && id != &bound
+        {
+            return Err(self.refuse(
+                "wrong_identity",
+                Status::permission_denied(format!(
+                    "the client certificate is {id}; node `{}` belongs to cell `{cell}`, whose identity is {bound}",
+                    node.as_str()
+                )),
+            ));
+        }
+        if peer.is_none() && req.join_token.is_empty() {
+            return Err(self.refuse(
+                "no_credential",
+                Status::unauthenticated(
+                    "a certificate request needs a join token (`membrane control token`) or a client certificate from this CA",
+                ),
+            ));
+        }
+        let signed = self.authority.sign_request(&req.csr, &bound).map_err(|e| {
+            let status = match &e {
+                IssueError::Csr(_) | IssueError::ExtraNames(_) => {
+                    Status::invalid_argument(e.to_string())
+                }
+                IssueError::Identity { .. } => Status::permission_denied(e.to_string()),
+                _ => Status::internal(e.to_string()),
+            };
+            self.refuse(issue_reason(&e), status)
+        })?;
+        // The token is spent only on a request that could be signed; the certificate is
+        // handed out only when the token was good.
+        if peer.is_none() {
+            let tokens = self.tokens.clone();
+            let token = req.join_token.clone();
+            let redeem_cell = cell.clone();
+            let redeemed = tokio::task::spawn_blocking(move || tokens.redeem(&token, &redeem_cell))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?;
+            if let Err(e) = redeemed {
+                return Err(self.refuse(e.reason(), token_status(&e)));
+            }
+        }
+        self.counters.issued.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(node = node.as_str(), id = %bound, renewal = peer.is_some(), "certificate issued");
+        Ok(Response::new(pb::CreateCertificateResponse {
+            cert_chain: signed.chain,
+            trust_bundle: self.authority.bundle_pem().to_owned(),
+            spiffe_id: bound.to_string(),
+        }))
+    }
+}
