@@ -92,6 +92,7 @@ fn main() {
         spec_dir: spec.clone(),
         cert_dir: dir.join("pki"),
         trust_bundle_pem: "-----BEGIN CERTIFICATE-----\n".into(),
+        own_svid: false,
     };
 
     // Compile time: load, check and compile, five runs.

@@ -9,8 +9,10 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use membrane_identity::verify::Expect;
 use membrane_policy::jwt::{Alg, Signer};
 use membrane_proxy::tls::devca::{DevCa, LeafSpec};
+use membrane_proxy::xds_client::channel::{CONTROL_PATH, Security};
 use membrane_proxy::xds_client::{self, XdsOptions};
 use membrane_xds::control::{self, ControlOptions};
 use serde_json::json;
@@ -131,6 +133,12 @@ async fn demo(args: DemoArgs) -> Result<ExitCode, String> {
         serve_upstream(label.clone(), *addr).await?;
     }
 
+    // The control server is the cells' CA: the same dev CA, its key in a directory of its
+    // own with the join tokens.
+    let ca_dir = work.join("ca");
+    std::fs::create_dir_all(&ca_dir).map_err(|e| format!("{}: {e}", ca_dir.display()))?;
+    write(&ca_dir.join("ca.pem"), ca.cert_pem())?;
+    crate::files::write_private(&ca_dir.join("ca-key.pem"), &ca.key_pem())?;
     let control = control::start(ControlOptions {
         spec_dir: spec.clone(),
         listen: parse(ADS),
@@ -138,18 +146,31 @@ async fn demo(args: DemoArgs) -> Result<ExitCode, String> {
         cert_dir: pki.clone(),
         trust_bundle_pem: ca.cert_pem().to_owned(),
         debounce: Duration::from_millis(200),
-        ca: None,
+        ca: Some(control::CaOptions {
+            dir: ca_dir.clone(),
+            lifetime: Duration::from_secs(24 * 3600),
+        }),
     })
     .await
     .map_err(|e| e.to_string())?;
+    let tokens = membrane_xds::ca::TokenStore::new(&ca_dir);
     let mut gateways = Vec::new();
     for (i, cell) in cells.iter().enumerate() {
         let name = cell.name.value().clone();
+        // Each gateway joins with a token and uses the certificate it is issued.
+        let token = tokens
+            .mint(&name, Duration::from_secs(600))
+            .map_err(|e| e.to_string())?;
         let handle = xds_client::start(XdsOptions {
-            url: format!("http://{ADS}"),
+            url: format!("https://{ADS}"),
             node: format!("{name}/gw-1"),
             state_dir: work.join(format!("state-{name}")),
             admin: parse(&format!("127.0.0.1:{}", 15001 + i)),
+            security: Security::Tls {
+                bundle_pem: ca.cert_pem().to_owned(),
+                expect: Expect::Path(CONTROL_PATH.to_owned()),
+            },
+            join_token: Some(token),
         })
         .map_err(|e| format!("gateway {name}: {e}"))?;
         gateways.push(Gateway { cell: name, handle });
@@ -243,7 +264,8 @@ async fn check(ca_file: &Path, token: &str) -> ExitCode {
     let mut ok = true;
     let pki = ca_file.parent().unwrap_or(Path::new("."));
     let north = "https://localhost:8443/catalog/items";
-    let west = "https://localhost:9443/orders/1";
+    // West presents orders' issued SVID, whose DNS name is `<cell>.<trust domain>`.
+    let west = "https://orders.acme.internal:9443/orders/1";
     let cases: [Case<'_>; 8] = [
         ("public call with the token", north, Some(token), None, 200),
         ("public call without a token", north, None, None, 401),
@@ -292,7 +314,12 @@ async fn check(ca_file: &Path, token: &str) -> ExitCode {
     ];
     for (what, url, tok, cert, want) in cases {
         let mut cmd = std::process::Command::new("curl");
-        cmd.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+        cmd.args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args([
+                "--resolve",
+                "orders.acme.internal:9443:127.0.0.1",
+                "--cacert",
+            ])
             .arg(ca_file)
             .arg(url);
         if let Some(t) = tok {

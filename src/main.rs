@@ -2,6 +2,7 @@
 //! over to a library crate.
 
 mod cert;
+mod control;
 mod demo;
 mod files;
 mod token;
@@ -49,9 +50,27 @@ enum Command {
         /// The bootstrap file (listeners, routes, clusters, admin). Not with --xds.
         #[arg(long, short, required_unless_present = "xds", conflicts_with = "xds")]
         config: Option<PathBuf>,
-        /// Take the configuration from this control server (`http://host:port`) instead.
+        /// Take the configuration from this control server instead: `https://host:port`
+        /// (with --xds-ca), or `http://host:port` with --insecure-xds.
         #[arg(long, requires = "node")]
         xds: Option<String>,
+        /// The CA bundle (PEM) the control server's certificate must chain to.
+        #[arg(long, value_name = "FILE")]
+        xds_ca: Option<PathBuf>,
+        /// The control server's SPIFFE ID (default: any with path /membrane/control that
+        /// the --xds-ca bundle vouches for).
+        #[arg(long, value_name = "SPIFFE_ID")]
+        xds_id: Option<String>,
+        /// Allow a plaintext http:// control server (no authentication either way).
+        #[arg(long)]
+        insecure_xds: bool,
+        /// A join token from `membrane control token`, for the first certificate (not
+        /// needed while the state directory holds a valid one).
+        #[arg(long, conflicts_with = "join_token_file")]
+        join_token: Option<String>,
+        /// Read the join token from this file (keeps it out of the process list).
+        #[arg(long, value_name = "FILE")]
+        join_token_file: Option<PathBuf>,
         /// This gateway's node id for xDS: `<cell>/<instance>`.
         #[arg(long)]
         node: Option<String>,
@@ -107,19 +126,9 @@ enum Command {
     },
     /// Run the control server: compile the cell specs in a directory and serve each
     /// gateway its resources over xDS (ADS, delta and state of the world), recompiling
-    /// when the directory changes.
-    Control {
-        #[arg(long)]
-        config_dir: PathBuf,
-        #[arg(long, default_value = "127.0.0.1:18000")]
-        listen: std::net::SocketAddr,
-        #[arg(long, default_value = "127.0.0.1:18001")]
-        admin: std::net::SocketAddr,
-        /// A directory with the org CA (`ca.pem`) and each gateway's `<cell>.pem` and
-        /// `<cell>-key.pem` (as `membrane cert` writes them).
-        #[arg(long)]
-        pki: PathBuf,
-    },
+    /// when the directory changes. With --ca it is also the cells' certificate authority
+    /// and serves over mTLS; `membrane control token` mints join tokens.
+    Control(control::ControlArgs),
     /// A development token issuer: writes a fresh key's JWK set and prints a signed JWT.
     Token(token::TokenArgs),
     /// A development certificate authority: `cert ca`, then `cert issue`.
@@ -142,6 +151,11 @@ fn main() -> ExitCode {
             config,
             no_watch,
             xds,
+            xds_ca,
+            xds_id,
+            insecure_xds,
+            join_token,
+            join_token_file,
             node,
             state_dir,
             admin,
@@ -152,24 +166,28 @@ fn main() -> ExitCode {
             }
             (None, Some(url), Some(node)) => {
                 let state_dir = state_dir.unwrap_or_else(|| default_state_dir(&node));
-                run_proxy(Source::Xds(membrane_proxy::xds_client::XdsOptions {
+                let xds = XdsFlags {
                     url,
-                    node,
-                    state_dir,
-                    admin,
-                }))
+                    ca: xds_ca,
+                    id: xds_id,
+                    insecure: insecure_xds,
+                    token: join_token,
+                    token_file: join_token_file,
+                };
+                match xds.options(node, state_dir, admin) {
+                    Ok(opts) => run_proxy(Source::Xds(opts)),
+                    Err(e) => {
+                        eprintln!("membrane proxy: {e}");
+                        ExitCode::from(2)
+                    }
+                }
             }
             _ => {
                 eprintln!("membrane proxy: give --config FILE, or --xds URL with --node ID");
                 ExitCode::from(2)
             }
         },
-        Command::Control {
-            config_dir,
-            listen,
-            admin,
-            pki,
-        } => run_control(config_dir, listen, admin, pki),
+        Command::Control(args) => control::run(args),
         Command::Cert(cmd) => cert::run(cmd),
         Command::Demo {
             spec_dir,
@@ -269,59 +287,64 @@ fn default_state_dir(node: &str) -> PathBuf {
     dir
 }
 
+/// The control channel as the flags give it.
+struct XdsFlags {
+    url: String,
+    ca: Option<PathBuf>,
+    id: Option<String>,
+    insecure: bool,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+}
+
+impl XdsFlags {
+    fn options(
+        self,
+        node: String,
+        state_dir: PathBuf,
+        admin: std::net::SocketAddr,
+    ) -> Result<membrane_proxy::xds_client::XdsOptions, String> {
+        use membrane_proxy::xds_client::channel;
+        let bundle = match &self.ca {
+            Some(f) => {
+                Some(std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?)
+            }
+            None => None,
+        };
+        let expect = match &self.id {
+            Some(id) => Some(membrane_identity::verify::Expect::SpiffeId(
+                membrane_policy::identity::SpiffeId::parse(id)
+                    .map_err(|e| format!("--xds-id {id}: {e}"))?,
+            )),
+            None => None,
+        };
+        let security = channel::security(&self.url, bundle, expect, self.insecure)
+            .map_err(|e| e.to_string())?;
+        let join_token = match (self.token, &self.token_file) {
+            (Some(t), _) => Some(t),
+            (None, Some(f)) => Some(
+                std::fs::read_to_string(f)
+                    .map_err(|e| format!("{}: {e}", f.display()))?
+                    .trim()
+                    .to_owned(),
+            ),
+            (None, None) => None,
+        };
+        Ok(membrane_proxy::xds_client::XdsOptions {
+            url: self.url,
+            node,
+            state_dir,
+            admin,
+            security,
+            join_token,
+        })
+    }
+}
+
 enum Source {
     /// The file, whether to watch it, whether an empty reload is allowed.
     File(PathBuf, bool, bool),
     Xds(membrane_proxy::xds_client::XdsOptions),
-}
-
-fn run_control(
-    spec_dir: PathBuf,
-    listen: std::net::SocketAddr,
-    admin: std::net::SocketAddr,
-    pki: PathBuf,
-) -> ExitCode {
-    let bundle = match std::fs::read_to_string(pki.join("ca.pem")) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("membrane control: {}: {e}", pki.join("ca.pem").display());
-            return ExitCode::from(2);
-        }
-    };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("membrane control: cannot start a runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    // Certificate paths go to the gateways as they are: make them absolute.
-    let pki = std::path::absolute(&pki).unwrap_or(pki);
-    rt.block_on(async move {
-        let opts = membrane_xds::control::ControlOptions {
-            spec_dir,
-            listen,
-            admin: Some(admin),
-            cert_dir: pki,
-            trust_bundle_pem: bundle,
-            debounce: std::time::Duration::from_millis(200),
-            ca: None,
-        };
-        let handle = match membrane_xds::control::start(opts).await {
-            Ok(h) => h,
-            Err(e) => {
-                eprintln!("membrane control: {e}");
-                return ExitCode::from(2);
-            }
-        };
-        tracing::info!(ads = %handle.addr, admin = ?handle.admin_addr, "control server running");
-        let _ = tokio::signal::ctrl_c().await;
-        handle.shutdown();
-        ExitCode::SUCCESS
-    })
 }
 
 fn run_proxy(source: Source) -> ExitCode {

@@ -100,6 +100,8 @@ fn start_gateway(url: &str, state: &Path) -> membrane_proxy::ProxyHandle {
         node: "orders/gw-1".into(),
         state_dir: state.to_owned(),
         admin: "127.0.0.1:0".parse().unwrap(),
+        security: membrane_proxy::xds_client::channel::Security::Plaintext,
+        join_token: None,
     })
     .unwrap()
 }
@@ -111,6 +113,7 @@ fn compile_world(w: &World) -> membrane_xds::compile::Compiled {
         spec_dir: w.spec.clone(),
         cert_dir: w.pki.clone(),
         trust_bundle_pem: std::fs::read_to_string(w.pki.join("ca.pem")).unwrap(),
+        own_svid: false,
     };
     membrane_xds::compile::compile(&specs, &opts).unwrap()
 }
@@ -689,6 +692,8 @@ async fn a_spec_change_reaches_every_gateway_it_concerns() {
             node: node.into(),
             state_dir: w.dir.join(state),
             admin: "127.0.0.1:0".parse().unwrap(),
+            security: membrane_proxy::xds_client::channel::Security::Plaintext,
+            join_token: None,
         })
         .unwrap()
     };
@@ -957,6 +962,8 @@ async fn a_state_directory_belongs_to_one_node() {
         node: "orders/gw-2".into(),
         state_dir: state.clone(),
         admin: "127.0.0.1:0".parse().unwrap(),
+        security: membrane_proxy::xds_client::channel::Security::Plaintext,
+        join_token: None,
     })
     .err()
     .expect("refused");
@@ -973,6 +980,8 @@ async fn a_state_directory_belongs_to_one_node() {
         node: "orders/gw-3".into(),
         state_dir: file.join("state"),
         admin: "127.0.0.1:0".parse().unwrap(),
+        security: membrane_proxy::xds_client::channel::Security::Plaintext,
+        join_token: None,
     })
     .err()
     .expect("refused");

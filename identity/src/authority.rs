@@ -9,7 +9,7 @@
 //! new root, while `ca.pem` already signs with the new one.
 //!
 //! What the request asks for beyond its key and its one URI SAN is ignored: the leaf is made
-//! here, as an X.509-SVID (critical key usage `digitalSignature`, server and client
+//! here, as an X.509-SVID (the SPIFFE ID, and DNS names the caller derives from it) (critical key usage `digitalSignature`, server and client
 //! authentication, not a CA, an empty subject with a critical SAN), with a random serial
 //! and the lifetime the authority is set to.
 
@@ -163,8 +163,15 @@ impl Authority {
         self.lifetime
     }
 
-    /// Signs `csr_pem` when its one URI SAN is `bound` and it asks for no other name.
-    pub fn sign_request(&self, csr_pem: &str, bound: &SpiffeId) -> Result<SignedChain, IssueError> {
+    /// Signs `csr_pem` when it asks for no identity or exactly `bound` (one URI SAN), and
+    /// for no other name. The leaf gets `bound` and the DNS names in `dns` (names the
+    /// authority derives from the identity, never ones the request asks for).
+    pub fn sign_request(
+        &self,
+        csr_pem: &str,
+        bound: &SpiffeId,
+        dns: &[String],
+    ) -> Result<SignedChain, IssueError> {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(IssueError::Csr)?;
         let mut uris = Vec::new();
         let mut others = 0;
@@ -175,13 +182,10 @@ impl Authority {
             }
         }
         match uris.as_slice() {
+            // No SAN: "the identity my credential is bound to" (a gateway's first request,
+            // before it knows its trust domain).
+            [] => {}
             [one] if one == bound.as_str() => {}
-            [] => {
-                return Err(IssueError::Identity {
-                    asked: "no SPIFFE ID".into(),
-                    bound: bound.clone(),
-                });
-            }
             more => {
                 return Err(IssueError::Identity {
                     asked: more.join(", "),
@@ -192,7 +196,7 @@ impl Authority {
         if others > 0 {
             return Err(IssueError::ExtraNames(others));
         }
-        self.sign_key(&csr.public_key, bound)
+        self.sign_key(&csr.public_key, bound, dns)
     }
 
     /// Signs a leaf for `id` over `public_key` (the control server's own certificate, whose
@@ -201,6 +205,7 @@ impl Authority {
         &self,
         public_key: &impl rcgen::PublicKeyData,
         id: &SpiffeId,
+        dns: &[String],
     ) -> Result<SignedChain, IssueError> {
         let now = OffsetDateTime::now_utc();
         let mut p = CertificateParams::default();
@@ -208,6 +213,11 @@ impl Authority {
         p.subject_alt_names = vec![SanType::URI(
             id.as_str().try_into().map_err(IssueError::Sign)?,
         )];
+        for d in dns {
+            p.subject_alt_names.push(SanType::DnsName(
+                d.as_str().try_into().map_err(IssueError::Sign)?,
+            ));
+        }
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         p.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,

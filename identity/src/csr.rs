@@ -50,6 +50,7 @@ mod tests {
     use super::*;
     use crate::authority::{Authority, IssueError};
     use crate::devca::DevCa;
+    use rustls_pki_types::pem::PemObject;
     use std::time::Duration;
 
     fn authority(dir: &std::path::Path) -> Authority {
@@ -77,10 +78,11 @@ mod tests {
             SpiffeId::parse("spiffe://acme.internal/org/acme/env/dev/cell/billing").unwrap();
 
         let ok = request(&orders).unwrap();
-        let signed = ca.sign_request(&ok.csr_pem, &orders).unwrap();
+        let signed = ca
+            .sign_request(&ok.csr_pem, &orders, &["orders.acme.internal".into()])
+            .unwrap();
         assert_eq!(signed.chain.len(), 2, "leaf then the CA");
         let leaf = rustls_pki_types::CertificateDer::from_pem_slice(signed.chain[0].as_bytes());
-        use rustls_pki_types::pem::PemObject;
         let leaf = leaf.unwrap();
         assert_eq!(
             crate::svid::check_leaf(&leaf).unwrap(),
@@ -91,7 +93,7 @@ mod tests {
 
         // Another cell's identity.
         let e = ca
-            .sign_request(&request(&billing).unwrap().csr_pem, &orders)
+            .sign_request(&request(&billing).unwrap().csr_pem, &orders, &[])
             .unwrap_err();
         assert!(matches!(e, IssueError::Identity { .. }), "{e}");
         // A DNS name beside the right ID.
@@ -100,7 +102,7 @@ mod tests {
             SanType::DnsName("admin.acme.example".try_into().unwrap()),
         ])
         .unwrap();
-        let e = ca.sign_request(&extra.csr_pem, &orders).unwrap_err();
+        let e = ca.sign_request(&extra.csr_pem, &orders, &[]).unwrap_err();
         assert!(matches!(e, IssueError::ExtraNames(1)), "{e}");
         // Two URIs, one of them right.
         let two = request_for(vec![
@@ -109,19 +111,25 @@ mod tests {
         ])
         .unwrap();
         assert!(matches!(
-            ca.sign_request(&two.csr_pem, &orders).unwrap_err(),
+            ca.sign_request(&two.csr_pem, &orders, &[]).unwrap_err(),
             IssueError::Identity { .. }
         ));
-        // No SAN; not a CSR; a CSR whose signature does not match its key.
-        assert!(matches!(
-            ca.sign_request(&request_for(vec![]).unwrap().csr_pem, &orders)
-                .unwrap_err(),
-            IssueError::Identity { .. }
-        ));
+        // No SAN: the bound identity.
+        let any = ca
+            .sign_request(&request_for(vec![]).unwrap().csr_pem, &orders, &[])
+            .unwrap();
+        let leaf =
+            rustls_pki_types::CertificateDer::from_pem_slice(any.chain[0].as_bytes()).unwrap();
+        assert_eq!(
+            crate::svid::check_leaf(&leaf).unwrap(),
+            Some(orders.clone())
+        );
+        // Not a CSR; a CSR whose signature does not match its key.
         assert!(matches!(
             ca.sign_request(
                 "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
-                &orders
+                &orders,
+                &[]
             )
             .unwrap_err(),
             IssueError::Csr(_)
@@ -130,7 +138,7 @@ mod tests {
         let mid = tampered.len() / 2;
         tampered[mid] = if tampered[mid] == b'A' { b'B' } else { b'A' };
         assert!(
-            ca.sign_request(&String::from_utf8(tampered).unwrap(), &orders)
+            ca.sign_request(&String::from_utf8(tampered).unwrap(), &orders, &[])
                 .is_err()
         );
         let _ = std::fs::remove_dir_all(&dir);

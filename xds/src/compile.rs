@@ -41,6 +41,10 @@ pub struct Options {
     pub cert_dir: PathBuf,
     /// The org CA(s), PEM.
     pub trust_bundle_pem: String,
+    /// Gateways have certificates issued by the control server (`--ca`): west listeners
+    /// and east clusters use each gateway's own SVID. The north listener keeps its files
+    /// (a public-facing certificate with DNS names, from whatever CA the public trusts).
+    pub own_svid: bool,
 }
 
 /// One resource with its version.
@@ -219,9 +223,24 @@ fn gateway(
         .join(format!("{name}-key.pem"))
         .display()
         .to_string();
+    // Inter-cell mTLS uses the issued SVID when there is one; files otherwise.
+    let (svid_cert, svid_key) = if opts.own_svid {
+        (String::new(), String::new())
+    } else {
+        (cert.clone(), key.clone())
+    };
     let tls = |client_auth: pb::ClientAuth| pb::ListenerTls {
-        certificate_file: cert.clone(),
-        key_file: key.clone(),
+        own_svid: opts.own_svid && client_auth != pb::ClientAuth::None,
+        certificate_file: if opts.own_svid && client_auth != pb::ClientAuth::None {
+            String::new()
+        } else {
+            cert.clone()
+        },
+        key_file: if opts.own_svid && client_auth != pb::ClientAuth::None {
+            String::new()
+        } else {
+            key.clone()
+        },
         client_auth: client_auth as i32,
         trust_bundle: if client_auth == pb::ClientAuth::None {
             String::new()
@@ -358,8 +377,9 @@ fn gateway(
                     sni: format!("{other_name}.{}", other.trust_domain()),
                     trust_bundle: TRUST_BUNDLE.into(),
                     spiffe_id: other.spiffe_id(),
-                    certificate_file: cert.clone(),
-                    key_file: key.clone(),
+                    certificate_file: svid_cert.clone(),
+                    key_file: svid_key.clone(),
+                    own_svid: opts.own_svid,
                 }),
             };
             put(&mut out, TYPE_CLUSTER, &cluster, &cl);

@@ -29,6 +29,7 @@ fn compile_dir(dir: &Path) -> Compiled {
             spec_dir: dir.to_owned(),
             cert_dir: PathBuf::from("/certs"),
             trust_bundle_pem: "-----BEGIN CERTIFICATE-----\n...\n".into(),
+            own_svid: false,
         },
     )
     .unwrap()

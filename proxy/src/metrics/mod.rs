@@ -180,6 +180,11 @@ impl Metrics {
         self.tls.listener(listener)
     }
 
+    /// The TLS families (for the gateway's issued certificate: renewals, expiry).
+    pub fn tls(&self) -> &TlsFamilies {
+        &self.tls
+    }
+
     pub fn provider(&self, provider: &str) -> ProviderMetrics {
         self.policy.provider(provider)
     }

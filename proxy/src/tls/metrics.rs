@@ -1,5 +1,6 @@
 //! TLS metrics, registered by this subsystem: handshakes on listeners by outcome, failures by
-//! reason, connections by verified peer cell, certificate expiry.
+//! reason, connections by verified peer cell, certificate expiry, renewals of the gateway's
+//! issued certificate.
 
 use super::failure::Reason;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -71,6 +72,30 @@ pub struct TlsFamilies {
     failures: Family<FailureLabels, Counter>,
     peer_cells: Family<PeerCellLabels, Counter>,
     cert_expiry: Family<CertLabels, Gauge>,
+    svid_renewals: Family<RenewalLabels, Counter>,
+    svid_not_after: Gauge,
+}
+
+/// A renewal's outcome.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum Renewal {
+    Ok,
+    Failed,
+}
+
+impl Renewal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Renewal::Ok => "ok",
+            Renewal::Failed => "failed",
+        }
+    }
+}
+crate::label_value!(Renewal);
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RenewalLabels {
+    outcome: Renewal,
 }
 
 impl TlsFamilies {
@@ -80,7 +105,22 @@ impl TlsFamilies {
             failures: Family::default(),
             peer_cells: Family::default(),
             cert_expiry: Family::default(),
+            svid_renewals: Family::default(),
+            svid_not_after: Gauge::default(),
         };
+        for outcome in [Renewal::Ok, Renewal::Failed] {
+            let _ = f.svid_renewals.get_or_create(&RenewalLabels { outcome });
+        }
+        registry.register(
+            "svid_renewals",
+            "Renewals of the gateway's issued certificate, by outcome",
+            f.svid_renewals.clone(),
+        );
+        registry.register(
+            "svid_expiry_timestamp_seconds",
+            "When the gateway's issued certificate expires, seconds since the Unix epoch (0: none issued)",
+            f.svid_not_after.clone(),
+        );
         registry.register(
             "tls_handshakes",
             "TLS handshakes on listeners, by listener and outcome (full, resumed, failed)",
@@ -135,6 +175,18 @@ impl TlsFamilies {
                 seen: std::sync::Mutex::new(rustc_hash::FxHashSet::default()),
             }),
         }
+    }
+
+    /// Counts a renewal of the gateway's own certificate.
+    pub fn svid_renewed(&self, outcome: Renewal) {
+        self.svid_renewals
+            .get_or_create(&RenewalLabels { outcome })
+            .inc();
+    }
+
+    /// The expiry of the gateway's own certificate now in use.
+    pub fn set_svid_not_after(&self, unix: i64) {
+        self.svid_not_after.set(unix);
     }
 
     /// Sets the expiry gauges to the certificates of the generation now serving, forgetting

@@ -6,20 +6,25 @@
 //! exponential backoff and send the versions they hold (`initial_resource_versions`).
 
 use super::apply::apply;
+use super::channel::{ConnectError, Security, connect};
 use super::held::{Held, HeldResource};
+use super::identity::{self, Issued};
 use super::state_dir::{claim_state_dir, generation_file, load_held, write_atomically};
 use crate::config::{AdminConfig, Bootstrap};
 use crate::server::{ProxyHandle, StartError, StartOptions};
+use crate::tls::metrics::Renewal;
 use membrane_api::proto::envoy::config::core::v3::Node;
 use membrane_api::proto::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use membrane_api::proto::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use membrane_api::proto::google::rpc::Status as RpcStatus;
 use membrane_api::stream::ChannelStream;
 use membrane_api::types::{TYPE_CLUSTER, TYPE_JWT_PROVIDER, TYPE_LISTENER, TYPE_TRUST_BUNDLE};
+use membrane_identity::channel::Rotating;
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -33,12 +38,16 @@ pub const TYPES: [&str; 4] = [
 
 #[derive(Debug, Clone)]
 pub struct XdsOptions {
-    /// `http://host:port` of the control server.
+    /// `https://host:port` of the control server (`http://` with `Security::Plaintext`).
     pub url: String,
     /// `<cell>/<instance>`.
     pub node: String,
     pub state_dir: PathBuf,
     pub admin: SocketAddr,
+    /// TLS (from `channel::security`, which checks it against the URL) or plaintext.
+    pub security: Security,
+    /// For the first certificate, when the state directory holds no valid one.
+    pub join_token: Option<String>,
 }
 
 /// Starts the proxy from the last generation in the state directory (or with no listeners,
@@ -125,19 +134,117 @@ impl Status {
     }
 }
 
+/// Jittered: between half and all of `d`, so gateways do not retry in step.
+fn jitter(d: Duration) -> Duration {
+    d.mul_f64(0.5 + fastrand::f64() * 0.5)
+}
+
+/// The gateway's certificate for the control channel: the one kept in the state directory
+/// while valid, else a new one for the join token; retried until had (the proxy serves its
+/// last generation meanwhile). `None` when the channel is plaintext or the proxy stops.
+async fn own_identity(opts: &XdsOptions, handle: &ProxyHandle) -> Option<(Issued, Arc<Rotating>)> {
+    if matches!(opts.security, Security::Plaintext) {
+        return None;
+    }
+    let mut backoff = Duration::from_secs(1);
+    while !handle.is_stopped() {
+        let kept = identity::load(&opts.state_dir).filter(Issued::valid);
+        let got = match (kept, &opts.join_token) {
+            (Some(kept), _) => Ok(kept),
+            (None, Some(token)) => {
+                identity::request(
+                    &opts.url,
+                    &opts.security,
+                    &opts.node,
+                    Some(token),
+                    None,
+                    &opts.state_dir,
+                )
+                .await
+            }
+            (None, None) => Err(identity::IdentityError::Unusable(
+                "no valid certificate in the state directory and no join token (--join-token)"
+                    .into(),
+            )),
+        };
+        match got.and_then(|i| Ok((i.certified()?, i))) {
+            Ok((key, issued)) => {
+                tracing::info!(id = %issued.id, expires_in_s = issued.seconds_left(), "gateway identity");
+                handle.metrics().tls().set_svid_not_after(issued.not_after);
+                return Some((issued, Rotating::new(key)));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "no certificate for the control channel yet; retrying")
+            }
+        }
+        tokio::time::sleep(jitter(backoff)).await;
+        backoff = (backoff * 2).min(Duration::from_secs(60));
+    }
+    None
+}
+
+/// Renews at half life over mTLS and swaps the new certificate in: for the control
+/// channel's next handshakes and, by a reload, for listeners and clusters that use it.
+async fn renew(opts: XdsOptions, handle: ProxyHandle, mut issued: Issued, own: Arc<Rotating>) {
+    loop {
+        tokio::time::sleep(issued.renew_in()).await;
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            if handle.is_stopped() {
+                return;
+            }
+            let renewed = identity::request(
+                &opts.url,
+                &opts.security,
+                &opts.node,
+                None,
+                Some((&issued, own.clone())),
+                &opts.state_dir,
+            )
+            .await
+            .and_then(|i| Ok((i.certified()?, i)));
+            match renewed {
+                Ok((key, next)) => {
+                    own.set(key);
+                    issued = next;
+                    handle.metrics().tls().svid_renewed(Renewal::Ok);
+                    handle.metrics().tls().set_svid_not_after(issued.not_after);
+                    handle.request_reload();
+                    tracing::info!(id = %issued.id, expires_in_s = issued.seconds_left(), "certificate renewed");
+                    break;
+                }
+                Err(e) => {
+                    handle.metrics().tls().svid_renewed(Renewal::Failed);
+                    tracing::warn!(error = %e, expires_in_s = issued.seconds_left(), "certificate renewal failed; retrying while the current one is valid");
+                    tokio::time::sleep(jitter(backoff)).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                }
+            }
+        }
+    }
+}
+
 async fn run(opts: XdsOptions, handle: ProxyHandle, mut held: Held) {
+    let own = own_identity(&opts, &handle).await;
+    if let Some((issued, rotating)) = &own {
+        tokio::spawn(renew(
+            opts.clone(),
+            handle.clone(),
+            issued.clone(),
+            rotating.clone(),
+        ));
+    }
+    let own = own.map(|(_, r)| r);
     let mut backoff = Duration::from_millis(250);
     let mut status = Status::default();
     while !handle.is_stopped() {
-        match session(&opts, &handle, &mut held, &mut status).await {
+        match session(&opts, own.clone(), &handle, &mut held, &mut status).await {
             Ok(()) => backoff = Duration::from_millis(250),
             Err(e) => tracing::warn!(server = %opts.url, error = %e, "xDS stream ended"),
         }
         status.connected = false;
         status.publish(&opts, &handle);
-        // Jitter: between half and all of the backoff, so gateways do not reconnect in step.
-        let wait = backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
-        tokio::time::sleep(wait).await;
+        tokio::time::sleep(jitter(backoff)).await;
         backoff = (backoff * 2).min(Duration::from_secs(15));
     }
 }
@@ -145,8 +252,8 @@ async fn run(opts: XdsOptions, handle: ProxyHandle, mut held: Held) {
 /// Why a session with the control server ended.
 #[derive(Debug, thiserror::Error)]
 enum SessionError {
-    #[error("connect: {0}")]
-    Connect(#[from] tonic::transport::Error),
+    #[error("connect: {}", .0.detail())]
+    Connect(#[from] ConnectError),
     #[error("stream: {0}")]
     Stream(tonic::Status),
     #[error("receive: {0}")]
@@ -159,12 +266,13 @@ enum SessionError {
 
 async fn session(
     opts: &XdsOptions,
+    own: Option<Arc<Rotating>>,
     handle: &ProxyHandle,
     held: &mut Held,
     status: &mut Status,
 ) -> Result<(), SessionError> {
-    let mut client = AggregatedDiscoveryServiceClient::connect(opts.url.clone())
-        .await?
+    let channel = connect(&opts.url, &opts.security, own).await?;
+    let mut client = AggregatedDiscoveryServiceClient::new(channel)
         .max_decoding_message_size(membrane_api::stream::MAX_RESPONSE_BYTES);
     let (tx, rx) = mpsc::channel(16);
     for (i, t) in TYPES.iter().enumerate() {

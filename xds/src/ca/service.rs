@@ -128,16 +128,23 @@ impl CertificateService for CertService {
                 ),
             ));
         }
-        let signed = self.authority.sign_request(&req.csr, &bound).map_err(|e| {
-            let status = match &e {
-                IssueError::Csr(_) | IssueError::ExtraNames(_) => {
-                    Status::invalid_argument(e.to_string())
-                }
-                IssueError::Identity { .. } => Status::permission_denied(e.to_string()),
-                _ => Status::internal(e.to_string()),
-            };
-            self.refuse(issue_reason(&e), status)
-        })?;
+        let signed = self
+            .authority
+            .sign_request(
+                &req.csr,
+                &bound,
+                &[format!("{cell}.{}", bound.trust_domain())],
+            )
+            .map_err(|e| {
+                let status = match &e {
+                    IssueError::Csr(_) | IssueError::ExtraNames(_) => {
+                        Status::invalid_argument(e.to_string())
+                    }
+                    IssueError::Identity { .. } => Status::permission_denied(e.to_string()),
+                    _ => Status::internal(e.to_string()),
+                };
+                self.refuse(issue_reason(&e), status)
+            })?;
         // The token is spent only on a request that could be signed; the certificate is
         // handed out only when the token was good.
         if peer.is_none() {

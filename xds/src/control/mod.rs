@@ -94,6 +94,7 @@ fn build(opts: &ControlOptions) -> Result<Compiled, ControlError> {
             spec_dir: opts.spec_dir.clone(),
             cert_dir: opts.cert_dir.clone(),
             trust_bundle_pem: opts.trust_bundle_pem.clone(),
+            own_svid: opts.ca.is_some(),
         },
     )?)
 }

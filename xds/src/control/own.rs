@@ -40,7 +40,7 @@ fn issue_own(
     let err = |e: String| ControlError::OwnCertificate(e);
     let key = rcgen::KeyPair::generate().map_err(|e| err(e.to_string()))?;
     let signed = authority
-        .sign_key(&key, id)
+        .sign_key(&key, id, &[])
         .map_err(|e| err(e.to_string()))?;
     channel::certified_key(&signed.chain.concat(), &key.serialize_pem())
         .map_err(|e| err(e.to_string()))

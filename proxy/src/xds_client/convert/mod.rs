@@ -79,9 +79,40 @@ pub struct Converted {
 }
 
 /// Trust bundle names to their paths in the state directory.
-struct Bundles(BTreeMap<String, PathBuf>);
+/// The files on the gateway that resources name: trust bundles by name (written from
+/// TrustBundle resources) and the gateway's own SVID (`own_svid`), when it has one.
+struct Bundles(BTreeMap<String, PathBuf>, Option<(PathBuf, PathBuf)>);
 
 impl Bundles {
+    /// The certificate and key a resource's TLS names: its files, or the gateway's own SVID.
+    fn cert_key(
+        &self,
+        own_svid: bool,
+        cert: &str,
+        key: &str,
+        at: &str,
+    ) -> Result<CertKeyConfig, ResourceError> {
+        if !own_svid {
+            return Ok(CertKeyConfig::new(
+                cert.to_owned().into(),
+                key.to_owned().into(),
+            ));
+        }
+        if !cert.is_empty() || !key.is_empty() {
+            return Err(field(
+                at,
+                "own_svid and certificate files exclude each other",
+            ));
+        }
+        let (cert, key) = self.1.clone().ok_or_else(|| {
+            field(
+                at,
+                "asks for the gateway's own SVID, and this gateway has none: start it with https:// and a join token",
+            )
+        })?;
+        Ok(CertKeyConfig::new(cert, key))
+    }
+
     fn path(&self, name: &str, at: &str) -> Result<Located<PathBuf>, ResourceError> {
         self.0.get(name).map(|p| p.clone().into()).ok_or_else(|| {
             field(
@@ -114,7 +145,7 @@ pub fn convert(
         admin: AdminConfig { address: admin },
         ..Bootstrap::default()
     };
-    let mut bundles = Bundles(BTreeMap::new());
+    let mut bundles = Bundles(BTreeMap::new(), super::identity::own_files(state_dir));
     let mut bundle_files = FxHashMap::default();
     let mut origins = Origins::default();
     for (key, any) in resources
@@ -194,10 +225,12 @@ fn listener(l: &pb::Listener, bundles: &Bundles) -> Result<ListenerConfig, Resou
         pb::Protocol::Http2 => ListenerProtocol::Http2,
     };
     if let Some(t) = &l.tls {
-        let mut tls = ListenerTlsConfig::new(vec![CertKeyConfig::new(
-            t.certificate_file.clone().into(),
-            t.key_file.clone().into(),
-        )]);
+        let mut tls = ListenerTlsConfig::new(vec![bundles.cert_key(
+            t.own_svid,
+            &t.certificate_file,
+            &t.key_file,
+            "tls.own_svid",
+        )?]);
         tls.client_auth = match enum_value(t.client_auth, "tls.client_auth")? {
             pb::ClientAuth::None => ClientAuth::None,
             pb::ClientAuth::Optional => ClientAuth::Optional,
@@ -390,11 +423,13 @@ fn cluster(c: &pb::Cluster, bundles: &Bundles) -> Result<ClusterConfig, Resource
         if !t.spiffe_id.is_empty() {
             tls.verify = Some(UpstreamVerify::SpiffeId(t.spiffe_id.clone().into()));
         }
-        if !t.certificate_file.is_empty() {
-            tls.client_certificate = Some(CertKeyConfig::new(
-                t.certificate_file.clone().into(),
-                t.key_file.clone().into(),
-            ));
+        if !t.certificate_file.is_empty() || t.own_svid {
+            tls.client_certificate = Some(bundles.cert_key(
+                t.own_svid,
+                &t.certificate_file,
+                &t.key_file,
+                "tls.own_svid",
+            )?);
         }
         out.tls = Some(tls);
     }

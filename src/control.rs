@@ -1,0 +1,136 @@
+//! `membrane control`: the control server, and `membrane control token`, which mints a join
+//! token for a gateway's first certificate.
+
+use clap::{Args, Subcommand};
+use membrane_proxy::config::Dur;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct ControlArgs {
+    #[command(subcommand)]
+    action: Option<ControlAction>,
+    /// The cell specs to compile and serve.
+    #[arg(long, required = true)]
+    config_dir: Option<PathBuf>,
+    #[arg(long, default_value = "127.0.0.1:18000")]
+    listen: std::net::SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:18001")]
+    admin: std::net::SocketAddr,
+    /// Be the cells' CA: serve ADS and the certificate service over mTLS, issuing each
+    /// gateway its SVID. DIR holds `ca.pem` and `ca-key.pem` (`membrane cert ca`, or an
+    /// intermediate from your PKI), optionally `bundle.pem` (every root to trust), and the
+    /// join tokens.
+    #[arg(long, value_name = "DIR", required_unless_present = "insecure")]
+    ca: Option<PathBuf>,
+    /// Lifetime of issued certificates (gateways renew at half of it).
+    #[arg(long, default_value = "24h", value_parser = parse_dur)]
+    cert_lifetime: Duration,
+    /// Serve ADS in plaintext, without authentication: anyone who reaches the port can
+    /// read every cell's configuration. For development only; not with --ca.
+    #[arg(long, conflicts_with = "ca")]
+    insecure: bool,
+    /// Where gateways find their north (public) certificates and, with --insecure, every
+    /// certificate: `ca.pem`, `<cell>.pem` and `<cell>-key.pem` (as `membrane cert`
+    /// writes them). Paths are sent to gateways as they are.
+    #[arg(long)]
+    pki: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum ControlAction {
+    /// Mint a join token for one gateway of CELL: single use, expiring, kept hashed in the
+    /// CA directory. Pass it to `membrane proxy --join-token`.
+    Token {
+        #[arg(long, value_name = "DIR")]
+        ca: PathBuf,
+        #[arg(long)]
+        cell: String,
+        #[arg(long, default_value = "10m", value_parser = parse_dur)]
+        ttl: Duration,
+    },
+}
+
+pub fn parse_dur(s: &str) -> Result<Duration, String> {
+    Dur::parse(s).map(|d| d.0).map_err(|e| e.to_string())
+}
+
+pub fn run(args: ControlArgs) -> ExitCode {
+    if let Some(ControlAction::Token { ca, cell, ttl }) = args.action {
+        return match membrane_xds::ca::TokenStore::new(&ca).mint(&cell, ttl) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("membrane control token: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    let Some(spec_dir) = args.config_dir.clone() else {
+        eprintln!("membrane control: give --config-dir");
+        return ExitCode::from(2);
+    };
+    match serve(spec_dir, &args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("membrane control: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn serve(spec_dir: PathBuf, args: &ControlArgs) -> Result<ExitCode, String> {
+    // The roots gateways trust: the CA's bundle, or the files' ca.pem without a CA.
+    let (bundle, ca) = match &args.ca {
+        Some(dir) => {
+            let authority = membrane_identity::authority::Authority::load(dir, args.cert_lifetime)
+                .map_err(|e| e.to_string())?;
+            let dir = std::path::absolute(dir).map_err(|e| e.to_string())?;
+            (
+                authority.bundle_pem().to_owned(),
+                Some(membrane_xds::control::CaOptions {
+                    dir,
+                    lifetime: args.cert_lifetime,
+                }),
+            )
+        }
+        None => {
+            let pki = args
+                .pki
+                .as_ref()
+                .ok_or("--insecure needs --pki (the certificate files gateways use)")?;
+            let f = pki.join("ca.pem");
+            let b = std::fs::read_to_string(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+            (b, None)
+        }
+    };
+    // Certificate paths go to the gateways as they are: make them absolute.
+    let pki = args.pki.clone().unwrap_or_default();
+    let pki = std::path::absolute(&pki).unwrap_or(pki);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    rt.block_on(async move {
+        let opts = membrane_xds::control::ControlOptions {
+            spec_dir,
+            listen: args.listen,
+            admin: Some(args.admin),
+            cert_dir: pki,
+            trust_bundle_pem: bundle,
+            debounce: Duration::from_millis(200),
+            ca,
+        };
+        let handle = membrane_xds::control::start(opts)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(ads = %handle.addr, admin = ?handle.admin_addr, "control server running");
+        let _ = tokio::signal::ctrl_c().await;
+        handle.shutdown();
+        Ok(ExitCode::SUCCESS)
+    })
+}
