@@ -105,7 +105,7 @@ pub async fn connect(
 /// Why connecting failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("{0}")]
+    #[error(transparent)]
     Transport(tonic::transport::Error),
     #[error("control channel TLS: {0}")]
     Tls(#[from] ChannelError),

@@ -5,8 +5,8 @@
 //! - First contact: a join token (`--join-token`) authenticates the request; the
 //!   certificate request names no identity, and the control server answers with the one
 //!   the token is bound to (a request that names another is refused there).
-//! - Renewal: at half of the certificate's lifetime (plus up to a tenth of it, jittered, so
-//!   a fleet issued together does not renew together), over mTLS with the current
+//! - Renewal: at half of the certificate's lifetime (plus up to a tenth of it, at random,
+//!   so a fleet issued together does not renew together), over mTLS with the current
 //!   certificate, asking for the same SPIFFE ID with a new key. A failed renewal is retried
 //!   with jittered backoff (1 s doubling to a minute) while the current certificate is valid.
 //! - A new certificate is written to the files first, then swapped in for new control
@@ -108,12 +108,12 @@ impl Issued {
         self.not_after - now_unix()
     }
 
-    /// When to renew: half of the lifetime, plus up to a tenth of it at random.
+    /// When to renew: after half of the time it has left, plus up to a tenth of that at
+    /// random. Counted from now, not from `notBefore`, which the CA sets a little in the
+    /// past for clock skew: for a certificate just received this is half of its lifetime.
     pub fn renew_in(&self) -> Duration {
-        let life = u64::try_from(self.not_after - self.not_before).unwrap_or(0);
-        let at =
-            self.not_before + i64::try_from(life / 2 + fastrand::u64(0..=life / 10)).unwrap_or(0);
-        Duration::from_secs(u64::try_from(at - now_unix()).unwrap_or(0))
+        let left = u64::try_from(self.not_after - now_unix()).unwrap_or(0);
+        Duration::from_secs(left / 2) + Duration::from_millis(fastrand::u64(0..=left * 100))
     }
 
     pub fn certified(&self) -> Result<Arc<rustls::sign::CertifiedKey>, ChannelError> {

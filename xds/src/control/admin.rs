@@ -117,6 +117,31 @@ fn metrics(state: &ControlState) -> String {
             label(id)
         );
     }
+    state.refused_streams.render(
+        "membrane_control_refused_streams_total",
+        "Control channel connections and ADS streams refused before being served, by reason",
+        &mut out,
+    );
+    if let Some(ca) = state.ca.lock().ok().and_then(|c| c.clone()) {
+        let _ = writeln!(
+            out,
+            "# HELP membrane_control_certificates_issued_total Certificates issued to gateways"
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE membrane_control_certificates_issued_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "membrane_control_certificates_issued_total {}",
+            ca.issued.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        ca.refused.render(
+            "membrane_control_certificate_refusals_total",
+            "Certificate requests refused, by reason",
+            &mut out,
+        );
+    }
     // From the last change to the last ACK that followed it, across nodes.
     if let Some(changed) = changed_at {
         let last = nodes

@@ -1,0 +1,630 @@
+//! Zero trust for the control plane: the control server as the cells' CA over mTLS. Join
+//! tokens, the certificate service's refusals, ADS bound to the certificate's cell, the
+//! channel refusing plaintext and foreign certificates, and gateways that join, renew at
+//! half life under inter-cell load, and ride out a control server that is away.
+//! Real sockets on 127.0.0.1, real handshakes, certificates made here.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use membrane_api::proto::envoy::config::core::v3::Node;
+use membrane_api::proto::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+use membrane_api::proto::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use membrane_api::proto::membrane::ca::v1 as ca_pb;
+use membrane_api::stream::ChannelStream;
+use membrane_identity::channel::{Rotating, certified_key};
+use membrane_identity::verify::Expect;
+use membrane_proxy::testing::Upstream;
+use membrane_proxy::tls::devca::DevCa;
+use membrane_proxy::xds_client::channel::{self, CONTROL_PATH, Security};
+use membrane_proxy::xds_client::{self, XdsOptions};
+use membrane_xds::ca::TokenStore;
+use membrane_xds::control::{self, CaOptions, ControlHandle, ControlOptions};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tonic::Code;
+
+const ORDERS_ID: &str = "spiffe://acme.internal/org/acme/env/dev/cell/orders";
+const BILLING_ID: &str = "spiffe://acme.internal/org/acme/env/dev/cell/billing";
+
+struct World {
+    dir: PathBuf,
+    ca_dir: PathBuf,
+    ca: DevCa,
+    spec: PathBuf,
+    /// billing's east listener (plain, in-cell), which calls orders' west over mTLS.
+    billing_east: SocketAddr,
+    upstream: Upstream,
+}
+
+impl World {
+    async fn new(name: &str) -> World {
+        let dir =
+            std::env::temp_dir().join(format!("membrane-ctlid-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (ca_dir, spec) = (dir.join("ca"), dir.join("spec"));
+        for d in [&ca_dir, &spec] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let ca = DevCa::new("test org CA", Duration::from_secs(86_400)).unwrap();
+        std::fs::write(ca_dir.join("ca.pem"), ca.cert_pem()).unwrap();
+        std::fs::write(ca_dir.join("ca-key.pem"), ca.key_pem()).unwrap();
+        let upstream = Upstream::start("orders-api").await;
+        let port = || closed_port();
+        let billing_east: SocketAddr = format!("127.0.0.1:{}", port()).parse().unwrap();
+        std::fs::write(
+            spec.join("cells.yaml"),
+            format!(
+                "kind: Cell\nname: orders\norg: acme\nproject: orders\nenvironment: dev\n\
+                 gateway:\n  west: {{address: '127.0.0.1:{}'}}\n\
+                 components:\n  - name: api\n    endpoints:\n      - {{name: orders, base_path: /orders, upstreams: ['{}'], visibility: organization}}\n\
+                 ---\n\
+                 kind: Cell\nname: billing\norg: acme\nproject: billing\nenvironment: dev\n\
+                 gateway:\n  east: {{address: '{billing_east}'}}\n",
+                port(),
+                upstream.addr
+            ),
+        )
+        .unwrap();
+        World {
+            dir,
+            ca_dir,
+            ca,
+            spec,
+            billing_east,
+            upstream,
+        }
+    }
+
+    async fn control(&self, listen: SocketAddr, lifetime: Duration) -> ControlHandle {
+        control::start(ControlOptions {
+            spec_dir: self.spec.clone(),
+            listen,
+            admin: Some("127.0.0.1:0".parse().unwrap()),
+            cert_dir: self.dir.join("pki"),
+            trust_bundle_pem: self.ca.cert_pem().to_owned(),
+            debounce: Duration::from_millis(50),
+            ca: Some(CaOptions {
+                dir: self.ca_dir.clone(),
+                lifetime,
+            }),
+        })
+        .await
+        .unwrap()
+    }
+
+    fn tls(&self) -> Security {
+        Security::Tls {
+            bundle_pem: self.ca.cert_pem().to_owned(),
+            expect: Expect::Path(CONTROL_PATH.to_owned()),
+        }
+    }
+
+    fn token(&self, cell: &str, ttl: Duration) -> String {
+        TokenStore::new(&self.ca_dir).mint(cell, ttl).unwrap()
+    }
+
+    fn gateway(&self, url: &str, cell: &str, token: Option<String>) -> membrane_proxy::ProxyHandle {
+        xds_client::start(XdsOptions {
+            url: url.to_owned(),
+            node: format!("{cell}/gw-1"),
+            state_dir: self.dir.join(format!("state-{cell}")),
+            admin: "127.0.0.1:0".parse().unwrap(),
+            security: self.tls(),
+            join_token: token,
+        })
+        .unwrap()
+    }
+}
+
+fn url(h: &ControlHandle) -> String {
+    format!("https://{}", h.addr)
+}
+
+async fn cert_client(
+    url: &str,
+    security: &Security,
+    own: Option<Arc<Rotating>>,
+) -> ca_pb::certificate_service_client::CertificateServiceClient<tonic::transport::Channel> {
+    let ch = channel::connect(url, security, own).await.unwrap();
+    ca_pb::certificate_service_client::CertificateServiceClient::new(ch)
+}
+
+async fn ask(
+    url: &str,
+    security: &Security,
+    own: Option<Arc<Rotating>>,
+    node: &str,
+    token: &str,
+    csr: &str,
+) -> Result<ca_pb::CreateCertificateResponse, tonic::Status> {
+    cert_client(url, security, own)
+        .await
+        .create_certificate(ca_pb::CreateCertificateRequest {
+            csr: csr.to_owned(),
+            node: node.to_owned(),
+            join_token: token.to_owned(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+fn fresh_csr() -> membrane_identity::csr::KeyAndRequest {
+    membrane_identity::csr::request_for(Vec::new()).unwrap()
+}
+
+fn leaf_id(chain: &[String]) -> String {
+    use rustls_pki_types::pem::PemObject;
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(chain[0].as_bytes()).unwrap();
+    membrane_identity::svid::check_leaf(&der)
+        .unwrap()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_token_gets_its_cell_one_certificate_and_nothing_else() {
+    let w = World::new("tokens").await;
+    let ctl = w
+        .control("127.0.0.1:0".parse().unwrap(), Duration::from_secs(3600))
+        .await;
+    let (u, sec) = (url(&ctl), w.tls());
+
+    // A token for orders, used by an orders node: the cell's SVID and the bundle.
+    let t = w.token("orders", Duration::from_secs(600));
+    let got = ask(&u, &sec, None, "orders/gw-1", &t, &fresh_csr().csr_pem)
+        .await
+        .unwrap();
+    assert_eq!(leaf_id(&got.cert_chain), ORDERS_ID);
+    assert_eq!(got.spiffe_id, ORDERS_ID);
+    assert_eq!(got.trust_bundle, w.ca.cert_pem());
+
+    // Used twice: refused, and said so.
+    let e = ask(&u, &sec, None, "orders/gw-2", &t, &fresh_csr().csr_pem)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    assert!(e.message().contains("used already"), "{}", e.message());
+
+    // Expired.
+    let old = w.token("orders", Duration::ZERO);
+    let e = ask(&u, &sec, None, "orders/gw-3", &old, &fresh_csr().csr_pem)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert!(e.message().contains("expired"), "{}", e.message());
+
+    // An orders token for a billing node: refused, and the token is not spent by it.
+    let t2 = w.token("orders", Duration::from_secs(600));
+    let e = ask(&u, &sec, None, "billing/gw-1", &t2, &fresh_csr().csr_pem)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+
+    // A request that names billing's identity with an orders token.
+    let wrong = membrane_identity::csr::request(
+        &membrane_policy::identity::SpiffeId::parse(BILLING_ID).unwrap(),
+    )
+    .unwrap();
+    let e = ask(&u, &sec, None, "orders/gw-4", &t2, &wrong.csr_pem)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains(ORDERS_ID), "{}", e.message());
+    // The refusals above spent nothing: the token still joins orders.
+    ask(&u, &sec, None, "orders/gw-4", &t2, &fresh_csr().csr_pem)
+        .await
+        .unwrap();
+
+    // No credential at all; a token nobody minted; a request that is not a CSR.
+    let e = ask(&u, &sec, None, "orders/gw-5", "", &fresh_csr().csr_pem)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    let e = ask(
+        &u,
+        &sec,
+        None,
+        "orders/gw-5",
+        "mbt_nope",
+        &fresh_csr().csr_pem,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    let t3 = w.token("orders", Duration::from_secs(600));
+    let e = ask(&u, &sec, None, "orders/gw-5", &t3, "not a csr")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+
+    // Renewal over mTLS with the orders certificate: for orders only.
+    let made = fresh_csr();
+    let got = ask(&u, &sec, None, "orders/gw-6", &t3, &made.csr_pem)
+        .await
+        .unwrap();
+    let own = Rotating::new(certified_key(&got.cert_chain.concat(), &made.key_pem).unwrap());
+    let renewed = ask(
+        &u,
+        &sec,
+        Some(own.clone()),
+        "orders/gw-6",
+        "",
+        &fresh_csr().csr_pem,
+    )
+    .await
+    .unwrap();
+    assert_eq!(leaf_id(&renewed.cert_chain), ORDERS_ID);
+    let e = ask(
+        &u,
+        &sec,
+        Some(own),
+        "billing/gw-6",
+        "",
+        &fresh_csr().csr_pem,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+
+    let text = reqwest_metrics(&ctl).await;
+    assert!(
+        text.contains("membrane_control_certificates_issued_total 4"),
+        "{text}"
+    );
+    for reason in [
+        "token_reused",
+        "token_expired",
+        "token_wrong_cell",
+        "wrong_identity",
+        "no_credential",
+        "token_unknown",
+        "bad_csr",
+    ] {
+        assert!(
+            text.contains(&format!(
+                "membrane_control_certificate_refusals_total{{reason=\"{reason}\"}}"
+            )),
+            "{reason} not counted:\n{text}"
+        );
+    }
+    ctl.shutdown();
+}
+
+async fn reqwest_metrics(h: &ControlHandle) -> String {
+    let c = client_h1();
+    get(
+        &c,
+        &format!("http://{}/metrics", h.admin_addr.unwrap()),
+        "admin",
+        &[],
+    )
+    .await
+    .text()
+}
+
+/// The status of a GET through billing's east gateway to orders; `None` when the
+/// gateway does not answer (not listening yet).
+async fn through(c: &TestClient, east: SocketAddr) -> Option<u16> {
+    let req = http::Request::get(format!("http://{east}/orders/orders/1"))
+        .header("host", "billing")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let resp = c.request(req).await.ok()?;
+    let status = resp.status().as_u16();
+    let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+    Some(status)
+}
+
+/// One series (labels as written) on a gateway's admin listener; 0 when absent.
+async fn series(admin: SocketAddr, s: &str) -> f64 {
+    let text = get(
+        &client_h1(),
+        &format!("http://{admin}/metrics"),
+        "admin",
+        &[],
+    )
+    .await
+    .text();
+    parse_metrics(&text).get(s).copied().unwrap_or(0.0)
+}
+
+async fn ads_first_answer(
+    u: &str,
+    sec: &Security,
+    own: Option<Arc<Rotating>>,
+    node: &str,
+) -> Result<(), tonic::Status> {
+    let ch = channel::connect(u, sec, own)
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.detail()))?;
+    let mut ads = AggregatedDiscoveryServiceClient::new(ch);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(DeltaDiscoveryRequest {
+        node: Some(Node {
+            id: node.into(),
+            ..Default::default()
+        }),
+        type_url: membrane_api::types::TYPE_LISTENER.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut stream = ads
+        .delta_aggregated_resources(ChannelStream(rx))
+        .await?
+        .into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("an answer or a status")?;
+    assert!(first.is_some());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ads_serves_a_node_only_its_certificate_s_cell_and_only_over_mtls() {
+    let w = World::new("ads").await;
+    let ctl = w
+        .control("127.0.0.1:0".parse().unwrap(), Duration::from_secs(3600))
+        .await;
+    let (u, sec) = (url(&ctl), w.tls());
+    let made = fresh_csr();
+    let got = ask(
+        &u,
+        &sec,
+        None,
+        "orders/gw-1",
+        &w.token("orders", Duration::from_secs(60)),
+        &made.csr_pem,
+    )
+    .await
+    .unwrap();
+    let orders = Rotating::new(certified_key(&got.cert_chain.concat(), &made.key_pem).unwrap());
+
+    ads_first_answer(&u, &sec, Some(orders.clone()), "orders/gw-1")
+        .await
+        .unwrap();
+    // Cell A's certificate asking for cell B's resources.
+    let e = ads_first_answer(&u, &sec, Some(orders.clone()), "billing/gw-1")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    // No client certificate.
+    let e = ads_first_answer(&u, &sec, None, "orders/gw-1")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+
+    // A certificate for orders' identity from another CA: refused in the handshake.
+    let other = DevCa::new("someone else's CA", Duration::from_secs(3600)).unwrap();
+    let forged = other
+        .issue(&membrane_proxy::tls::devca::LeafSpec::new("orders").spiffe(ORDERS_ID))
+        .unwrap();
+    let forged = Rotating::new(
+        certified_key(
+            &format!("{}{}", forged.cert_pem, other.cert_pem()),
+            &forged.key_pem,
+        )
+        .unwrap(),
+    );
+    assert!(
+        ads_first_answer(&u, &sec, Some(forged), "orders/gw-1")
+            .await
+            .is_err()
+    );
+    // Plaintext to the TLS port.
+    let plain = format!("http://{}", ctl.addr);
+    assert!(
+        ads_first_answer(&plain, &Security::Plaintext, None, "orders/gw-1")
+            .await
+            .is_err()
+    );
+    // A control server whose certificate the bundle does not vouch for.
+    let wrong_bundle = Security::Tls {
+        bundle_pem: other.cert_pem().to_owned(),
+        expect: Expect::Path(CONTROL_PATH.to_owned()),
+    };
+    assert!(
+        ads_first_answer(&u, &wrong_bundle, Some(orders.clone()), "orders/gw-1")
+            .await
+            .is_err()
+    );
+    // One that vouches for it, but expecting another identity.
+    let wrong_id = Security::Tls {
+        bundle_pem: w.ca.cert_pem().to_owned(),
+        expect: Expect::SpiffeId(membrane_policy::identity::SpiffeId::parse(ORDERS_ID).unwrap()),
+    };
+    assert!(
+        ads_first_answer(&u, &wrong_id, Some(orders), "orders/gw-1")
+            .await
+            .is_err()
+    );
+
+    let text = reqwest_metrics(&ctl).await;
+    for reason in [
+        "wrong_cell",
+        "no_client_certificate",
+        "bad_client_certificate",
+        "not_tls",
+    ] {
+        assert!(
+            text.contains(&format!(
+                "membrane_control_refused_streams_total{{reason=\"{reason}\"}}"
+            )),
+            "{reason} not counted:\n{text}"
+        );
+    }
+    ctl.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_never_falls_back_to_plaintext() {
+    // The URL and the flags must agree before anything connects.
+    let bundle = Some("-----BEGIN CERTIFICATE-----\n".to_owned());
+    assert!(channel::security("http://127.0.0.1:1", None, None, false).is_err());
+    assert!(channel::security("https://127.0.0.1:1", None, None, false).is_err());
+    assert!(channel::security("https://127.0.0.1:1", bundle.clone(), None, true).is_err());
+    assert!(matches!(
+        channel::security("http://127.0.0.1:1", None, None, true),
+        Ok(Security::Plaintext)
+    ));
+    // https:// against a plaintext control server fails, with TLS named in the error.
+    let w = World::new("downgrade").await;
+    let plain = control::start(ControlOptions {
+        spec_dir: w.spec.clone(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin: None,
+        cert_dir: w.dir.join("pki"),
+        trust_bundle_pem: w.ca.cert_pem().to_owned(),
+        debounce: Duration::from_millis(50),
+        ca: None,
+    })
+    .await
+    .unwrap();
+    let e = channel::connect(&format!("https://{}", plain.addr), &w.tls(), None)
+        .await
+        .unwrap_err();
+    let detail = e.detail();
+    assert!(
+        detail.to_lowercase().contains("corrupt message") || detail.contains("InvalidContentType"),
+        "{detail}"
+    );
+    plain.shutdown();
+}
+
+/// Requests through billing's east gateway to orders' west (mTLS between the two
+/// gateways' issued certificates) until `stop`; counts answers and failures.
+fn load(
+    east: SocketAddr,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<(usize, Vec<String>)> {
+    tokio::spawn(async move {
+        let c = client_h1();
+        let (mut ok, mut failed) = (0, Vec::new());
+        // Bounded: by `stop`, and by count in case it never comes.
+        for _ in 0..200_000 {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            match through(&c, east).await {
+                Some(200) => ok += 1,
+                other => failed.push(format!("{other:?}")),
+            }
+        }
+        (ok, failed)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_renew_at_half_life_under_inter_cell_load_without_a_failed_request() {
+    let w = World::new("renew").await;
+    // Four-second certificates: renewed about every two seconds.
+    let ctl = w
+        .control("127.0.0.1:0".parse().unwrap(), Duration::from_secs(4))
+        .await;
+    let u = url(&ctl);
+    let orders = w.gateway(
+        &u,
+        "orders",
+        Some(w.token("orders", Duration::from_secs(60))),
+    );
+    let billing = w.gateway(
+        &u,
+        "billing",
+        Some(w.token("billing", Duration::from_secs(60))),
+    );
+    let c = client_h1();
+    eventually(
+        "billing reaches orders through the issued certificates",
+        Duration::from_secs(20),
+        || {
+            let c = c.clone();
+            let east = w.billing_east;
+            async move { through(&c, east).await == Some(200) }
+        },
+    )
+    .await;
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = load(w.billing_east, stop.clone());
+    for g in [&orders, &billing] {
+        let admin = g.admin_addr();
+        eventually("two renewals on each gateway", Duration::from_secs(30), || async move {
+            series(admin, "membrane_svid_renewals_total{outcome=\"ok\"}").await >= 2.0
+        })
+        .await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed) = traffic.await.unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {:?}",
+        failed.len(),
+        ok + failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(ok > 50, "only {ok} requests made it through");
+    assert!(w.upstream.served() >= ok);
+    // The key never left the gateway, and is the owner's alone.
+    use std::os::unix::fs::PermissionsExt;
+    let key = w.dir.join("state-orders").join("svid-key.pem");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    orders.shutdown().await;
+    billing.shutdown().await;
+    ctl.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_keeps_its_certificate_while_the_control_server_is_away_and_renews_when_back() {
+    let w = World::new("away").await;
+    let lifetime = Duration::from_secs(8);
+    let ctl = w.control("127.0.0.1:0".parse().unwrap(), lifetime).await;
+    let addr = ctl.addr;
+    let orders = w.gateway(
+        &url(&ctl),
+        "orders",
+        Some(w.token("orders", Duration::from_secs(60))),
+    );
+    let billing = w.gateway(
+        &url(&ctl),
+        "billing",
+        Some(w.token("billing", Duration::from_secs(60))),
+    );
+    let c = client_h1();
+    let east = w.billing_east;
+    let serving = move |c: TestClient| async move { through(&c, east).await == Some(200) };
+    eventually("serving", Duration::from_secs(20), || serving(c.clone())).await;
+
+    ctl.shutdown();
+    let admin = orders.admin_addr();
+    eventually("a renewal fails while the control server is away", Duration::from_secs(20), || async move {
+        series(admin, "membrane_svid_renewals_total{outcome=\"failed\"}").await >= 1.0
+    })
+    .await;
+    // Still serving inter-cell traffic with the certificates it holds.
+    assert!(serving(c.clone()).await);
+    let ok_before = series(admin, "membrane_svid_renewals_total{outcome=\"ok\"}").await;
+
+    let back = w.control(addr, lifetime).await;
+    eventually(
+        "renewed once the control server is back",
+        Duration::from_secs(30),
+        || async move {
+            series(admin, "membrane_svid_renewals_total{outcome=\"ok\"}").await > ok_before
+        },
+    )
+    .await;
+    assert!(serving(c.clone()).await);
+    assert!(w.upstream.served() >= 3);
+    orders.shutdown().await;
+    billing.shutdown().await;
+    back.shutdown();
+}
