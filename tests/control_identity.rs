@@ -628,3 +628,71 @@ async fn a_gateway_keeps_its_certificate_while_the_control_server_is_away_and_re
     billing.shutdown().await;
     back.shutdown();
 }
+
+/// The production flow through the binary: `membrane control token`, then `membrane proxy`
+/// with https://, the CA bundle and the token from a file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_joins_with_a_token_file_and_serves() {
+    let w = World::new("binary").await;
+    let ctl = w
+        .control("127.0.0.1:0".parse().unwrap(), Duration::from_secs(3600))
+        .await;
+    let bin = env!("CARGO_BIN_EXE_membrane");
+    let out = std::process::Command::new(bin)
+        .args([
+            "control", "token", "--cell", "orders", "--ttl", "2m", "--ca",
+        ])
+        .arg(&w.ca_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token_file = w.dir.join("orders.token");
+    std::fs::write(&token_file, &out.stdout).unwrap();
+    std::fs::write(w.dir.join("ca.pem"), w.ca.cert_pem()).unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{}", closed_port()).parse().unwrap();
+    let state = w.dir.join("state-bin");
+    let mut child = std::process::Command::new(bin)
+        .args([
+            "proxy",
+            "--xds",
+            &url(&ctl),
+            "--node",
+            "orders/gw-7",
+            "--admin",
+            &admin.to_string(),
+        ])
+        .arg("--xds-ca")
+        .arg(w.dir.join("ca.pem"))
+        .arg("--join-token-file")
+        .arg(&token_file)
+        .arg("--state-dir")
+        .arg(&state)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(w.dir.join("gw-7.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let c = client_h1();
+    let ready = || {
+        let c = c.clone();
+        async move {
+            matches!(c.get(format!("http://{admin}/ready").parse().unwrap()).await, Ok(r) if r.status() == 200)
+        }
+    };
+    let waited = tokio::time::timeout(Duration::from_secs(20), async {
+        while !ready().await {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let log = std::fs::read_to_string(w.dir.join("gw-7.log")).unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(waited.is_ok(), "the gateway never became ready:\n{log}");
+    assert!(state.join("svid.pem").exists(), "{log}");
+    assert!(log.contains(ORDERS_ID), "{log}");
+    ctl.shutdown();
+}

@@ -606,6 +606,7 @@ async fn the_binary_runs_as_an_xds_gateway() {
             "proxy",
             "--xds",
             &format!("http://{}", ctl.addr),
+            "--insecure-xds",
             "--node",
             "orders/gw-9",
             "--admin",

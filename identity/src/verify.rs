@@ -47,6 +47,25 @@ impl SpiffeServerVerifier {
     }
 }
 
+/// The server's SPIFFE ID, if any, must satisfy `ok`; `wanted` says what was expected.
+fn expect_id(
+    got: Option<SpiffeId>,
+    ok: impl Fn(&SpiffeId) -> bool,
+    wanted: impl Fn() -> String,
+) -> Result<(), rustls::Error> {
+    match got {
+        Some(got) if ok(&got) => Ok(()),
+        Some(got) => Err(bad_san(format!(
+            "the server's SPIFFE ID is {got}, expected {}",
+            wanted()
+        ))),
+        None => Err(bad_san(format!(
+            "the server's certificate has no SPIFFE ID, expected {}",
+            wanted()
+        ))),
+    }
+}
+
 impl ServerCertVerifier for SpiffeServerVerifier {
     fn verify_server_cert(
         &self,
@@ -64,49 +83,21 @@ impl ServerCertVerifier for SpiffeServerVerifier {
             now,
             self.provider.signature_verification_algorithms.all,
         )?;
-        // The upstream's SPIFFE ID counts only from a valid X.509-SVID.
+        // The server's SPIFFE ID counts only from a valid X.509-SVID.
         let spiffe = || crate::svid::check_leaf(end_entity).map_err(not_svid);
         match &self.expect {
             Expect::Dns(name) => rustls::client::verify_server_name(&cert, name)?,
-            Expect::SpiffeId(want) => match spiffe()? {
-                Some(got) if &got == want => {}
-                Some(got) => {
-                    return Err(bad_san(format!(
-                        "the upstream's SPIFFE ID is {got}, expected {want}"
-                    )));
-                }
-                None => {
-                    return Err(bad_san(format!(
-                        "the upstream's certificate has no SPIFFE ID, expected {want}"
-                    )));
-                }
-            },
-            Expect::Path(want) => match spiffe()? {
-                Some(got) if got.path() == want => {}
-                Some(got) => {
-                    return Err(bad_san(format!(
-                        "the server's SPIFFE ID is {got}, expected one with path {want}"
-                    )));
-                }
-                None => {
-                    return Err(bad_san(format!(
-                        "the server's certificate has no SPIFFE ID, expected one with path {want}"
-                    )));
-                }
-            },
-            Expect::TrustDomain(want) => match spiffe()? {
-                Some(got) if got.trust_domain() == want => {}
-                Some(got) => {
-                    return Err(bad_san(format!(
-                        "the upstream's SPIFFE ID {got} is not in trust domain {want}"
-                    )));
-                }
-                None => {
-                    return Err(bad_san(format!(
-                        "the upstream's certificate has no SPIFFE ID, expected one in {want}"
-                    )));
-                }
-            },
+            Expect::SpiffeId(want) => expect_id(spiffe()?, |g| g == want, || want.to_string())?,
+            Expect::Path(want) => expect_id(
+                spiffe()?,
+                |g| g.path() == want,
+                || format!("one with path {want}"),
+            )?,
+            Expect::TrustDomain(want) => expect_id(
+                spiffe()?,
+                |g| g.trust_domain() == want,
+                || format!("one in trust domain {want}"),
+            )?,
         }
         Ok(ServerCertVerified::assertion())
     }

@@ -13,7 +13,11 @@ use std::path::PathBuf;
 const KEY_ALG_MISMATCH: [u64; 2] = [346, 350];
 
 fn vectors() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/jose");
+    // The directory at run time (cargo sets it for tests), not the one the binary was built
+    // in: a target directory shared by two clones would otherwise look in the other one.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    let dir = manifest.join("../../shared/vectors/jose");
     if dir.is_dir() {
         Some(dir)
     } else {

@@ -223,35 +223,35 @@ fn gateway(
         .join(format!("{name}-key.pem"))
         .display()
         .to_string();
-    // Inter-cell mTLS uses the issued SVID when there is one; files otherwise.
-    let (svid_cert, svid_key) = if opts.own_svid {
-        (String::new(), String::new())
-    } else {
-        (cert.clone(), key.clone())
+    // Inter-cell mTLS (listeners with client certificates, east clusters) uses the issued
+    // SVID when there is one; files otherwise (and always for north).
+    let files = |svid: bool| {
+        if svid {
+            (String::new(), String::new())
+        } else {
+            (cert.clone(), key.clone())
+        }
     };
-    let tls = |client_auth: pb::ClientAuth| pb::ListenerTls {
-        own_svid: opts.own_svid && client_auth != pb::ClientAuth::None,
-        certificate_file: if opts.own_svid && client_auth != pb::ClientAuth::None {
-            String::new()
-        } else {
-            cert.clone()
-        },
-        key_file: if opts.own_svid && client_auth != pb::ClientAuth::None {
-            String::new()
-        } else {
-            key.clone()
-        },
-        client_auth: client_auth as i32,
-        trust_bundle: if client_auth == pb::ClientAuth::None {
-            String::new()
-        } else {
-            TRUST_BUNDLE.into()
-        },
-        trust_domains: if client_auth == pb::ClientAuth::None {
-            Vec::new()
-        } else {
-            vec![cell.trust_domain()]
-        },
+    let (svid_cert, svid_key) = files(opts.own_svid);
+    let tls = |client_auth: pb::ClientAuth| {
+        let own_svid = opts.own_svid && client_auth != pb::ClientAuth::None;
+        let (certificate_file, key_file) = files(own_svid);
+        pb::ListenerTls {
+            own_svid,
+            certificate_file,
+            key_file,
+            client_auth: client_auth as i32,
+            trust_bundle: if client_auth == pb::ClientAuth::None {
+                String::new()
+            } else {
+                TRUST_BUNDLE.into()
+            },
+            trust_domains: if client_auth == pb::ClientAuth::None {
+                Vec::new()
+            } else {
+                vec![cell.trust_domain()]
+            },
+        }
     };
     let endpoints: Vec<_> = cell
         .components

@@ -78,15 +78,20 @@ fn now_unix() -> i64 {
 }
 
 impl Issued {
-    fn from_parts(chain_pem: String, key_pem: String, bundle_pem: String) -> Result<Self, String> {
+    fn from_parts(
+        chain_pem: String,
+        key_pem: String,
+        bundle_pem: String,
+    ) -> Result<Self, IdentityError> {
+        let bad = |e: &dyn std::fmt::Display| IdentityError::Unusable(e.to_string());
         let leaf = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
             .next()
-            .ok_or("no certificate")?
-            .map_err(|e| e.to_string())?;
+            .ok_or_else(|| bad(&"no certificate"))?
+            .map_err(|e| bad(&e))?;
         let id = membrane_identity::svid::check_leaf(&leaf)
-            .map_err(|e| e.to_string())?
-            .ok_or("the certificate carries no SPIFFE ID")?;
-        let info = CertInfo::parse(&leaf).map_err(|e| e.to_string())?;
+            .map_err(|e| bad(&e))?
+            .ok_or_else(|| bad(&"the certificate carries no SPIFFE ID"))?;
+        let info = CertInfo::parse(&leaf).map_err(|e| bad(&e))?;
         Ok(Self {
             id,
             chain_pem,
@@ -200,8 +205,7 @@ pub async fn request(
         answer.cert_chain.concat(),
         made.key_pem,
         answer.trust_bundle,
-    )
-    .map_err(IdentityError::Unusable)?;
+    )?;
     if let Some(id) = want
         && &issued.id != id
     {
