@@ -18,6 +18,7 @@ pub fn ends_chunked(raw: &[u8]) -> bool {
 
 /// A Content-Length value: digits only (no sign, no spaces), at most 19 of them so the sum
 /// cannot overflow. Shared by the server and the client.
+#[inline]
 pub fn content_length(raw: &[u8]) -> Option<u64> {
     if raw.is_empty() || raw.len() > 19 || !raw.iter().all(u8::is_ascii_digit) {
         return None;

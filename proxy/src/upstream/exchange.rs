@@ -84,20 +84,19 @@ pub(super) async fn exchange(
             Some(s) => s,
             None => Box::pin(connect::open(cluster, key)).await?,
         };
-        let tried = match sender {
+        // Each arm answers, or goes round once more; no `Result` of the attempt is built and
+        // moved (with a failure that may hold a whole request, it is hundreds of bytes, and
+        // the plain HTTP/1.1 path is measured in instructions).
+        match sender {
             Sender::Http1(conn) => {
                 let Some(head) = parts.as_ref() else { break };
-                h1::exchange(conn, key, pool::checkin_http1, head, &fwd, body.take())
-                    .await
-                    .map(|r| r.map(UpstreamBody::Http1))
-                    .map_err(|f| {
-                        let retry = if f.retryable {
-                            Retry::OnFreshConnection
-                        } else {
-                            Retry::Never
-                        };
-                        Failure::new(from_h1(addr, f.error), retry)
-                    })
+                match h1::exchange(conn, key, pool::checkin_http1, head, &fwd, body.take()).await {
+                    Ok(r) => return Ok(r.map(UpstreamBody::Http1)),
+                    Err(f) if reused && f.retryable => {
+                        tracing::debug!(%addr, error = %f.error, "a pooled connection failed before the request went out; trying a new one");
+                    }
+                    Err(f) => return Err(from_h1(addr, f.error)),
+                }
             }
             hyper_sender => {
                 let req = match unsent.take() {
@@ -109,16 +108,15 @@ pub(super) async fn exchange(
                         req
                     }
                 };
-                Box::pin(through_hyper(hyper_sender, key, req)).await
+                match Box::pin(through_hyper(hyper_sender, key, req)).await {
+                    Ok(resp) => return Ok(resp),
+                    Err(f) if reused && f.retry == Retry::OnFreshConnection => {
+                        tracing::debug!(%addr, error = %f.error, "a pooled connection failed before the request went out; trying a new one");
+                        unsent = f.unsent;
+                    }
+                    Err(f) => return Err(f.error),
+                }
             }
-        };
-        match tried {
-            Ok(resp) => return Ok(resp),
-            Err(f) if reused && f.retry == Retry::OnFreshConnection => {
-                tracing::debug!(%addr, error = %f.error, "a pooled connection failed before the request went out; trying a new one");
-                unsent = f.unsent;
-            }
-            Err(f) => return Err(f.error),
         }
     }
     Err(UpstreamError::Reset {

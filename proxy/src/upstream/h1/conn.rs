@@ -63,6 +63,7 @@ impl H1Conn {
     }
 
     /// Reads more bytes into the read buffer; `Ok(0)` is end of stream.
+    #[inline]
     pub(super) fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
         poll_fill(&self.stream, &mut self.rbuf, cx)
     }
