@@ -41,7 +41,7 @@ fn main() {
     let signs: usize = std::env::var("SIGNS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2000);
+        .unwrap_or(5000);
     let gateways: usize = std::env::var("GATEWAYS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -56,7 +56,7 @@ fn main() {
     std::fs::write(ca_dir.join("ca-key.pem"), ca.key_pem()).unwrap();
     std::fs::write(
         spec.join("orders.yaml"),
-        "kind: Cell\nname: orders\norg: acme\nproject: orders\nenvironment: dev\n",
+        "kind: Cell\nname: orders\norg: acme\nproject: orders\nenvironment: dev\ngateway:\n  east: {address: '127.0.0.1:9'}\n",
     )
     .unwrap();
 
