@@ -247,3 +247,67 @@ fn random_serial() -> Result<SerialNumber, IssueError> {
     bytes[0] &= 0x7f;
     Ok(SerialNumber::from_slice(&bytes))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devca::DevCa;
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, UnixTime};
+
+    /// An operator's PKI: the root stays offline, the control server signs with an
+    /// intermediate (`ca.pem` = intermediate then root, `bundle.pem` = the root). A leaf it
+    /// issues chains to the root through the intermediate it sends along.
+    #[test]
+    fn an_intermediate_signs_and_its_leaves_chain_to_the_operator_root() {
+        let dir = std::env::temp_dir().join(format!("membrane-authority-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let root = DevCa::new("operator root", Duration::from_secs(86_400)).unwrap();
+        let inter = root
+            .intermediate("membrane issuing CA", Duration::from_secs(86_400))
+            .unwrap();
+        std::fs::write(
+            dir.join("ca.pem"),
+            format!("{}{}", inter.cert_pem(), root.cert_pem()),
+        )
+        .unwrap();
+        std::fs::write(dir.join("ca-key.pem"), inter.key_pem()).unwrap();
+        std::fs::write(dir.join("bundle.pem"), root.cert_pem()).unwrap();
+        let ca = Authority::load(&dir, Duration::from_secs(600)).unwrap();
+        assert_eq!(ca.bundle_pem(), root.cert_pem().replace("\r\n", "\n"));
+
+        let id = SpiffeId::parse("spiffe://acme.internal/org/acme/env/dev/cell/orders").unwrap();
+        let req = crate::csr::request(&id).unwrap();
+        let signed = ca.sign_request(&req.csr_pem, &id, &[]).unwrap();
+        assert_eq!(signed.chain.len(), 3, "leaf, intermediate, root");
+
+        // rustls' WebPKI path building, as a peer's verifier would run it.
+        let der = |p: &str| CertificateDer::from_pem_slice(p.as_bytes()).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der(root.cert_pem())).unwrap();
+        let leaf = der(&signed.chain[0]);
+        let parsed = rustls::server::ParsedCertificate::try_from(&leaf).unwrap();
+        let intermediates = [der(&signed.chain[1])];
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &parsed,
+            &roots,
+            &intermediates,
+            UnixTime::now(),
+            crate::provider().signature_verification_algorithms.all,
+        )
+        .unwrap();
+        // Without the intermediate, no path to the root.
+        assert!(
+            rustls::client::verify_server_cert_signed_by_trust_anchor(
+                &parsed,
+                &roots,
+                &[],
+                UnixTime::now(),
+                crate::provider().signature_verification_algorithms.all,
+            )
+            .is_err()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
