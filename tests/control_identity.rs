@@ -696,3 +696,114 @@ async fn the_binary_joins_with_a_token_file_and_serves() {
     assert!(log.contains(ORDERS_ID), "{log}");
     ctl.shutdown();
 }
+
+/// The deny list in the CA directory: a revoked certificate (by hash) gets no ADS stream and
+/// no renewal while another certificate of the same cell still does; a revoked identity gets
+/// nothing, not even with a fresh join token. Edits apply without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_certificates_and_identities_are_refused_at_once() {
+    let w = World::new("revoked").await;
+    let ctl = w
+        .control("127.0.0.1:0".parse().unwrap(), Duration::from_secs(3600))
+        .await;
+    let (u, sec) = (url(&ctl), w.tls());
+    let mut certs = Vec::new();
+    for _ in 0..2 {
+        let made = fresh_csr();
+        let got = ask(
+            &u,
+            &sec,
+            None,
+            "orders/gw-1",
+            &w.token("orders", Duration::from_secs(60)),
+            &made.csr_pem,
+        )
+        .await
+        .unwrap();
+        let leaf = {
+            use rustls_pki_types::pem::PemObject;
+            rustls_pki_types::CertificateDer::from_pem_slice(got.cert_chain[0].as_bytes()).unwrap()
+        };
+        let hash = membrane_xds::revoked::cert_hash(&leaf);
+        certs.push((
+            Rotating::new(certified_key(&got.cert_chain.concat(), &made.key_pem).unwrap()),
+            hash,
+        ));
+    }
+    let (first, first_hash) = certs[0].clone();
+    let (second, _) = certs[1].clone();
+    ads_first_answer(&u, &sec, Some(first.clone()), "orders/gw-1")
+        .await
+        .unwrap();
+
+    // One certificate revoked by its hash.
+    std::fs::write(
+        w.ca_dir.join("revoked"),
+        format!("# gw-1's old key leaked\nsha256:{first_hash}\n"),
+    )
+    .unwrap();
+    let e = ads_first_answer(&u, &sec, Some(first.clone()), "orders/gw-1")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("revoked"), "{}", e.message());
+    let e = ask(
+        &u,
+        &sec,
+        Some(first.clone()),
+        "orders/gw-1",
+        "",
+        &fresh_csr().csr_pem,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    // The cell's other certificate is not affected.
+    ads_first_answer(&u, &sec, Some(second.clone()), "orders/gw-2")
+        .await
+        .unwrap();
+    ask(
+        &u,
+        &sec,
+        Some(second.clone()),
+        "orders/gw-2",
+        "",
+        &fresh_csr().csr_pem,
+    )
+    .await
+    .unwrap();
+
+    // The whole identity revoked: no stream, no renewal, no join.
+    std::fs::write(w.ca_dir.join("revoked"), format!("{ORDERS_ID}\n")).unwrap();
+    let e = ads_first_answer(&u, &sec, Some(second.clone()), "orders/gw-2")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let e = ask(
+        &u,
+        &sec,
+        None,
+        "orders/gw-3",
+        &w.token("orders", Duration::from_secs(60)),
+        &fresh_csr().csr_pem,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    // Taken off the list: back at once.
+    std::fs::write(w.ca_dir.join("revoked"), "").unwrap();
+    ads_first_answer(&u, &sec, Some(second), "orders/gw-2")
+        .await
+        .unwrap();
+
+    let text = reqwest_metrics(&ctl).await;
+    assert!(
+        text.contains("membrane_control_refused_streams_total{reason=\"revoked\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("membrane_control_certificate_refusals_total{reason=\"revoked\"} 2"),
+        "{text}"
+    );
+    ctl.shutdown();
+}

@@ -31,6 +31,8 @@ pub struct ChannelPeer {
     pub addr: SocketAddr,
     /// The SPIFFE ID of its verified client certificate; `None` when it showed none.
     pub id: Option<SpiffeId>,
+    /// The SHA-256 of that certificate (hex), for the deny list.
+    pub cert_sha256: Option<String>,
 }
 
 /// A TLS connection with its peer, as tonic's server takes it.
@@ -145,8 +147,16 @@ pub fn incoming(
                         return;
                     }
                 };
-                let id = membrane_identity::channel::peer_id(tls.get_ref().1.peer_certificates());
-                let peer = ChannelPeer { addr, id };
+                let certs = tls.get_ref().1.peer_certificates();
+                let id = membrane_identity::channel::peer_id(certs);
+                let cert_sha256 = certs
+                    .and_then(|c| c.first())
+                    .map(|leaf| crate::revoked::cert_hash(leaf));
+                let peer = ChannelPeer {
+                    addr,
+                    id,
+                    cert_sha256,
+                };
                 let _ = tx.send(Ok(TlsConn { inner: tls, peer })).await;
             });
         }

@@ -9,6 +9,7 @@ pub mod channel;
 pub mod compile;
 pub mod control;
 pub mod reasons;
+pub mod revoked;
 pub mod server;
 pub mod spec;
 

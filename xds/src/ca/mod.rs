@@ -1,6 +1,7 @@
 //! The control server as the cells' certificate authority (`membrane control --ca DIR`):
 //! join tokens for first contact ([`tokens`]) and the certificate service that signs a
-//! gateway's request for its cell's SPIFFE ID ([`service`]). The signing itself, and the
+//! gateway's request for its cell's SPIFFE ID ([`service`]). Both it and ADS check the deny
+//! list (`crate::revoked`). The signing itself, and the
 //! rules a request must meet, are `membrane_identity::authority`'s.
 
 pub mod service;

@@ -11,6 +11,7 @@ use crate::channel::ChannelPeer;
 use crate::compile::Compiled;
 use crate::proto::membrane::ca::v1 as pb;
 use crate::reasons::ByReason;
+use crate::revoked::DenyList;
 use crate::server::node_id::NodeId;
 use membrane_identity::authority::{Authority, IssueError};
 use membrane_policy::identity::SpiffeId;
@@ -31,6 +32,7 @@ pub struct CaCounters {
 pub struct CertService {
     authority: Arc<Authority>,
     tokens: TokenStore,
+    deny: DenyList,
     snapshot: watch::Receiver<Arc<Compiled>>,
     pub counters: Arc<CaCounters>,
 }
@@ -42,11 +44,13 @@ impl CertService {
     pub fn new(
         authority: Arc<Authority>,
         tokens: TokenStore,
+        deny: DenyList,
         snapshot: watch::Receiver<Arc<Compiled>>,
     ) -> Self {
         Self {
             authority,
             tokens,
+            deny,
             snapshot,
             counters: Arc::default(),
         }
@@ -94,10 +98,9 @@ impl CertificateService for CertService {
         &self,
         request: Request<pb::CreateCertificateRequest>,
     ) -> Result<Response<pb::CreateCertificateResponse>, Status> {
-        let peer = request
-            .extensions()
-            .get::<ChannelPeer>()
-            .and_then(|p| p.id.clone());
+        let channel_peer = request.extensions().get::<ChannelPeer>();
+        let peer = channel_peer.and_then(|p| p.id.clone());
+        let peer_hash = channel_peer.and_then(|p| p.cert_sha256.clone());
         let req = request.into_inner();
         let node = NodeId::parse(&req.node).map_err(|s| self.refuse("bad_node", s))?;
         let cell = node.cell().to_owned();
@@ -117,6 +120,16 @@ impl CertificateService for CertService {
                 Status::permission_denied(format!(
                     "the client certificate is {id}; node `{}` belongs to cell `{cell}`, whose identity is {bound}",
                     node.as_str()
+                )),
+            ));
+        }
+        // A revoked identity gets nothing, by renewal or by token; a revoked certificate
+        // cannot renew itself.
+        if let Some(entry) = self.deny.denies(&bound, peer_hash.as_deref()) {
+            return Err(self.refuse(
+                "revoked",
+                Status::permission_denied(format!(
+                    "{bound} is revoked by the deny list entry `{entry}`"
                 )),
             ));
         }

@@ -103,8 +103,10 @@ fn build(opts: &ControlOptions) -> Result<Compiled, ControlError> {
 pub async fn start(opts: ControlOptions) -> Result<ControlHandle, ControlError> {
     let first = build(&opts)?;
     let (publish, current) = watch::channel(Arc::new(first));
-    let ads = match opts.ca {
-        Some(_) => Ads::new(current.clone()).requiring_peers(),
+    let ads = match &opts.ca {
+        Some(ca) => {
+            Ads::new(current.clone()).requiring_peers(crate::revoked::DenyList::new(&ca.dir))
+        }
         None => Ads::new(current.clone()),
     };
     let state = Arc::new(ControlState {

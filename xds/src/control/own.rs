@@ -74,6 +74,7 @@ pub(super) async fn serve_tls(
     let certs = CertService::new(
         authority.clone(),
         TokenStore::new(&ca.dir),
+        crate::revoked::DenyList::new(&ca.dir),
         state.current.clone(),
     );
     if let Ok(mut c) = state.ca.lock() {

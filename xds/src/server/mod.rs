@@ -13,6 +13,7 @@ use crate::channel::ChannelPeer;
 use crate::compile::Compiled;
 use crate::proto::envoy::service::discovery::v3 as ds;
 use crate::reasons::ByReason;
+use crate::revoked::DenyList;
 use ds::aggregated_discovery_service_server::AggregatedDiscoveryService;
 use membrane_policy::identity::SpiffeId;
 use node_id::NodeId;
@@ -34,6 +35,8 @@ pub struct Ads {
     require_peer: bool,
     /// Streams refused before they were served, by reason.
     pub refused: Arc<ByReason>,
+    /// Revoked identities and certificates (with peers required).
+    deny: Option<DenyList>,
 }
 
 impl Ads {
@@ -44,12 +47,15 @@ impl Ads {
             nodes: Arc::new(NodeTable::default()),
             require_peer: false,
             refused: Arc::default(),
+            deny: None,
         }
     }
 
-    /// Serves only streams whose client certificate is their node's cell's identity.
-    pub fn requiring_peers(mut self) -> Self {
+    /// Serves only streams whose client certificate is their node's cell's identity, and
+    /// is not on the deny list.
+    pub fn requiring_peers(mut self, deny: DenyList) -> Self {
         self.require_peer = true;
+        self.deny = Some(deny);
         self
     }
 
@@ -63,12 +69,19 @@ impl Ads {
         if !self.require_peer {
             return Ok(guard(None));
         }
-        match request
-            .extensions()
-            .get::<ChannelPeer>()
-            .and_then(|p| p.id.clone())
-        {
-            Some(id) => Ok(guard(Some(id))),
+        let peer = request.extensions().get::<ChannelPeer>();
+        match peer.and_then(|p| p.id.clone()) {
+            Some(id) => {
+                let hash = peer.and_then(|p| p.cert_sha256.as_deref());
+                if let Some(entry) = self.deny.as_ref().and_then(|d| d.denies(&id, hash)) {
+                    self.refused.add("revoked");
+                    tracing::warn!(%id, entry, "ADS stream refused: revoked");
+                    return Err(Status::permission_denied(format!(
+                        "the client certificate ({id}) is revoked by the deny list entry `{entry}`"
+                    )));
+                }
+                Ok(guard(Some(id)))
+            }
             None => {
                 self.refused.add("no_client_certificate");
                 tracing::warn!("ADS stream refused: no client certificate");
