@@ -807,3 +807,84 @@ async fn revoked_certificates_and_identities_are_refused_at_once() {
     );
     ctl.shutdown();
 }
+
+/// The deny list reaches the data plane: once billing's certificate is revoked, orders' west
+/// listener refuses it, on the connection billing already had open (403 `peer_revoked`,
+/// then closed) and at every new handshake; taken off the list, billing gets through again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_gateway_is_refused_by_the_cells_it_calls() {
+    let w = World::new("revoked-dp").await;
+    let ctl = w
+        .control("127.0.0.1:0".parse().unwrap(), Duration::from_secs(3600))
+        .await;
+    let u = url(&ctl);
+    let orders = w.gateway(
+        &u,
+        "orders",
+        Some(w.token("orders", Duration::from_secs(60))),
+    );
+    let billing = w.gateway(
+        &u,
+        "billing",
+        Some(w.token("billing", Duration::from_secs(60))),
+    );
+    let c = client_h1();
+    let east = w.billing_east;
+    let status = move |c: TestClient| async move { through(&c, east).await };
+    eventually("billing reaches orders", Duration::from_secs(20), || {
+        let s = status(c.clone());
+        async move { s.await == Some(200) }
+    })
+    .await;
+
+    let leaf = {
+        use rustls_pki_types::pem::PemObject;
+        let pem = std::fs::read(w.dir.join("state-billing").join("svid.pem")).unwrap();
+        rustls_pki_types::CertificateDer::from_pem_slice(&pem).unwrap()
+    };
+    let hash = membrane_identity::revoked::cert_sha256(&leaf);
+    std::fs::write(w.ca_dir.join("revoked"), format!("sha256:{hash}\n")).unwrap();
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    // Bounded: by the deadline and by count.
+    for _ in 0..2000 {
+        let s = status(c.clone()).await;
+        if seen.last() != Some(&s) {
+            seen.push(s);
+        }
+        if s == Some(502) || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // 200 until the list arrives, 403 on the connection already open, then the handshake
+    // fails and billing's gateway answers 502.
+    assert_eq!(seen.last(), Some(&Some(502)), "{seen:?}");
+    assert!(
+        seen.contains(&Some(403)),
+        "the open connection was not refused: {seen:?}"
+    );
+    let admin = orders.admin_addr();
+    assert!(
+        series(
+            admin,
+            "membrane_tls_handshake_failures_total{listener=\"west\",reason=\"revoked\"}"
+        )
+        .await
+            >= 1.0
+    );
+
+    std::fs::write(w.ca_dir.join("revoked"), "").unwrap();
+    eventually(
+        "billing gets through again",
+        Duration::from_secs(20),
+        || {
+            let s = status(c.clone());
+            async move { s.await == Some(200) }
+        },
+    )
+    .await;
+    orders.shutdown().await;
+    billing.shutdown().await;
+    ctl.shutdown();
+}

@@ -114,6 +114,7 @@ fn compile_world(w: &World) -> membrane_xds::compile::Compiled {
         cert_dir: w.pki.clone(),
         trust_bundle_pem: std::fs::read_to_string(w.pki.join("ca.pem")).unwrap(),
         own_svid: false,
+        revoked: Vec::new(),
     };
     membrane_xds::compile::compile(&specs, &opts).unwrap()
 }

@@ -8,6 +8,7 @@
 //!   --ca`), for exactly the identity their credential is bound to.
 //! - [`csr`]: a gateway's fresh key and its certificate request.
 //! - [`channel`]: TLS for the control channel, both ends, with certificates that rotate.
+//! - [`revoked`]: the deny list of peers that still chain to a trusted root.
 //!
 //! One crypto provider (aws-lc-rs) for the whole process: [`provider`].
 
@@ -15,6 +16,7 @@ pub mod authority;
 pub mod channel;
 pub mod csr;
 pub mod devca;
+pub mod revoked;
 pub mod svid;
 pub mod verify;
 

@@ -148,6 +148,7 @@ pub struct BadSan(pub String);
 pub struct SpiffeClientVerifier {
     inner: Arc<dyn ClientCertVerifier>,
     trust_domains: Vec<String>,
+    revoked: Arc<crate::revoked::Revoked>,
 }
 
 impl SpiffeClientVerifier {
@@ -157,7 +158,14 @@ impl SpiffeClientVerifier {
         Self {
             inner,
             trust_domains,
+            revoked: Arc::default(),
         }
+    }
+
+    /// Also refuses the peers on `revoked` (rustls' `CertificateError::Revoked`).
+    pub fn with_revoked(mut self, revoked: Arc<crate::revoked::Revoked>) -> Self {
+        self.revoked = revoked;
+        self
     }
 }
 
@@ -186,6 +194,12 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         // A certificate that claims a SPIFFE ID must be a valid X.509-SVID, trust domains
         // or not: its ID becomes the peer's identity in policy and XFCC.
         let id = crate::svid::check_leaf(end_entity).map_err(not_svid)?;
+        if !self.revoked.is_empty() {
+            let hash = crate::revoked::cert_sha256(end_entity);
+            if self.revoked.denies(id.as_ref(), Some(&hash)) {
+                return Err(rustls::Error::InvalidCertificate(CertificateError::Revoked));
+            }
+        }
         if self.trust_domains.is_empty() {
             return Ok(ok);
         }

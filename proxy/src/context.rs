@@ -40,3 +40,8 @@ impl ConnContext {
         self.tls = Some(peer);
     }
 }
+
+/// Set on a response (as an extension) that must be the connection's last: the HTTP/1.1
+/// server closes after writing it (a revoked peer keeps nothing open).
+#[derive(Debug, Clone, Copy)]
+pub struct CloseConnection;

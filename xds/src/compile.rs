@@ -45,6 +45,9 @@ pub struct Options {
     /// and east clusters use each gateway's own SVID. The north listener keeps its files
     /// (a public-facing certificate with DNS names, from whatever CA the public trusts).
     pub own_svid: bool,
+    /// The deny list (`<ca dir>/revoked`), sent with the org's trust bundle so that
+    /// listeners and clusters refuse those peers.
+    pub revoked: Vec<String>,
 }
 
 /// One resource with its version.
@@ -434,6 +437,7 @@ fn gateway(
                     let b = pb::TrustBundle {
                         name: cluster.clone(),
                         pem,
+                        revoked: Vec::new(),
                     };
                     put(&mut out, TYPE_TRUST_BUNDLE, &cluster, &b);
                     cluster.clone()
@@ -480,6 +484,7 @@ fn gateway(
         let b = pb::TrustBundle {
             name: TRUST_BUNDLE.into(),
             pem: opts.trust_bundle_pem.clone(),
+            revoked: opts.revoked.clone(),
         };
         put(&mut out, TYPE_TRUST_BUNDLE, TRUST_BUNDLE, &b);
     }

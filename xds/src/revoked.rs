@@ -7,8 +7,9 @@
 //! A listed client is refused a certificate (renewal or join) and an ADS stream, with
 //! PERMISSION_DENIED naming the entry that matched. The file is read at each check (it is
 //! small and checks are rare: a stream's start, a certificate request), so an edit takes
-//! effect at once without a restart. Not built yet: pushing the list to the gateways so their
-//! listeners refuse revoked peers at the handshake and close their open connections.
+//! effect at once without a restart. The control server also sends the list to the gateways
+//! with the org's trust bundle (the CA directory is watched), whose listeners then refuse
+//! those peers at the handshake and on every request of a connection already open.
 
 use aws_lc_rs::digest;
 use membrane_policy::identity::SpiffeId;
@@ -20,6 +21,12 @@ pub struct DenyList {
 }
 
 /// The hex SHA-256 of a certificate's DER encoding, as the deny list names it.
+fn entries(text: &str) -> impl Iterator<Item = &str> {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+}
+
 pub fn cert_hash(der: &[u8]) -> String {
     digest::digest(&digest::SHA256, der)
         .as_ref()
@@ -35,6 +42,13 @@ impl DenyList {
         }
     }
 
+    /// Every entry, in file order (none when the file is missing or unreadable).
+    pub fn entries(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.path)
+            .map(|t| entries(&t).map(str::to_owned).collect())
+            .unwrap_or_default()
+    }
+
     /// The entry that denies `id` or the certificate hashed `hash`, if any. A file that
     /// cannot be read denies nothing and is logged (a missing file is the usual case).
     pub fn denies(&self, id: &SpiffeId, hash: Option<&str>) -> Option<String> {
@@ -47,9 +61,7 @@ impl DenyList {
                 return None;
             }
         };
-        text.lines()
-            .map(|l| l.split('#').next().unwrap_or("").trim())
-            .filter(|l| !l.is_empty())
+        entries(&text)
             .find(|entry| match entry.strip_prefix("sha256:") {
                 Some(h) => hash.is_some_and(|c| c.eq_ignore_ascii_case(h)),
                 None => *entry == id.as_str(),

@@ -30,6 +30,7 @@ fn compile_dir(dir: &Path) -> Compiled {
             cert_dir: PathBuf::from("/certs"),
             trust_bundle_pem: "-----BEGIN CERTIFICATE-----\n...\n".into(),
             own_svid: false,
+            revoked: Vec::new(),
         },
     )
     .unwrap()

@@ -79,11 +79,27 @@ impl Compiler<'_> {
                 .map_err(|e| self.err(d, format!("{at}.trust_domains[{i}]"), e.to_string()))?;
             trust_domains.push(d.value().clone());
         }
+        let revoked =
+            membrane_identity::revoked::Revoked::new(t.revoked.iter().map(|e| e.value().as_str()))
+                .map_err(|e| {
+                    let bad = t
+                        .revoked
+                        .iter()
+                        .find(|r| e.to_string().contains(r.value().as_str()));
+                    self.err(
+                        bad.unwrap_or(anchor),
+                        format!("{at}.revoked"),
+                        e.to_string(),
+                    )
+                })?;
         let mut h = rustc_hash::FxHasher::default();
+        // A session resumed skips the client certificate check: one made before a peer was
+        // revoked must not resume.
         (
             t.client_auth,
             &t.trust_bundle.as_ref().map(|b| b.value()),
             &trust_domains,
+            &revoked,
         )
             .hash(&mut h);
         let fingerprint = h.finish();
@@ -108,6 +124,7 @@ impl Compiler<'_> {
             roots,
             bundle,
             trust_domains,
+            revoked: Arc::new(revoked),
             min_version: t.min_version,
             alpn,
         };

@@ -24,6 +24,11 @@ pub struct ListenerTlsConfig {
     /// `"1.2"` (the default: TLS 1.2 and 1.3) or `"1.3"` (TLS 1.3 only).
     #[serde(default)]
     pub min_version: TlsVersion,
+    /// Client certificates refused although they chain to the trust bundle: `spiffe://…`
+    /// (every certificate with that ID) or `sha256:<hex>` (one certificate). Refused at the
+    /// handshake, and on each request of a connection opened before the entry was added.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revoked: Vec<Located<String>>,
     /// A handshake not complete by then is dropped.
     #[serde(default = "handshake_timeout")]
     pub handshake_timeout: Dur,
@@ -98,6 +103,7 @@ impl ListenerTlsConfig {
             trust_bundle: None,
             trust_domains: Vec::new(),
             min_version: TlsVersion::default(),
+            revoked: Vec::new(),
             handshake_timeout: handshake_timeout(),
         }
     }

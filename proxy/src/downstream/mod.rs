@@ -183,10 +183,15 @@ pub async fn serve(
             }
             return;
         }
+        // The gateway's own answer may ask for the connection to end (a revoked peer).
+        let close_asked = resp
+            .extensions()
+            .get::<crate::context::CloseConnection>()
+            .is_some();
         let to = Answering {
             version: to_version,
             head_request,
-            keep_alive: head.keep_alive && body_done && !closing,
+            keep_alive: head.keep_alive && body_done && !closing && !close_asked,
             trailers: head.trailers,
             send_timeout: limits.send_timeout,
         };

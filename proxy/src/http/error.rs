@@ -30,6 +30,8 @@ pub enum ProxyError {
     Forbidden { policy: String, rule: String },
     #[error("rate limit reached; retry in {} s", .0.retry_after_secs)]
     RateLimited(membrane_policy::ratelimit::Verdict),
+    #[error("the client certificate has been revoked")]
+    PeerRevoked,
 }
 
 impl ProxyError {
@@ -53,6 +55,7 @@ impl ProxyError {
             ProxyError::UpgradeNeedsHttp1(_) => (StatusCode::BAD_GATEWAY, "upgrade_unsupported"),
             ProxyError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ProxyError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
+            ProxyError::PeerRevoked => (StatusCode::FORBIDDEN, "peer_revoked"),
             ProxyError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ProxyError::Upstream(u) => match u {
                 U::NoEndpoint(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_endpoint"),
@@ -93,6 +96,10 @@ impl ProxyError {
         );
         h.insert(super::headers::X_REQUEST_ID, request_id.clone());
         self.challenge_headers(h);
+        if matches!(self, ProxyError::PeerRevoked) {
+            resp.extensions_mut()
+                .insert(crate::context::CloseConnection);
+        }
         resp
     }
 

@@ -16,6 +16,7 @@ pub enum Reason {
     BadUsage,
     BadSan,
     NotSvid,
+    Revoked,
     BadCertificate,
     PeerAlert,
     Protocol,
@@ -25,7 +26,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every value, in the order of the variants (`Reason as usize` indexes it).
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 13] = [
         Reason::NoClientCert,
         Reason::UnknownCa,
         Reason::Expired,
@@ -33,6 +34,7 @@ impl Reason {
         Reason::BadUsage,
         Reason::BadSan,
         Reason::NotSvid,
+        Reason::Revoked,
         Reason::BadCertificate,
         Reason::PeerAlert,
         Reason::Protocol,
@@ -49,6 +51,7 @@ impl Reason {
             Reason::BadUsage => "bad_usage",
             Reason::BadSan => "bad_san",
             Reason::NotSvid => "not_svid",
+            Reason::Revoked => "revoked",
             Reason::BadCertificate => "bad_certificate",
             Reason::PeerAlert => "peer_alert",
             Reason::Protocol => "protocol",
@@ -75,6 +78,7 @@ pub fn of_rustls(e: &Error) -> Reason {
         Error::NoCertificatesPresented => Reason::NoClientCert,
         Error::InvalidCertificate(c) => match c {
             CertificateError::UnknownIssuer => Reason::UnknownCa,
+            CertificateError::Revoked => Reason::Revoked,
             CertificateError::Expired | CertificateError::ExpiredContext { .. } => Reason::Expired,
             CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
                 Reason::NotYetValid

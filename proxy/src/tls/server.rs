@@ -47,6 +47,7 @@ pub struct ServerTlsParts {
     pub roots: Option<Arc<RootCertStore>>,
     pub bundle: Vec<CertInfo>,
     pub trust_domains: Vec<String>,
+    pub revoked: Arc<membrane_identity::revoked::Revoked>,
     pub min_version: TlsVersion,
     pub alpn: Vec<Vec<u8>>,
 }
@@ -64,6 +65,8 @@ pub struct ServerTls {
     pub bundle: Vec<CertInfo>,
     /// Client certificates must carry a SPIFFE ID of one of these (empty: any).
     pub trust_domains: Vec<String>,
+    /// Peers refused although they chain to the bundle (checked again per request).
+    pub revoked: Arc<membrane_identity::revoked::Revoked>,
 }
 
 pub fn build(
@@ -86,10 +89,10 @@ pub fn build(
                 b
             };
             let inner = b.build()?;
-            Arc::new(SpiffeClientVerifier::new(
-                inner,
-                parts.trust_domains.clone(),
-            ))
+            Arc::new(
+                SpiffeClientVerifier::new(inner, parts.trust_domains.clone())
+                    .with_revoked(parts.revoked.clone()),
+            )
         }
     };
     let resolver = SniResolver::new(&parts.certs).ok_or(super::BuildError::NoCertificate)?;
@@ -108,6 +111,7 @@ pub fn build(
         resumption,
         bundle: parts.bundle,
         trust_domains: parts.trust_domains,
+        revoked: parts.revoked,
     })
 }
 

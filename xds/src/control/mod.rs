@@ -50,6 +50,7 @@ pub struct ControlHandle {
     reload: mpsc::UnboundedSender<()>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     _watcher: Option<notify::RecommendedWatcher>,
+    _ca_watcher: Option<notify::RecommendedWatcher>,
 }
 
 impl ControlHandle {
@@ -95,6 +96,11 @@ fn build(opts: &ControlOptions) -> Result<Compiled, ControlError> {
             cert_dir: opts.cert_dir.clone(),
             trust_bundle_pem: opts.trust_bundle_pem.clone(),
             own_svid: opts.ca.is_some(),
+            revoked: opts
+                .ca
+                .as_ref()
+                .map(|ca| crate::revoked::DenyList::new(&ca.dir).entries())
+                .unwrap_or_default(),
         },
     )?)
 }
@@ -157,7 +163,14 @@ pub async fn start(opts: ControlOptions) -> Result<ControlHandle, ControlError> 
     };
 
     let (reload, mut reloads) = mpsc::unbounded_channel::<()>();
-    let watcher = watch_dir(&opts.spec_dir, reload.clone());
+    let watcher = watch_dir(&opts.spec_dir, reload.clone(), |_| true);
+    // The deny list is pushed too: a change to it recompiles (token redemptions, which
+    // write in the same directory, do not).
+    let ca_watcher = opts.ca.as_ref().and_then(|ca| {
+        watch_dir(&ca.dir, reload.clone(), |p| {
+            p.file_name().is_some_and(|n| n == "revoked")
+        })
+    });
     let st = state.clone();
     tokio::spawn(async move {
         while reloads.recv().await.is_some() {
@@ -201,17 +214,21 @@ pub async fn start(opts: ControlOptions) -> Result<ControlHandle, ControlError> 
         reload,
         stop: Some(stop),
         _watcher: watcher,
+        _ca_watcher: ca_watcher,
     })
 }
 
+/// Watches `dir`; a change to a path that `wanted` accepts asks for a rebuild.
 fn watch_dir(
     dir: &std::path::Path,
     tx: mpsc::UnboundedSender<()>,
+    wanted: fn(&std::path::Path) -> bool,
 ) -> Option<notify::RecommendedWatcher> {
     use notify::{RecursiveMode, Watcher};
     let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         if let Ok(ev) = ev
             && !ev.kind.is_access()
+            && (ev.paths.is_empty() || ev.paths.iter().any(|p| wanted(p)))
         {
             let _ = tx.send(());
         }

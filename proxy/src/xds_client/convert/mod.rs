@@ -81,7 +81,10 @@ pub struct Converted {
 /// Trust bundle names to their paths in the state directory.
 /// The files on the gateway that resources name: trust bundles by name (written from
 /// TrustBundle resources) and the gateway's own SVID (`own_svid`), when it has one.
-struct Bundles(BTreeMap<String, PathBuf>, Option<(PathBuf, PathBuf)>);
+struct Bundles(
+    BTreeMap<String, (PathBuf, Vec<String>)>,
+    Option<(PathBuf, PathBuf)>,
+);
 
 impl Bundles {
     /// The certificate and key a resource's TLS names: its files, or the gateway's own SVID.
@@ -114,12 +117,24 @@ impl Bundles {
     }
 
     fn path(&self, name: &str, at: &str) -> Result<Located<PathBuf>, ResourceError> {
-        self.0.get(name).map(|p| p.clone().into()).ok_or_else(|| {
-            field(
-                at,
-                format!("names trust bundle `{name}`, which the control server has not sent"),
-            )
-        })
+        self.0
+            .get(name)
+            .map(|(p, _)| p.clone().into())
+            .ok_or_else(|| {
+                field(
+                    at,
+                    format!("names trust bundle `{name}`, which the control server has not sent"),
+                )
+            })
+    }
+
+    /// The deny list sent with bundle `name` (empty for an unknown one, which `path`
+    /// refuses).
+    fn revoked(&self, name: &str) -> Vec<Located<String>> {
+        self.0
+            .get(name)
+            .map(|(_, r)| r.iter().cloned().map(Located::from).collect())
+            .unwrap_or_default()
     }
 }
 
@@ -155,7 +170,7 @@ pub fn convert(
         match decode::<pb::TrustBundle>("TrustBundle", any) {
             Ok(b) => {
                 let path = state_dir.join(format!("trust-{}.pem", file_name(&b.name)));
-                bundles.0.insert(b.name, path.clone());
+                bundles.0.insert(b.name, (path.clone(), b.revoked));
                 bundle_files.insert(path, Arc::from(b.pem.into_bytes()));
             }
             Err(error) => refused.push(Refused {
@@ -239,6 +254,7 @@ fn listener(l: &pb::Listener, bundles: &Bundles) -> Result<ListenerConfig, Resou
         if !t.trust_bundle.is_empty() {
             tls.trust_bundle = Some(bundles.path(&t.trust_bundle, "tls.trust_bundle")?);
             tls.trust_domains = t.trust_domains.iter().cloned().map(Located::from).collect();
+            tls.revoked = bundles.revoked(&t.trust_bundle);
         }
         out.tls = Some(tls);
     }

@@ -35,6 +35,7 @@ fn resources() -> BTreeMap<Key, prost_types::Any> {
             &pb::TrustBundle {
                 name: "org-ca".into(),
                 pem: "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n".into(),
+                revoked: Vec::new(),
             },
         ),
     );
