@@ -11,7 +11,8 @@
 //! with the org's trust bundle (the CA directory is watched), whose listeners then refuse
 //! those peers at the handshake and on every request of a connection already open.
 
-use aws_lc_rs::digest;
+/// The hex SHA-256 of a certificate's DER encoding, as the deny list names it.
+pub use membrane_identity::revoked::cert_sha256 as cert_hash;
 use membrane_policy::identity::SpiffeId;
 use std::path::{Path, PathBuf};
 
@@ -20,19 +21,10 @@ pub struct DenyList {
     path: PathBuf,
 }
 
-/// The hex SHA-256 of a certificate's DER encoding, as the deny list names it.
 fn entries(text: &str) -> impl Iterator<Item = &str> {
     text.lines()
         .map(|l| l.split('#').next().unwrap_or("").trim())
         .filter(|l| !l.is_empty())
-}
-
-pub fn cert_hash(der: &[u8]) -> String {
-    digest::digest(&digest::SHA256, der)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 impl DenyList {
@@ -42,11 +34,21 @@ impl DenyList {
         }
     }
 
-    /// Every entry, in file order (none when the file is missing or unreadable).
+    /// Every valid entry, in file order (none when the file is missing or unreadable), as
+    /// gateways get it. A malformed line is logged and left out: the gateways would refuse
+    /// the whole list for it, and keep serving without any of the other entries.
     pub fn entries(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.path)
-            .map(|t| entries(&t).map(str::to_owned).collect())
-            .unwrap_or_default()
+        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+        entries(&text)
+            .filter(|e| match membrane_identity::revoked::Revoked::new([*e]) {
+                Ok(_) => true,
+                Err(err) => {
+                    tracing::error!(file = %self.path.display(), error = %err, "deny list entry left out");
+                    false
+                }
+            })
+            .map(str::to_owned)
+            .collect()
     }
 
     /// The entry that denies `id` or the certificate hashed `hash`, if any. A file that
