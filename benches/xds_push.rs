@@ -93,6 +93,7 @@ fn main() {
         cert_dir: dir.join("pki"),
         trust_bundle_pem: "-----BEGIN CERTIFICATE-----\n".into(),
         own_svid: false,
+        revoked: Vec::new(),
     };
 
     // Compile time: load, check and compile, five runs.
