@@ -888,3 +888,90 @@ async fn a_revoked_gateway_is_refused_by_the_cells_it_calls() {
     billing.shutdown().await;
     ctl.shutdown();
 }
+
+/// A CA roll-over under continuous inter-cell load, as ARCHITECTURE.md describes it: both
+/// roots published, then the new CA signs, then the old root is dropped. Every gateway ends
+/// with a certificate from the new CA, and no request fails on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_roll_over_under_inter_cell_load_fails_no_request() {
+    let w = World::new("rollover").await;
+    let ctl = w
+        .control("127.0.0.1:0".parse().unwrap(), Duration::from_secs(4))
+        .await;
+    let u = url(&ctl);
+    let orders = w.gateway(
+        &u,
+        "orders",
+        Some(w.token("orders", Duration::from_secs(60))),
+    );
+    let billing = w.gateway(
+        &u,
+        "billing",
+        Some(w.token("billing", Duration::from_secs(60))),
+    );
+    let c = client_h1();
+    let east = w.billing_east;
+    eventually("billing reaches orders", Duration::from_secs(20), || {
+        let c = c.clone();
+        async move { through(&c, east).await == Some(200) }
+    })
+    .await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = load(east, stop.clone());
+    let admins = [orders.admin_addr(), billing.admin_addr()];
+    let renewals = |n: f64| async move {
+        for admin in admins {
+            let base = series(admin, "membrane_svid_renewals_total{outcome=\"ok\"}").await;
+            eventually(
+                "renewals after the change",
+                Duration::from_secs(30),
+                || async move {
+                    series(admin, "membrane_svid_renewals_total{outcome=\"ok\"}").await >= base + n
+                },
+            )
+            .await;
+        }
+    };
+    let write = |name: &str, text: &str| {
+        let tmp = w.ca_dir.join(format!("{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, w.ca_dir.join(name)).unwrap();
+    };
+    let new = DevCa::new("new org CA", Duration::from_secs(86_400)).unwrap();
+
+    // 1. Both roots, still signing with the old one: every gateway learns the new root.
+    write(
+        "bundle.pem",
+        &format!("{}{}", w.ca.cert_pem(), new.cert_pem()),
+    );
+    renewals(2.0).await;
+    // 2. The new CA signs (key first: a key without its certificate is refused and the
+    //    current CA kept).
+    write("ca-key.pem", &new.key_pem());
+    write("ca.pem", new.cert_pem());
+    renewals(2.0).await;
+    for state in ["state-orders", "state-billing"] {
+        let chain = std::fs::read_to_string(w.dir.join(state).join("svid.pem")).unwrap();
+        assert!(
+            chain.contains(new.cert_pem().trim()),
+            "{state} still has the old CA's certificate"
+        );
+    }
+    // 3. The old root dropped.
+    write("bundle.pem", new.cert_pem());
+    renewals(1.0).await;
+
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed) = traffic.await.unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {:?}",
+        failed.len(),
+        ok + failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(ok > 50, "only {ok} requests made it through");
+    orders.shutdown().await;
+    billing.shutdown().await;
+    ctl.shutdown();
+}

@@ -45,6 +45,8 @@ pub enum LoadError {
     },
     #[error("{dir}: not a usable CA certificate and key: {source}")]
     Key { dir: PathBuf, source: rcgen::Error },
+    #[error("{dir}: ca-key.pem is not the key of the first certificate in ca.pem")]
+    KeyMismatch { dir: PathBuf },
 }
 
 /// Why a certificate request was not signed. Each variant is also a metric reason.
@@ -145,6 +147,25 @@ impl Authority {
             source,
         };
         let key = KeyPair::from_pem(&key_text).map_err(key_err)?;
+        // A key that is not the certificate's would sign leaves nobody can verify (as when a
+        // roll-over has written one file and not yet the other).
+        let cert_der = CertificateDer::from_pem_slice(above[0].as_bytes()).map_err(|source| {
+            LoadError::Pem {
+                path: ca_path.clone(),
+                source,
+            }
+        })?;
+        let spki_matches = x509_parser::parse_x509_certificate(&cert_der)
+            .map(|(_, c)| {
+                c.tbs_certificate.subject_pki.raw
+                    == rcgen::PublicKeyData::subject_public_key_info(&key).as_slice()
+            })
+            .unwrap_or(false);
+        if !spki_matches {
+            return Err(LoadError::KeyMismatch {
+                dir: dir.to_owned(),
+            });
+        }
         let issuer = Issuer::from_ca_cert_pem(&above[0], key).map_err(key_err)?;
         Ok(Self {
             issuer,
@@ -157,6 +178,11 @@ impl Authority {
     /// The roots gateways should trust, PEM.
     pub fn bundle_pem(&self) -> &str {
         &self.bundle
+    }
+
+    /// Whether `other` signs with the same chain and trusts the same roots.
+    pub fn same_as(&self, other: &Authority) -> bool {
+        self.above == other.above && self.bundle == other.bundle
     }
 
     pub fn lifetime(&self) -> Duration {
@@ -308,6 +334,12 @@ mod tests {
             )
             .is_err()
         );
+        // A key that is not the certificate's (half of a roll-over written) is refused.
+        std::fs::write(dir.join("ca-key.pem"), root.key_pem()).unwrap();
+        assert!(matches!(
+            Authority::load(&dir, Duration::from_secs(600)),
+            Err(LoadError::KeyMismatch { .. })
+        ));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

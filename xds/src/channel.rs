@@ -110,13 +110,14 @@ fn handshake_reason(e: &io::Error) -> &'static str {
 
 /// Accepts on `listener`, completes each handshake on a task of its own, and yields the
 /// connections that made it. Failed handshakes are counted in `refused`.
+/// `config` gives the TLS configuration for each new connection (it changes when the CA
+/// does).
 pub fn incoming(
     listener: TcpListener,
-    config: Arc<ServerConfig>,
+    config: impl Fn() -> Arc<ServerConfig> + Send + 'static,
     refused: Arc<ByReason>,
 ) -> ChannelStream<io::Result<TlsConn>> {
     let (tx, rx) = mpsc::channel(64);
-    let acceptor = TlsAcceptor::from(config);
     tokio::spawn(async move {
         loop {
             let (tcp, addr) = tokio::select! {
@@ -131,7 +132,8 @@ pub fn incoming(
                 () = tx.closed() => return,
             };
             let _ = tcp.set_nodelay(true);
-            let (acceptor, tx, refused) = (acceptor.clone(), tx.clone(), refused.clone());
+            let acceptor = TlsAcceptor::from(config());
+            let (tx, refused) = (tx.clone(), refused.clone());
             tokio::spawn(async move {
                 let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
                 {

@@ -183,9 +183,33 @@ async fn own_identity(opts: &XdsOptions, handle: &ProxyHandle) -> Option<(Issued
     None
 }
 
+/// The roots the control server is checked against: `--xds-ca`, and those that came with
+/// the gateway's last certificate (so a CA roll-over that the gateway was told of through
+/// its renewals carries the control channel too).
+type IssuedRoots = Arc<std::sync::RwLock<String>>;
+
+fn channel_security(opts: &XdsOptions, roots: Option<&IssuedRoots>) -> Security {
+    match (
+        &opts.security,
+        roots.and_then(|r| r.read().ok().map(|r| r.clone())),
+    ) {
+        (Security::Tls { bundle_pem, expect }, Some(extra)) => Security::Tls {
+            bundle_pem: format!("{}\n{extra}", bundle_pem.trim_end()),
+            expect: expect.clone(),
+        },
+        (other, _) => other.clone(),
+    }
+}
+
 /// Renews at half life over mTLS and swaps the new certificate in: for the control
 /// channel's next handshakes and, by a reload, for listeners and clusters that use it.
-async fn renew(opts: XdsOptions, handle: ProxyHandle, mut issued: Issued, own: Arc<Rotating>) {
+async fn renew(
+    opts: XdsOptions,
+    handle: ProxyHandle,
+    mut issued: Issued,
+    own: Arc<Rotating>,
+    roots: IssuedRoots,
+) {
     loop {
         tokio::time::sleep(issued.renew_in()).await;
         let mut backoff = Duration::from_secs(1);
@@ -195,7 +219,7 @@ async fn renew(opts: XdsOptions, handle: ProxyHandle, mut issued: Issued, own: A
             }
             let renewed = identity::request(
                 &opts.url,
-                &opts.security,
+                &channel_security(&opts, Some(&roots)),
                 &opts.node,
                 None,
                 Some((&issued, own.clone())),
@@ -206,6 +230,9 @@ async fn renew(opts: XdsOptions, handle: ProxyHandle, mut issued: Issued, own: A
             match renewed {
                 Ok((key, next)) => {
                     own.set(key);
+                    if let Ok(mut r) = roots.write() {
+                        r.clone_from(&next.bundle_pem);
+                    }
                     issued = next;
                     handle.metrics().tls().svid_renewed(Renewal::Ok);
                     handle.metrics().tls().set_svid_not_after(issued.not_after);
@@ -226,19 +253,33 @@ async fn renew(opts: XdsOptions, handle: ProxyHandle, mut issued: Issued, own: A
 
 async fn run(opts: XdsOptions, handle: ProxyHandle, mut held: Held) {
     let own = own_identity(&opts, &handle).await;
-    if let Some((issued, rotating)) = &own {
+    let roots = own
+        .as_ref()
+        .map(|(issued, _)| Arc::new(std::sync::RwLock::new(issued.bundle_pem.clone())));
+    if let (Some((issued, rotating)), Some(roots)) = (&own, &roots) {
         tokio::spawn(renew(
             opts.clone(),
             handle.clone(),
             issued.clone(),
             rotating.clone(),
+            roots.clone(),
         ));
     }
     let own = own.map(|(_, r)| r);
     let mut backoff = Duration::from_millis(250);
     let mut status = Status::default();
     while !handle.is_stopped() {
-        match session(&opts, own.clone(), &handle, &mut held, &mut status).await {
+        let security = channel_security(&opts, roots.as_ref());
+        match session(
+            &opts,
+            &security,
+            own.clone(),
+            &handle,
+            &mut held,
+            &mut status,
+        )
+        .await
+        {
             Ok(()) => backoff = Duration::from_millis(250),
             Err(e) => tracing::warn!(server = %opts.url, error = %e, "xDS stream ended"),
         }
@@ -266,12 +307,13 @@ enum SessionError {
 
 async fn session(
     opts: &XdsOptions,
+    security: &Security,
     own: Option<Arc<Rotating>>,
     handle: &ProxyHandle,
     held: &mut Held,
     status: &mut Status,
 ) -> Result<(), SessionError> {
-    let channel = connect(&opts.url, &opts.security, own).await?;
+    let channel = connect(&opts.url, security, own).await?;
     let mut client = AggregatedDiscoveryServiceClient::new(channel)
         .max_decoding_message_size(membrane_api::stream::MAX_RESPONSE_BYTES);
     let (tx, rx) = mpsc::channel(16);

@@ -4,8 +4,10 @@
 //! list (`crate::revoked`). The signing itself, and the
 //! rules a request must meet, are `membrane_identity::authority`'s.
 
+pub mod current;
 pub mod service;
 pub mod tokens;
 
+pub use current::CurrentCa;
 pub use service::{CaCounters, CertService};
 pub use tokens::{TokenError, TokenStore};

@@ -6,6 +6,7 @@
 //! the cell a join token was minted for, or the SPIFFE ID of the client certificate. The
 //! node id must name that cell, and the request must ask for exactly that cell's ID.
 
+use super::current::CurrentCa;
 use super::tokens::{TokenError, TokenStore};
 use crate::channel::ChannelPeer;
 use crate::compile::Compiled;
@@ -13,7 +14,7 @@ use crate::proto::membrane::ca::v1 as pb;
 use crate::reasons::ByReason;
 use crate::revoked::DenyList;
 use crate::server::node_id::NodeId;
-use membrane_identity::authority::{Authority, IssueError};
+use membrane_identity::authority::IssueError;
 use membrane_policy::identity::SpiffeId;
 use pb::certificate_service_server::{CertificateService, CertificateServiceServer};
 use std::sync::Arc;
@@ -30,7 +31,7 @@ pub struct CaCounters {
 
 #[derive(Clone)]
 pub struct CertService {
-    authority: Arc<Authority>,
+    authority: Arc<CurrentCa>,
     tokens: TokenStore,
     deny: DenyList,
     snapshot: watch::Receiver<Arc<Compiled>>,
@@ -42,7 +43,7 @@ const MAX_REQUEST_BYTES: usize = 16 * 1024;
 
 impl CertService {
     pub fn new(
-        authority: Arc<Authority>,
+        authority: Arc<CurrentCa>,
         tokens: TokenStore,
         deny: DenyList,
         snapshot: watch::Receiver<Arc<Compiled>>,
@@ -141,8 +142,8 @@ impl CertificateService for CertService {
                 ),
             ));
         }
-        let signed = self
-            .authority
+        let authority = self.authority.get();
+        let signed = authority
             .sign_request(
                 &req.csr,
                 &bound,
@@ -175,7 +176,7 @@ impl CertificateService for CertService {
         tracing::info!(node = node.as_str(), id = %bound, renewal = peer.is_some(), "certificate issued");
         Ok(Response::new(pb::CreateCertificateResponse {
             cert_chain: signed.chain,
-            trust_bundle: self.authority.bundle_pem().to_owned(),
+            trust_bundle: authority.bundle_pem().to_owned(),
             spiffe_id: bound.to_string(),
         }))
     }

@@ -9,6 +9,7 @@ mod state;
 
 pub use state::ControlState;
 
+use crate::ca::CurrentCa;
 use crate::compile::{self, Compiled, Options};
 use crate::server::Ads;
 use crate::spec;
@@ -86,7 +87,7 @@ pub enum ControlError {
     },
 }
 
-fn build(opts: &ControlOptions) -> Result<Compiled, ControlError> {
+fn build(opts: &ControlOptions, ca: Option<&CurrentCa>) -> Result<Compiled, ControlError> {
     // Exactly what `membrane check` runs.
     let specs = spec::validate(&opts.spec_dir).map_err(spec::SpecErrors)?;
     Ok(compile::compile(
@@ -94,7 +95,11 @@ fn build(opts: &ControlOptions) -> Result<Compiled, ControlError> {
         &Options {
             spec_dir: opts.spec_dir.clone(),
             cert_dir: opts.cert_dir.clone(),
-            trust_bundle_pem: opts.trust_bundle_pem.clone(),
+            // The CA's roots as they are now (a roll-over changes them), else the files'.
+            trust_bundle_pem: ca.map_or_else(
+                || opts.trust_bundle_pem.clone(),
+                |c| c.get().bundle_pem().to_owned(),
+            ),
             own_svid: opts.ca.is_some(),
             revoked: opts
                 .ca
@@ -107,7 +112,11 @@ fn build(opts: &ControlOptions) -> Result<Compiled, ControlError> {
 
 /// Starts serving (inside a tokio runtime). Refuses to start on invalid specs.
 pub async fn start(opts: ControlOptions) -> Result<ControlHandle, ControlError> {
-    let first = build(&opts)?;
+    let ca_now = match &opts.ca {
+        Some(ca) => Some(CurrentCa::load(&ca.dir, ca.lifetime)?),
+        None => None,
+    };
+    let first = build(&opts, ca_now.as_deref())?;
     let (publish, current) = watch::channel(Arc::new(first));
     let ads = match &opts.ca {
         Some(ca) => {
@@ -152,7 +161,10 @@ pub async fn start(opts: ControlOptions) -> Result<ControlHandle, ControlError> 
             addr
         }
         Some(ca) => {
-            let served = own::serve_tls(ca, &opts, ads, state.clone(), stopped).await?;
+            let now = ca_now
+                .clone()
+                .ok_or_else(|| ControlError::OwnCertificate("the CA was not loaded".into()))?;
+            let served = own::serve_tls(ca, now, &opts, ads, state.clone(), stopped).await?;
             tracing::info!(addr = %served, "ADS and the certificate service listening (mTLS)");
             served
         }
@@ -168,7 +180,9 @@ pub async fn start(opts: ControlOptions) -> Result<ControlHandle, ControlError> 
     // write in the same directory, do not).
     let ca_watcher = opts.ca.as_ref().and_then(|ca| {
         watch_dir(&ca.dir, reload.clone(), |p| {
-            p.file_name().is_some_and(|n| n == "revoked")
+            p.file_name().is_some_and(|n| {
+                n == "revoked" || n == "ca.pem" || n == "ca-key.pem" || n == "bundle.pem"
+            })
         })
     });
     let st = state.clone();
@@ -176,7 +190,10 @@ pub async fn start(opts: ControlOptions) -> Result<ControlHandle, ControlError> 
         while reloads.recv().await.is_some() {
             tokio::time::sleep(opts.debounce).await;
             while reloads.try_recv().is_ok() {}
-            match build(&opts) {
+            if let Some(c) = &ca_now {
+                c.reload();
+            }
+            match build(&opts, ca_now.as_deref()) {
                 Ok(next) => {
                     if let Ok(mut e) = st.last_error.lock() {
                         *e = None;

@@ -7,14 +7,14 @@
 
 use super::state::ControlState;
 use super::{CaOptions, ControlError, ControlOptions};
-use crate::ca::{CertService, TokenStore};
+use crate::ca::{CertService, CurrentCa, TokenStore};
 use crate::server::Ads;
 use membrane_identity::authority::Authority;
 use membrane_identity::channel::{self, Rotating};
 use membrane_policy::identity::SpiffeId;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// The path of the control server's SPIFFE ID; gateways check it.
@@ -46,20 +46,30 @@ fn issue_own(
         .map_err(|e| err(e.to_string()))
 }
 
+/// The listener's TLS: the server's own certificate, client certificates from the CA's
+/// roots as they are now.
+fn server_config(
+    own: &Arc<Rotating>,
+    ca: &Authority,
+) -> Result<Arc<rustls::ServerConfig>, ControlError> {
+    let err = |e: channel::ChannelError| ControlError::OwnCertificate(e.to_string());
+    let roots = channel::roots(ca.bundle_pem()).map_err(err)?;
+    Ok(Arc::new(
+        channel::server_config(own.clone(), roots).map_err(err)?,
+    ))
+}
+
 pub(super) async fn serve_tls(
     ca: &CaOptions,
+    now: Arc<CurrentCa>,
     opts: &ControlOptions,
     ads: Ads,
     state: Arc<ControlState>,
     stopped: impl Future<Output = ()> + Send + 'static,
 ) -> Result<SocketAddr, ControlError> {
-    let authority = Arc::new(Authority::load(&ca.dir, ca.lifetime)?);
     let id = own_id(&state)?;
-    let own = Rotating::new(issue_own(&authority, &id)?);
-    let roots = channel::roots(authority.bundle_pem())
-        .map_err(|e| ControlError::OwnCertificate(e.to_string()))?;
-    let config = channel::server_config(own.clone(), roots)
-        .map_err(|e| ControlError::OwnCertificate(e.to_string()))?;
+    let own = Rotating::new(issue_own(&now.get(), &id)?);
+    let config = Arc::new(RwLock::new(server_config(&own, &now.get())?));
 
     let listen_err = |source| ControlError::Listen {
         what: "ADS",
@@ -70,9 +80,16 @@ pub(super) async fn serve_tls(
         .await
         .map_err(listen_err)?;
     let addr = listener.local_addr().map_err(listen_err)?;
-    let incoming = crate::channel::incoming(listener, Arc::new(config), ads.refused.clone());
+    let current_config = {
+        let config = config.clone();
+        move || match config.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    };
+    let incoming = crate::channel::incoming(listener, current_config, ads.refused.clone());
     let certs = CertService::new(
-        authority.clone(),
+        now.clone(),
         TokenStore::new(&ca.dir),
         crate::revoked::DenyList::new(&ca.dir),
         state.current.clone(),
@@ -91,16 +108,27 @@ pub(super) async fn serve_tls(
             tracing::error!(error = %e, "control channel stopped");
         }
     });
-    // Renewed at half of its lifetime; a failure is retried a minute later while the
-    // current one is still valid.
+    // Renewed at half of its lifetime, and at once when the CA changes (with the roots
+    // client certificates are checked against); a failure is retried a minute later while
+    // the current one is still valid.
     let lifetime = ca.lifetime;
     tokio::spawn(async move {
         let mut wait = lifetime / 2;
         loop {
-            tokio::time::sleep(wait).await;
-            match issue_own(&authority, &id) {
-                Ok(key) => {
-                    own.set(key);
+            let changed = now.changed.notified();
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = changed => {}
+            }
+            let ca = now.get();
+            match issue_own(&ca, &id).and_then(|key| {
+                own.set(key);
+                server_config(&own, &ca)
+            }) {
+                Ok(next) => {
+                    if let Ok(mut c) = config.write() {
+                        *c = next;
+                    }
                     wait = lifetime / 2;
                     tracing::info!(%id, "control server certificate renewed");
                 }
