@@ -27,6 +27,38 @@ use tonic::{Request, Response, Status};
 pub struct CaCounters {
     pub issued: AtomicU64,
     pub refused: ByReason,
+    /// The expiry (unix seconds) of the last certificate issued to each node.
+    expiries: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+}
+
+/// Nodes remembered for the active-certificates gauge; past this, expired ones are dropped
+/// first and then new nodes are not counted (a bound against node ids made up by a client).
+const MAX_TRACKED_NODES: usize = 100_000;
+
+impl CaCounters {
+    fn issued_to(&self, node: &str, not_after: i64) {
+        self.issued.fetch_add(1, Ordering::Relaxed);
+        let Ok(mut m) = self.expiries.lock() else {
+            return;
+        };
+        if m.len() >= MAX_TRACKED_NODES && !m.contains_key(node) {
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            m.retain(|_, at| *at > now);
+            if m.len() >= MAX_TRACKED_NODES {
+                return;
+            }
+        }
+        m.insert(node.to_owned(), not_after);
+    }
+
+    /// Nodes whose last certificate has not expired.
+    pub fn active(&self) -> usize {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        self.expiries
+            .lock()
+            .map(|m| m.values().filter(|at| **at > now).count())
+            .unwrap_or(0)
+    }
 }
 
 #[derive(Clone)]
@@ -172,7 +204,8 @@ impl CertificateService for CertService {
                 return Err(self.refuse(e.reason(), token_status(&e)));
             }
         }
-        self.counters.issued.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .issued_to(node.as_str(), signed.not_after.unix_timestamp());
         tracing::info!(node = node.as_str(), id = %bound, renewal = peer.is_some(), "certificate issued");
         Ok(Response::new(pb::CreateCertificateResponse {
             cert_chain: signed.chain,

@@ -136,6 +136,12 @@ fn metrics(state: &ControlState) -> String {
             "membrane_control_certificates_issued_total {}",
             ca.issued.load(std::sync::atomic::Ordering::Relaxed)
         );
+        let _ = writeln!(
+            out,
+            "# HELP membrane_control_certificates_active Gateways (node ids) whose last issued certificate has not expired"
+        );
+        let _ = writeln!(out, "# TYPE membrane_control_certificates_active gauge");
+        let _ = writeln!(out, "membrane_control_certificates_active {}", ca.active());
         ca.refused.render(
             "membrane_control_certificate_refusals_total",
             "Certificate requests refused, by reason",
