@@ -35,6 +35,7 @@ pub struct SpiffeServerVerifier {
     roots: Arc<RootCertStore>,
     expect: Expect,
     provider: Arc<CryptoProvider>,
+    revoked: Arc<crate::revoked::Revoked>,
 }
 
 impl SpiffeServerVerifier {
@@ -43,7 +44,14 @@ impl SpiffeServerVerifier {
             roots,
             expect,
             provider: crate::provider(),
+            revoked: Arc::default(),
         }
+    }
+
+    /// Also refuses servers on `revoked` (rustls' `CertificateError::Revoked`).
+    pub fn with_revoked(mut self, revoked: Arc<crate::revoked::Revoked>) -> Self {
+        self.revoked = revoked;
+        self
     }
 }
 
@@ -85,6 +93,12 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         )?;
         // The server's SPIFFE ID counts only from a valid X.509-SVID.
         let spiffe = || crate::svid::check_leaf(end_entity).map_err(not_svid);
+        if !self.revoked.is_empty() {
+            let hash = crate::revoked::cert_sha256(end_entity);
+            if self.revoked.denies(spiffe()?.as_ref(), Some(&hash)) {
+                return Err(rustls::Error::InvalidCertificate(CertificateError::Revoked));
+            }
+        }
         match &self.expect {
             Expect::Dns(name) => rustls::client::verify_server_name(&cert, name)?,
             Expect::SpiffeId(want) => expect_id(spiffe()?, |g| g == want, || want.to_string())?,

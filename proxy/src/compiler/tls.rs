@@ -79,19 +79,8 @@ impl Compiler<'_> {
                 .map_err(|e| self.err(d, format!("{at}.trust_domains[{i}]"), e.to_string()))?;
             trust_domains.push(d.value().clone());
         }
-        let revoked =
-            membrane_identity::revoked::Revoked::new(t.revoked.iter().map(|e| e.value().as_str()))
-                .map_err(|e| {
-                    let bad = t
-                        .revoked
-                        .iter()
-                        .find(|r| e.to_string().contains(r.value().as_str()));
-                    self.err(
-                        bad.unwrap_or(anchor),
-                        format!("{at}.revoked"),
-                        e.to_string(),
-                    )
-                })?;
+        let revoked = self.revoked(at, &t.revoked, anchor)?;
+
         let mut h = rustc_hash::FxHasher::default();
         // A session resumed skips the client certificate check: one made before a peer was
         // revoked must not resume.
@@ -177,11 +166,15 @@ impl Compiler<'_> {
             Some(c) => Some(self.cert_key(&format!("{at}.client_certificate"), c)?),
             None => None,
         };
+        let revoked = self.revoked(at, &t.revoked, anchor)?;
         let mut h = rustc_hash::FxHasher::default();
+        // The deny list is part of the pool key: a connection made before a server was
+        // revoked is not reused after.
         (
             t.sni.value(),
             &expect,
             t.trust_bundle.as_ref().map(|b| b.value()),
+            &revoked,
         )
             .hash(&mut h);
         if let Some(c) = &client_cert {
@@ -193,9 +186,37 @@ impl Compiler<'_> {
             UpstreamProtocol::Http1 => vec![b"http/1.1".to_vec()],
             UpstreamProtocol::Http2 => vec![b"h2".to_vec()],
         };
-        let mut tls = client::build(roots, expect, server_name, client_cert, t.min_version, alpn)
-            .map_err(|m| self.err(anchor, at.to_owned(), m.to_string()))?;
+        let mut tls = client::build(
+            roots,
+            expect,
+            server_name,
+            client_cert,
+            t.min_version,
+            alpn,
+            Arc::new(revoked),
+        )
+        .map_err(|m| self.err(anchor, at.to_owned(), m.to_string()))?;
         tls.bundle = bundle;
         Ok((tls, h.finish()))
+    }
+
+    /// A TLS section's deny list, refused with the position of its first bad entry.
+    fn revoked(
+        &self,
+        at: &str,
+        entries: &[Located<String>],
+        anchor: &Located<String>,
+    ) -> Result<membrane_identity::revoked::Revoked, ConfigError> {
+        membrane_identity::revoked::Revoked::new(entries.iter().map(|e| e.value().as_str()))
+            .map_err(|e| {
+                let bad = entries
+                    .iter()
+                    .find(|r| e.to_string().contains(r.value().as_str()));
+                self.err(
+                    bad.unwrap_or(anchor),
+                    format!("{at}.revoked"),
+                    e.to_string(),
+                )
+            })
     }
 }

@@ -82,6 +82,10 @@ pub struct ClusterTlsConfig {
     pub client_certificate: Option<CertKeyConfig>,
     #[serde(default)]
     pub min_version: TlsVersion,
+    /// Upstream certificates refused although they chain to the trust bundle, as for a
+    /// listener's `revoked`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revoked: Vec<Located<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -117,6 +121,7 @@ impl ClusterTlsConfig {
             verify: None,
             client_certificate: None,
             min_version: TlsVersion::default(),
+            revoked: Vec::new(),
         }
     }
 }

@@ -32,12 +32,15 @@ pub fn build(
     client_cert: Option<LoadedCert>,
     min_version: TlsVersion,
     alpn: Vec<Vec<u8>>,
+    revoked: Arc<membrane_identity::revoked::Revoked>,
 ) -> Result<ClientTls, super::BuildError> {
     let provider = provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(super::versions(min_version))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(SpiffeServerVerifier::new(roots, expect)));
+        .with_custom_certificate_verifier(Arc::new(
+            SpiffeServerVerifier::new(roots, expect).with_revoked(revoked),
+        ));
     let info = client_cert.as_ref().map(|c| c.info.clone());
     let mut config = match client_cert {
         Some(c) => builder.with_client_cert_resolver(Arc::new(OneClientCert(c.key))),

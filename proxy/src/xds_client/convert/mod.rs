@@ -435,6 +435,7 @@ fn cluster(c: &pb::Cluster, bundles: &Bundles) -> Result<ClusterConfig, Resource
         let mut tls = ClusterTlsConfig::new(t.sni.clone());
         if !t.trust_bundle.is_empty() {
             tls.trust_bundle = Some(bundles.path(&t.trust_bundle, "tls.trust_bundle")?);
+            tls.revoked = bundles.revoked(&t.trust_bundle);
         }
         if !t.spiffe_id.is_empty() {
             tls.verify = Some(UpstreamVerify::SpiffeId(t.spiffe_id.clone().into()));
