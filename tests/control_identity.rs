@@ -112,6 +112,23 @@ impl World {
         TokenStore::new(&self.ca_dir).mint(cell, ttl).unwrap()
     }
 
+    /// The control server with certificates of `lifetime`, and orders' and billing's
+    /// gateways joined with tokens.
+    async fn joined(
+        &self,
+        lifetime: Duration,
+    ) -> (
+        ControlHandle,
+        membrane_proxy::ProxyHandle,
+        membrane_proxy::ProxyHandle,
+    ) {
+        let ctl = self.control("127.0.0.1:0".parse().unwrap(), lifetime).await;
+        let u = url(&ctl);
+        let token = |cell| Some(self.token(cell, Duration::from_secs(60)));
+        let orders = self.gateway(&u, "orders", token("orders"));
+        let billing = self.gateway(&u, "billing", token("billing"));
+        (ctl, orders, billing)
+    }
     fn gateway(&self, url: &str, cell: &str, token: Option<String>) -> membrane_proxy::ProxyHandle {
         xds_client::start(XdsOptions {
             url: url.to_owned(),
@@ -527,20 +544,7 @@ fn load(
 async fn gateways_renew_at_half_life_under_inter_cell_load_without_a_failed_request() {
     let w = World::new("renew").await;
     // Four-second certificates: renewed about every two seconds.
-    let ctl = w
-        .control("127.0.0.1:0".parse().unwrap(), Duration::from_secs(4))
-        .await;
-    let u = url(&ctl);
-    let orders = w.gateway(
-        &u,
-        "orders",
-        Some(w.token("orders", Duration::from_secs(60))),
-    );
-    let billing = w.gateway(
-        &u,
-        "billing",
-        Some(w.token("billing", Duration::from_secs(60))),
-    );
+    let (ctl, orders, billing) = w.joined(Duration::from_secs(4)).await;
     let c = client_h1();
     eventually(
         "billing reaches orders through the issued certificates",
@@ -818,20 +822,7 @@ async fn revoked_certificates_and_identities_are_refused_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_gateway_is_refused_by_the_cells_it_calls() {
     let w = World::new("revoked-dp").await;
-    let ctl = w
-        .control("127.0.0.1:0".parse().unwrap(), Duration::from_secs(3600))
-        .await;
-    let u = url(&ctl);
-    let orders = w.gateway(
-        &u,
-        "orders",
-        Some(w.token("orders", Duration::from_secs(60))),
-    );
-    let billing = w.gateway(
-        &u,
-        "billing",
-        Some(w.token("billing", Duration::from_secs(60))),
-    );
+    let (ctl, orders, billing) = w.joined(Duration::from_secs(3600)).await;
     let c = client_h1();
     let east = w.billing_east;
     let status = move |c: TestClient| async move { through(&c, east).await };
@@ -982,20 +973,7 @@ async fn a_revoked_gateway_is_refused_by_the_cells_it_calls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ca_roll_over_under_inter_cell_load_fails_no_request() {
     let w = World::new("rollover").await;
-    let ctl = w
-        .control("127.0.0.1:0".parse().unwrap(), Duration::from_secs(4))
-        .await;
-    let u = url(&ctl);
-    let orders = w.gateway(
-        &u,
-        "orders",
-        Some(w.token("orders", Duration::from_secs(60))),
-    );
-    let billing = w.gateway(
-        &u,
-        "billing",
-        Some(w.token("billing", Duration::from_secs(60))),
-    );
+    let (ctl, orders, billing) = w.joined(Duration::from_secs(4)).await;
     let c = client_h1();
     let east = w.billing_east;
     eventually("billing reaches orders", Duration::from_secs(20), || {
