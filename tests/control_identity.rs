@@ -731,7 +731,7 @@ async fn revoked_certificates_and_identities_are_refused_at_once() {
             use rustls_pki_types::pem::PemObject;
             rustls_pki_types::CertificateDer::from_pem_slice(got.cert_chain[0].as_bytes()).unwrap()
         };
-        let hash = membrane_xds::revoked::cert_hash(&leaf);
+        let hash = membrane_identity::sha256_hex(&leaf);
         certs.push((
             Rotating::new(certified_key(&got.cert_chain.concat(), &made.key_pem).unwrap()),
             hash,
@@ -868,7 +868,7 @@ async fn a_revoked_gateway_is_refused_by_the_cells_it_calls() {
     let hash = {
         use rustls_pki_types::pem::PemObject;
         let pem = std::fs::read(state.join("svid.pem")).unwrap();
-        membrane_identity::revoked::cert_sha256(
+        membrane_identity::sha256_hex(
             &rustls_pki_types::CertificateDer::from_pem_slice(&pem).unwrap(),
         )
     };

@@ -35,3 +35,16 @@ pub fn provider() -> Arc<CryptoProvider> {
     })
     .clone()
 }
+
+/// The hex SHA-256 of `bytes`: a certificate's fingerprint as XFCC's `Hash=` and the deny
+/// list write it, and how join tokens are stored.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    let mut s = String::with_capacity(64);
+    for b in digest.as_ref() {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
+}

@@ -18,15 +18,6 @@ pub struct Revoked {
     hashes: BTreeSet<String>,
 }
 
-/// The hex SHA-256 of a certificate's DER encoding.
-pub fn cert_sha256(der: &[u8]) -> String {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 impl Revoked {
     pub fn new<'a>(entries: impl IntoIterator<Item = &'a str>) -> Result<Self, RevokedError> {
         let mut r = Revoked::default();
@@ -48,9 +39,15 @@ impl Revoked {
         self.ids.is_empty() && self.hashes.is_empty()
     }
 
-    /// Whether a peer with `id` and a certificate hashed `cert_sha256` is revoked.
-    pub fn denies(&self, id: Option<&SpiffeId>, cert_sha256: Option<&str>) -> bool {
-        id.is_some_and(|id| self.ids.contains(id.as_str()))
-            || cert_sha256.is_some_and(|h| self.hashes.contains(h))
+    /// The entry (as the list writes it) that revokes a peer with `id` and a certificate
+    /// hashed `cert_sha256`, if any.
+    pub fn denies(&self, id: Option<&SpiffeId>, cert_sha256: Option<&str>) -> Option<String> {
+        if let Some(id) = id.filter(|id| self.ids.contains(id.as_str())) {
+            return Some(id.to_string());
+        }
+        cert_sha256
+            .map(str::to_ascii_lowercase)
+            .filter(|h| self.hashes.contains(h))
+            .map(|h| format!("sha256:{h}"))
     }
 }

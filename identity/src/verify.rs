@@ -94,8 +94,12 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         // The server's SPIFFE ID counts only from a valid X.509-SVID.
         let spiffe = || crate::svid::check_leaf(end_entity).map_err(not_svid);
         if !self.revoked.is_empty() {
-            let hash = crate::revoked::cert_sha256(end_entity);
-            if self.revoked.denies(spiffe()?.as_ref(), Some(&hash)) {
+            let hash = crate::sha256_hex(end_entity);
+            if self
+                .revoked
+                .denies(spiffe()?.as_ref(), Some(&hash))
+                .is_some()
+            {
                 return Err(rustls::Error::InvalidCertificate(CertificateError::Revoked));
             }
         }
@@ -209,8 +213,8 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         // or not: its ID becomes the peer's identity in policy and XFCC.
         let id = crate::svid::check_leaf(end_entity).map_err(not_svid)?;
         if !self.revoked.is_empty() {
-            let hash = crate::revoked::cert_sha256(end_entity);
-            if self.revoked.denies(id.as_ref(), Some(&hash)) {
+            let hash = crate::sha256_hex(end_entity);
+            if self.revoked.denies(id.as_ref(), Some(&hash)).is_some() {
                 return Err(rustls::Error::InvalidCertificate(CertificateError::Revoked));
             }
         }

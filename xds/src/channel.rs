@@ -153,7 +153,7 @@ pub fn incoming(
                 let id = membrane_identity::channel::peer_id(certs);
                 let cert_sha256 = certs
                     .and_then(|c| c.first())
-                    .map(|leaf| crate::revoked::cert_hash(leaf));
+                    .map(|leaf| membrane_identity::sha256_hex(leaf));
                 let peer = ChannelPeer {
                     addr,
                     id,

@@ -11,8 +11,7 @@
 //! with the org's trust bundle (the CA directory is watched), whose listeners then refuse
 //! those peers at the handshake and on every request of a connection already open.
 
-/// The hex SHA-256 of a certificate's DER encoding, as the deny list names it.
-pub use membrane_identity::revoked::cert_sha256 as cert_hash;
+use membrane_identity::revoked::Revoked;
 use membrane_policy::identity::SpiffeId;
 use std::path::{Path, PathBuf};
 
@@ -38,9 +37,17 @@ impl DenyList {
     /// gateways get it. A malformed line is logged and left out: the gateways would refuse
     /// the whole list for it, and keep serving without any of the other entries.
     pub fn entries(&self) -> Vec<String> {
-        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::error!(file = %self.path.display(), error = %e, "cannot read the deny list");
+                }
+                return Vec::new();
+            }
+        };
         entries(&text)
-            .filter(|e| match membrane_identity::revoked::Revoked::new([*e]) {
+            .filter(|e| match Revoked::new([*e]) {
                 Ok(_) => true,
                 Err(err) => {
                     tracing::error!(file = %self.path.display(), error = %err, "deny list entry left out");
@@ -51,23 +58,12 @@ impl DenyList {
             .collect()
     }
 
-    /// The entry that denies `id` or the certificate hashed `hash`, if any. A file that
-    /// cannot be read denies nothing and is logged (a missing file is the usual case).
+    /// The entry that denies `id` or the certificate hashed `hash`, if any: the gateways'
+    /// matcher (`Revoked`) over the entries they are sent.
     pub fn denies(&self, id: &SpiffeId, hash: Option<&str>) -> Option<String> {
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(t) => t,
-            Err(e) => {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::error!(file = %self.path.display(), error = %e, "cannot read the deny list");
-                }
-                return None;
-            }
-        };
-        entries(&text)
-            .find(|entry| match entry.strip_prefix("sha256:") {
-                Some(h) => hash.is_some_and(|c| c.eq_ignore_ascii_case(h)),
-                None => *entry == id.as_str(),
-            })
-            .map(str::to_owned)
+        let entries = self.entries();
+        Revoked::new(entries.iter().map(String::as_str))
+            .ok()?
+            .denies(Some(id), hash)
     }
 }

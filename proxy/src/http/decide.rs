@@ -32,10 +32,13 @@ pub(super) fn canonical(
     // connections are refused at the handshake).
     if let (Some(tls), Some(peer)) = (&listener.tls, &ctx.tls)
         && !tls.revoked.is_empty()
-        && tls.revoked.denies(
-            peer.identity.spiffe.as_ref(),
-            peer.identity.cert_sha256.as_deref(),
-        )
+        && tls
+            .revoked
+            .denies(
+                peer.identity.spiffe.as_ref(),
+                peer.identity.cert_sha256.as_deref(),
+            )
+            .is_some()
     {
         return Err(ProxyError::PeerRevoked);
     }

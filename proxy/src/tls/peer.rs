@@ -25,8 +25,7 @@ impl PeerTls {
         let leaf = peer_certs.and_then(|c| c.first());
         let mut identity = PeerIdentity::default();
         if let Some(leaf) = leaf {
-            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf.as_ref());
-            identity.cert_sha256 = Some(hex(digest.as_ref()));
+            identity.cert_sha256 = Some(membrane_identity::sha256_hex(leaf.as_ref()));
             identity.spiffe = CertInfo::parse(leaf).ok().and_then(|i| i.spiffe);
         }
         let xfcc = identity.cert_sha256.as_ref().and_then(|hash| {
@@ -51,14 +50,4 @@ impl PeerTls {
             sni: sni.map(str::to_owned),
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    s
 }

@@ -11,7 +11,6 @@
 //!   is a read-modify-write under an exclusive lock on `tokens.lock`, written by rename.
 //!   Records past their expiry by more than a day are dropped on the next write.
 
-use aws_lc_rs::digest;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
@@ -86,11 +85,7 @@ fn now_unix() -> u64 {
 }
 
 fn hash(token: &str) -> String {
-    digest::digest(&digest::SHA256, token.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    membrane_identity::sha256_hex(token.as_bytes())
 }
 
 impl TokenStore {
