@@ -1,7 +1,7 @@
 //! What a downstream connection knows, shared by its requests: its listener, the config
 //! generations, the client's address, and what its TLS handshake established.
 
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Listener, Snapshot};
 use crate::tls::peer::PeerTls;
 use arc_swap::ArcSwap;
 use http::HeaderValue;
@@ -38,6 +38,34 @@ impl ConnContext {
     pub fn set_tls(&mut self, peer: PeerTls) {
         self.scheme = HeaderValue::from_static("https");
         self.tls = Some(peer);
+    }
+
+    /// Whether the listener's deny list refuses this connection's client certificate (its
+    /// SPIFFE ID or its hash). False on plain connections and without a client certificate.
+    pub fn revoked_by(&self, listener: &Listener) -> bool {
+        match (&listener.tls, &self.tls) {
+            (Some(tls), Some(peer)) if !tls.revoked.is_empty() => tls
+                .revoked
+                .denies(
+                    peer.identity.spiffe.as_ref(),
+                    peer.identity.cert_sha256.as_deref(),
+                )
+                .is_some(),
+            _ => false,
+        }
+    }
+
+    /// `revoked_by` under the generation serving now (a deny list pushed since the
+    /// connection's last request). A listener no longer served revokes nothing here: its
+    /// stop closes the connection.
+    pub fn revoked_now(&self) -> bool {
+        if self.tls.is_none() {
+            return false;
+        }
+        let snap = self.state.load();
+        snap.listeners
+            .get(&self.listener)
+            .is_some_and(|l| self.revoked_by(l))
     }
 }
 

@@ -17,7 +17,8 @@
 //! against a clock it updates once per event loop turn.
 //!
 //! The same ticker carries a listener's stop to its idle connections: `wake_all` wakes every
-//! connection of the worker, and each looks at its own listener's stop flag.
+//! connection of the worker, and each looks at its own listener's stop flag. `sweep` does the
+//! same after a new deny list, and each TLS connection looks at whether its peer is revoked.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,6 +40,8 @@ struct Wheel {
     /// against (it is never ahead of the real one).
     now_ms: AtomicU64,
     slots: Mutex<Vec<Arc<Slot>>>,
+    /// How many sweeps there have been: a connection that saw another count looks again.
+    sweeps: AtomicU64,
     /// Wakes the ticker when the first deadline of an empty wheel is made.
     first: Notify,
 }
@@ -64,6 +67,7 @@ impl Timers {
             epoch: Instant::now(),
             now_ms: AtomicU64::new(0),
             slots: Mutex::new(Vec::new()),
+            sweeps: AtomicU64::new(0),
             first: Notify::new(),
         });
         tokio::spawn(tick(wheel.clone()));
@@ -100,6 +104,12 @@ impl Timers {
             }
         }
     }
+
+    /// A new deny list is in: counts a sweep and wakes every connection to look at it.
+    pub fn sweep(&self) {
+        self.0.sweeps.fetch_add(1, Ordering::Relaxed);
+        self.wake_all();
+    }
 }
 
 impl Deadline {
@@ -135,6 +145,14 @@ impl Deadline {
             self.handed = Some(w);
         }
         Poll::Pending
+    }
+
+    /// True once after each `Timers::sweep` since the last call (`seen` keeps the count).
+    pub fn swept(&self, seen: &mut u64) -> bool {
+        let now = self.wheel.sweeps.load(Ordering::Relaxed);
+        let new = now != *seen;
+        *seen = now;
+        new
     }
 
     /// Resolves once the armed deadline has passed.
@@ -250,6 +268,35 @@ mod tests {
                 .expect("wake_all did not wake the task")
                 .unwrap();
             assert_eq!(woken.load(Ordering::SeqCst), 2);
+        });
+    }
+
+    #[test]
+    fn a_sweep_wakes_a_waiting_connection_and_is_seen_once() {
+        rt().block_on(async {
+            let timers = Timers::start();
+            let mut d = timers.deadline();
+            let mut seen = 0;
+            assert!(!d.swept(&mut seen), "no sweep yet");
+            let waiting = tokio::spawn(async move {
+                std::future::poll_fn(|cx| {
+                    if d.swept(&mut seen) {
+                        return Poll::Ready(());
+                    }
+                    let _ = d.poll_expired(cx);
+                    Poll::Pending
+                })
+                .await;
+                (d, seen)
+            });
+            tokio::task::yield_now().await;
+            timers.sweep();
+            let (d, mut seen) = tokio::time::timeout(Duration::from_secs(5), waiting)
+                .await
+                .expect("the sweep did not wake the task")
+                .unwrap();
+            assert_eq!(seen, 1);
+            assert!(!d.swept(&mut seen), "one sweep is seen once");
         });
     }
 

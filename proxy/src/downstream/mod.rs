@@ -72,6 +72,9 @@ pub async fn serve(
     // ever goes from false to true, so a changed (or closed) channel means stopping. Idle
     // connections learn of it when the worker wakes them (`Timers::wake_all`).
     let stopping = || stop.has_changed().unwrap_or(true);
+    // Sweeps (a new deny list) seen so far: an idle connection whose peer it revokes ends.
+    let mut sweeps = 0;
+    let tls = ctx.tls.is_some();
     loop {
         // One coarse deadline per connection (`server::deadline`), re-armed for each
         // phase: it bounds a slow head and an idle keep-alive connection here, and the
@@ -81,11 +84,15 @@ pub async fn serve(
             biased;
             // The head first: on the wake-up that brings it, nothing else is looked at.
             r = read_head(&mut rd, &mut rbuf, &mut scratch, limits.max_head) => r,
-            // Idle between requests: a stopping listener closes the connection here.
-            // The waker is handed over before the stop flag is read: a stop that lands in
-            // between then finds the waker in place (`wake_all`), and no wake-up is lost.
+            // Idle between requests: a stopping listener, or a deny list that now refuses
+            // the peer, closes the connection here. The waker is handed over before the
+            // flags are read: a stop or sweep that lands in between then finds the waker
+            // in place (`wake_all`), and no wake-up is lost.
             () = std::future::poll_fn(|cx| {
-                if deadline.poll_expired(cx).is_ready() || stopping() {
+                if deadline.poll_expired(cx).is_ready()
+                    || stopping()
+                    || (tls && deadline.swept(&mut sweeps) && ctx.revoked_now())
+                {
                     return std::task::Poll::Ready(());
                 }
                 std::task::Poll::Pending

@@ -30,16 +30,7 @@ pub(super) fn canonical(
 ) -> Result<Normalized, ProxyError> {
     // A peer revoked after its connection was made is refused here, on each request (new
     // connections are refused at the handshake).
-    if let (Some(tls), Some(peer)) = (&listener.tls, &ctx.tls)
-        && !tls.revoked.is_empty()
-        && tls
-            .revoked
-            .denies(
-                peer.identity.spiffe.as_ref(),
-                peer.identity.cert_sha256.as_deref(),
-            )
-            .is_some()
-    {
+    if ctx.revoked_by(listener) {
         return Err(ProxyError::PeerRevoked);
     }
     let n = crate::normalize::request(req, &listener.normalization, ctx.tls.is_some())?;

@@ -415,12 +415,19 @@ impl Controller {
             .prepare(&self.path, &snap, self.workers.len())?;
         compiler::activate(&mut snap, &self.path)?;
         let generation = snap.generation;
+        let sweep = deny_lists_changed(&prev, &snap);
         // Publish first, then start and stop listeners: a new listener's first connection
         // must find itself in the snapshot. Requests in flight keep the generation they
         // loaded until they finish.
         let snap = Arc::new(snap);
         self.state.store(snap.clone());
         self.listeners.commit(prepared, &snap, &self.workers);
+        if sweep {
+            // Open connections of peers the new lists refuse are closed by their workers.
+            for w in &self.workers {
+                let _ = w.commands.send(worker::Command::Sweep);
+            }
+        }
         self.publish_addresses();
         self.metrics.set_generation(generation);
         self.track_files();
@@ -468,4 +475,17 @@ impl Controller {
         }
         tracing::info!("drained");
     }
+}
+
+/// Whether a listener of `next` has a non-empty deny list that `prev`'s same listener did not
+/// have: then open connections are to be looked at again.
+fn deny_lists_changed(prev: &Snapshot, next: &Snapshot) -> bool {
+    next.listeners.iter().any(|(name, l)| {
+        let Some(tls) = &l.tls else { return false };
+        if tls.revoked.is_empty() {
+            return false;
+        }
+        let before = prev.listeners.get(name).and_then(|p| p.tls.as_ref());
+        before.is_none_or(|b| b.revoked != tls.revoked)
+    })
 }

@@ -35,6 +35,8 @@ pub enum Command {
         socket: std::net::TcpListener,
         stop: watch::Receiver<bool>,
     },
+    /// A new deny list is in: every connection looks at whether it refuses its peer.
+    Sweep,
     /// Wait for this worker's connections to finish, up to `deadline`, then exit.
     Drain {
         deadline: Instant,
@@ -79,6 +81,7 @@ async fn run(mut commands: mpsc::UnboundedReceiver<Command>, state: Arc<ArcSwap<
                     Err(e) => tracing::error!(listener = %name, error = %e, "cannot serve socket"),
                 }
             }
+            Command::Sweep => timers.sweep(),
             Command::Drain { deadline, done } => {
                 drop(alive.take());
                 let deadline = tokio::time::Instant::from_std(deadline);
@@ -240,7 +243,26 @@ async fn serve_accepted(
     let conn = h2_builder(max_list, h2_streams, h2_buffer).serve_connection(io, svc);
     let idle = activity.idle(idle_timeout);
     let stalled = activity.stalled(send_timeout);
-    log_end(&ctx, drive(conn, stop, idle, stalled).await);
+    let revoked = revoked_peer(&ctx, deadline);
+    log_end(&ctx, drive(conn, stop, idle, stalled, revoked).await);
+}
+
+/// Resolves when a deny list pushed after the handshake refuses the connection's peer (the
+/// worker sweeps its connections on each new one). HTTP/2 connections use their deadline
+/// only for this: it stays disarmed and is woken by the sweep.
+async fn revoked_peer(ctx: &ConnContext, mut deadline: Deadline) {
+    if ctx.tls.is_none() {
+        return std::future::pending().await;
+    }
+    let mut sweeps = 0;
+    std::future::poll_fn(|cx| {
+        let _ = deadline.poll_expired(cx);
+        if deadline.swept(&mut sweeps) && ctx.revoked_now() {
+            return std::task::Poll::Ready(());
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 /// hyper's HTTP/2 server with bounded buffers: a client that opens large windows and never
@@ -351,12 +373,14 @@ where
 /// has been idle (no open stream) for its timeout, the streams in flight finish, new ones
 /// are refused (GOAWAY), and the connection closes. A client that stopped reading
 /// (`stalled`) gets no such grace: its streams would never finish, so the connection is
-/// dropped at once, and with it every upstream body it held.
+/// dropped at once, and with it every upstream body it held. Nor does a peer a new deny list
+/// refuses (`revoked`): its connection and streams end at once, as ztunnel ends them.
 async fn drive<C, E>(
     conn: C,
     mut stop: watch::Receiver<bool>,
     idle: impl Future<Output = ()>,
     stalled: impl Future<Output = ()>,
+    revoked: impl Future<Output = ()>,
 ) -> Result<(), E>
 where
     C: Future<Output = Result<(), E>> + Graceful,
@@ -369,10 +393,15 @@ where
     };
     tokio::pin!(conn);
     tokio::pin!(stalled);
+    tokio::pin!(revoked);
     tokio::select! {
         r = conn.as_mut() => r,
         () = stalled.as_mut() => {
             tracing::debug!("the client read nothing within the send timeout; closing");
+            Ok(())
+        }
+        () = revoked.as_mut() => {
+            tracing::info!("the peer's certificate was revoked; closing its connection");
             Ok(())
         }
         () = closing => {
@@ -380,6 +409,7 @@ where
             tokio::select! {
                 r = conn => r,
                 () = stalled => Ok(()),
+                () = revoked => Ok(()),
             }
         }
     }
