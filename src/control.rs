@@ -1,5 +1,6 @@
-//! `membrane control`: the control server, and `membrane control token`, which mints a join
-//! token for a gateway's first certificate.
+//! `membrane control`: the control server; `membrane control token`, which mints a join
+//! token for a gateway's first certificate; `membrane control rollover`, which starts a CA
+//! roll-over.
 
 use clap::{Args, Subcommand};
 use membrane_proxy::config::Dur;
@@ -51,6 +52,15 @@ enum ControlAction {
         #[arg(long, default_value = "10m", value_parser = parse_dur)]
         ttl: Duration,
     },
+    /// Roll the CA over to the one in NEXT (`ca.pem`, `ca-key.pem`): the control server
+    /// serving DIR publishes its root, switches to it after three quarters of a certificate
+    /// lifetime, and drops the old root once the last certificate it signed has expired.
+    Rollover {
+        #[arg(long, value_name = "DIR")]
+        ca: PathBuf,
+        #[arg(long, value_name = "NEXT")]
+        next: PathBuf,
+    },
 }
 
 pub fn parse_dur(s: &str) -> Result<Duration, String> {
@@ -58,6 +68,21 @@ pub fn parse_dur(s: &str) -> Result<Duration, String> {
 }
 
 pub fn run(args: ControlArgs) -> ExitCode {
+    if let Some(ControlAction::Rollover { ca, next }) = &args.action {
+        return match membrane_xds::ca::rollover::stage(ca, next, args.cert_lifetime) {
+            Ok(()) => {
+                println!(
+                    "roll-over started: the control server serving {} takes it from here",
+                    ca.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("membrane control rollover: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     if let Some(ControlAction::Token { ca, cell, ttl }) = args.action {
         return match membrane_xds::ca::TokenStore::new(&ca).mint(&cell, ttl) {
             Ok(token) => {

@@ -986,9 +986,10 @@ async fn a_revoked_gateway_is_refused_by_the_cells_it_calls() {
     ctl.shutdown();
 }
 
-/// A CA roll-over under continuous inter-cell load, as ARCHITECTURE.md describes it: both
-/// roots published, then the new CA signs, then the old root is dropped. Every gateway ends
-/// with a certificate from the new CA, and no request fails on the way.
+/// A CA roll-over under continuous inter-cell load, run by the control server once the next
+/// CA is in its directory: the new root published, then the new CA signing, then the old
+/// root dropped after the last certificate it signed has expired. Every gateway ends with a
+/// certificate from the new CA and a bundle without the old root, and no request fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ca_roll_over_under_inter_cell_load_fails_no_request() {
     let w = World::new("rollover").await;
@@ -1002,48 +1003,48 @@ async fn a_ca_roll_over_under_inter_cell_load_fails_no_request() {
     .await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let traffic = load(east, stop.clone());
-    let admins = [orders.admin_addr(), billing.admin_addr()];
-    let renewals = |n: f64| async move {
-        for admin in admins {
-            let base = series(admin, "membrane_svid_renewals_total{outcome=\"ok\"}").await;
-            eventually(
-                "renewals after the change",
-                Duration::from_secs(30),
-                || async move {
-                    series(admin, "membrane_svid_renewals_total{outcome=\"ok\"}").await >= base + n
-                },
-            )
+    let phase = |p: &'static str| {
+        let ctl = &ctl;
+        async move {
+            let want = format!("membrane_control_ca_rollover_phase{{phase=\"{p}\"}} 1");
+            eventually(p, Duration::from_secs(30), || {
+                let want = want.clone();
+                async move { reqwest_metrics(ctl).await.contains(&want) }
+            })
             .await;
         }
     };
-    let write = |name: &str, text: &str| {
-        let tmp = w.ca_dir.join(format!("{name}.tmp"));
-        std::fs::write(&tmp, text).unwrap();
-        std::fs::rename(&tmp, w.ca_dir.join(name)).unwrap();
-    };
+    phase("idle").await;
+    // The operator's one step: the next CA, its key first.
     let new = DevCa::new("new org CA", Duration::from_secs(86_400)).unwrap();
-
-    // 1. Both roots, still signing with the old one: every gateway learns the new root.
-    write(
-        "bundle.pem",
-        &format!("{}{}", w.ca.cert_pem(), new.cert_pem()),
-    );
-    renewals(2.0).await;
-    // 2. The new CA signs (key first: a key without its certificate is refused and the
-    //    current CA kept).
-    write("ca-key.pem", &new.key_pem());
-    write("ca.pem", new.cert_pem());
-    renewals(2.0).await;
+    std::fs::write(w.ca_dir.join("next-ca-key.pem"), new.key_pem()).unwrap();
+    std::fs::write(w.ca_dir.join("next-ca.pem"), new.cert_pem()).unwrap();
+    phase("published").await;
+    phase("retiring").await;
+    phase("idle").await;
+    // One renewal more after the drop, so each gateway holds the final bundle.
+    for admin in [orders.admin_addr(), billing.admin_addr()] {
+        let base = series(admin, "membrane_svid_renewals_total{outcome=\"ok\"}").await;
+        eventually("a renewal after the drop", Duration::from_secs(30), || async move {
+            series(admin, "membrane_svid_renewals_total{outcome=\"ok\"}").await > base
+        })
+        .await;
+    }
     for state in ["state-orders", "state-billing"] {
-        let chain = std::fs::read_to_string(w.dir.join(state).join("svid.pem")).unwrap();
+        let dir = w.dir.join(state);
+        let chain = std::fs::read_to_string(dir.join("svid.pem")).unwrap();
         assert!(
             chain.contains(new.cert_pem().trim()),
             "{state} still has the old CA's certificate"
         );
+        let bundle = std::fs::read_to_string(dir.join("svid-bundle.pem")).unwrap();
+        assert!(bundle.contains(new.cert_pem().trim()), "{state}: {bundle}");
+        assert!(
+            !bundle.contains(w.ca.cert_pem().trim()),
+            "{state} still trusts the old root"
+        );
     }
-    // 3. The old root dropped.
-    write("bundle.pem", new.cert_pem());
-    renewals(1.0).await;
+    assert!(!w.ca_dir.join("next-ca.pem").exists());
 
     stop.store(true, Ordering::Relaxed);
     let (ok, failed) = traffic.await.unwrap();

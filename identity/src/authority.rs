@@ -45,8 +45,8 @@ pub enum LoadError {
     },
     #[error("{dir}: not a usable CA certificate and key: {source}")]
     Key { dir: PathBuf, source: rcgen::Error },
-    #[error("{dir}: ca-key.pem is not the key of the first certificate in ca.pem")]
-    KeyMismatch { dir: PathBuf },
+    #[error("{key} is not the key of the first certificate in {cert}")]
+    KeyMismatch { key: PathBuf, cert: PathBuf },
 }
 
 /// Why a certificate request was not signed. Each variant is also a metric reason.
@@ -132,15 +132,32 @@ pub fn pem(label: &str, der: &[u8]) -> String {
 impl Authority {
     /// Loads `ca.pem`, `ca-key.pem` and, when present, `bundle.pem` from `dir`.
     pub fn load(dir: &Path, lifetime: Duration) -> Result<Self, LoadError> {
-        let ca_path = dir.join("ca.pem");
-        let ca_text = read(&ca_path)?;
-        let above = pem_certs(&ca_path, &ca_text)?;
-        let key_text = read(&dir.join("ca-key.pem"))?;
         let bundle_path = dir.join("bundle.pem");
-        let bundle = if bundle_path.exists() {
-            pem_certs(&bundle_path, &read(&bundle_path)?)?.concat()
-        } else {
-            above.last().cloned().unwrap_or_default()
+        let bundle = bundle_path.exists().then_some(bundle_path.as_path());
+        Self::load_files(
+            dir,
+            &dir.join("ca.pem"),
+            &dir.join("ca-key.pem"),
+            bundle,
+            lifetime,
+        )
+    }
+
+    /// Loads a CA from named files in `dir` (a roll-over's next CA has its own names).
+    /// Without `bundle_path` the last certificate of `ca_path` is the one root.
+    pub fn load_files(
+        dir: &Path,
+        ca_path: &Path,
+        key_path: &Path,
+        bundle_path: Option<&Path>,
+        lifetime: Duration,
+    ) -> Result<Self, LoadError> {
+        let ca_text = read(ca_path)?;
+        let above = pem_certs(ca_path, &ca_text)?;
+        let key_text = read(key_path)?;
+        let bundle = match bundle_path {
+            Some(p) => pem_certs(p, &read(p)?)?.concat(),
+            None => above.last().cloned().unwrap_or_default(),
         };
         let key_err = |source| LoadError::Key {
             dir: dir.to_owned(),
@@ -151,7 +168,7 @@ impl Authority {
         // roll-over has written one file and not yet the other).
         let cert_der = CertificateDer::from_pem_slice(above[0].as_bytes()).map_err(|source| {
             LoadError::Pem {
-                path: ca_path.clone(),
+                path: ca_path.to_owned(),
                 source,
             }
         })?;
@@ -163,7 +180,8 @@ impl Authority {
             .unwrap_or(false);
         if !spki_matches {
             return Err(LoadError::KeyMismatch {
-                dir: dir.to_owned(),
+                key: key_path.to_owned(),
+                cert: ca_path.to_owned(),
             });
         }
         let issuer = Issuer::from_ca_cert_pem(&above[0], key).map_err(key_err)?;
@@ -178,6 +196,24 @@ impl Authority {
     /// The roots gateways should trust, PEM.
     pub fn bundle_pem(&self) -> &str {
         &self.bundle
+    }
+
+    /// Trusts `pem`'s certificates too (roots of a roll-over: the next CA's, or the previous
+    /// one's until its last leaf expires); those already trusted are not repeated.
+    pub fn trusting(mut self, pem: &str) -> Self {
+        let ders = CertificateDer::pem_slice_iter(pem.as_bytes()).flatten();
+        for d in ders {
+            let p = self::pem("CERTIFICATE", &d);
+            if !self.bundle.contains(&p) {
+                self.bundle.push_str(&p);
+            }
+        }
+        self
+    }
+
+    /// The root this CA chains to: the last certificate it sends after a leaf.
+    pub fn own_root_pem(&self) -> &str {
+        self.above.last().map_or("", String::as_str)
     }
 
     /// Whether `other` signs with the same chain and trusts the same roots.

@@ -5,15 +5,16 @@
 //! that does not load (a key that is not the certificate's, as between the two writes of a
 //! roll-over) is logged and the current CA kept.
 //!
-//! A roll-over, with no request failing: (1) `bundle.pem` = old and new roots, and wait for
-//! every gateway to renew once (half a lifetime), so each trusts both; (2) `ca.pem` and
-//! `ca-key.pem` = the new CA, and wait one more lifetime, so every certificate is the new
-//! CA's; (3) `bundle.pem` = the new root alone.
+//! A roll-over is the control server's own once the next CA is in the directory
+//! ([`super::rollover`]): the roots it publishes are the current CA's plus the roll-over's,
+//! and the steps are taken when they are due (`next_step`, which the control loop sleeps
+//! until).
 
+use super::rollover::{self, Timeline};
 use membrane_identity::authority::{Authority, LoadError};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
 
 #[derive(Debug)]
@@ -21,19 +22,56 @@ pub struct CurrentCa {
     dir: PathBuf,
     lifetime: Duration,
     now: RwLock<Arc<Authority>>,
+    /// When the roll-over under way has its next step, and which step it is in.
+    rollover: Mutex<(Option<SystemTime>, &'static str)>,
     /// Woken when the CA changes.
     pub changed: Notify,
 }
 
+/// Loads `dir` and takes the roll-over steps due now: the authority that signs, trusting
+/// the roll-over's roots, and the roll-over's state. A next CA that does not load is
+/// logged, and the current one kept, without its root.
+fn load_now(dir: &Path, lifetime: Duration) -> Result<(Authority, rollover::Plan), LoadError> {
+    let timeline = Timeline::for_lifetime(lifetime);
+    let mut base = Authority::load(dir, lifetime)?;
+    let mut plan = rollover::Plan::default();
+    // Twice at most: a switch changes `ca.pem`, which is then loaded again.
+    for _ in 0..2 {
+        match rollover::advance(dir, &base, timeline, SystemTime::now()) {
+            Ok((p, false)) => {
+                plan = p;
+                break;
+            }
+            Ok((_, true)) => base = Authority::load(dir, lifetime)?,
+            Err(e) => {
+                tracing::error!(error = %e, "CA roll-over: step not taken; the current CA keeps signing");
+                break;
+            }
+        }
+    }
+    Ok((base.trusting(&plan.extra_roots), plan))
+}
+
 impl CurrentCa {
     pub fn load(dir: &Path, lifetime: Duration) -> Result<Arc<Self>, LoadError> {
-        let now = Authority::load(dir, lifetime)?;
+        let (now, plan) = load_now(dir, lifetime)?;
         Ok(Arc::new(Self {
             dir: dir.to_owned(),
             lifetime,
             now: RwLock::new(Arc::new(now)),
+            rollover: Mutex::new((plan.next_step, plan.phase)),
             changed: Notify::new(),
         }))
+    }
+
+    /// When the roll-over under way takes its next step; `None` when none is.
+    pub fn next_step(&self) -> Option<SystemTime> {
+        self.rollover.lock().map_or(None, |r| r.0)
+    }
+
+    /// The roll-over's step: "idle", "published" or "retiring".
+    pub fn phase(&self) -> &'static str {
+        self.rollover.lock().map_or("idle", |r| r.1)
     }
 
     pub fn get(&self) -> Arc<Authority> {
@@ -45,10 +83,21 @@ impl CurrentCa {
 
     /// Loads the directory again; true when the CA changed.
     pub fn reload(&self) -> bool {
-        let next = match Authority::load(&self.dir, self.lifetime) {
-            Ok(a) => a,
+        let next = match load_now(&self.dir, self.lifetime) {
+            Ok((a, plan)) => {
+                if let Ok(mut r) = self.rollover.lock() {
+                    *r = (plan.next_step, plan.phase);
+                }
+                a
+            }
             Err(e) => {
                 tracing::error!(error = %e, "the CA directory does not load; the current CA is kept");
+                // A roll-over step that was due is tried again in a while, not at once.
+                if let Ok(mut r) = self.rollover.lock()
+                    && r.0.is_some()
+                {
+                    r.0 = Some(SystemTime::now() + Duration::from_secs(30));
+                }
                 return false;
             }
         };

@@ -148,6 +148,21 @@ fn metrics(state: &ControlState) -> String {
             &mut out,
         );
     }
+    if let Some(now) = &state.ca_now {
+        let _ = writeln!(
+            out,
+            "# HELP membrane_control_ca_rollover_phase The CA roll-over's step: idle, published (the next root trusted, the current CA signing) or retiring (the next CA signing, the old root trusted until its last certificate expires)"
+        );
+        let _ = writeln!(out, "# TYPE membrane_control_ca_rollover_phase gauge");
+        let phase = now.phase();
+        for p in ["idle", "published", "retiring"] {
+            let _ = writeln!(
+                out,
+                "membrane_control_ca_rollover_phase{{phase=\"{p}\"}} {}",
+                u8::from(p == phase)
+            );
+        }
+    }
     // From the last change to the last ACK that followed it, across nodes.
     if let Some(changed) = changed_at {
         let last = nodes

@@ -132,6 +132,7 @@ pub async fn start(opts: ControlOptions) -> Result<ControlHandle, ControlError> 
         generation: Mutex::new(1),
         refused_streams: ads.refused.clone(),
         ca: Mutex::new(None),
+        ca_now: ca_now.clone(),
     });
     let listen_err = |source| ControlError::Listen {
         what: "ADS",
@@ -180,14 +181,35 @@ pub async fn start(opts: ControlOptions) -> Result<ControlHandle, ControlError> 
     // write in the same directory, do not).
     let ca_watcher = opts.ca.as_ref().and_then(|ca| {
         watch_dir(&ca.dir, reload.clone(), |p| {
-            p.file_name().is_some_and(|n| {
-                n == "revoked" || n == "ca.pem" || n == "ca-key.pem" || n == "bundle.pem"
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n == "revoked"
+                    || n == "ca.pem"
+                    || n == "ca-key.pem"
+                    || n == "bundle.pem"
+                    || crate::ca::rollover::is_rollover_file(n)
             })
         })
     });
     let st = state.clone();
     tokio::spawn(async move {
-        while reloads.recv().await.is_some() {
+        loop {
+            // A change in a watched directory, or the roll-over's next step falling due.
+            let step = ca_now.as_ref().and_then(|c| c.next_step());
+            let due = async {
+                match step {
+                    Some(at) => {
+                        let wait = at
+                            .duration_since(std::time::SystemTime::now())
+                            .unwrap_or_default();
+                        tokio::time::sleep(wait).await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = reloads.recv() => if r.is_none() { break },
+                () = due => {}
+            }
             tokio::time::sleep(opts.debounce).await;
             while reloads.try_recv().is_ok() {}
             if let Some(c) = &ca_now {

@@ -20,4 +20,6 @@ pub struct ControlState {
     pub refused_streams: Arc<crate::reasons::ByReason>,
     /// The certificate service's counters, when the control server is a CA.
     pub ca: Mutex<Option<Arc<crate::ca::CaCounters>>>,
+    /// The CA signing now, for its roll-over's step.
+    pub ca_now: Option<Arc<crate::ca::CurrentCa>>,
 }
