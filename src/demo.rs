@@ -171,6 +171,7 @@ async fn demo(args: DemoArgs) -> Result<ExitCode, String> {
                 expect: Expect::Path(CONTROL_PATH.to_owned()),
             },
             join_token: Some(token),
+            tracing: None,
         })
         .map_err(|e| format!("gateway {name}: {e}"))?;
         gateways.push(Gateway { cell: name, handle });

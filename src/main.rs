@@ -83,6 +83,14 @@ enum Command {
         /// The admin address in xDS mode.
         #[arg(long, default_value = "127.0.0.1:15000")]
         admin: std::net::SocketAddr,
+        /// In xDS mode, export traces to this OpenTelemetry collector (OTLP/gRPC,
+        /// `http://host:4317`); a file's `tracing:` section does the same for --config.
+        #[arg(long, value_name = "URL", requires = "xds")]
+        otlp_endpoint: Option<String>,
+        /// Share of new traces recorded (0 to 1); continued traces keep their caller's
+        /// decision, and failed or refused requests are always recorded.
+        #[arg(long, default_value_t = 0.01, requires = "otlp_endpoint")]
+        trace_sample_ratio: f64,
         /// Do not reload when the file changes (SIGHUP still reloads).
         #[arg(long)]
         no_watch: bool,
@@ -160,6 +168,8 @@ fn main() -> ExitCode {
             state_dir,
             admin,
             allow_empty_config,
+            otlp_endpoint,
+            trace_sample_ratio,
         } => match (config, xds, node) {
             (Some(config), None, _) => {
                 run_proxy(Source::File(config, !no_watch, allow_empty_config))
@@ -173,9 +183,11 @@ fn main() -> ExitCode {
                     insecure: insecure_xds,
                     token: join_token,
                     token_file: join_token_file,
+                    otlp_endpoint,
+                    trace_sample_ratio,
                 };
                 match xds.options(node, state_dir, admin) {
-                    Ok(opts) => run_proxy(Source::Xds(opts)),
+                    Ok(opts) => run_proxy(Source::Xds(Box::new(opts))),
                     Err(e) => {
                         eprintln!("membrane proxy: {e}");
                         ExitCode::from(2)
@@ -295,6 +307,8 @@ struct XdsFlags {
     insecure: bool,
     token: Option<String>,
     token_file: Option<PathBuf>,
+    otlp_endpoint: Option<String>,
+    trace_sample_ratio: f64,
 }
 
 impl XdsFlags {
@@ -330,6 +344,10 @@ impl XdsFlags {
             ),
             (None, None) => None,
         };
+        let tracing = self.otlp_endpoint.map(|endpoint| {
+            let cell = node.split('/').next().map(str::to_owned);
+            membrane_proxy::config::TracingConfig::new(endpoint, self.trace_sample_ratio, cell)
+        });
         Ok(membrane_proxy::xds_client::XdsOptions {
             url: self.url,
             node,
@@ -337,6 +355,7 @@ impl XdsFlags {
             admin,
             security,
             join_token,
+            tracing,
         })
     }
 }
@@ -344,7 +363,7 @@ impl XdsFlags {
 enum Source {
     /// The file, whether to watch it, whether an empty reload is allowed.
     File(PathBuf, bool, bool),
-    Xds(membrane_proxy::xds_client::XdsOptions),
+    Xds(Box<membrane_proxy::xds_client::XdsOptions>),
 }
 
 fn run_proxy(source: Source) -> ExitCode {
@@ -354,7 +373,7 @@ fn run_proxy(source: Source) -> ExitCode {
             opts.allow_empty_reload = allow_empty;
             membrane_proxy::start(opts)
         }
-        Source::Xds(opts) => membrane_proxy::xds_client::start(opts),
+        Source::Xds(opts) => membrane_proxy::xds_client::start(*opts),
     };
     let handle = match started {
         Ok(h) => h,

@@ -137,6 +137,7 @@ impl World {
             admin: "127.0.0.1:0".parse().unwrap(),
             security: self.tls(),
             join_token: token,
+            tracing: None,
         })
         .unwrap()
     }

@@ -102,6 +102,7 @@ fn start_gateway(url: &str, state: &Path) -> membrane_proxy::ProxyHandle {
         admin: "127.0.0.1:0".parse().unwrap(),
         security: membrane_proxy::xds_client::channel::Security::Plaintext,
         join_token: None,
+        tracing: None,
     })
     .unwrap()
 }
@@ -696,6 +697,7 @@ async fn a_spec_change_reaches_every_gateway_it_concerns() {
             admin: "127.0.0.1:0".parse().unwrap(),
             security: membrane_proxy::xds_client::channel::Security::Plaintext,
             join_token: None,
+            tracing: None,
         })
         .unwrap()
     };
@@ -966,6 +968,7 @@ async fn a_state_directory_belongs_to_one_node() {
         admin: "127.0.0.1:0".parse().unwrap(),
         security: membrane_proxy::xds_client::channel::Security::Plaintext,
         join_token: None,
+        tracing: None,
     })
     .err()
     .expect("refused");
@@ -984,6 +987,7 @@ async fn a_state_directory_belongs_to_one_node() {
         admin: "127.0.0.1:0".parse().unwrap(),
         security: membrane_proxy::xds_client::channel::Security::Plaintext,
         join_token: None,
+        tracing: None,
     })
     .err()
     .expect("refused");

@@ -55,6 +55,9 @@ pub struct Line<'a> {
     pub authz: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authz_rule: Option<&'a str>,
+    /// The request's trace (32 hex digits), with tracing on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<&'a str>,
 }
 
 /// Queues a line for `target`.

@@ -22,6 +22,7 @@ pub mod server;
 pub mod snapshot;
 pub mod stream;
 pub mod tls;
+pub mod trace;
 pub mod upstream;
 pub mod xds_client;
 

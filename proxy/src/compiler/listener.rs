@@ -16,6 +16,7 @@ use std::sync::Arc;
 pub(super) struct Named<'a> {
     pub clusters: &'a FxHashMap<Arc<str>, Arc<Cluster>>,
     pub providers: &'a FxHashMap<Arc<str>, Arc<JwtProvider>>,
+    pub tracing: Option<&'a Arc<crate::trace::Tracing>>,
 }
 
 impl Compiler<'_> {
@@ -160,6 +161,16 @@ impl Compiler<'_> {
             tls_metrics: tls.as_ref().map(|_| self.metrics.listener_tls(&name)),
             authz,
             access_log: l.access_log,
+            tracing: named.tracing.map(|t| crate::trace::ListenerTracing {
+                tracing: t.clone(),
+                continue_incoming: match l.trace_context {
+                    Some(c) => c == crate::config::TraceContextTrust::Continue,
+                    None => l
+                        .tls
+                        .as_ref()
+                        .is_some_and(|t| t.client_auth == crate::config::ClientAuth::Require),
+                },
+            }),
             unrouted: self.metrics.route(&name, "", ""),
             metrics: self.metrics.listener(&name),
             name,

@@ -23,6 +23,7 @@ mod provider;
 mod rate_limit;
 mod route;
 mod tls;
+mod tracing;
 
 pub use activate::activate;
 pub use load::Loaded;
@@ -96,12 +97,14 @@ pub fn compile(
     if !errors.is_empty() {
         return Err(errors);
     }
+    let tracing = c.tracing(cfg.tracing.as_ref()).map_err(|e| vec![e])?;
     let mut listeners = FxHashMap::default();
     let mut addresses = FxHashMap::default();
     let mut rate_limits = RateLimitState::default();
     let named = listener::Named {
         clusters: &clusters,
         providers: &providers,
+        tracing: tracing.as_ref(),
     };
     for (i, l) in cfg.listeners.iter().enumerate() {
         let compiled = c
@@ -144,6 +147,7 @@ pub fn compile(
         clusters,
         source: cfg.clone(),
         pending,
+        tracing,
     })
 }
 

@@ -15,6 +15,7 @@ impl ListenerConfig {
             protocol: defaults::listener_protocol(),
             tls: None,
             access_log: Default::default(),
+            trace_context: None,
             authorization: None,
             limits: Default::default(),
             normalization: Default::default(),

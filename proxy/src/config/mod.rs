@@ -9,6 +9,7 @@ mod duration;
 mod load;
 mod policy;
 mod tls;
+mod tracing;
 
 pub use duration::{Dur, DurError};
 pub use load::{ConfigError, ConfigErrors, Owner, parse, read_file};
@@ -16,6 +17,7 @@ pub use policy::*;
 pub use tls::{
     CertKeyConfig, ClientAuth, ClusterTlsConfig, ListenerTlsConfig, TlsVersion, UpstreamVerify,
 };
+pub use tracing::{TraceContextTrust, TracingConfig};
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -42,6 +44,9 @@ pub struct Bootstrap {
     /// JWT issuers that routes may require tokens from.
     #[serde(default)]
     pub jwt_providers: Vec<JwtProviderConfig>,
+    /// Traces, exported over OTLP; off when absent.
+    #[serde(default)]
+    pub tracing: Option<TracingConfig>,
 }
 
 impl Default for Bootstrap {
@@ -54,6 +59,7 @@ impl Default for Bootstrap {
             listeners: Vec::new(),
             clusters: Vec::new(),
             jwt_providers: Vec::new(),
+            tracing: None,
         }
     }
 }
@@ -97,6 +103,11 @@ pub struct ListenerConfig {
     /// One JSON line per request: `off` (the default), `stdout` or `stderr`.
     #[serde(default)]
     pub access_log: crate::access_log::AccessLogTarget,
+    /// With `tracing` on: `continue` a request's incoming trace context or `restart` (a new
+    /// trace linked to it). Default: continue where client certificates are required (the
+    /// peer is a gateway of the org), restart elsewhere.
+    #[serde(default)]
+    pub trace_context: Option<TraceContextTrust>,
     /// Authorization rules for every request on this listener, after routing.
     #[serde(default)]
     pub authorization: Option<AuthorizationConfig>,

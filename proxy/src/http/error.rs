@@ -77,16 +77,28 @@ impl ProxyError {
 
     /// `{"error": code, "message": text, "request_id": id}` with the matching status.
     pub fn into_response(self, request_id: &HeaderValue) -> Response<ProxyBody> {
+        self.into_response_traced(request_id, None)
+    }
+
+    /// The same, with `"trace_id"` when the request is traced.
+    pub fn into_response_traced(
+        self,
+        request_id: &HeaderValue,
+        trace_id: Option<&membrane_telemetry::TraceId>,
+    ) -> Response<ProxyBody> {
         let (status, code) = self.status_and_code();
         let message = match &self {
             ProxyError::Upstream(u) => u.client_message().to_owned(),
             other => other.to_string(),
         };
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "error": code,
             "message": message,
             "request_id": request_id.to_str().unwrap_or(""),
         });
+        if let (Some(t), Some(o)) = (trace_id, body.as_object_mut()) {
+            o.insert("trace_id".into(), t.hex().into());
+        }
         let mut resp = Response::new(ProxyBody::full(Bytes::from(body.to_string())));
         *resp.status_mut() = status;
         let h = resp.headers_mut();

@@ -63,6 +63,12 @@ pub async fn serve(
     // Normalization's pass over the field names says whether the client sent an id.
     let sent_id = normalized.as_ref().map_or(true, |n| n.fields.request_id);
     let request_id = headers::request_id(req.headers(), sent_id);
+    // Traces: the context is read before the phases (which move the request on).
+    let traced = listener.tracing.as_ref().map(|lt| {
+        let t = crate::trace::RequestTrace::begin(lt, req.headers());
+        let target = req.uri().path_and_query().cloned();
+        (t, req.method().clone(), target, req.version())
+    });
     let logged = (listener.access_log != AccessLogTarget::Off).then(|| {
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
         (
@@ -79,11 +85,32 @@ pub async fn serve(
         Ok(n) => decide(ctx, listener, req, n, &request_id, &mut note),
         Err(e) => Err((e, &listener.unrouted)),
     };
+    let mut exchanged = None;
     let outcome = match decided {
         Ok((Decision::Answer(resp), m)) => Ok((resp, m)),
-        Ok((Decision::Forward { cluster, out, back }, m)) => {
-            match upstream::send(cluster, out, deadline).await {
-                Ok((resp, in_flight)) => {
+        Ok((
+            Decision::Forward {
+                cluster,
+                mut out,
+                back,
+            },
+            m,
+        )) => {
+            let began = traced.as_ref().map(|(t, ..)| {
+                t.inject(&mut out.parts.headers);
+                membrane_telemetry::unix_nanos()
+            });
+            let sent = upstream::send(cluster, out, deadline).await;
+            if let Some(start_unix) = began {
+                exchanged = Some(crate::trace::Upstream {
+                    start_unix,
+                    end_unix: membrane_telemetry::unix_nanos(),
+                    endpoint: sent.as_ref().ok().map(|s| s.2),
+                    status: sent.as_ref().ok().map(|s| s.0.status()),
+                });
+            }
+            match sent {
+                Ok((resp, in_flight, _)) => {
                     Ok((respond(resp, in_flight, back, cluster.body_idle_timeout), m))
                 }
                 Err(e) => Err((e.into(), m)),
@@ -96,7 +123,11 @@ pub async fn serve(
         Err((e, metrics)) => {
             tracing::debug!(listener = %ctx.listener, request_id = ?request_id.value, error = %e, "request failed");
             error = Some(e.status_and_code().1);
-            (e.into_response(&request_id.value), metrics)
+            let trace_id = traced.as_ref().map(|(t, ..)| t.trace_id());
+            (
+                e.into_response_traced(&request_id.value, trace_id.as_ref()),
+                metrics,
+            )
         }
     };
     let elapsed = start.elapsed();
@@ -109,8 +140,9 @@ pub async fn serve(
         h.insert("ratelimit-remaining", HeaderValue::from(v.remaining));
         h.insert("ratelimit-reset", HeaderValue::from(v.reset_secs));
     }
+    let peer = ctx.tls.as_ref().and_then(|t| t.identity.spiffe.as_ref());
+    let trace_id = traced.as_ref().map(|(t, ..)| t.trace_id().hex());
     if let Some((method, path, version)) = logged {
-        let peer = ctx.tls.as_ref().and_then(|t| t.identity.spiffe.as_ref());
         let line = access_log::Line {
             ts: access_log::timestamp(),
             listener: &ctx.listener,
@@ -129,11 +161,38 @@ pub async fn serve(
             subject: note.subject.as_deref(),
             authz: note.decision.as_ref().map(|d| d.verdict.as_str()),
             authz_rule: note.decision.as_ref().map(|d| d.rule.as_str()),
+            trace_id: trace_id.as_deref(),
         };
         access_log::write(
             listener.access_log,
             &line,
             &listener.metrics.access_log_dropped,
+        );
+    }
+    if let (Some((t, method, target, version)), Some(lt)) = (traced, &listener.tracing) {
+        t.finish(
+            lt,
+            crate::trace::Finished {
+                method: &method,
+                path: target.as_ref().map_or("/", |p| p.path()),
+                scheme: if ctx.tls.is_some() { "https" } else { "http" },
+                protocol: version_name(version),
+                status: resp.status(),
+                error,
+                listener: &ctx.listener,
+                route: &metrics.route,
+                cluster: &metrics.cluster,
+                peer: peer.map(|p| p.as_str()),
+                client_ip: ctx.client_ip.to_str().unwrap_or(""),
+                request_id: request_id.value.to_str().unwrap_or(""),
+                subject: note.subject.as_deref(),
+                authz: note
+                    .decision
+                    .as_ref()
+                    .map(|d| (d.verdict.as_str(), d.rule.as_str())),
+                rate_allowed: note.rate.is_some(),
+                upstream: exchanged,
+            },
         );
     }
     resp

@@ -56,6 +56,13 @@ pub struct Metrics {
     policy: PolicyFamilies,
     /// Handed to the access log writers.
     pub access_log_dropped: Counter,
+    /// Handed to trace exporters.
+    pub trace: membrane_telemetry::Counters,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DropLabels {
+    reason: &'static str,
 }
 
 impl Default for Metrics {
@@ -111,6 +118,31 @@ impl Metrics {
             "Access log lines dropped because the writer fell behind",
             access_log_dropped.clone(),
         );
+        let spans_exported = Counter::default();
+        registry.register(
+            "trace_spans_exported",
+            "Spans the OTLP collector accepted",
+            spans_exported.clone(),
+        );
+        let spans_dropped = Family::<DropLabels, Counter>::default();
+        registry.register(
+            "trace_spans_dropped",
+            "Spans dropped, by reason: queue_full (the exporter fell behind; requests are never slowed), export_failed (the collector did not take the batch)",
+            spans_dropped.clone(),
+        );
+        let trace = membrane_telemetry::Counters {
+            exported: spans_exported,
+            dropped_queue_full: spans_dropped
+                .get_or_create(&DropLabels {
+                    reason: "queue_full",
+                })
+                .clone(),
+            dropped_export_failed: spans_dropped
+                .get_or_create(&DropLabels {
+                    reason: "export_failed",
+                })
+                .clone(),
+        };
         let tls = TlsFamilies::register(&mut registry);
         let upstream = UpstreamFamilies::register(&mut registry);
         let policy = PolicyFamilies::register(&mut registry);
@@ -126,6 +158,7 @@ impl Metrics {
             upstream,
             policy,
             access_log_dropped,
+            trace,
         }
     }
 

@@ -36,6 +36,9 @@ pub struct Snapshot {
     /// What activating this generation does (`compiler::activate`, just before the swap);
     /// empty once done.
     pub pending: Pending,
+    /// Traces, when `tracing` is configured (the exporter is handed to the next generation
+    /// while its settings are unchanged).
+    pub tracing: Option<Arc<crate::trace::Tracing>>,
 }
 
 /// Rate-limit state that outlives a generation, by (listener, route).
@@ -99,6 +102,8 @@ pub struct Listener {
     pub tls_metrics: Option<crate::tls::metrics::TlsListenerMetrics>,
     pub authz: Option<crate::enforce::authz::ListenerAuthz>,
     pub access_log: crate::access_log::AccessLogTarget,
+    /// Traces of this listener's requests; `None` without `tracing`.
+    pub tracing: Option<crate::trace::ListenerTracing>,
     pub routes: RouteTable<RouteEntry>,
     /// Counts requests that matched no route.
     pub unrouted: RouteMetrics,

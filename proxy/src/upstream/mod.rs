@@ -196,7 +196,7 @@ pub async fn send(
     cluster: &Arc<Cluster>,
     out: Outbound<'_>,
     deadline: Option<&mut Deadline>,
-) -> Result<(Response<UpstreamBody>, InFlight), UpstreamError> {
+) -> Result<(Response<UpstreamBody>, InFlight, std::net::SocketAddr), UpstreamError> {
     let ep = cluster
         .pick()
         .ok_or_else(|| UpstreamError::NoEndpoint(cluster.name.clone()))?;
@@ -223,7 +223,7 @@ pub async fn send(
         d.disarm();
     }
     match sent {
-        Some(Ok(resp)) => Ok((resp, in_flight)),
+        Some(Ok(resp)) => Ok((resp, in_flight, key.addr)),
         Some(Err(e)) => Err(e),
         None => Err(UpstreamError::Timeout {
             addr: key.addr,

@@ -25,7 +25,8 @@ pub(super) async fn apply(
             .iter()
             .map(|(k, h)| (k.clone(), h.any.clone()))
             .collect();
-        let (conv, refused) = convert::convert(&candidate, opts.admin, &opts.state_dir);
+        let (mut conv, refused) = convert::convert(&candidate, opts.admin, &opts.state_dir);
+        conv.config.tracing = opts.tracing.clone();
         if !refused.is_empty() {
             for r in refused {
                 revert(held, before, &r.key);

@@ -48,6 +48,9 @@ pub struct XdsOptions {
     pub security: Security,
     /// For the first certificate, when the state directory holds no valid one.
     pub join_token: Option<String>,
+    /// Traces (`--otlp-endpoint`): the control server's resources do not carry them, so
+    /// the gateway adds this to every generation it compiles.
+    pub tracing: Option<crate::config::TracingConfig>,
 }
 
 /// Starts the proxy from the last generation in the state directory (or with no listeners,

@@ -1,0 +1,268 @@
+//! Traces of requests: a server span per request and a client span for its upstream
+//! exchange, exported over OTLP (`membrane_telemetry`).
+//!
+//! - **Context in**: a listener that continues (`trace_context: continue`, the default where
+//!   client certificates are required) makes its server span the child of the incoming
+//!   `traceparent` and keeps the caller's sampling decision and `tracestate`. One that
+//!   restarts (the default elsewhere: the public side must not choose trace ids or force
+//!   sampling) starts a new trace whose server span links to the incoming context.
+//! - **Context out**: the upstream gets `traceparent` with the client span's id, whether the
+//!   request is sampled or not (so the next cell sees one trace), and `tracestate` only when
+//!   the trace was continued. Without `tracing`, both headers pass through untouched.
+//! - **Sampling**: the head decision is the parent's or the ratio's; with
+//!   `always_sample_errors`, a failed or refused request is exported anyway (its caller
+//!   may not have it: the upstream saw `sampled=0`).
+//! - **Cost**: what every request pays with tracing configured is one header lookup, a few
+//!   random numbers and the outbound header; the spans are built only when exported.
+
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use membrane_telemetry::context::{MAX_TRACESTATE, SAMPLED};
+use membrane_telemetry::{
+    Exporter, Kind, Sampler, SpanId, SpanRecord, TraceId, TraceParent, Value,
+};
+use std::sync::Arc;
+
+const TRACEPARENT: &str = "traceparent";
+const TRACESTATE: &str = "tracestate";
+
+/// A generation's tracing, shared by its listeners.
+#[derive(Debug)]
+pub struct Tracing {
+    pub sampler: Sampler,
+    pub exporter: Arc<Exporter>,
+    pub jwt_subject: bool,
+    pub cell: Option<Arc<str>>,
+}
+
+/// A listener's: the generation's tracing, and whether incoming contexts are continued.
+#[derive(Debug, Clone)]
+pub struct ListenerTracing {
+    pub tracing: Arc<Tracing>,
+    pub continue_incoming: bool,
+}
+
+/// One request's trace, from its head to its answer.
+pub struct RequestTrace {
+    trace_id: TraceId,
+    server: SpanId,
+    client: SpanId,
+    parent: Option<SpanId>,
+    link: Option<TraceParent>,
+    state: Option<HeaderValue>,
+    sampled: bool,
+    start_unix: u64,
+}
+
+/// What a finished request tells its spans.
+pub struct Finished<'a> {
+    pub method: &'a Method,
+    pub path: &'a str,
+    pub scheme: &'static str,
+    pub protocol: &'static str,
+    pub status: StatusCode,
+    pub error: Option<&'static str>,
+    pub listener: &'a Arc<str>,
+    pub route: &'a Arc<str>,
+    pub cluster: &'a Arc<str>,
+    pub peer: Option<&'a str>,
+    pub client_ip: &'a str,
+    pub request_id: &'a str,
+    /// The verified JWT's `sub`.
+    pub subject: Option<&'a str>,
+    /// The authorization verdict and its rule.
+    pub authz: Option<(&'static str, &'a str)>,
+    /// The route's rate limit let the request through.
+    pub rate_allowed: bool,
+    /// The upstream exchange, when there was one: its start and end (Unix nanoseconds), the
+    /// endpoint, and the status it answered with.
+    pub upstream: Option<Upstream>,
+}
+
+pub struct Upstream {
+    pub start_unix: u64,
+    pub end_unix: u64,
+    pub endpoint: Option<std::net::SocketAddr>,
+    pub status: Option<StatusCode>,
+}
+
+impl RequestTrace {
+    /// Reads the incoming context as the listener trusts it and makes the request's ids.
+    pub fn begin(lt: &ListenerTracing, headers: &HeaderMap) -> Self {
+        let incoming = headers
+            .get(TRACEPARENT)
+            .and_then(|v| TraceParent::parse(v.as_bytes()));
+        let start_unix = membrane_telemetry::unix_nanos();
+        let (server, client) = (SpanId::random(), SpanId::random());
+        match incoming {
+            Some(p) if lt.continue_incoming => Self {
+                trace_id: p.trace_id,
+                server,
+                client,
+                parent: Some(p.parent_id),
+                link: None,
+                state: headers
+                    .get(TRACESTATE)
+                    .filter(|v| v.len() <= MAX_TRACESTATE)
+                    .cloned(),
+                sampled: lt.tracing.sampler.sampled(Some(&p), &p.trace_id),
+                start_unix,
+            },
+            _ => {
+                let trace_id = TraceId::random();
+                Self {
+                    trace_id,
+                    server,
+                    client,
+                    parent: None,
+                    link: incoming,
+                    state: None,
+                    sampled: lt.tracing.sampler.sampled(None, &trace_id),
+                    start_unix,
+                }
+            }
+        }
+    }
+
+    /// Sets the upstream request's context: this trace, the client span as its parent.
+    pub fn inject(&self, headers: &mut HeaderMap) {
+        let tp = TraceParent {
+            trace_id: self.trace_id,
+            parent_id: self.client,
+            flags: if self.sampled { SAMPLED } else { 0 },
+        };
+        if let Ok(v) = HeaderValue::from_bytes(&tp.encode()) {
+            headers.insert(TRACEPARENT, v);
+        }
+        match &self.state {
+            Some(s) => {
+                headers.insert(TRACESTATE, s.clone());
+            }
+            None => {
+                headers.remove(TRACESTATE);
+            }
+        }
+    }
+
+    pub fn trace_id(&self) -> TraceId {
+        self.trace_id
+    }
+
+    /// Exports the request's spans when sampled, or when it failed and errors are kept.
+    pub fn finish(self, lt: &ListenerTracing, f: Finished<'_>) {
+        let t = &lt.tracing;
+        if !(self.sampled || (t.sampler.errors && f.error.is_some())) {
+            return;
+        }
+        let end = membrane_telemetry::unix_nanos();
+        let mut attrs: Vec<(&'static str, Value)> = Vec::with_capacity(20);
+        attrs.push(("http.request.method", Value::Text(f.method.to_string())));
+        attrs.push(("url.path", Value::Text(f.path.to_owned())));
+        attrs.push(("url.scheme", Value::Static(f.scheme)));
+        attrs.push(("network.protocol.version", Value::Static(f.protocol)));
+        attrs.push((
+            "http.response.status_code",
+            Value::Int(i64::from(f.status.as_u16())),
+        ));
+        attrs.push(("client.address", Value::Text(f.client_ip.to_owned())));
+        attrs.push(("membrane.listener", f.listener.into()));
+        attrs.push(("membrane.request_id", Value::Text(f.request_id.to_owned())));
+        if !f.route.is_empty() {
+            attrs.push(("http.route", f.route.into()));
+            attrs.push(("membrane.route", f.route.into()));
+        }
+        if !f.cluster.is_empty() {
+            attrs.push(("membrane.cluster", f.cluster.into()));
+        }
+        if let Some(c) = &t.cell {
+            attrs.push(("membrane.cell", c.into()));
+        }
+        if let Some(p) = f.peer {
+            attrs.push(("membrane.peer.spiffe_id", Value::Text(p.to_owned())));
+        }
+        if t.jwt_subject
+            && let Some(s) = f.subject
+        {
+            attrs.push(("enduser.id", Value::Text(s.to_owned())));
+        }
+        if let Some((verdict, rule)) = f.authz {
+            attrs.push(("membrane.authz.decision", Value::Static(verdict)));
+            attrs.push(("membrane.authz.rule", Value::Text(rule.to_owned())));
+        }
+        let limited = f.error == Some("rate_limited");
+        if limited || f.rate_allowed {
+            let outcome = if limited { "limited" } else { "allowed" };
+            attrs.push(("membrane.ratelimit.outcome", Value::Static(outcome)));
+        }
+        if let Some(code) = f.error {
+            attrs.push(("error.type", Value::Static(code)));
+            attrs.push(("membrane.error.code", Value::Static(code)));
+        }
+        let method = f.method.as_str();
+        let name = if f.route.is_empty() {
+            method.to_owned()
+        } else {
+            format!("{method} {}", f.route)
+        };
+        let client = f.upstream.map(|u| {
+            let mut a: Vec<(&'static str, Value)> = Vec::with_capacity(6);
+            a.push(("http.request.method", Value::Text(method.to_owned())));
+            a.push(("membrane.cluster", f.cluster.into()));
+            if let Some(ep) = u.endpoint {
+                a.push(("server.address", Value::Text(ep.ip().to_string())));
+                a.push(("server.port", Value::Int(i64::from(ep.port()))));
+                a.push(("membrane.endpoint", Value::Text(ep.to_string())));
+            }
+            if let Some(s) = u.status {
+                a.push((
+                    "http.response.status_code",
+                    Value::Int(i64::from(s.as_u16())),
+                ));
+            }
+            let failed = u
+                .status
+                .is_none()
+                .then(|| f.error.unwrap_or("upstream_failed"));
+            if let Some(code) = failed {
+                a.push(("error.type", Value::Static(code)));
+            }
+            SpanRecord {
+                trace_id: self.trace_id,
+                span_id: self.client,
+                parent: Some(self.server),
+                trace_state: None,
+                name: method.to_owned(),
+                kind: Kind::Client,
+                start_unix_nanos: u.start_unix,
+                end_unix_nanos: u.end_unix,
+                attributes: a,
+                error: failed.map(str::to_owned),
+                link: None,
+            }
+        });
+        // Server spans are errors for 5xx; a refusal (4xx) carries its reason as
+        // `error.type` but is not the gateway's failure (OpenTelemetry's HTTP conventions).
+        let error =
+            (f.status.is_server_error()).then(|| f.error.unwrap_or("upstream_5xx").to_owned());
+        let server = SpanRecord {
+            trace_id: self.trace_id,
+            span_id: self.server,
+            parent: self.parent,
+            trace_state: self
+                .state
+                .as_ref()
+                .and_then(|s| s.to_str().ok())
+                .map(str::to_owned),
+            name,
+            kind: Kind::Server,
+            start_unix_nanos: self.start_unix,
+            end_unix_nanos: end,
+            attributes: attrs,
+            error,
+            link: self.link,
+        };
+        t.exporter.record(server);
+        if let Some(c) = client {
+            t.exporter.record(c);
+        }
+    }
+}

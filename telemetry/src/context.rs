@@ -1,0 +1,188 @@
+//! W3C Trace Context (https://www.w3.org/TR/trace-context/): the `traceparent` header,
+//! `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`, read and written without
+//! allocating. `tracestate` is passed on as it came when a trace is continued (it is
+//! vendors' data; checked only for its length, 512 bytes as the spec lets a proxy cut it).
+
+/// A trace id: 16 bytes, never all zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TraceId(pub [u8; 16]);
+
+/// A span id: 8 bytes, never all zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SpanId(pub [u8; 8]);
+
+/// The `sampled` bit of the trace flags.
+pub const SAMPLED: u8 = 0x01;
+
+/// Longest `tracestate` passed on; a longer one is dropped.
+pub const MAX_TRACESTATE: usize = 512;
+
+impl TraceId {
+    /// A random, non-zero trace id (fastrand's per-thread generator: ids need to be unique,
+    /// not secret).
+    pub fn random() -> Self {
+        loop {
+            let v = fastrand::u128(..).to_be_bytes();
+            if v != [0; 16] {
+                return TraceId(v);
+            }
+        }
+    }
+
+    /// The low 8 bytes as a number, which the ratio sampler compares (random in W3C's
+    /// version 00 ids; the same decision on every gateway a trace crosses).
+    pub fn low64(&self) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.0[8..]);
+        u64::from_be_bytes(b)
+    }
+
+    pub fn hex(&self) -> String {
+        hex(&self.0)
+    }
+}
+
+impl SpanId {
+    pub fn random() -> Self {
+        loop {
+            let v = fastrand::u64(..).to_be_bytes();
+            if v != [0; 8] {
+                return SpanId(v);
+            }
+        }
+    }
+
+    pub fn hex(&self) -> String {
+        hex(&self.0)
+    }
+}
+
+/// A parsed `traceparent`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceParent {
+    pub trace_id: TraceId,
+    pub parent_id: SpanId,
+    pub flags: u8,
+}
+
+impl TraceParent {
+    pub fn sampled(&self) -> bool {
+        self.flags & SAMPLED != 0
+    }
+
+    /// Reads a header value. `None` for anything the spec says to ignore: a version other
+    /// than 00 written as 00 is read (future versions may append fields after a dash), a
+    /// version ff, uppercase hex, all-zero ids and a wrong length are not.
+    pub fn parse(v: &[u8]) -> Option<Self> {
+        if v.len() < 55 || v[2] != b'-' || v[35] != b'-' || v[52] != b'-' {
+            return None;
+        }
+        let version = hex_byte(&v[0..2])?;
+        if version == 0xff || (version == 0 && v.len() != 55) {
+            return None;
+        }
+        if version != 0 && v.len() > 55 && v[55] != b'-' {
+            return None;
+        }
+        let mut trace_id = [0u8; 16];
+        for (i, b) in trace_id.iter_mut().enumerate() {
+            *b = hex_byte(&v[3 + 2 * i..5 + 2 * i])?;
+        }
+        let mut parent_id = [0u8; 8];
+        for (i, b) in parent_id.iter_mut().enumerate() {
+            *b = hex_byte(&v[36 + 2 * i..38 + 2 * i])?;
+        }
+        let flags = hex_byte(&v[53..55])?;
+        if trace_id == [0; 16] || parent_id == [0; 8] {
+            return None;
+        }
+        Some(TraceParent {
+            trace_id: TraceId(trace_id),
+            parent_id: SpanId(parent_id),
+            flags,
+        })
+    }
+
+    /// The header value, version 00, 55 bytes.
+    pub fn encode(&self) -> [u8; 55] {
+        let mut out = [b'-'; 55];
+        out[0] = b'0';
+        out[1] = b'0';
+        put_hex(&mut out[3..35], &self.trace_id.0);
+        put_hex(&mut out[36..52], &self.parent_id.0);
+        put_hex(&mut out[53..55], &[self.flags & SAMPLED]);
+        out
+    }
+}
+
+fn hex_digit(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
+}
+
+fn hex_byte(two: &[u8]) -> Option<u8> {
+    Some(hex_digit(two[0])? << 4 | hex_digit(two[1])?)
+}
+
+const DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+fn put_hex(out: &mut [u8], bytes: &[u8]) {
+    for (i, b) in bytes.iter().enumerate() {
+        out[2 * i] = DIGITS[usize::from(b >> 4)];
+        out[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut out = vec![0u8; bytes.len() * 2];
+    put_hex(&mut out, bytes);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn reads_and_writes_the_spec_example() {
+        let p = TraceParent::parse(GOOD.as_bytes()).unwrap();
+        assert_eq!(p.trace_id.hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(p.parent_id.hex(), "00f067aa0ba902b7");
+        assert!(p.sampled());
+        assert_eq!(&p.encode()[..], GOOD.as_bytes());
+    }
+
+    #[test]
+    fn refuses_what_the_spec_says_to_ignore() {
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(TraceParent::parse(bad.as_bytes()), None, "{bad}");
+        }
+        // A later version may carry more fields; the first four are read.
+        let later = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-more";
+        let p = TraceParent::parse(later.as_bytes()).unwrap();
+        assert!(!p.sampled());
+    }
+
+    #[test]
+    fn random_ids_are_not_zero_and_differ() {
+        let (a, b) = (TraceId::random(), TraceId::random());
+        assert_ne!(a, b);
+        assert_ne!(a.0, [0; 16]);
+        assert_ne!(SpanId::random().0, [0; 8]);
+    }
+}
