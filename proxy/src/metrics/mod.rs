@@ -130,18 +130,22 @@ impl Metrics {
             "Spans dropped, by reason: queue_full (the exporter fell behind; requests are never slowed), export_failed (the collector did not take the batch)",
             spans_dropped.clone(),
         );
+        // One statement each: `get_or_create` holds the family's lock until its guard
+        // is dropped at the end of the statement.
+        let queue_full = spans_dropped
+            .get_or_create(&DropLabels {
+                reason: "queue_full",
+            })
+            .clone();
+        let export_failed = spans_dropped
+            .get_or_create(&DropLabels {
+                reason: "export_failed",
+            })
+            .clone();
         let trace = membrane_telemetry::Counters {
             exported: spans_exported,
-            dropped_queue_full: spans_dropped
-                .get_or_create(&DropLabels {
-                    reason: "queue_full",
-                })
-                .clone(),
-            dropped_export_failed: spans_dropped
-                .get_or_create(&DropLabels {
-                    reason: "export_failed",
-                })
-                .clone(),
+            dropped_queue_full: queue_full,
+            dropped_export_failed: export_failed,
         };
         let tls = TlsFamilies::register(&mut registry);
         let upstream = UpstreamFamilies::register(&mut registry);

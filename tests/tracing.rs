@@ -1,0 +1,334 @@
+//! Traces over real sockets: an OTLP/gRPC receiver (tonic, with the `opentelemetry-proto`
+//! types) takes the spans of two gateways in a row and of refusals; a collector that never
+//! answers makes the exporter's queue drop spans while requests go on.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use membrane_proxy::testing::{Upstream, start_proxy};
+use membrane_telemetry::TraceParent;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A span and its resource's attributes (`service.name`, `membrane.cell`).
+#[derive(Clone, Debug)]
+struct Got {
+    span: Span,
+    resource: Vec<(String, String)>,
+}
+
+#[derive(Clone, Default)]
+struct Receiver(Arc<Mutex<Vec<Got>>>);
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        req: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut got = self.0.lock().unwrap();
+        for rs in req.into_inner().resource_spans {
+            let resource: Vec<(String, String)> = rs
+                .resource
+                .map(|r| r.attributes)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|kv| match kv.value?.value? {
+                    Any::StringValue(s) => Some((kv.key, s)),
+                    _ => None,
+                })
+                .collect();
+            for ss in rs.scope_spans {
+                for span in ss.spans {
+                    got.push(Got {
+                        span,
+                        resource: resource.clone(),
+                    });
+                }
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+impl Receiver {
+    async fn start() -> (Self, SocketAddr) {
+        let r = Receiver::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let svc = TraceServiceServer::new(r.clone());
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming(tokio_stream_incoming(listener))
+                .await
+                .unwrap();
+        });
+        (r, addr)
+    }
+
+    fn spans(&self) -> Vec<Got> {
+        self.0.lock().unwrap().clone()
+    }
+
+    async fn wait_for(&self, what: &str, n: usize, f: impl Fn(&Got) -> bool) -> Vec<Got> {
+        eventually(what, Duration::from_secs(20), || {
+            let ok = self.spans().iter().filter(|g| f(g)).count() >= n;
+            async move { ok }
+        })
+        .await;
+        self.spans().into_iter().filter(|g| f(g)).collect()
+    }
+}
+
+/// tonic's incoming stream from a bound listener.
+fn tokio_stream_incoming(
+    listener: tokio::net::TcpListener,
+) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener)
+}
+
+fn attr<'a>(s: &'a Span, key: &str) -> Option<&'a Any> {
+    s.attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v| v.value.as_ref())
+}
+
+fn attr_str<'a>(s: &'a Span, key: &str) -> Option<&'a str> {
+    match attr(s, key)? {
+        Any::StringValue(v) => Some(v),
+        _ => None,
+    }
+}
+
+fn attr_int(s: &Span, key: &str) -> Option<i64> {
+    match attr(s, key)? {
+        Any::IntValue(v) => Some(*v),
+        _ => None,
+    }
+}
+
+fn tracing_yaml(collector: SocketAddr, cell: &str, ratio: f64) -> String {
+    format!(
+        "tracing: {{otlp_endpoint: 'http://{collector}', sample_ratio: {ratio}, flush_interval: 20ms, cell: {cell}}}\n"
+    )
+}
+
+const SERVER: i32 = 2;
+const CLIENT: i32 = 3;
+
+/// billing's east gateway calls orders' west gateway, which calls the orders service: one
+/// trace with four spans, each the parent of the next, and the service sees the last
+/// client span as its parent. East starts a new trace (its default without client
+/// certificates) linked to the caller's; west continues it (`trace_context: continue`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_through_two_gateways_is_one_trace_of_parent_and_child_spans() {
+    let (rx, collector) = Receiver::start().await;
+    let up = Upstream::start("orders").await;
+    let (west_port, east_port) = (closed_port(), closed_port());
+    let (west, _) = start_proxy(&format!(
+        "admin: {{address: '127.0.0.1:0'}}\nworkers: 1\n{}listeners:\n  - name: west\n    address: 127.0.0.1:{west_port}\n    trace_context: continue\n    virtual_hosts: [{{name: v, domains: ['*'], routes: [{{name: orders-api, forward: {{cluster: orders-svc}}}}]}}]\nclusters: [{{name: orders-svc, endpoints: ['{}']}}]\n",
+        tracing_yaml(collector, "orders", 1.0),
+        up.addr
+    ));
+    let (east, _) = start_proxy(&format!(
+        "admin: {{address: '127.0.0.1:0'}}\nworkers: 1\n{}listeners:\n  - name: east\n    address: 127.0.0.1:{east_port}\n    virtual_hosts: [{{name: v, domains: ['*'], routes: [{{name: to-orders, forward: {{cluster: orders}}}}]}}]\nclusters: [{{name: orders, endpoints: ['127.0.0.1:{west_port}']}}]\n",
+        tracing_yaml(collector, "billing", 1.0),
+    ));
+    let c = client_h1();
+    let url = format!("http://127.0.0.1:{east_port}/orders/7?token=secret");
+    eventually("the gateways answer", Duration::from_secs(20), || {
+        let (c, url) = (c.clone(), url.clone());
+        async move { get(&c, &url, "orders", &[]).await.status == 200 }
+    })
+    .await;
+    let incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let reply = get(&c, &url, "orders", &[("traceparent", incoming)]).await;
+    assert_eq!(reply.status, 200);
+    let echoed: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    let seen = echoed["headers"]["traceparent"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let seen = TraceParent::parse(seen.as_bytes()).unwrap();
+    let trace = seen.trace_id;
+    assert_ne!(
+        trace.hex(),
+        "0af7651916cd43dd8448eb211c80319c",
+        "east restarts the caller's trace"
+    );
+    assert!(seen.sampled());
+
+    let spans = rx
+        .wait_for("four spans of the trace", 4, |g| g.span.trace_id == trace.0)
+        .await;
+    assert_eq!(spans.len(), 4, "{spans:#?}");
+    let find = |cell: &str, kind: i32| {
+        spans
+            .iter()
+            .find(|g| {
+                g.span.kind == kind && g.resource.contains(&("membrane.cell".into(), cell.into()))
+            })
+            .unwrap_or_else(|| panic!("no {kind} span of {cell}: {spans:#?}"))
+            .span
+            .clone()
+    };
+    let (east_server, east_client) = (find("billing", SERVER), find("billing", CLIENT));
+    let (west_server, west_client) = (find("orders", SERVER), find("orders", CLIENT));
+    // East: a new trace, linked to the caller's context.
+    assert!(east_server.parent_span_id.is_empty());
+    assert_eq!(east_server.links.len(), 1);
+    assert_eq!(
+        east_server.links[0].span_id,
+        vec![0xb7, 0xad, 0x6b, 0x71, 0x69, 0x20, 0x33, 0x31]
+    );
+    assert_eq!(east_client.parent_span_id, east_server.span_id);
+    // West continues: its server span is east's client span's child.
+    assert_eq!(west_server.parent_span_id, east_client.span_id);
+    assert!(west_server.links.is_empty());
+    assert_eq!(west_client.parent_span_id, west_server.span_id);
+    // The service's parent is west's client span.
+    assert_eq!(west_client.span_id, seen.parent_id.0.to_vec());
+
+    // Attributes, by OpenTelemetry's HTTP conventions and Membrane's own.
+    assert_eq!(east_server.name, "GET to-orders");
+    assert_eq!(attr_str(&east_server, "http.request.method"), Some("GET"));
+    assert_eq!(attr_str(&east_server, "url.path"), Some("/orders/7"));
+    assert_eq!(
+        attr_int(&east_server, "http.response.status_code"),
+        Some(200)
+    );
+    assert_eq!(attr_str(&east_server, "membrane.listener"), Some("east"));
+    assert_eq!(attr_str(&east_server, "membrane.route"), Some("to-orders"));
+    assert_eq!(attr_str(&east_server, "membrane.cluster"), Some("orders"));
+    assert_eq!(attr_str(&east_server, "membrane.cell"), Some("billing"));
+    assert_eq!(attr_str(&west_server, "membrane.listener"), Some("west"));
+    assert_eq!(
+        attr_int(&west_client, "server.port"),
+        Some(i64::from(up.addr.port()))
+    );
+    assert_eq!(
+        attr_int(&east_client, "server.port"),
+        Some(i64::from(west_port))
+    );
+    assert!(
+        spans
+            .iter()
+            .all(|g| g.span.end_time_unix_nano >= g.span.start_time_unix_nano)
+    );
+    assert!(east_server.start_time_unix_nano <= east_client.start_time_unix_nano);
+    assert!(east_client.end_time_unix_nano <= east_server.end_time_unix_nano);
+    // No span carries the query (tokens travel there).
+    for g in &spans {
+        for kv in &g.span.attributes {
+            if let Some(Any::StringValue(v)) = kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                assert!(!v.contains("secret"), "{}: {v}", kv.key);
+            }
+        }
+    }
+    east.shutdown().await;
+    west.shutdown().await;
+}
+
+/// Nothing is sampled, but refusals are always recorded: a 429 and a 404 are spans with
+/// their reason, and the JSON error names the trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_spans_with_their_reason_even_when_not_sampled() {
+    let (rx, collector) = Receiver::start().await;
+    let port = closed_port();
+    let (gw, _) = start_proxy(&format!(
+        "admin: {{address: '127.0.0.1:0'}}\nworkers: 1\n{}listeners:\n  - name: north\n    address: 127.0.0.1:{port}\n    virtual_hosts:\n      - name: v\n        domains: [api]\n        routes:\n          - {{name: limited, rate_limit: {{requests: 1, per: 60s}}, direct_response: {{status: 200, body: ok}}}}\n",
+        tracing_yaml(collector, "orders", 0.0),
+    ));
+    let c = client_h1();
+    let url = format!("http://127.0.0.1:{port}/x");
+    eventually("the gateway answers", Duration::from_secs(20), || {
+        let (c, url) = (c.clone(), url.clone());
+        async move { get(&c, &url, "api", &[]).await.status == 200 }
+    })
+    .await;
+    let limited = get(&c, &url, "api", &[]).await;
+    assert_eq!(limited.status, 429);
+    let unrouted = get(&c, &url, "nowhere", &[]).await;
+    assert_eq!(unrouted.status, 404);
+    for (reply, code, status) in [(limited, "rate_limited", 429), (unrouted, "no_route", 404)] {
+        let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(body["error"], code);
+        let trace = body["trace_id"].as_str().expect("no trace_id").to_owned();
+        let got = rx
+            .wait_for(code, 1, |g| {
+                attr_str(&g.span, "error.type") == Some(code) && hex(&g.span.trace_id) == trace
+            })
+            .await;
+        let s = &got[0].span;
+        assert_eq!(s.kind, SERVER);
+        assert_eq!(attr_int(s, "http.response.status_code"), Some(status));
+        assert_eq!(attr_str(s, "membrane.error.code"), Some(code));
+        if code == "rate_limited" {
+            assert_eq!(attr_str(s, "membrane.ratelimit.outcome"), Some("limited"));
+        }
+    }
+    // The allowed request (not sampled, not failed) made no span.
+    assert!(
+        rx.spans()
+            .iter()
+            .all(|g| attr_str(&g.span, "error.type").is_some()),
+        "an allowed request was recorded at ratio 0"
+    );
+    gw.shutdown().await;
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A collector that accepts connections and never answers: the exporter waits on its one
+/// batch, the queue (2 spans) fills, and further spans are dropped and counted while every
+/// request is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_export_queue_drops_spans_and_requests_go_on() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let collector = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            open.push(s);
+        }
+    });
+    let port = closed_port();
+    let (gw, _) = start_proxy(&format!(
+        "admin: {{address: '127.0.0.1:0'}}\nworkers: 1\ntracing: {{otlp_endpoint: 'http://{collector}', sample_ratio: 1.0, queue_size: 2, batch_size: 1, flush_interval: 10ms}}\nlisteners:\n  - name: north\n    address: 127.0.0.1:{port}\n    virtual_hosts: [{{name: v, domains: ['*'], routes: [{{name: r, direct_response: {{status: 200, body: ok}}}}]}}]\n",
+    ));
+    let c = client_h1();
+    let url = format!("http://127.0.0.1:{port}/");
+    let mut ok = 0;
+    for _ in 0..200 {
+        if get(&c, &url, "x", &[]).await.status == 200 {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 200);
+    let admin = gw.admin_addr();
+    let text = get(&c, &format!("http://{admin}/metrics"), "admin", &[])
+        .await
+        .text();
+    let dropped = parse_metrics(&text)
+        .get("membrane_trace_spans_dropped_total{reason=\"queue_full\"}")
+        .copied()
+        .unwrap_or(0.0);
+    assert!(dropped >= 190.0, "dropped {dropped}:\n{text}");
+    gw.shutdown().await;
+    held.abort();
+}
