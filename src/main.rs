@@ -5,6 +5,7 @@ mod cert;
 mod control;
 mod demo;
 mod files;
+mod logging;
 mod token;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +24,14 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Process log format: `auto` (text on a terminal, JSON lines otherwise), `text` or
+    /// `json`.
+    #[arg(long, global = true, value_enum, default_value = "auto")]
+    log_format: logging::LogFormat,
+    /// Log level or filter (`debug`, `membrane_proxy=debug,info`); default `RUST_LOG`,
+    /// else `info`.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -145,13 +154,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    logging::init(cli.log_format, cli.log_level.as_deref());
     // One crypto provider for the process, installed before anything asks for the default.
     let _ = membrane_proxy::tls::provider();
     match cli.command {
