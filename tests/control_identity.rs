@@ -130,6 +130,18 @@ impl World {
         (ctl, orders, billing)
     }
     fn gateway(&self, url: &str, cell: &str, token: Option<String>) -> membrane_proxy::ProxyHandle {
+        self.gateway_traced(url, cell, token, None)
+    }
+
+    /// A gateway exporting every trace to `collector` (as `--otlp-endpoint` and
+    /// `--trace-sample-ratio 1` give it).
+    fn gateway_traced(
+        &self,
+        url: &str,
+        cell: &str,
+        token: Option<String>,
+        collector: Option<SocketAddr>,
+    ) -> membrane_proxy::ProxyHandle {
         xds_client::start(XdsOptions {
             url: url.to_owned(),
             node: format!("{cell}/gw-1"),
@@ -137,7 +149,13 @@ impl World {
             admin: "127.0.0.1:0".parse().unwrap(),
             security: self.tls(),
             join_token: token,
-            tracing: None,
+            tracing: collector.map(|c| {
+                membrane_proxy::config::TracingConfig::new(
+                    format!("http://{c}"),
+                    1.0,
+                    Some(cell.to_owned()),
+                )
+            }),
         })
         .unwrap()
     }
@@ -1057,6 +1075,65 @@ async fn a_ca_roll_over_under_inter_cell_load_fails_no_request() {
         &failed[..failed.len().min(5)]
     );
     assert!(ok > 50, "only {ok} requests made it through");
+    orders.shutdown().await;
+    billing.shutdown().await;
+    ctl.shutdown();
+}
+
+/// Gateways configured over xDS trace too: billing's east listener (plain, in-cell) starts
+/// the trace, orders' west listener (mTLS, client certificates required) continues it by
+/// default, so billing's client span is the parent of orders' server span, which names
+/// billing's SPIFFE ID as its peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_between_cells_over_mtls_is_one_trace() {
+    let w = World::new("traced").await;
+    let (rx, collector) = common::otlp::Receiver::start().await;
+    let ctl = w
+        .control("127.0.0.1:0".parse().unwrap(), Duration::from_secs(3600))
+        .await;
+    let u = url(&ctl);
+    let token = |cell| Some(w.token(cell, Duration::from_secs(60)));
+    let orders = w.gateway_traced(&u, "orders", token("orders"), Some(collector));
+    let billing = w.gateway_traced(&u, "billing", token("billing"), Some(collector));
+    let c = client_h1();
+    let east = w.billing_east;
+    eventually("billing reaches orders", Duration::from_secs(20), || {
+        let c = c.clone();
+        async move { through(&c, east).await == Some(200) }
+    })
+    .await;
+    use common::otlp::{CLIENT, SERVER, attr_str};
+    let cell_of = |g: &common::otlp::Got| {
+        g.resource
+            .iter()
+            .find(|(k, _)| k == "membrane.cell")
+            .map(|(_, v)| v.clone())
+    };
+    let spans = rx
+        .wait_for("orders' west server span", 1, |g| {
+            g.span.kind == SERVER && cell_of(g).as_deref() == Some("orders")
+        })
+        .await;
+    let west = &spans[0].span;
+    let all = rx.spans();
+    let parent = all
+        .iter()
+        .find(|g| g.span.span_id == west.parent_span_id)
+        .unwrap_or_else(|| panic!("west's parent is not among the spans: {all:#?}"));
+    assert_eq!(parent.span.kind, CLIENT);
+    assert_eq!(cell_of(parent).as_deref(), Some("billing"));
+    assert_eq!(parent.span.trace_id, west.trace_id);
+    assert_eq!(attr_str(west, "membrane.peer.spiffe_id"), Some(BILLING_ID));
+    assert_eq!(attr_str(west, "url.scheme"), Some("https"));
+    let east_server = all
+        .iter()
+        .find(|g| g.span.span_id == parent.span.parent_span_id)
+        .expect("billing's server span");
+    assert_eq!(east_server.span.kind, SERVER);
+    assert!(
+        east_server.span.parent_span_id.is_empty(),
+        "east starts the trace"
+    );
     orders.shutdown().await;
     billing.shutdown().await;
     ctl.shutdown();

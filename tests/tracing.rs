@@ -5,129 +5,18 @@
 
 mod common;
 
+use common::otlp::{Any, CLIENT, Receiver, SERVER, attr_int, attr_str, hex};
 use common::*;
 use membrane_proxy::testing::{Upstream, start_proxy};
 use membrane_telemetry::TraceParent;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
-use opentelemetry_proto::tonic::trace::v1::Span;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// A span and its resource's attributes (`service.name`, `membrane.cell`).
-#[derive(Clone, Debug)]
-struct Got {
-    span: Span,
-    resource: Vec<(String, String)>,
-}
-
-#[derive(Clone, Default)]
-struct Receiver(Arc<Mutex<Vec<Got>>>);
-
-#[tonic::async_trait]
-impl TraceService for Receiver {
-    async fn export(
-        &self,
-        req: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut got = self.0.lock().unwrap();
-        for rs in req.into_inner().resource_spans {
-            let resource: Vec<(String, String)> = rs
-                .resource
-                .map(|r| r.attributes)
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|kv| match kv.value?.value? {
-                    Any::StringValue(s) => Some((kv.key, s)),
-                    _ => None,
-                })
-                .collect();
-            for ss in rs.scope_spans {
-                for span in ss.spans {
-                    got.push(Got {
-                        span,
-                        resource: resource.clone(),
-                    });
-                }
-            }
-        }
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
-
-impl Receiver {
-    async fn start() -> (Self, SocketAddr) {
-        let r = Receiver::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let svc = TraceServiceServer::new(r.clone());
-        tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(svc)
-                .serve_with_incoming(tokio_stream_incoming(listener))
-                .await
-                .unwrap();
-        });
-        (r, addr)
-    }
-
-    fn spans(&self) -> Vec<Got> {
-        self.0.lock().unwrap().clone()
-    }
-
-    async fn wait_for(&self, what: &str, n: usize, f: impl Fn(&Got) -> bool) -> Vec<Got> {
-        eventually(what, Duration::from_secs(20), || {
-            let ok = self.spans().iter().filter(|g| f(g)).count() >= n;
-            async move { ok }
-        })
-        .await;
-        self.spans().into_iter().filter(|g| f(g)).collect()
-    }
-}
-
-/// tonic's incoming stream from a bound listener.
-fn tokio_stream_incoming(
-    listener: tokio::net::TcpListener,
-) -> tonic::transport::server::TcpIncoming {
-    tonic::transport::server::TcpIncoming::from(listener)
-}
-
-fn attr<'a>(s: &'a Span, key: &str) -> Option<&'a Any> {
-    s.attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| kv.value.as_ref())
-        .and_then(|v| v.value.as_ref())
-}
-
-fn attr_str<'a>(s: &'a Span, key: &str) -> Option<&'a str> {
-    match attr(s, key)? {
-        Any::StringValue(v) => Some(v),
-        _ => None,
-    }
-}
-
-fn attr_int(s: &Span, key: &str) -> Option<i64> {
-    match attr(s, key)? {
-        Any::IntValue(v) => Some(*v),
-        _ => None,
-    }
-}
 
 fn tracing_yaml(collector: SocketAddr, cell: &str, ratio: f64) -> String {
     format!(
         "tracing: {{otlp_endpoint: 'http://{collector}', sample_ratio: {ratio}, flush_interval: 20ms, cell: {cell}}}\n"
     )
 }
-
-const SERVER: i32 = 2;
-const CLIENT: i32 = 3;
 
 /// billing's east gateway calls orders' west gateway, which calls the orders service: one
 /// trace with four spans, each the parent of the next, and the service sees the last
@@ -288,10 +177,6 @@ async fn refusals_are_spans_with_their_reason_even_when_not_sampled() {
         "an allowed request was recorded at ratio 0"
     );
     gw.shutdown().await;
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// A collector that accepts connections and never answers: the exporter waits on its one

@@ -2,6 +2,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod nginx;
+pub mod otlp;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
