@@ -29,6 +29,8 @@ pub struct DemoArgs {
     pub spec_dir: PathBuf,
     pub work_dir: PathBuf,
     pub check: bool,
+    /// Export every trace of the demo's gateways to this OTLP/gRPC collector.
+    pub otlp_endpoint: Option<String>,
 }
 
 pub fn run(args: DemoArgs) -> ExitCode {
@@ -171,7 +173,9 @@ async fn demo(args: DemoArgs) -> Result<ExitCode, String> {
                 expect: Expect::Path(CONTROL_PATH.to_owned()),
             },
             join_token: Some(token),
-            tracing: None,
+            tracing: args.otlp_endpoint.clone().map(|e| {
+                membrane_proxy::config::TracingConfig::new(e, 1.0, Some(name.clone()))
+            }),
         })
         .map_err(|e| format!("gateway {name}: {e}"))?;
         gateways.push(Gateway { cell: name, handle });

@@ -49,6 +49,10 @@ enum Command {
         /// Make the suggested calls, print the results and exit (0 when all are as expected).
         #[arg(long)]
         check: bool,
+        /// Send every trace of the demo's gateways to this OpenTelemetry collector
+        /// (OTLP/gRPC, `http://127.0.0.1:4317`): a billing → orders call shows as one trace.
+        #[arg(long, value_name = "URL")]
+        otlp_endpoint: Option<String>,
     },
     /// Run the gateway's data plane from a static YAML config file.
     ///
@@ -209,10 +213,12 @@ fn main() -> ExitCode {
             spec_dir,
             work_dir,
             check,
+            otlp_endpoint,
         } => demo::run(demo::DemoArgs {
             spec_dir,
             work_dir,
             check,
+            otlp_endpoint,
         }),
         Command::Token(args) => token::run(args),
         Command::Check { dir } => check(&dir),
