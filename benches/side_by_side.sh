@@ -25,6 +25,7 @@ N1=${N1:-2000}
 N2=${N2:-12000}
 PROXY_CORE=${PROXY_CORE:-0}
 LOAD_CORE=${LOAD_CORE:-1}
+OTLP_PORT=18094
 UP_PORT=18081 MEMBRANE_PORT=18080 NGINX_PORT=18082 HAPROXY_PORT=18083 NGINX_FWD_PORT=18084 ADMIN_PORT=18090
 POLICY_PORT=18085 POLICY_ADMIN_PORT=18092
 
@@ -49,8 +50,9 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 
 echo "building membrane (release)" >&2
-(cd "$root" && cargo build --release --quiet)
+(cd "$root" && cargo build --release --quiet && cargo build --release --quiet --example otlp-sink)
 MEMBRANE=${CARGO_TARGET_DIR:-$root/target}/release/membrane
+OTLP_SINK=${CARGO_TARGET_DIR:-$root/target}/release/examples/otlp-sink
 
 body=$(printf 'x%.0s' $(seq 1 100))
 mkdir -p "$work/nginx-tmp"
@@ -110,6 +112,14 @@ listeners:
 clusters:
   - {name: up, endpoints: ["127.0.0.1:$UP_PORT"]}
 CONF
+# The same proxy with traces: every request sampled (a server and a client span exported
+# to a local OTLP sink), and traces configured with nothing sampled (the context is still
+# read and sent upstream).
+for ratio in 1.0 0.0; do
+  { cat "$work/membrane.yaml"
+    echo "tracing: {otlp_endpoint: 'http://127.0.0.1:$OTLP_PORT', sample_ratio: $ratio}"
+  } >"$work/membrane-traced-$ratio.yaml"
+done
 
 # "membrane-policy": the same proxy with a JWT checked and an authorization policy decided on
 # every request (a token from `membrane token`, 50 rules, the allowing one matching on a
@@ -266,6 +276,15 @@ if [ "${SKIP_CALLGRIND:-0}" != 1 ]; then
   IMH=$(instr_per_request membrane-token $MEMBRANE_PORT "$BEARER" "$MEMBRANE" proxy --no-watch --config "$work/membrane.yaml")
   IP=$(instr_per_request membrane-policy $POLICY_PORT "$BEARER" "$MEMBRANE" proxy --no-watch --config "$work/membrane-policy.yaml")
   printf '%-15s %10s\n' membrane "$IM" nginx "$IN" membrane+token "$IMH" membrane-policy "$IP"
+  # Tracing: the sink takes the spans (its own instructions are not counted; the gateway's
+  # exporter thread, which batches, encodes and sends them, is).
+  taskset -c "$LOAD_CORE" "$OTLP_SINK" "127.0.0.1:$OTLP_PORT" >"$work/otlp-sink.out" & sink=$!
+  pids+=("$sink")
+  IT1=$(instr_per_request membrane-traced $MEMBRANE_PORT "" "$MEMBRANE" proxy --no-watch --config "$work/membrane-traced-1.0.yaml")
+  IT0=$(instr_per_request membrane-unsampled $MEMBRANE_PORT "" "$MEMBRANE" proxy --no-watch --config "$work/membrane-traced-0.0.yaml")
+  kill -TERM "$sink"; wait "$sink" 2>/dev/null || true
+  printf '%-15s %10s\n' traced-100% "$IT1" traced-0% "$IT0"
+  echo "OTLP sink received $(awk '{print $2}' "$work/otlp-sink.out") spans"
 fi
 
 echo
@@ -275,6 +294,8 @@ printf 'RESULT http1_cpu_ratio_vs_nginx %.3f\n' "$(paired membrane nginx 2)"
 if [ "${SKIP_CALLGRIND:-0}" != 1 ]; then
   awk -v m="$IM" -v n="$IN" 'BEGIN{ printf "RESULT http1_instr_ratio_vs_nginx %.3f\n", m/n }'
   awk -v p="$IP" -v m="$IMH" 'BEGIN{ printf "RESULT policy_instr_ratio_vs_plain %.3f\n", p/m }'
+  awk -v t="$IT1" -v m="$IM" 'BEGIN{ printf "RESULT tracing_sampled_instr_ratio_vs_off %.3f\n", t/m }'
+  awk -v t="$IT0" -v m="$IM" 'BEGIN{ printf "RESULT tracing_unsampled_instr_ratio_vs_off %.3f\n", t/m }'
 fi
 printf 'RESULT policy_rps_ratio_vs_plain %.3f\n' "$(paired membrane-policy membrane 1)"
 if [ "${SKIP_TLS:-0}" != 1 ]; then
