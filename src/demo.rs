@@ -173,9 +173,10 @@ async fn demo(args: DemoArgs) -> Result<ExitCode, String> {
                 expect: Expect::Path(CONTROL_PATH.to_owned()),
             },
             join_token: Some(token),
-            tracing: args.otlp_endpoint.clone().map(|e| {
-                membrane_proxy::config::TracingConfig::new(e, 1.0, Some(name.clone()))
-            }),
+            tracing: args
+                .otlp_endpoint
+                .clone()
+                .map(|e| membrane_proxy::config::TracingConfig::new(e, 1.0, Some(name.clone()))),
         })
         .map_err(|e| format!("gateway {name}: {e}"))?;
         gateways.push(Gateway { cell: name, handle });

@@ -7,8 +7,10 @@
 //! lock: counters for each route are looked up once, when a config generation is compiled,
 //! and kept on the route.
 
+pub mod exposition;
 mod histogram;
 pub mod label;
+mod process;
 
 pub use histogram::LatencyHistogram;
 pub use label::{Outcome, StatusClass};
@@ -166,11 +168,16 @@ impl Metrics {
         }
     }
 
-    /// The OpenMetrics text exposition of every metric.
+    /// The OpenMetrics text exposition of every metric, with the process's own.
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(8192);
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        if out.ends_with("# EOF\n") {
+            out.truncate(out.len() - "# EOF\n".len());
+        }
+        process::write(&mut out);
+        out.push_str("# EOF\n");
         out
     }
 

@@ -63,13 +63,20 @@ fn respond(admin: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>>
                     p.keys.metrics.age.set(age as i64);
                 }
             }
-            let mut r = Response::new(Full::new(Bytes::from(admin.metrics.encode())));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
-            );
+            use crate::metrics::exposition;
+            let accept = req
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok());
+            let text = admin.metrics.encode();
+            let (body, kind) = if exposition::wants_openmetrics(accept) {
+                (text, exposition::OPENMETRICS)
+            } else {
+                (exposition::classic(&text), exposition::CLASSIC)
+            };
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(kind));
             r
         }
         "/live" => text(StatusCode::OK, "live\n"),
