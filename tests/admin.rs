@@ -58,9 +58,14 @@ clusters:
         404
     );
 
-    let text = get(&c, &format!("{admin}/metrics"), "admin", &[])
-        .await
-        .text();
+    let text = get(
+        &c,
+        &format!("{admin}/metrics"),
+        "admin",
+        &[("accept", "application/openmetrics-text; version=1.0.0")],
+    )
+    .await
+    .text();
     assert!(
         text.ends_with("# EOF\n"),
         "OpenMetrics text ends with # EOF"
@@ -76,9 +81,22 @@ clusters:
     assert_eq!(req("app", "app", "5xx"), 2.0);
     assert_eq!(req("dead", "dead", "5xx"), 1.0);
     assert_eq!(req("", "", "4xx"), 1.0);
+    // Latency by listener, route and cluster; the listener's is their sum.
+    let by_listener: f64 = m
+        .iter()
+        .filter(|(k, _)| {
+            k.starts_with("membrane_request_duration_seconds_count{listener=\"main\",")
+        })
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(by_listener, 7.0);
     assert_eq!(
-        m["membrane_request_duration_seconds_count{listener=\"main\"}"],
-        7.0
+        m["membrane_request_duration_seconds_count{listener=\"main\",route=\"app\",cluster=\"app\"}"],
+        5.0
+    );
+    assert_eq!(
+        m["membrane_upstream_request_duration_seconds_count{cluster=\"app\"}"],
+        5.0
     );
     assert_eq!(
         m["membrane_upstream_connect_failures_total{cluster=\"dead\",reason=\"refused\"}"],

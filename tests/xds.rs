@@ -385,6 +385,17 @@ async fn a_bad_resource_is_nacked_with_its_reason_while_the_good_ones_apply() {
     let nacks = cfg["xds"]["nacks"].as_object().unwrap();
     assert!(nacks.keys().any(|k| k.ends_with("/bad")), "{cfg}");
     assert!(gw.listener_addr("bad").is_none());
+    let m = parse_metrics(
+        &get(
+            &client_h1(),
+            &format!("http://{}/metrics", gw.admin_addr()),
+            "a",
+            &[],
+        )
+        .await
+        .text(),
+    );
+    assert!(m["membrane_xds_nacks_total"] >= 1.0);
     gw.shutdown().await;
 }
 
@@ -533,6 +544,15 @@ async fn the_control_admin_shows_what_each_node_was_sent_and_acked() {
     assert_eq!(cfg["xds"]["connected"], true, "{cfg}");
     assert_eq!(cfg["xds"]["node"], "orders/gw-1");
     assert!(cfg["xds"]["last_ack"].is_string(), "{cfg}");
+    // And in its metrics.
+    let g = parse_metrics(
+        &get(&c, &format!("http://{}/metrics", gw.admin_addr()), "a", &[])
+            .await
+            .text(),
+    );
+    assert_eq!(g["membrane_xds_connected"], 1.0);
+    assert!(g["membrane_xds_last_ack_timestamp_seconds"] > 1.7e9);
+    assert_eq!(g["membrane_xds_nacks_total"], 0.0);
     gw.shutdown().await;
     ctl.shutdown();
 }

@@ -100,7 +100,9 @@ pub async fn serve(
                 t.inject(&mut out.parts.headers);
                 membrane_telemetry::unix_nanos()
             });
+            let sent_at = Instant::now();
             let sent = upstream::send(cluster, out, deadline).await;
+            m.record_upstream(sent_at.elapsed());
             if let Some(start_unix) = began {
                 exchanged = Some(crate::trace::Upstream {
                     start_unix,

@@ -11,6 +11,7 @@ pub mod exposition;
 mod histogram;
 pub mod label;
 mod process;
+pub mod xds;
 
 pub use histogram::LatencyHistogram;
 pub use label::{Outcome, StatusClass};
@@ -35,6 +36,18 @@ struct RequestLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    listener: String,
+    route: String,
+    cluster: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterOnly {
+    cluster: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ListenerLabels {
     listener: String,
 }
@@ -48,7 +61,8 @@ struct ResultLabels {
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
-    request_duration: Family<ListenerLabels, LatencyHistogram>,
+    request_duration: Family<RouteLabels, LatencyHistogram>,
+    upstream_duration: Family<ClusterOnly, LatencyHistogram>,
     downstream_active: Family<ListenerLabels, Gauge>,
     downstream_total: Family<ListenerLabels, Counter>,
     reloads: Family<ResultLabels, Counter>,
@@ -60,6 +74,7 @@ pub struct Metrics {
     pub access_log_dropped: Counter,
     /// Handed to trace exporters.
     pub trace: membrane_telemetry::Counters,
+    xds: xds::XdsFamilies,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -82,13 +97,21 @@ impl Metrics {
             "Requests answered, by listener, route, cluster and status class",
             requests.clone(),
         );
-        let request_duration = Family::<ListenerLabels, LatencyHistogram>::new_with_constructor(
+        let request_duration = Family::<RouteLabels, LatencyHistogram>::new_with_constructor(
             LatencyHistogram::default as fn() -> LatencyHistogram,
         );
         registry.register(
             "request_duration_seconds",
-            "Time from request headers received to response headers sent",
+            "Time from request headers received to response headers sent, by listener, route and cluster (empty when none)",
             request_duration.clone(),
+        );
+        let upstream_duration = Family::<ClusterOnly, LatencyHistogram>::new_with_constructor(
+            LatencyHistogram::default as fn() -> LatencyHistogram,
+        );
+        registry.register(
+            "upstream_request_duration_seconds",
+            "Time from the request handed to the upstream exchange to its response headers (or its failure), by cluster",
+            upstream_duration.clone(),
         );
         let downstream_active = Family::<ListenerLabels, Gauge>::default();
         registry.register(
@@ -149,6 +172,7 @@ impl Metrics {
             dropped_queue_full: queue_full,
             dropped_export_failed: export_failed,
         };
+        let xds = xds::XdsFamilies::register(&mut registry);
         let tls = TlsFamilies::register(&mut registry);
         let upstream = UpstreamFamilies::register(&mut registry);
         let policy = PolicyFamilies::register(&mut registry);
@@ -156,6 +180,7 @@ impl Metrics {
             registry,
             requests,
             request_duration,
+            upstream_duration,
             downstream_active,
             downstream_total,
             reloads,
@@ -165,7 +190,13 @@ impl Metrics {
             policy,
             access_log_dropped,
             trace,
+            xds,
         }
+    }
+
+    /// The xDS client's state (gateways configured by a control server).
+    pub fn xds(&self) -> &xds::XdsFamilies {
+        &self.xds
     }
 
     /// The OpenMetrics text exposition of every metric, with the process's own.
@@ -198,8 +229,16 @@ impl Metrics {
             }),
             duration: self
                 .request_duration
-                .get_or_create(&ListenerLabels {
+                .get_or_create(&RouteLabels {
                     listener: listener.to_owned(),
+                    route: route.to_owned(),
+                    cluster: cluster.to_owned(),
+                })
+                .clone(),
+            upstream: self
+                .upstream_duration
+                .get_or_create(&ClusterOnly {
+                    cluster: cluster.to_owned(),
                 })
                 .clone(),
         }
@@ -263,6 +302,7 @@ pub struct RouteMetrics {
     pub cluster: Arc<str>,
     by_class: [Counter; 5],
     duration: LatencyHistogram,
+    upstream: LatencyHistogram,
 }
 
 impl RouteMetrics {
@@ -271,6 +311,12 @@ impl RouteMetrics {
         let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
         self.by_class[class].inc();
         self.duration.observe(elapsed);
+    }
+
+    /// The upstream exchange's time, on the route's cluster.
+    #[inline]
+    pub fn record_upstream(&self, elapsed: Duration) {
+        self.upstream.observe(elapsed);
     }
 }
 

@@ -288,6 +288,7 @@ async fn run(opts: XdsOptions, handle: ProxyHandle, mut held: Held) {
         }
         status.connected = false;
         status.publish(&opts, &handle);
+        handle.metrics().xds().set_connected(false);
         tokio::time::sleep(jitter(backoff)).await;
         backoff = (backoff * 2).min(Duration::from_secs(15));
     }
@@ -346,6 +347,7 @@ async fn session(
         .into_inner();
     status.connected = true;
     status.publish(opts, handle);
+    handle.metrics().xds().set_connected(true);
     loop {
         let first = stream
             .message()
@@ -422,6 +424,9 @@ async fn session(
             });
             if error_detail.is_none() {
                 status.last_ack = Some(format!("{} {}", r.type_url, r.system_version_info));
+                handle.metrics().xds().acked();
+            } else {
+                handle.metrics().xds().nacked();
             }
             replies.push(DeltaDiscoveryRequest {
                 type_url: r.type_url.clone(),
