@@ -43,7 +43,12 @@ fn the_rules_are_valid_and_their_unit_tests_pass() {
     );
     let out = promtool()
         .unwrap()
-        .args(["test", "rules", "tests/identity-rules.test.yaml"])
+        .args([
+            "test",
+            "rules",
+            "tests/identity-rules.test.yaml",
+            "tests/membrane-rules.test.yaml",
+        ])
         .output()
         .unwrap();
     let text = format!(
@@ -150,20 +155,30 @@ async fn the_expositions_pass_promtool_check_metrics() {
     assert!(om.text().ends_with("# EOF\n"));
     gw.shutdown().await;
 
-    // The control server, on the example cells.
+    // The control server, on the example cells, as their CA.
     let dir = std::env::temp_dir().join(format!("membrane-promtool-ctl-{}", std::process::id()));
+    let ca_dir = dir.join("ca");
+    std::fs::create_dir_all(&ca_dir).unwrap();
+    let ca =
+        membrane_proxy::tls::devca::DevCa::new("test CA", std::time::Duration::from_secs(86_400))
+            .unwrap();
+    std::fs::write(ca_dir.join("ca.pem"), ca.cert_pem()).unwrap();
+    std::fs::write(ca_dir.join("ca-key.pem"), ca.key_pem()).unwrap();
     let ctl = membrane_xds::control::start(membrane_xds::control::ControlOptions {
         spec_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/examples/cells").into(),
         listen: "127.0.0.1:0".parse().unwrap(),
         admin: Some("127.0.0.1:0".parse().unwrap()),
         cert_dir: dir.join("pki"),
-        trust_bundle_pem: String::new(),
+        trust_bundle_pem: ca.cert_pem().to_owned(),
         debounce: std::time::Duration::from_millis(50),
-        ca: None,
+        ca: Some(membrane_xds::control::CaOptions {
+            dir: ca_dir,
+            lifetime: std::time::Duration::from_secs(3600),
+        }),
     })
     .await
     .unwrap();
-    let text = common::get(
+    let control_text = common::get(
         &c,
         &format!("http://{}/metrics", ctl.admin_addr.unwrap()),
         "admin",
@@ -171,7 +186,103 @@ async fn the_expositions_pass_promtool_check_metrics() {
     )
     .await
     .text();
-    assert!(text.contains("membrane_control_"), "{text}");
-    assert_eq!(promtool_check_metrics(&text), "", "{text}");
+    assert!(control_text.contains("membrane_control_"), "{control_text}");
+    assert_eq!(promtool_check_metrics(&control_text), "", "{control_text}");
     ctl.shutdown();
+    dashboards_read_what_is_exposed(&format!("{text}{control_text}"));
+}
+
+/// The gateway's registered metric families, as exposed (`membrane_<name>` and, for
+/// counters, `_total`): read from the `register("name", …)` calls in proxy/src, since a
+/// family shows in the exposition only once it has a series.
+fn registered_families() -> Vec<String> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                let text = std::fs::read_to_string(&p).unwrap();
+                for part in text.split("register(").skip(1) {
+                    let Some(rest) = part.trim_start().strip_prefix('"') else {
+                        continue;
+                    };
+                    if let Some((name, _)) = rest.split_once('"') {
+                        out.push(format!("membrane_{name}"));
+                        out.push(format!("membrane_{name}_total"));
+                    }
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("proxy/src"),
+        &mut out,
+    );
+    out
+}
+
+/// Every query of the Grafana dashboards in deploy/grafana/ parses (promtool checks each as
+/// a recording rule) and names only series the gateway or the control server expose.
+fn dashboards_read_what_is_exposed(exposed: &str) {
+    let registered = registered_families();
+    let names: std::collections::HashSet<&str> = exposed
+        .lines()
+        .filter_map(|l| {
+            let l = l
+                .strip_prefix("# HELP ")
+                .or_else(|| l.strip_prefix("# TYPE "))
+                .unwrap_or(l);
+            l.split(['{', ' ']).next()
+        })
+        .chain(registered.iter().map(String::as_str))
+        .collect();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana");
+    let mut rules = String::from("groups:\n  - name: dashboards\n    rules:\n");
+    let mut n = 0;
+    for file in ["membrane-gateway.json", "membrane-control.json"] {
+        let d: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap();
+        for panel in d["panels"].as_array().unwrap() {
+            for t in panel["targets"].as_array().unwrap() {
+                let expr = t["expr"].as_str().unwrap();
+                for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                    if word.starts_with("membrane_") || word.starts_with("process_") {
+                        let base = ["_bucket", "_count", "_sum"]
+                            .iter()
+                            .find_map(|s| word.strip_suffix(s))
+                            .filter(|b| names.contains(b.to_owned()) || names.contains(word));
+                        assert!(
+                            names.contains(word) || base.is_some(),
+                            "{file}: panel {:?} reads {word}, which nothing exposes",
+                            panel["title"]
+                        );
+                    }
+                }
+                let expr = expr.replace("$__rate_interval", "5m");
+                rules.push_str(&format!(
+                    "      - record: dashboard:q{n}\n        expr: {}\n",
+                    serde_json::to_string(&expr).unwrap()
+                ));
+                n += 1;
+            }
+        }
+    }
+    assert!(n > 20, "only {n} queries");
+    let file =
+        std::env::temp_dir().join(format!("membrane-dashboards-{}.yaml", std::process::id()));
+    std::fs::write(&file, rules).unwrap();
+    let out = promtool()
+        .unwrap()
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

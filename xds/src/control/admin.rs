@@ -163,7 +163,16 @@ fn metrics(state: &ControlState) -> String {
             );
         }
     }
-    // From the last change to the last ACK that followed it, across nodes.
+    // From the last change to the last ACK that followed it, across nodes; described even
+    // before there is one, so that dashboards and rules find the family.
+    let _ = writeln!(
+        out,
+        "# HELP membrane_control_change_to_last_ack_seconds From the last spec change to the last ACK after it (no sample until a gateway has ACKed one)"
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE membrane_control_change_to_last_ack_seconds gauge"
+    );
     if let Some(changed) = changed_at {
         let last = nodes
             .values()
@@ -172,14 +181,6 @@ fn metrics(state: &ControlState) -> String {
             .filter(|a| *a >= changed)
             .max();
         if let Some(last) = last {
-            let _ = writeln!(
-                out,
-                "# HELP membrane_control_change_to_last_ack_seconds From the last spec change to the last ACK after it"
-            );
-            let _ = writeln!(
-                out,
-                "# TYPE membrane_control_change_to_last_ack_seconds gauge"
-            );
             let _ = writeln!(
                 out,
                 "membrane_control_change_to_last_ack_seconds {}",
