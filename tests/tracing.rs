@@ -44,9 +44,17 @@ async fn a_call_through_two_gateways_is_one_trace_of_parent_and_child_spans() {
     })
     .await;
     let incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-    let reply = get(&c, &url, "orders", &[("traceparent", incoming)]).await;
+    let reply = get(
+        &c,
+        &url,
+        "orders",
+        &[("traceparent", incoming), ("tracestate", "vendor=abc")],
+    )
+    .await;
     assert_eq!(reply.status, 200);
     let echoed: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    // East restarted the trace: the caller's `tracestate` is not this trace's.
+    assert!(echoed["headers"]["tracestate"].is_null(), "{echoed}");
     let seen = echoed["headers"]["traceparent"]
         .as_str()
         .unwrap()
@@ -127,6 +135,27 @@ async fn a_call_through_two_gateways_is_one_trace_of_parent_and_child_spans() {
             }
         }
     }
+    // West continues a caller's context, `tracestate` included, and sends one
+    // `traceparent`: the caller's trace with west's client span as the parent.
+    let direct = format!("http://127.0.0.1:{west_port}/orders/8");
+    let reply = get(
+        &c,
+        &direct,
+        "orders",
+        &[("traceparent", incoming), ("tracestate", "vendor=abc")],
+    )
+    .await;
+    let echoed: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(echoed["headers"]["tracestate"], "vendor=abc", "{echoed}");
+    let tp = echoed["headers"]["traceparent"].as_str().unwrap();
+    assert!(
+        tp.starts_with("00-0af7651916cd43dd8448eb211c80319c-") && tp.ends_with("-01"),
+        "{tp}"
+    );
+    assert!(
+        !tp.contains("b7ad6b7169203331"),
+        "the caller's span is not the parent"
+    );
     east.shutdown().await;
     west.shutdown().await;
 }

@@ -12,18 +12,23 @@
 //! - **Sampling**: the head decision is the parent's or the ratio's; with
 //!   `always_sample_errors`, a failed or refused request is exported anyway (its caller
 //!   may not have it: the upstream saw `sampled=0`).
-//! - **Cost**: what every request pays with tracing configured is one header lookup, a few
-//!   random numbers and the outbound header; the spans are built only when exported.
+//! - **Cost**: what every request pays with tracing configured is two header lookups (by
+//!   prebuilt names), one random number and the outbound header; clocks are read and spans
+//!   built only for requests that are exported (times are derived from the request's own
+//!   `Instant`s then).
 
+use http::header::HeaderName;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use membrane_telemetry::context::{MAX_TRACESTATE, SAMPLED};
 use membrane_telemetry::{
     Exporter, Kind, Sampler, SpanId, SpanRecord, TraceId, TraceParent, Value,
 };
 use std::sync::Arc;
+use std::time::Instant;
 
-const TRACEPARENT: &str = "traceparent";
-const TRACESTATE: &str = "tracestate";
+/// Prebuilt names: a lookup by `&str` parses and lower-cases the name on every request.
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// A generation's tracing, shared by its listeners.
 #[derive(Debug)]
@@ -49,8 +54,9 @@ pub struct RequestTrace {
     parent: Option<SpanId>,
     link: Option<TraceParent>,
     state: Option<HeaderValue>,
+    /// The request came with a `tracestate` (removed upstream unless continued).
+    had_state: bool,
     sampled: bool,
-    start_unix: u64,
 }
 
 /// What a finished request tells its spans.
@@ -79,20 +85,41 @@ pub struct Finished<'a> {
 }
 
 pub struct Upstream {
-    pub start_unix: u64,
-    pub end_unix: u64,
+    pub start: Instant,
+    pub end: Instant,
     pub endpoint: Option<std::net::SocketAddr>,
     pub status: Option<StatusCode>,
 }
 
+/// Two fresh span ids from one random number.
+fn span_ids() -> (SpanId, SpanId) {
+    let r = fastrand::u128(..).to_be_bytes();
+    let (mut a, mut b) = ([0u8; 8], [0u8; 8]);
+    a.copy_from_slice(&r[..8]);
+    b.copy_from_slice(&r[8..]);
+    // Zero is not a valid id; one in 2^64.
+    a[7] |= u8::from(a == [0; 8]);
+    b[7] |= u8::from(b == [0; 8]);
+    (SpanId(a), SpanId(b))
+}
+
 impl RequestTrace {
     /// Reads the incoming context as the listener trusts it and makes the request's ids.
-    pub fn begin(lt: &ListenerTracing, headers: &HeaderMap) -> Self {
-        let incoming = headers
-            .get(TRACEPARENT)
-            .and_then(|v| TraceParent::parse(v.as_bytes()));
-        let start_unix = membrane_telemetry::unix_nanos();
-        let (server, client) = (SpanId::random(), SpanId::random());
+    /// `sent_context`: normalization saw a `traceparent` or `tracestate` (else neither is
+    /// looked up).
+    pub fn begin(lt: &ListenerTracing, headers: &HeaderMap, sent_context: bool) -> Self {
+        let (incoming, state) = if sent_context {
+            (
+                headers
+                    .get(&TRACEPARENT)
+                    .and_then(|v| TraceParent::parse(v.as_bytes())),
+                headers.get(&TRACESTATE),
+            )
+        } else {
+            (None, None)
+        };
+        let had_state = state.is_some();
+        let (server, client) = span_ids();
         match incoming {
             Some(p) if lt.continue_incoming => Self {
                 trace_id: p.trace_id,
@@ -100,12 +127,9 @@ impl RequestTrace {
                 client,
                 parent: Some(p.parent_id),
                 link: None,
-                state: headers
-                    .get(TRACESTATE)
-                    .filter(|v| v.len() <= MAX_TRACESTATE)
-                    .cloned(),
+                state: state.filter(|v| v.len() <= MAX_TRACESTATE).cloned(),
+                had_state,
                 sampled: lt.tracing.sampler.sampled(Some(&p), &p.trace_id),
-                start_unix,
             },
             _ => {
                 let trace_id = TraceId::random();
@@ -116,44 +140,48 @@ impl RequestTrace {
                     parent: None,
                     link: incoming,
                     state: None,
+                    had_state,
                     sampled: lt.tracing.sampler.sampled(None, &trace_id),
-                    start_unix,
                 }
             }
         }
     }
 
-    /// Sets the upstream request's context: this trace, the client span as its parent.
-    pub fn inject(&self, headers: &mut HeaderMap) {
-        let tp = TraceParent {
+    /// Whether the request's spans are to be exported: sampled, or failed with errors kept.
+    pub fn wanted(&self, lt: &ListenerTracing, failed: bool) -> bool {
+        self.sampled || (failed && lt.tracing.sampler.errors)
+    }
+
+    /// The upstream request's `traceparent`: this trace, the client span as its parent.
+    pub fn header(&self) -> [u8; 55] {
+        TraceParent {
             trace_id: self.trace_id,
             parent_id: self.client,
             flags: if self.sampled { SAMPLED } else { 0 },
-        };
-        if let Ok(v) = HeaderValue::from_bytes(&tp.encode()) {
-            headers.insert(TRACEPARENT, v);
         }
-        match &self.state {
-            Some(s) => {
-                headers.insert(TRACESTATE, s.clone());
-            }
-            None => {
-                headers.remove(TRACESTATE);
-            }
-        }
+        .encode()
+    }
+
+    /// Whether the request's `tracestate` is to be left out upstream: it came with one and
+    /// this trace is not the one it belongs to. A continued trace's goes on as it came.
+    pub fn drops_state(&self) -> bool {
+        self.had_state && self.state.is_none()
     }
 
     pub fn trace_id(&self) -> TraceId {
         self.trace_id
     }
 
-    /// Exports the request's spans when sampled, or when it failed and errors are kept.
-    pub fn finish(self, lt: &ListenerTracing, f: Finished<'_>) {
+    /// Exports the request's spans (call when `wanted`). `start`: when the request began.
+    pub fn finish(self, lt: &ListenerTracing, start: Instant, f: Finished<'_>) {
         let t = &lt.tracing;
-        if !(self.sampled || (t.sampler.errors && f.error.is_some())) {
-            return;
-        }
-        let end = membrane_telemetry::unix_nanos();
+        // Wall-clock times from the request's monotonic instants, against one reading of
+        // both clocks now.
+        let (now, now_unix) = (Instant::now(), membrane_telemetry::unix_nanos());
+        let unix = |i: Instant| {
+            now_unix.saturating_sub(u64::try_from((now - i).as_nanos()).unwrap_or(u64::MAX))
+        };
+        let end = now_unix;
         let mut attrs: Vec<(&'static str, Value)> = Vec::with_capacity(20);
         attrs.push(("http.request.method", Value::Text(f.method.to_string())));
         attrs.push(("url.path", Value::Text(f.path.to_owned())));
@@ -232,8 +260,8 @@ impl RequestTrace {
                 trace_state: None,
                 name: method.to_owned(),
                 kind: Kind::Client,
-                start_unix_nanos: u.start_unix,
-                end_unix_nanos: u.end_unix,
+                start_unix_nanos: unix(u.start),
+                end_unix_nanos: unix(u.end),
                 attributes: a,
                 error: failed.map(str::to_owned),
                 link: None,
@@ -254,7 +282,7 @@ impl RequestTrace {
                 .map(str::to_owned),
             name,
             kind: Kind::Server,
-            start_unix_nanos: self.start_unix,
+            start_unix_nanos: unix(start),
             end_unix_nanos: end,
             attributes: attrs,
             error,

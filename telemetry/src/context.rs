@@ -129,17 +129,30 @@ fn hex_byte(two: &[u8]) -> Option<u8> {
 
 const DIGITS: &[u8; 16] = b"0123456789abcdef";
 
+/// Both hex digits of every byte: one load per byte instead of two shifts and two loads.
+static PAIRS: [[u8; 2]; 256] = {
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [DIGITS[i >> 4], DIGITS[i & 0xf]];
+        i += 1;
+    }
+    t
+};
+
 fn put_hex(out: &mut [u8], bytes: &[u8]) {
-    for (i, b) in bytes.iter().enumerate() {
-        out[2 * i] = DIGITS[usize::from(b >> 4)];
-        out[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&PAIRS[usize::from(*b)]);
     }
 }
 
 fn hex(bytes: &[u8]) -> String {
-    let mut out = vec![0u8; bytes.len() * 2];
-    put_hex(&mut out, bytes);
-    String::from_utf8_lossy(&out).into_owned()
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -77,6 +77,9 @@ pub(super) fn outbound<'a>(
         },
         request_id: (!request_id.from_client).then_some(&request_id.value),
         client_cert: ctx.tls.as_ref().and_then(|t| t.xfcc.as_ref()),
+        // Set by the request path when the listener traces.
+        trace: None,
+        drop_tracestate: false,
     };
 
     match cluster.protocol {

@@ -65,7 +65,8 @@ pub async fn serve(
     let request_id = headers::request_id(req.headers(), sent_id);
     // Traces: the context is read before the phases (which move the request on).
     let traced = listener.tracing.as_ref().map(|lt| {
-        let t = crate::trace::RequestTrace::begin(lt, req.headers());
+        let sent = normalized.as_ref().map_or(true, |n| n.fields.trace_context);
+        let t = crate::trace::RequestTrace::begin(lt, req.headers(), sent);
         let target = req.uri().path_and_query().cloned();
         (t, req.method().clone(), target, req.version())
     });
@@ -85,6 +86,7 @@ pub async fn serve(
         Ok(n) => decide(ctx, listener, req, n, &request_id, &mut note),
         Err(e) => Err((e, &listener.unrouted)),
     };
+    let trace_header = traced.as_ref().map(|(t, ..)| t.header());
     let mut exchanged = None;
     let outcome = match decided {
         Ok((Decision::Answer(resp), m)) => Ok((resp, m)),
@@ -96,17 +98,18 @@ pub async fn serve(
             },
             m,
         )) => {
-            let began = traced.as_ref().map(|(t, ..)| {
-                t.inject(&mut out.parts.headers);
-                membrane_telemetry::unix_nanos()
-            });
+            if let Some((t, ..)) = &traced {
+                out.fwd.trace = trace_header.as_ref();
+                out.fwd.drop_tracestate = t.drops_state();
+            }
             let sent_at = Instant::now();
             let sent = upstream::send(cluster, out, deadline).await;
-            m.record_upstream(sent_at.elapsed());
-            if let Some(start_unix) = began {
+            let sent_end = Instant::now();
+            m.record_upstream(sent_end - sent_at);
+            if traced.is_some() {
                 exchanged = Some(crate::trace::Upstream {
-                    start_unix,
-                    end_unix: membrane_telemetry::unix_nanos(),
+                    start: sent_at,
+                    end: sent_end,
                     endpoint: sent.as_ref().ok().map(|s| s.2),
                     status: sent.as_ref().ok().map(|s| s.0.status()),
                 });
@@ -143,8 +146,8 @@ pub async fn serve(
         h.insert("ratelimit-reset", HeaderValue::from(v.reset_secs));
     }
     let peer = ctx.tls.as_ref().and_then(|t| t.identity.spiffe.as_ref());
-    let trace_id = traced.as_ref().map(|(t, ..)| t.trace_id().hex());
     if let Some((method, path, version)) = logged {
+        let trace_id = traced.as_ref().map(|(t, ..)| t.trace_id().hex());
         let line = access_log::Line {
             ts: access_log::timestamp(),
             listener: &ctx.listener,
@@ -171,9 +174,12 @@ pub async fn serve(
             &listener.metrics.access_log_dropped,
         );
     }
-    if let (Some((t, method, target, version)), Some(lt)) = (traced, &listener.tracing) {
+    if let (Some((t, method, target, version)), Some(lt)) = (traced, &listener.tracing)
+        && t.wanted(lt, error.is_some())
+    {
         t.finish(
             lt,
+            start,
             crate::trace::Finished {
                 method: &method,
                 path: target.as_ref().map_or("/", |p| p.path()),

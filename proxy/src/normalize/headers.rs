@@ -82,6 +82,8 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub struct Fields {
     /// An `x-request-id` came with the request.
     pub request_id: bool,
+    /// A `traceparent` or `tracestate` came with the request.
+    pub trace_context: bool,
     /// Which hop-by-hop fields are there (`hop::*` bits).
     pub hop_by_hop: u8,
 }
@@ -106,6 +108,7 @@ enum Kind {
     ForwardedFor,
     Authorization,
     RequestId,
+    TraceContext,
     Hop(u8),
 }
 
@@ -130,6 +133,7 @@ fn kind(name: &HeaderName) -> Kind {
         Some(b'k') if s == "keep-alive" => Kind::Hop(hop::KEEP_ALIVE),
         Some(b'p') if s == "proxy-connection" => Kind::Hop(hop::PROXY_CONNECTION),
         Some(b'h') if s == "http2-settings" => Kind::Remove,
+        Some(b't') if s == "traceparent" || s == "tracestate" => Kind::TraceContext,
         Some(b'f' | b't') if FORWARDING.contains(&s) => Kind::Forwarding,
         Some(b'x') if b.get(1) == Some(&b'-') => {
             if s == "x-request-id" {
@@ -164,6 +168,7 @@ pub fn canonicalize(
     for name in h.keys() {
         match kind(name) {
             Kind::RequestId => fields.request_id = true,
+            Kind::TraceContext => fields.trace_context = true,
             Kind::Hop(bit) => fields.hop_by_hop |= bit,
             Kind::Plain => {}
             Kind::Underscore => match underscores {

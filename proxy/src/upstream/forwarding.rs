@@ -29,7 +29,14 @@ pub struct Forwarding<'a> {
     pub request_id: Option<&'a HeaderValue>,
     /// XFCC for the connection's verified client certificate, if any.
     pub client_cert: Option<&'a HeaderValue>,
+    /// The trace context to send (`traceparent`), in place of the request's; with
+    /// `drop_tracestate`, the request's `tracestate` is not sent either.
+    pub trace: Option<&'a [u8; 55]>,
+    pub drop_tracestate: bool,
 }
+
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 impl Forwarding<'_> {
     /// Applies the headers to a request that hyper will send (HTTP/2, upgrades).
@@ -45,6 +52,14 @@ impl Forwarding<'_> {
         h.remove(X_FORWARDED_CLIENT_CERT);
         if let Some(c) = self.client_cert {
             h.insert(X_FORWARDED_CLIENT_CERT, c.clone());
+        }
+        if let Some(tp) = self.trace
+            && let Ok(v) = HeaderValue::from_bytes(tp)
+        {
+            h.insert(TRACEPARENT.clone(), v);
+        }
+        if self.drop_tracestate {
+            h.remove(&TRACESTATE);
         }
     }
 
@@ -72,6 +87,8 @@ impl Forwarding<'_> {
             if (self.proto.is_some() && name == X_FORWARDED_PROTO)
                 || name == X_FORWARDED_CLIENT_CERT
                 || (self.request_id.is_some() && name == X_REQUEST_ID)
+                || (self.trace.is_some()
+                    && (name == TRACEPARENT || (self.drop_tracestate && name == TRACESTATE)))
             {
                 continue;
             }
@@ -88,6 +105,9 @@ impl Forwarding<'_> {
         }
         if let Some(id) = self.request_id {
             write_line(out, b"x-request-id", id.as_bytes());
+        }
+        if let Some(tp) = self.trace {
+            write_line(out, b"traceparent", tp);
         }
         if let Some(c) = self.client_cert {
             write_line(out, b"x-forwarded-client-cert", c.as_bytes());
@@ -142,6 +162,8 @@ mod tests {
             proto: Some(&PROTO),
             request_id,
             client_cert: None,
+            trace: None,
+            drop_tracestate: false,
         }
     }
 

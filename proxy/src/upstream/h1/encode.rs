@@ -41,6 +41,8 @@ mod tests {
             proto: Some(&PROTO),
             request_id: None,
             client_cert: None,
+            trace: None,
+            drop_tracestate: false,
         };
         let mut out = Vec::new();
         encode_request(&mut out, &parts, &fwd, true);
