@@ -84,11 +84,34 @@ pub struct Finished<'a> {
     pub upstream: Option<Upstream>,
 }
 
+/// The upstream exchange: when it began (it ends where the request does), the endpoint,
+/// and the status it answered with.
 pub struct Upstream {
     pub start: Instant,
-    pub end: Instant,
     pub endpoint: Option<std::net::SocketAddr>,
     pub status: Option<StatusCode>,
+}
+
+/// What the request path keeps of a traced request until its answer (boxed there).
+pub struct Traced {
+    pub trace: RequestTrace,
+    pub method: Method,
+    /// The canonical target; the query is never put on a span.
+    pub target: Option<http::uri::PathAndQuery>,
+    pub version: http::Version,
+    pub upstream: Option<Upstream>,
+}
+
+impl Traced {
+    pub fn begin<B>(lt: &ListenerTracing, req: &http::Request<B>, sent_context: bool) -> Self {
+        Self {
+            trace: RequestTrace::begin(lt, req.headers(), sent_context),
+            method: req.method().clone(),
+            target: req.uri().path_and_query().cloned(),
+            version: req.version(),
+            upstream: None,
+        }
+    }
 }
 
 /// Two fresh span ids from one random number.
@@ -172,16 +195,17 @@ impl RequestTrace {
         self.trace_id
     }
 
-    /// Exports the request's spans (call when `wanted`). `start`: when the request began.
-    pub fn finish(self, lt: &ListenerTracing, start: Instant, f: Finished<'_>) {
+    /// Exports the request's spans (call when `wanted`): it began at `start` and ended at
+    /// `end`.
+    pub fn finish(self, lt: &ListenerTracing, start: Instant, end: Instant, f: Finished<'_>) {
         let t = &lt.tracing;
         // Wall-clock times from the request's monotonic instants, against one reading of
-        // both clocks now.
+        // the wall clock now.
         let (now, now_unix) = (Instant::now(), membrane_telemetry::unix_nanos());
         let unix = |i: Instant| {
             now_unix.saturating_sub(u64::try_from((now - i).as_nanos()).unwrap_or(u64::MAX))
         };
-        let end = now_unix;
+        let end = unix(end);
         let mut attrs: Vec<(&'static str, Value)> = Vec::with_capacity(20);
         attrs.push(("http.request.method", Value::Text(f.method.to_string())));
         attrs.push(("url.path", Value::Text(f.path.to_owned())));
@@ -261,7 +285,7 @@ impl RequestTrace {
                 name: method.to_owned(),
                 kind: Kind::Client,
                 start_unix_nanos: unix(u.start),
-                end_unix_nanos: unix(u.end),
+                end_unix_nanos: end,
                 attributes: a,
                 error: failed.map(str::to_owned),
                 link: None,

@@ -64,11 +64,10 @@ pub async fn serve(
     let sent_id = normalized.as_ref().map_or(true, |n| n.fields.request_id);
     let request_id = headers::request_id(req.headers(), sent_id);
     // Traces: the context is read before the phases (which move the request on).
-    let traced = listener.tracing.as_ref().map(|lt| {
+    // Boxed: the request's future holds one pointer for it, traced or not.
+    let mut traced = listener.tracing.as_ref().map(|lt| {
         let sent = normalized.as_ref().map_or(true, |n| n.fields.trace_context);
-        let t = crate::trace::RequestTrace::begin(lt, req.headers(), sent);
-        let target = req.uri().path_and_query().cloned();
-        (t, req.method().clone(), target, req.version())
+        Box::new(crate::trace::Traced::begin(lt, &req, sent))
     });
     let logged = (listener.access_log != AccessLogTarget::Off).then(|| {
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
@@ -86,8 +85,7 @@ pub async fn serve(
         Ok(n) => decide(ctx, listener, req, n, &request_id, &mut note),
         Err(e) => Err((e, &listener.unrouted)),
     };
-    let trace_header = traced.as_ref().map(|(t, ..)| t.header());
-    let mut exchanged = None;
+    let mut sent_at = None;
     let outcome = match decided {
         Ok((Decision::Answer(resp), m)) => Ok((resp, m)),
         Ok((
@@ -98,18 +96,17 @@ pub async fn serve(
             },
             m,
         )) => {
-            if let Some((t, ..)) = &traced {
-                out.fwd.trace = trace_header.as_ref();
-                out.fwd.drop_tracestate = t.drops_state();
+            if let Some(t) = &traced {
+                out.fwd.trace = Some(t.trace.header());
+                out.fwd.drop_tracestate = t.trace.drops_state();
             }
-            let sent_at = Instant::now();
+            // The exchange's time ends where the request's does (one clock read less).
+            let at = Instant::now();
+            sent_at = Some(at);
             let sent = upstream::send(cluster, out, deadline).await;
-            let sent_end = Instant::now();
-            m.record_upstream(sent_end - sent_at);
-            if traced.is_some() {
-                exchanged = Some(crate::trace::Upstream {
-                    start: sent_at,
-                    end: sent_end,
+            if let Some(t) = traced.as_mut() {
+                t.upstream = Some(crate::trace::Upstream {
+                    start: at,
                     endpoint: sent.as_ref().ok().map(|s| s.2),
                     status: sent.as_ref().ok().map(|s| s.0.status()),
                 });
@@ -128,15 +125,19 @@ pub async fn serve(
         Err((e, metrics)) => {
             tracing::debug!(listener = %ctx.listener, request_id = ?request_id.value, error = %e, "request failed");
             error = Some(e.status_and_code().1);
-            let trace_id = traced.as_ref().map(|(t, ..)| t.trace_id());
+            let trace_id = traced.as_ref().map(|t| t.trace.trace_id());
             (
                 e.into_response_traced(&request_id.value, trace_id.as_ref()),
                 metrics,
             )
         }
     };
-    let elapsed = start.elapsed();
+    let end = Instant::now();
+    let elapsed = end - start;
     metrics.record(resp.status(), elapsed);
+    if let Some(at) = sent_at {
+        metrics.record_upstream(end - at);
+    }
     let mut resp = resp;
     if let Some(v) = &note.rate {
         // Allowed requests on a limited route learn their budget too.
@@ -147,7 +148,7 @@ pub async fn serve(
     }
     let peer = ctx.tls.as_ref().and_then(|t| t.identity.spiffe.as_ref());
     if let Some((method, path, version)) = logged {
-        let trace_id = traced.as_ref().map(|(t, ..)| t.trace_id().hex());
+        let trace_id = traced.as_ref().map(|t| t.trace.trace_id().hex());
         let line = access_log::Line {
             ts: access_log::timestamp(),
             listener: &ctx.listener,
@@ -174,17 +175,19 @@ pub async fn serve(
             &listener.metrics.access_log_dropped,
         );
     }
-    if let (Some((t, method, target, version)), Some(lt)) = (traced, &listener.tracing)
-        && t.wanted(lt, error.is_some())
+    if let (Some(t), Some(lt)) = (traced, &listener.tracing)
+        && t.trace.wanted(lt, error.is_some())
     {
-        t.finish(
+        let t = *t;
+        t.trace.finish(
             lt,
             start,
+            end,
             crate::trace::Finished {
-                method: &method,
-                path: target.as_ref().map_or("/", |p| p.path()),
+                method: &t.method,
+                path: t.target.as_ref().map_or("/", |p| p.path()),
                 scheme: if ctx.tls.is_some() { "https" } else { "http" },
-                protocol: version_name(version),
+                protocol: version_name(t.version),
                 status: resp.status(),
                 error,
                 listener: &ctx.listener,
@@ -199,7 +202,7 @@ pub async fn serve(
                     .as_ref()
                     .map(|d| (d.verdict.as_str(), d.rule.as_str())),
                 rate_allowed: note.rate.is_some(),
-                upstream: exchanged,
+                upstream: t.upstream,
             },
         );
     }

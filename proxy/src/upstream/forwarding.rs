@@ -31,7 +31,7 @@ pub struct Forwarding<'a> {
     pub client_cert: Option<&'a HeaderValue>,
     /// The trace context to send (`traceparent`), in place of the request's; with
     /// `drop_tracestate`, the request's `tracestate` is not sent either.
-    pub trace: Option<&'a [u8; 55]>,
+    pub trace: Option<[u8; 55]>,
     pub drop_tracestate: bool,
 }
 
@@ -53,7 +53,7 @@ impl Forwarding<'_> {
         if let Some(c) = self.client_cert {
             h.insert(X_FORWARDED_CLIENT_CERT, c.clone());
         }
-        if let Some(tp) = self.trace
+        if let Some(tp) = &self.trace
             && let Ok(v) = HeaderValue::from_bytes(tp)
         {
             h.insert(TRACEPARENT.clone(), v);
@@ -106,7 +106,7 @@ impl Forwarding<'_> {
         if let Some(id) = self.request_id {
             write_line(out, b"x-request-id", id.as_bytes());
         }
-        if let Some(tp) = self.trace {
+        if let Some(tp) = &self.trace {
             write_line(out, b"traceparent", tp);
         }
         if let Some(c) = self.client_cert {
