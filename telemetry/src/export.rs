@@ -1,21 +1,15 @@
 //! OTLP/gRPC export from a bounded queue. The request path only `try_send`s a finished span
 //! (no lock held while waiting, no allocation beyond the span's own): when the queue is
 //! full the span is dropped and counted, so a slow or absent collector never slows a
-//! request. One thread per exporter takes batches (up to `batch` spans, or whatever is
-//! there after `interval`), turns them into OTLP and sends them with a timeout; a failed
+//! request. One thread per exporter drains the queue by polling (a few milliseconds apart
+//! while spans come, so senders never wake it), sends a batch when it has `batch` spans or
+//! its oldest waited `interval`, encoded straight to OTLP's protobuf, with a timeout; a failed
 //! export drops its batch and counts it (no retry: the queue behind it matters more).
 //! The thread ends, after sending what is queued, when the last handle is dropped.
 
-use crate::span::{Kind, SpanRecord, Value};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{
-    ResourceSpans, ScopeSpans, Span, Status, span, status,
-};
+use crate::span::SpanRecord;
 use prometheus_client::metrics::counter::Counter;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
 /// Where and how to export.
@@ -102,6 +96,70 @@ mod http_uri_error {
     pub type Error = tonic::codegen::http::uri::InvalidUri;
 }
 
+/// The gRPC method, written out: the request body is the bytes `wire` made.
+const EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// A codec that sends a message already encoded and ignores the reply's body (an
+/// `ExportTraceServiceResponse`; a partial success is not acted on).
+#[derive(Clone, Copy, Default)]
+struct Raw;
+struct RawEncoder;
+struct RawDecoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawDecoder {
+    type Item = ();
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<()>, tonic::Status> {
+        use bytes::Buf;
+        let n = src.remaining();
+        src.advance(n);
+        Ok(Some(()))
+    }
+}
+
+impl tonic::codec::Codec for Raw {
+    type Encode = Vec<u8>;
+    type Decode = ();
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+async fn send(
+    grpc: &mut tonic::client::Grpc<tonic::transport::Channel>,
+    body: Vec<u8>,
+) -> Result<(), tonic::Status> {
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(EXPORT);
+    grpc.unary(tonic::Request::new(body), path, Raw)
+        .await
+        .map(|_| ())
+}
+
 fn run(
     rt: tokio::runtime::Runtime,
     uri: tonic::transport::Uri,
@@ -116,37 +174,48 @@ fn run(
             .timeout(cfg.timeout)
             .connect_lazy()
     };
-    let mut client = TraceServiceClient::new(channel);
-    let resource = Resource {
-        attributes: cfg
-            .resource
-            .iter()
-            .map(|(k, v)| kv(k, any(v.clone())))
-            .collect(),
-        ..Resource::default()
-    };
+    let mut grpc = tonic::client::Grpc::new(channel);
+    let mut wire = crate::wire::Batch::default();
     let mut batch = Vec::with_capacity(cfg.batch);
     let mut open = true;
+    // The queue is drained by polling, not by a blocking receive: a receiver that waits is
+    // woken (a futex call) by every span sent, on the request path; one that sleeps is not.
+    // It sleeps a few milliseconds while spans come, up to `interval` when none do.
+    let busy = Duration::from_millis(5).min(cfg.interval);
+    let idle = Duration::from_millis(50).min(cfg.interval);
+    let mut since = Instant::now();
     while open {
-        let until = Instant::now() + cfg.interval;
+        let before = batch.len();
         while batch.len() < cfg.batch {
-            let left = until.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
+            match rx.try_recv() {
                 Ok(s) => batch.push(s),
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => {
+                Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
                     open = false;
                     break;
                 }
             }
         }
+        let full = batch.len() >= cfg.batch;
+        if batch.is_empty() {
+            since = Instant::now();
+        }
+        let due = !batch.is_empty() && since.elapsed() >= cfg.interval;
+        if open && !full && !due {
+            std::thread::sleep(if batch.len() > before { busy } else { idle });
+            continue;
+        }
         if batch.is_empty() {
             continue;
         }
+        since = Instant::now();
         let n = batch.len() as u64;
-        let req = request(&resource, std::mem::take(&mut batch));
-        match rt.block_on(client.export(req)) {
-            Ok(_) => {
+        let body = wire
+            .encode(&cfg.resource, env!("CARGO_PKG_VERSION"), &batch)
+            .to_vec();
+        batch.clear();
+        match rt.block_on(send(&mut grpc, body)) {
+            Ok(()) => {
                 counters.exported.inc_by(n);
             }
             Err(e) => {
@@ -154,93 +223,5 @@ fn run(
                 tracing::debug!(error = %e, spans = n, "OTLP export failed; the batch is dropped");
             }
         }
-    }
-}
-
-fn any(s: String) -> AnyValue {
-    AnyValue {
-        value: Some(any_value::Value::StringValue(s)),
-    }
-}
-
-fn kv(k: &str, v: AnyValue) -> KeyValue {
-    KeyValue {
-        key: k.to_owned(),
-        value: Some(v),
-        ..KeyValue::default()
-    }
-}
-
-fn value(v: Value) -> AnyValue {
-    let v = match v {
-        Value::Shared(s) => any_value::Value::StringValue(s.to_string()),
-        Value::Text(s) => any_value::Value::StringValue(s),
-        Value::Static(s) => any_value::Value::StringValue(s.to_owned()),
-        Value::Int(i) => any_value::Value::IntValue(i),
-        Value::Bool(b) => any_value::Value::BoolValue(b),
-    };
-    AnyValue { value: Some(v) }
-}
-
-/// The OTLP request for one batch.
-pub fn request(resource: &Resource, spans: Vec<SpanRecord>) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(resource.clone()),
-            scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope {
-                    name: "membrane".into(),
-                    version: env!("CARGO_PKG_VERSION").into(),
-                    ..InstrumentationScope::default()
-                }),
-                spans: spans.into_iter().map(otlp_span).collect(),
-                schema_url: String::new(),
-            }],
-            schema_url: String::new(),
-        }],
-    }
-}
-
-fn otlp_span(s: SpanRecord) -> Span {
-    let kind = match s.kind {
-        Kind::Internal => span::SpanKind::Internal,
-        Kind::Server => span::SpanKind::Server,
-        Kind::Client => span::SpanKind::Client,
-    };
-    let status = match s.error {
-        Some(message) => Status {
-            message,
-            code: status::StatusCode::Error as i32,
-        },
-        None => Status::default(),
-    };
-    Span {
-        trace_id: s.trace_id.0.to_vec(),
-        span_id: s.span_id.0.to_vec(),
-        trace_state: s.trace_state.unwrap_or_default(),
-        parent_span_id: s.parent.map(|p| p.0.to_vec()).unwrap_or_default(),
-        // W3C flags (sampled: an exported span was recorded) in the low byte.
-        flags: 0x01,
-        name: s.name,
-        kind: kind as i32,
-        start_time_unix_nano: s.start_unix_nanos,
-        end_time_unix_nano: s.end_unix_nanos,
-        attributes: s
-            .attributes
-            .into_iter()
-            .map(|(k, v)| kv(k, value(v)))
-            .collect(),
-        links: s
-            .link
-            .map(|l| span::Link {
-                trace_id: l.trace_id.0.to_vec(),
-                span_id: l.parent_id.0.to_vec(),
-                flags: u32::from(l.flags),
-                ..span::Link::default()
-            })
-            .into_iter()
-            .collect(),
-        status: Some(status),
-        ..Span::default()
     }
 }

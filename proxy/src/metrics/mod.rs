@@ -343,14 +343,14 @@ mod tests {
             r#"membrane_requests_total{listener="main",route="api",cluster="backend",status_class="2xx"} 1"#
         ), "{text}");
         assert!(
-            text.contains(r#"membrane_request_duration_seconds_count{listener="main"} 2"#),
+            text.contains(
+                r#"membrane_request_duration_seconds_count{listener="main",route="api",cluster="backend"} 2"#
+            ),
             "{text}"
         );
         assert!(
             text.contains(
-                r#"membrane_request_duration_seconds_bucket{le="0.005",listener="main"} 1"#
-            ) || text.contains(
-                r#"membrane_request_duration_seconds_bucket{listener="main",le="0.005"} 1"#
+                r#"membrane_request_duration_seconds_bucket{le="0.005",listener="main",route="api",cluster="backend"} 1"#
             ),
             "{text}"
         );
