@@ -210,9 +210,7 @@ fn run(
         }
         since = Instant::now();
         let n = batch.len() as u64;
-        let body = wire
-            .encode(&cfg.resource, env!("CARGO_PKG_VERSION"), &batch)
-            .to_vec();
+        let body = wire.encode(&cfg.resource, env!("CARGO_PKG_VERSION"), &batch);
         batch.clear();
         match rt.block_on(send(&mut grpc, body)) {
             Ok(()) => {

@@ -129,43 +129,49 @@ fn span(out: &mut Vec<u8>, s: &SpanRecord) {
 pub struct Batch {
     spans: Vec<u8>,
     one: Vec<u8>,
-    out: Vec<u8>,
 }
 
 impl Batch {
-    /// The `ExportTraceServiceRequest` for `spans`, under one resource and one scope.
+    /// The `ExportTraceServiceRequest` for `spans`, under one resource and one scope. Each
+    /// span is written once into a scratch buffer and copied once into the span list; the
+    /// list is copied once more, behind headers whose lengths are computed, not written
+    /// and copied (nested buffers copied every span three more times).
     pub fn encode(
         &mut self,
         resource: &[(String, String)],
         scope_version: &str,
         spans: &[SpanRecord],
-    ) -> &[u8] {
+    ) -> Vec<u8> {
         self.spans.clear();
         for s in spans {
             self.one.clear();
             span(&mut self.one, s);
             bytes_field(&mut self.spans, 2, &self.one);
         }
-        // ScopeSpans: scope 1 (InstrumentationScope: name 1, version 2), spans 2.
+        // Resource { attributes 1 }.
         self.one.clear();
-        let scope_len =
-            2 + "membrane".len() + 1 + varint_len(scope_version.len() as u64) + scope_version.len();
-        key(&mut self.one, 1, LEN);
-        varint(&mut self.one, scope_len as u64);
-        bytes_field(&mut self.one, 1, b"membrane");
-        bytes_field(&mut self.one, 2, scope_version.as_bytes());
-        self.one.extend_from_slice(&self.spans);
-        // ResourceSpans: resource 1 (attributes 1), scope_spans 2.
-        self.spans.clear();
         for (k, v) in resource {
-            attribute(&mut self.spans, 1, k, &Value::Text(v.clone()));
+            attribute(&mut self.one, 1, k, &Value::Text(v.clone()));
         }
-        self.out.clear();
-        let mut rs = Vec::with_capacity(self.spans.len() + self.one.len() + 16);
-        bytes_field(&mut rs, 1, &self.spans);
-        bytes_field(&mut rs, 2, &self.one);
-        bytes_field(&mut self.out, 1, &rs);
-        &self.out
+        let field = |len: usize| 1 + varint_len(len as u64) + len;
+        // InstrumentationScope { name 1, version 2 }.
+        let scope = field("membrane".len()) + field(scope_version.len());
+        // ScopeSpans { scope 1, spans 2 (already framed) }.
+        let scope_spans = field(scope) + self.spans.len();
+        // ResourceSpans { resource 1, scope_spans 2 }.
+        let resource_spans = field(self.one.len()) + field(scope_spans);
+        let mut out = Vec::with_capacity(field(resource_spans));
+        key(&mut out, 1, LEN);
+        varint(&mut out, resource_spans as u64);
+        bytes_field(&mut out, 1, &self.one);
+        key(&mut out, 2, LEN);
+        varint(&mut out, scope_spans as u64);
+        key(&mut out, 1, LEN);
+        varint(&mut out, scope as u64);
+        bytes_field(&mut out, 1, b"membrane");
+        bytes_field(&mut out, 2, scope_version.as_bytes());
+        out.extend_from_slice(&self.spans);
+        out
     }
 }
 
