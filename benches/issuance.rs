@@ -95,6 +95,7 @@ fn main() {
                 dir: ca_dir.clone(),
                 lifetime: Duration::from_secs(86_400),
             }),
+            otlp_endpoint: None,
         })
         .await
         .unwrap();

@@ -131,6 +131,7 @@ fn main() {
             trust_bundle_pem: "-----BEGIN CERTIFICATE-----\n".into(),
             debounce: Duration::from_millis(50),
             ca: None,
+            otlp_endpoint: None,
         })
         .await
         .unwrap();

@@ -38,6 +38,10 @@ pub struct ControlArgs {
     /// writes them). Paths are sent to gateways as they are.
     #[arg(long)]
     pki: Option<PathBuf>,
+    /// Trace each spec change (file event, compile, push to the last gateway's ACK) to
+    /// this OpenTelemetry collector (OTLP/gRPC, `http://host:4317`).
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -149,6 +153,7 @@ fn serve(spec_dir: PathBuf, args: &ControlArgs) -> Result<ExitCode, String> {
             trust_bundle_pem: bundle,
             debounce: Duration::from_millis(200),
             ca,
+            otlp_endpoint: args.otlp_endpoint.clone(),
         };
         let handle = membrane_xds::control::start(opts)
             .await

@@ -152,6 +152,7 @@ async fn demo(args: DemoArgs) -> Result<ExitCode, String> {
             dir: ca_dir.clone(),
             lifetime: Duration::from_secs(24 * 3600),
         }),
+        otlp_endpoint: args.otlp_endpoint.clone(),
     })
     .await
     .map_err(|e| e.to_string())?;

@@ -96,6 +96,7 @@ impl World {
                 dir: self.ca_dir.clone(),
                 lifetime,
             }),
+            otlp_endpoint: None,
         })
         .await
         .unwrap()
@@ -522,6 +523,7 @@ async fn https_never_falls_back_to_plaintext() {
         trust_bundle_pem: w.ca.cert_pem().to_owned(),
         debounce: Duration::from_millis(50),
         ca: None,
+        otlp_endpoint: None,
     })
     .await
     .unwrap();

@@ -175,6 +175,7 @@ async fn the_expositions_pass_promtool_check_metrics() {
             dir: ca_dir,
             lifetime: std::time::Duration::from_secs(3600),
         }),
+        otlp_endpoint: None,
     })
     .await
     .unwrap();

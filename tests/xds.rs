@@ -89,6 +89,7 @@ async fn start_control(w: &World, listen: SocketAddr) -> control::ControlHandle 
         trust_bundle_pem: std::fs::read_to_string(w.pki.join("ca.pem")).unwrap(),
         debounce: Duration::from_millis(50),
         ca: None,
+        otlp_endpoint: None,
     })
     .await
     .unwrap()
@@ -499,6 +500,7 @@ async fn the_control_admin_shows_what_each_node_was_sent_and_acked() {
         trust_bundle_pem: std::fs::read_to_string(w.pki.join("ca.pem")).unwrap(),
         debounce: Duration::from_millis(50),
         ca: None,
+        otlp_endpoint: None,
     })
     .await
     .unwrap();
@@ -1016,4 +1018,94 @@ async fn a_state_directory_belongs_to_one_node() {
         msg.contains("a-file/state") && msg.contains("cannot create it"),
         "{msg}"
     );
+}
+
+/// The control server traces each spec change: `spec change` from the file event to the
+/// last ACK, with `compile` and `push` as its children, the push naming the gateway that
+/// ACKed; a refused change ends at `compile` with its error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_server_traces_a_spec_change_from_file_event_to_push() {
+    use common::otlp::{Receiver, attr_int};
+    let w = world("ctltrace");
+    let (rx, collector) = Receiver::start().await;
+    let a = Upstream::start("a").await;
+    std::fs::write(
+        w.spec.join("orders.yaml"),
+        cell_spec(w.north, &[("catalog", "/catalog", a.addr)]),
+    )
+    .unwrap();
+    let ctl = control::start(ControlOptions {
+        spec_dir: w.spec.clone(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin: None,
+        cert_dir: w.pki.clone(),
+        trust_bundle_pem: std::fs::read_to_string(w.pki.join("ca.pem")).unwrap(),
+        debounce: Duration::from_millis(50),
+        ca: None,
+        otlp_endpoint: Some(format!("http://{collector}")),
+    })
+    .await
+    .unwrap();
+    let state = w.dir.join("state");
+    let gw = start_gateway(&format!("http://{}", ctl.addr), &state);
+    until("the first generation serves", &w, "/catalog/1", (200, "a")).await;
+
+    // A change: a second endpoint.
+    let b = Upstream::start("b").await;
+    std::fs::write(
+        w.spec.join("orders.yaml"),
+        cell_spec(
+            w.north,
+            &[("catalog", "/catalog", a.addr), ("extra", "/extra", b.addr)],
+        ),
+    )
+    .unwrap();
+    ctl.reload();
+    until("the change serves", &w, "/extra/1", (200, "b")).await;
+    let roots = rx
+        .wait_for("the change's trace", 1, |g| {
+            g.span.name == "spec change" && g.span.status.as_ref().is_none_or(|s| s.code != 2)
+        })
+        .await;
+    let root = &roots[0].span;
+    let all = rx.spans();
+    let child = |name: &str| {
+        all.iter()
+            .find(|g| g.span.name == name && g.span.parent_span_id == root.span_id)
+            .unwrap_or_else(|| panic!("no {name} under the change: {all:#?}"))
+            .span
+            .clone()
+    };
+    let (compile, push) = (child("compile"), child("push"));
+    assert_eq!(compile.trace_id, root.trace_id);
+    assert_eq!(attr_int(&push, "membrane.gateways"), Some(1));
+    assert_eq!(attr_int(&push, "membrane.gateways_acked"), Some(1));
+    assert!(root.start_time_unix_nano <= compile.start_time_unix_nano);
+    assert!(compile.end_time_unix_nano <= push.end_time_unix_nano);
+    assert!(push.end_time_unix_nano <= root.end_time_unix_nano);
+    assert!(
+        roots[0]
+            .resource
+            .contains(&("service.name".into(), "membrane-control".into()))
+    );
+
+    // A refused change: the trace ends at `compile`, with the error.
+    std::fs::write(w.spec.join("orders.yaml"), "kind: Cell\nname: [\n").unwrap();
+    ctl.reload();
+    let refused = rx
+        .wait_for("the refused change's trace", 1, |g| {
+            g.span.name == "spec change" && g.span.status.as_ref().is_some_and(|s| s.code == 2)
+        })
+        .await;
+    assert!(
+        refused[0]
+            .span
+            .status
+            .as_ref()
+            .is_some_and(|s| s.message.contains("orders.yaml")),
+        "{:?}",
+        refused[0].span.status
+    );
+    gw.shutdown().await;
+    ctl.shutdown();
 }

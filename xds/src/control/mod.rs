@@ -6,6 +6,7 @@
 mod admin;
 mod own;
 mod state;
+mod trace;
 
 pub use state::ControlState;
 
@@ -33,6 +34,8 @@ pub struct ControlOptions {
     pub debounce: Duration,
     /// Serve over mTLS and issue certificates (`--ca`); plaintext without (`--insecure`).
     pub ca: Option<CaOptions>,
+    /// Trace each spec change to this OTLP/gRPC collector (`--otlp-endpoint`).
+    pub otlp_endpoint: Option<String>,
 }
 
 /// The control server as the cells' CA.
@@ -79,6 +82,8 @@ pub enum ControlError {
     Ca(#[from] membrane_identity::authority::LoadError),
     #[error("the control server's own certificate: {0}")]
     OwnCertificate(String),
+    #[error("--otlp-endpoint: {0}")]
+    Tracing(#[from] membrane_telemetry::export::ExportError),
     #[error("{what}: cannot listen on {addr}: {source}")]
     Listen {
         what: &'static str,
@@ -190,6 +195,10 @@ pub async fn start(opts: ControlOptions) -> Result<ControlHandle, ControlError> 
             })
         })
     });
+    let tracer = match &opts.otlp_endpoint {
+        Some(e) => Some(Arc::new(trace::ChangeTracer::start(e)?)),
+        None => None,
+    };
     let st = state.clone();
     tokio::spawn(async move {
         loop {
@@ -210,12 +219,21 @@ pub async fn start(opts: ControlOptions) -> Result<ControlHandle, ControlError> 
                 r = reloads.recv() => if r.is_none() { break },
                 () = due => {}
             }
+            let event = Instant::now();
             tokio::time::sleep(opts.debounce).await;
             while reloads.try_recv().is_ok() {}
             if let Some(c) = &ca_now {
                 c.reload();
             }
-            match build(&opts, ca_now.as_deref()) {
+            let compile_start = Instant::now();
+            let built = build(&opts, ca_now.as_deref());
+            let compiled = Instant::now();
+            let traced = |outcome| trace::Change {
+                event,
+                compile: (compile_start, compiled),
+                outcome,
+            };
+            match built {
                 Ok(next) => {
                     if let Ok(mut e) = st.last_error.lock() {
                         *e = None;
@@ -231,16 +249,26 @@ pub async fn start(opts: ControlOptions) -> Result<ControlHandle, ControlError> 
                         if let Ok(mut t) = st.changed_at.lock() {
                             *t = Instant::now();
                         }
-                        if let Ok(mut g) = st.generation.lock() {
-                            *g += 1;
-                        }
+                        let generation = match st.generation.lock() {
+                            Ok(mut g) => {
+                                *g += 1;
+                                *g
+                            }
+                            Err(_) => 0,
+                        };
                         tracing::info!("specs changed; pushing to the gateways that need it");
+                        if let Some(t) = &tracer {
+                            t.changed(traced(Ok(generation)), st.clone());
+                        }
                     }
                 }
                 Err(e) => {
                     tracing::error!(errors = %e, "spec change refused; the last good resources keep being served");
                     if let Ok(mut last) = st.last_error.lock() {
                         *last = Some(e.to_string());
+                    }
+                    if let Some(t) = &tracer {
+                        t.changed(traced(Err(e.to_string())), st.clone());
                     }
                 }
             }
