@@ -110,3 +110,70 @@ async fn each_request_is_one_json_line_with_route_status_and_peer() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// A file target with chosen fields and no allowed request sampled: only the refusals are
+/// written, each with exactly the fields asked for; an unknown field is refused with its
+/// position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_log_writes_chosen_fields_and_every_refusal() {
+    let port = closed_port();
+    let dir = write_config("").parent().unwrap().to_owned();
+    let log = dir.join("north.log");
+    let (gw, _) = membrane_proxy::testing::start_proxy(&format!(
+        "admin: {{address: '127.0.0.1:0'}}\nworkers: 1\nlisteners:\n  - name: north\n    address: 127.0.0.1:{port}\n    access_log: {}\n    access_log_fields: [status, path, error]\n    access_log_sample: 0\n    virtual_hosts: [{{name: v, domains: [api], routes: [{{name: r, direct_response: {{status: 200, body: ok}}}}]}}]\n",
+        log.display()
+    ));
+    let c = client_h1();
+    let url = format!("http://127.0.0.1:{port}/x?token=secret");
+    eventually("the gateway answers", Duration::from_secs(20), || {
+        let (c, url) = (c.clone(), url.clone());
+        async move { get(&c, &url, "api", &[]).await.status == 200 }
+    })
+    .await;
+    for _ in 0..5 {
+        assert_eq!(get(&c, &url, "api", &[]).await.status, 200);
+    }
+    for _ in 0..2 {
+        assert_eq!(get(&c, &url, "elsewhere", &[]).await.status, 404);
+    }
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    eventually("two lines in the file", Duration::from_secs(10), || {
+        let n = read().lines().count();
+        async move { n >= 2 }
+    })
+    .await;
+    // Nothing more arrives (the allowed requests are not sampled).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let text = read();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    for l in &lines {
+        let keys: Vec<&String> = l.as_object().unwrap().keys().collect();
+        assert_eq!(keys.len(), 3, "{l}");
+        assert_eq!(l["status"], 404);
+        assert_eq!(l["error"], "no_route");
+        assert_eq!(l["path"], "/x?token=redacted");
+    }
+    gw.shutdown().await;
+
+    // A field that is not one: the file, its position and the field.
+    let bad = write_config(&format!(
+        "listeners:\n  - name: north\n    address: 127.0.0.1:{port}\n    access_log: stdout\n    access_log_fields: [status, colour]\n"
+    ));
+    let out = Command::new(env!("CARGO_BIN_EXE_membrane"))
+        .args(["proxy", "--no-watch", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("listeners[0].access_log_fields[1]")
+            && err.contains("colour")
+            && err.contains(":5:"),
+        "{err}"
+    );
+}

@@ -356,6 +356,7 @@ async fn a_bad_resource_is_nacked_with_its_reason_while_the_good_ones_apply() {
             ..Default::default()
         }],
         authorization: None,
+        access_log: None,
     };
     put(res, TYPE_LISTENER, "bad", bad.encode_to_vec());
     publish.send(Arc::new(next)).unwrap();

@@ -1,8 +1,9 @@
 //! membrane-api: what the gateway and the control server share and nothing more. The
-//! protocol types (`proto`), the type URL of each resource (`types`), the gRPC stream and
+//! protocol types (`proto`), the access log's field names (`access_log`), the type URL of each resource (`types`), the gRPC stream and
 //! message limits both ends agree on (`stream`), and YAML parsing with positions (`yaml`),
 //! used by the gateway's bootstrap file and the control server's cell specs.
 
+pub mod access_log;
 pub mod proto;
 pub mod stream;
 pub mod types;

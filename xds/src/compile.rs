@@ -304,6 +304,7 @@ fn gateway(
         let l = pb::Listener {
             name: "north".into(),
             address: north.address.value().to_string(),
+            access_log: access_log(north),
             protocol: pb::Protocol::Auto as i32,
             tls: Some(tls(pb::ClientAuth::None)),
             routes,
@@ -343,6 +344,7 @@ fn gateway(
         let l = pb::Listener {
             name: "west".into(),
             address: west.address.value().to_string(),
+            access_log: access_log(west),
             protocol: pb::Protocol::Auto as i32,
             tls: Some(tls(pb::ClientAuth::Require)),
             routes,
@@ -407,6 +409,7 @@ fn gateway(
         let l = pb::Listener {
             name: "east".into(),
             address: east.address.value().to_string(),
+            access_log: access_log(east),
             protocol: pb::Protocol::Auto as i32,
             tls: None,
             routes,
@@ -472,6 +475,7 @@ fn gateway(
         let l = pb::Listener {
             name: "south".into(),
             address: south.address.value().to_string(),
+            access_log: access_log(south),
             protocol: pb::Protocol::Auto as i32,
             tls: None,
             routes,
@@ -489,4 +493,13 @@ fn gateway(
         put(&mut out, TYPE_TRUST_BUNDLE, TRUST_BUNDLE, &b);
     }
     out
+}
+
+/// A listener's access log, as the gateway is told it.
+fn access_log(l: &crate::spec::GatewayListener) -> Option<pb::AccessLog> {
+    l.access_log.as_ref().map(|a| pb::AccessLog {
+        to: a.to.value().clone(),
+        fields: a.fields.iter().map(|f| f.value().clone()).collect(),
+        sample: a.sample.as_ref().map(|s| *s.value()),
+    })
 }

@@ -140,3 +140,32 @@ fn versions_are_content_hashes_and_change_only_where_the_spec_did() {
     }
     assert_eq!(changed, [("orders", "local:orders")]);
 }
+
+/// A listener's access log in a cell spec reaches its gateway; a field that is not one is
+/// refused by the check with its position.
+#[test]
+fn an_access_log_in_a_spec_reaches_the_listener_and_bad_fields_are_refused() {
+    let dir = copy_examples("access-log");
+    let orders = dir.join("orders.yaml");
+    let text = std::fs::read_to_string(&orders).unwrap();
+    let with_log = text.replace(
+        "  north: {address: \"127.0.0.1:8443\"}",
+        "  north:\n    address: \"127.0.0.1:8443\"\n    access_log: {to: stdout, fields: [status, trace_id], sample: 0.25}",
+    );
+    assert_ne!(with_log, text, "the example's north line moved");
+    std::fs::write(&orders, &with_log).unwrap();
+    let c = compile_dir(&dir);
+    let log = listener(&c, "orders", "north").access_log.unwrap();
+    assert_eq!(log.to, "stdout");
+    assert_eq!(log.fields, ["status", "trace_id"]);
+    assert_eq!(log.sample, Some(0.25));
+    assert!(listener(&c, "orders", "west").access_log.is_none());
+
+    std::fs::write(&orders, with_log.replace("trace_id]", "colour]")).unwrap();
+    let errors = check(&load_dir(&dir).unwrap());
+    let text = format!("{errors:?}");
+    assert!(
+        text.contains("gateway.north.access_log.fields[1]") && text.contains("colour"),
+        "{text}"
+    );
+}

@@ -20,6 +20,43 @@ pub(super) struct Named<'a> {
 }
 
 impl Compiler<'_> {
+    /// The listener's access log: its target opened, its fields checked against the set.
+    fn access_log(
+        &self,
+        i: usize,
+        l: &crate::config::ListenerConfig,
+    ) -> Result<Option<crate::access_log::AccessLog>, ConfigError> {
+        use crate::access_log::{AccessLog, FIELDS};
+        let mut fields = if l.access_log_fields.is_empty() {
+            AccessLog::ALL
+        } else {
+            0
+        };
+        for (j, f) in l.access_log_fields.iter().enumerate() {
+            let Some(bit) = FIELDS.iter().position(|k| k == f.value()) else {
+                return Err(self.err(
+                    f,
+                    format!("listeners[{i}].access_log_fields[{j}]"),
+                    format!(
+                        "`{}` is not a field; pick from {}",
+                        f.value(),
+                        FIELDS.join(", ")
+                    ),
+                ));
+            };
+            fields |= 1 << bit;
+        }
+        if !(0.0..=1.0).contains(&l.access_log_sample) {
+            return Err(self.err(
+                &l.name,
+                format!("listeners[{i}].access_log_sample"),
+                format!("{} is not between 0 and 1", l.access_log_sample),
+            ));
+        }
+        AccessLog::new(&l.access_log, fields, l.access_log_sample)
+            .map_err(|e| self.err(&l.name, format!("listeners[{i}].access_log"), e))
+    }
+
     pub(super) fn listener(
         &self,
         i: usize,
@@ -160,7 +197,7 @@ impl Compiler<'_> {
         Ok(Listener {
             tls_metrics: tls.as_ref().map(|_| self.metrics.listener_tls(&name)),
             authz,
-            access_log: l.access_log,
+            access_log: self.access_log(i, l)?,
             tracing: named.tracing.map(|t| crate::trace::ListenerTracing {
                 tracing: t.clone(),
                 continue_incoming: match l.trace_context {

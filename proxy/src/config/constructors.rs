@@ -15,6 +15,8 @@ impl ListenerConfig {
             protocol: defaults::listener_protocol(),
             tls: None,
             access_log: Default::default(),
+            access_log_fields: Vec::new(),
+            access_log_sample: 1.0,
             trace_context: None,
             authorization: None,
             limits: Default::default(),

@@ -100,9 +100,19 @@ pub struct ListenerConfig {
     /// TLS termination; plain TCP when absent.
     #[serde(default)]
     pub tls: Option<ListenerTlsConfig>,
-    /// One JSON line per request: `off` (the default), `stdout` or `stderr`.
+    /// One JSON line per request: `off` (the default), `stdout`, `stderr` or a file path
+    /// (with a `/`; appended to).
     #[serde(default)]
     pub access_log: crate::access_log::AccessLogTarget,
+    /// The access log's fields, from `ts, listener, route, cluster, method, path, protocol,
+    /// status, error, duration_ms, request_id, client, peer, peer_cell, subject, authz,
+    /// authz_rule, trace_id`; all when empty.
+    #[serde(default)]
+    pub access_log_fields: Vec<Located<String>>,
+    /// Share of allowed requests the access log writes, 0 to 1; refused and failed
+    /// requests are always written.
+    #[serde(default = "defaults::one")]
+    pub access_log_sample: f64,
     /// With `tracing` on: `continue` a request's incoming trace context or `restart` (a new
     /// trace linked to it). Default: continue where client certificates are required (the
     /// peer is a gateway of the org), restart elsewhere.
@@ -372,6 +382,9 @@ mod defaults {
 
     pub fn yes() -> bool {
         true
+    }
+    pub fn one() -> f64 {
+        1.0
     }
     pub fn upgrades() -> Vec<Located<String>> {
         vec![Located::unplaced("websocket".to_owned())]

@@ -20,7 +20,7 @@ use super::error::ProxyError;
 use super::headers;
 use super::outbound::respond;
 use super::phases::PolicyNote;
-use crate::access_log::{self, AccessLogTarget};
+use crate::access_log;
 use crate::context::ConnContext;
 use crate::deadline::Deadline;
 use crate::snapshot::Snapshot;
@@ -69,7 +69,7 @@ pub async fn serve(
         let sent = normalized.as_ref().map_or(true, |n| n.fields.trace_context);
         Box::new(crate::trace::Traced::begin(lt, &req, sent))
     });
-    let logged = (listener.access_log != AccessLogTarget::Off).then(|| {
+    let logged = listener.access_log.is_some().then(|| {
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
         (
             req.method().clone(),
@@ -147,7 +147,9 @@ pub async fn serve(
         h.insert("ratelimit-reset", HeaderValue::from(v.reset_secs));
     }
     let peer = ctx.tls.as_ref().and_then(|t| t.identity.spiffe.as_ref());
-    if let Some((method, path, version)) = logged {
+    if let (Some((method, path, version)), Some(log)) = (logged, &listener.access_log)
+        && log.wants(error.is_some())
+    {
         let trace_id = traced.as_ref().map(|t| t.trace.trace_id().hex());
         let line = access_log::Line {
             ts: access_log::timestamp(),
@@ -169,11 +171,7 @@ pub async fn serve(
             authz_rule: note.decision.as_ref().map(|d| d.rule.as_str()),
             trace_id: trace_id.as_deref(),
         };
-        access_log::write(
-            listener.access_log,
-            &line,
-            &listener.metrics.access_log_dropped,
-        );
+        log.write(&line, &listener.metrics.access_log_dropped);
     }
     if let (Some(t), Some(lt)) = (traced, &listener.tracing)
         && t.trace.wanted(lt, error.is_some())

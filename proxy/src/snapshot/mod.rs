@@ -101,7 +101,8 @@ pub struct Listener {
     pub tls: Option<Arc<ServerTls>>,
     pub tls_metrics: Option<crate::tls::metrics::TlsListenerMetrics>,
     pub authz: Option<crate::enforce::authz::ListenerAuthz>,
-    pub access_log: crate::access_log::AccessLogTarget,
+    /// The access log; `None` when off.
+    pub access_log: Option<crate::access_log::AccessLog>,
     /// Traces of this listener's requests; `None` without `tracing`.
     pub tracing: Option<crate::trace::ListenerTracing>,
     pub routes: RouteTable<RouteEntry>,

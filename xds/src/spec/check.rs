@@ -135,6 +135,41 @@ pub fn check(specs: &Specs) -> Vec<SpecError> {
             ("south", &c.gateway.south),
         ] {
             let Some(l) = l else { continue };
+            if let Some(log) = &l.access_log {
+                let to = log.to.value();
+                if !(to == "stdout" || to == "stderr" || to.contains('/')) {
+                    e.at(
+                        src,
+                        &log.to,
+                        format!("gateway.{dir}.access_log.to"),
+                        format!("`{to}`: give stdout, stderr or a file path (with a `/`)"),
+                    );
+                }
+                for (i, f) in log.fields.iter().enumerate() {
+                    if !membrane_api::access_log::FIELDS.contains(&f.value().as_str()) {
+                        e.at(
+                            src,
+                            f,
+                            format!("gateway.{dir}.access_log.fields[{i}]"),
+                            format!(
+                                "`{}` is not a field; pick from {}",
+                                f.value(),
+                                membrane_api::access_log::FIELDS.join(", ")
+                            ),
+                        );
+                    }
+                }
+                if let Some(r) = &log.sample
+                    && !(0.0..=1.0).contains(r.value())
+                {
+                    e.at(
+                        src,
+                        r,
+                        format!("gateway.{dir}.access_log.sample"),
+                        format!("{} is not between 0 and 1", r.value()),
+                    );
+                }
+            }
             let a = *l.address.value();
             if a.port() == 0 {
                 continue;

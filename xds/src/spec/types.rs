@@ -129,6 +129,23 @@ pub struct Gateway {
 #[serde(deny_unknown_fields)]
 pub struct GatewayListener {
     pub address: Located<SocketAddr>,
+    /// One JSON line per request on this listener.
+    #[serde(default)]
+    pub access_log: Option<AccessLogSpec>,
+}
+
+/// A listener's access log in a cell spec.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogSpec {
+    /// `stdout`, `stderr` or a file path on the gateway's host.
+    pub to: Located<String>,
+    /// From the documented set (`membrane_api::access_log::FIELDS`); all when empty.
+    #[serde(default)]
+    pub fields: Vec<Located<String>>,
+    /// Share of allowed requests written, 0 to 1; refused and failed ones always are.
+    #[serde(default)]
+    pub sample: Option<Located<f64>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

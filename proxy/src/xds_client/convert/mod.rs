@@ -258,6 +258,21 @@ fn listener(l: &pb::Listener, bundles: &Bundles) -> Result<ListenerConfig, Resou
         }
         out.tls = Some(tls);
     }
+    if let Some(log) = &l.access_log {
+        out.access_log = match log.to.as_str() {
+            "stdout" => crate::access_log::AccessLogTarget::Stdout,
+            "stderr" => crate::access_log::AccessLogTarget::Stderr,
+            p if p.contains('/') => crate::access_log::AccessLogTarget::File(p.into()),
+            other => {
+                return Err(field(
+                    "access_log.to",
+                    format!("`{other}`: give stdout, stderr or a file path"),
+                ));
+            }
+        };
+        out.access_log_fields = log.fields.iter().cloned().map(Located::from).collect();
+        out.access_log_sample = log.sample.unwrap_or(1.0);
+    }
     if let Some(a) = &l.authorization {
         let mut rules = Vec::with_capacity(a.rules.len());
         for (i, r) in a.rules.iter().enumerate() {

@@ -106,6 +106,11 @@ fn resources() -> BTreeMap<Key, prost_types::Any> {
                         ..Default::default()
                     }],
                 }),
+                access_log: Some(pb::AccessLog {
+                    to: "stderr".into(),
+                    fields: vec!["status".into(), "trace_id".into()],
+                    sample: Some(0.5),
+                }),
             },
         ),
     );
@@ -133,6 +138,15 @@ fn resources_become_the_typed_bootstrap_and_survive_the_state_file() {
     let r = &l.virtual_hosts[0].routes[0];
     assert_eq!(r.rate_limit.as_ref().unwrap().key, RateKeyConfig::Peer);
     assert!(r.jwt.as_ref().unwrap().required);
+    // The access log, as the spec gave it.
+    assert_eq!(l.access_log, crate::access_log::AccessLogTarget::Stderr);
+    let fields: Vec<&str> = l
+        .access_log_fields
+        .iter()
+        .map(|f| f.value().as_str())
+        .collect();
+    assert_eq!(fields, ["status", "trace_id"]);
+    assert_eq!(l.access_log_sample, 0.5);
     let rest = &l.virtual_hosts[1].routes[0];
     assert_eq!(*rest.direct_response.as_ref().unwrap().status.value(), 404);
     let c = &cfg.clusters[0];

@@ -1,4 +1,7 @@
-//! One JSON line per request, for listeners that turn it on (`access_log: stdout|stderr`).
+//! One JSON line per request, for listeners that turn it on (`access_log: stdout | stderr |
+//! <file path>`), with the fields a listener picks (`access_log_fields`, all by default)
+//! and a share of allowed requests (`access_log_sample`, 1 by default; refused and failed
+//! requests are always written).
 //!
 //! Lines are formatted on the worker and handed to a writer thread through a bounded queue,
 //! so a slow terminal or pipe never blocks traffic: when the queue is full the line is
@@ -10,22 +13,109 @@
 //! `peer_cell`, `subject` (a verified JWT's `sub`), `authz` and `authz_rule`. Assumption: a request that the client abandons before its response is
 //! logged like any other (its status is the one the proxy produced).
 
+mod sink;
+
 use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
-use std::sync::OnceLock;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{SyncSender, TrySendError};
 
-/// Lines waiting for the writer; past this, new lines are dropped.
-const QUEUE: usize = 64 * 1024;
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
+/// Where a listener's lines go. Written in the file as `off`, `stdout`, `stderr` or a path
+/// (absolute, or relative to the working directory), appended to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub enum AccessLogTarget {
     #[default]
     Off,
     Stdout,
     Stderr,
+    File(std::path::PathBuf),
+}
+
+impl Serialize for AccessLogTarget {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            AccessLogTarget::Off => s.serialize_str("off"),
+            AccessLogTarget::Stdout => s.serialize_str("stdout"),
+            AccessLogTarget::Stderr => s.serialize_str("stderr"),
+            AccessLogTarget::File(p) => s.serialize_str(&p.to_string_lossy()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AccessLogTarget {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = String::deserialize(d)?;
+        Ok(match v.as_str() {
+            "off" => AccessLogTarget::Off,
+            "stdout" => AccessLogTarget::Stdout,
+            "stderr" => AccessLogTarget::Stderr,
+            p if p.contains('/') => AccessLogTarget::File(p.into()),
+            other => {
+                return Err(serde::de::Error::custom(format!(
+                    "`{other}`: give off, stdout, stderr or a file path (with a `/`)"
+                )));
+            }
+        })
+    }
+}
+
+pub use membrane_api::access_log::FIELDS;
+
+/// A listener's access log, compiled.
+#[derive(Debug)]
+pub struct AccessLog {
+    sink: SyncSender<String>,
+    /// Bits of `FIELDS` to write; all set by default.
+    fields: u32,
+    /// Share of allowed requests written.
+    sample: f64,
+}
+
+impl AccessLog {
+    pub const ALL: u32 = (1 << FIELDS.len()) - 1;
+
+    /// `fields`: bits of [`FIELDS`]. Starts (or reuses) the target's writer; a file that
+    /// cannot be opened for appending is an error.
+    pub fn new(target: &AccessLogTarget, fields: u32, sample: f64) -> Result<Option<Self>, String> {
+        let Some(sink) = sink::sender(target)? else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            sink,
+            fields,
+            sample: sample.clamp(0.0, 1.0),
+        }))
+    }
+
+    /// Whether this request's line is written: always for a failure or a refusal, else
+    /// for the sampled share.
+    pub fn wants(&self, failed: bool) -> bool {
+        failed || self.sample >= 1.0 || fastrand::f64() < self.sample
+    }
+
+    /// Queues the line, or drops and counts it when the writer is behind.
+    pub fn write(&self, line: &Line<'_>, dropped: &Counter) {
+        let text = if self.fields == Self::ALL {
+            serde_json::to_string(line)
+        } else {
+            serde_json::to_value(line).and_then(|v| {
+                let mut v = v;
+                if let Some(m) = v.as_object_mut() {
+                    m.retain(|k, _| {
+                        FIELDS
+                            .iter()
+                            .position(|f| f == k)
+                            .is_some_and(|i| self.fields & (1 << i) != 0)
+                    });
+                }
+                serde_json::to_string(&v)
+            })
+        };
+        let Ok(mut text) = text else { return };
+        text.push('\n');
+        if let Err(TrySendError::Full(_)) = self.sink.try_send(text) {
+            dropped.inc();
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -58,57 +148,6 @@ pub struct Line<'a> {
     /// The request's trace (32 hex digits), with tracing on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<&'a str>,
-}
-
-/// Queues a line for `target`.
-pub fn write(target: AccessLogTarget, line: &Line<'_>, dropped: &Counter) {
-    let Some(tx) = sender(target) else { return };
-    let Ok(mut text) = serde_json::to_string(line) else {
-        return;
-    };
-    text.push('\n');
-    match tx.try_send(text) {
-        Ok(()) => {}
-        Err(TrySendError::Full(_)) => {
-            dropped.inc();
-        }
-        Err(TrySendError::Disconnected(_)) => {}
-    }
-}
-
-fn sender(target: AccessLogTarget) -> Option<&'static SyncSender<String>> {
-    static STDOUT: OnceLock<Option<SyncSender<String>>> = OnceLock::new();
-    static STDERR: OnceLock<Option<SyncSender<String>>> = OnceLock::new();
-    let cell = match target {
-        AccessLogTarget::Off => return None,
-        AccessLogTarget::Stdout => &STDOUT,
-        AccessLogTarget::Stderr => &STDERR,
-    };
-    cell.get_or_init(|| {
-        let (tx, rx) = sync_channel(QUEUE);
-        std::thread::Builder::new()
-            .name("membrane-access-log".into())
-            .spawn(move || drain(rx, target))
-            .map_err(|e| tracing::error!(error = %e, "cannot start the access log writer"))
-            .ok()?;
-        Some(tx)
-    })
-    .as_ref()
-}
-
-/// Writes lines as they come, in batches: flushed whenever the queue runs empty.
-fn drain(rx: Receiver<String>, target: AccessLogTarget) {
-    let mut out: Box<dyn Write> = match target {
-        AccessLogTarget::Stderr => Box::new(std::io::BufWriter::new(std::io::stderr())),
-        _ => Box::new(std::io::BufWriter::new(std::io::stdout())),
-    };
-    while let Ok(line) = rx.recv() {
-        let _ = out.write_all(line.as_bytes());
-        while let Ok(more) = rx.try_recv() {
-            let _ = out.write_all(more.as_bytes());
-        }
-        let _ = out.flush();
-    }
 }
 
 /// The request target for the log: the query's parameter names are kept (they help to tell
