@@ -135,6 +135,27 @@ async fn a_call_through_two_gateways_is_one_trace_of_parent_and_child_spans() {
             }
         }
     }
+    // The trace is the exemplar of its latency bucket, in OpenMetrics only.
+    let metrics = format!("http://{}/metrics", east.admin_addr());
+    let om = get(
+        &c,
+        &metrics,
+        "admin",
+        &[("accept", "application/openmetrics-text; version=1.0.0")],
+    )
+    .await
+    .text();
+    let tagged = format!("# {{trace_id=\"{}\"}}", trace.hex());
+    assert!(
+        om.lines().any(
+            |l| l.starts_with("membrane_request_duration_seconds_bucket{")
+                && l.contains("route=\"to-orders\"")
+                && l.contains(&tagged)
+        ),
+        "{om}"
+    );
+    let classic = get(&c, &metrics, "admin", &[]).await.text();
+    assert!(!classic.contains("trace_id="), "{classic}");
     // West continues a caller's context, `tracestate` included, and sends one
     // `traceparent`: the caller's trace with west's client span as the parent.
     let direct = format!("http://127.0.0.1:{west_port}/orders/8");

@@ -177,6 +177,7 @@ pub async fn serve(
         && t.trace.wanted(lt, error.is_some())
     {
         let t = *t;
+        metrics.exemplar(elapsed, t.trace.trace_id().0);
         t.trace.finish(
             lt,
             start,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-const BOUNDS: [f64; 14] = [
+pub(super) const BOUNDS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
@@ -26,14 +26,20 @@ struct HistogramCells {
     sum_nanos: AtomicU64,
 }
 
+/// The bucket `secs` falls in (the last is `+Inf`).
+#[inline]
+pub(super) fn bucket_of(secs: f64) -> usize {
+    BOUNDS
+        .iter()
+        .position(|&b| secs <= b)
+        .unwrap_or(BOUNDS.len())
+}
+
 impl LatencyHistogram {
     #[inline]
     pub fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
-        let i = BOUNDS
-            .iter()
-            .position(|&b| secs <= b)
-            .unwrap_or(BOUNDS.len());
+        let i = bucket_of(secs);
         let c = &self.inner;
         c.buckets[i].fetch_add(1, Ordering::Relaxed);
         c.sum_nanos

@@ -7,6 +7,7 @@
 //! lock: counters for each route are looked up once, when a config generation is compiled,
 //! and kept on the route.
 
+mod exemplars;
 pub mod exposition;
 mod histogram;
 pub mod label;
@@ -75,6 +76,7 @@ pub struct Metrics {
     /// Handed to trace exporters.
     pub trace: membrane_telemetry::Counters,
     xds: xds::XdsFamilies,
+    exemplars: exemplars::Table,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -191,6 +193,7 @@ impl Metrics {
             access_log_dropped,
             trace,
             xds,
+            exemplars: exemplars::Table::default(),
         }
     }
 
@@ -209,7 +212,8 @@ impl Metrics {
         }
         process::write(&mut out);
         out.push_str("# EOF\n");
-        out
+        self.exemplars
+            .annotate("membrane_request_duration_seconds", &out)
     }
 
     /// Counters for one route (or for a listener's unrouted requests), one per status class.
@@ -241,6 +245,7 @@ impl Metrics {
                     cluster: cluster.to_owned(),
                 })
                 .clone(),
+            exemplars: self.exemplars.slots(listener, route, cluster),
         }
     }
 
@@ -303,6 +308,7 @@ pub struct RouteMetrics {
     by_class: [Counter; 5],
     duration: LatencyHistogram,
     upstream: LatencyHistogram,
+    exemplars: Arc<exemplars::Slots>,
 }
 
 impl RouteMetrics {
@@ -311,6 +317,11 @@ impl RouteMetrics {
         let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
         self.by_class[class].inc();
         self.duration.observe(elapsed);
+    }
+
+    /// An exported request's trace, as the exemplar of its latency bucket.
+    pub fn exemplar(&self, elapsed: Duration, trace_id: [u8; 16]) {
+        self.exemplars.record(elapsed, trace_id);
     }
 
     /// The upstream exchange's time, on the route's cluster.
