@@ -1014,7 +1014,10 @@ async fn a_revoked_gateway_is_refused_by_the_cells_it_calls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ca_roll_over_under_inter_cell_load_fails_no_request() {
     let w = World::new("rollover").await;
-    let (ctl, orders, billing) = w.joined(Duration::from_secs(4)).await;
+    // 8-second certificates: short enough for a quick roll-over (about 15 s), long enough
+    // that a renewal delayed by a busy machine (the whole suite runs on two cores) still
+    // finds its certificate valid.
+    let (ctl, orders, billing) = w.joined(Duration::from_secs(8)).await;
     let c = client_h1();
     let east = w.billing_east;
     eventually("billing reaches orders", Duration::from_secs(20), || {

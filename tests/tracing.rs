@@ -267,3 +267,30 @@ async fn a_full_export_queue_drops_spans_and_requests_go_on() {
     gw.shutdown().await;
     held.abort();
 }
+
+/// Spans still queued when the gateway stops are sent before it is done: with a flush
+/// interval far longer than the test, every request's span arrives, once the gateway has
+/// shut down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_spans_are_sent_when_the_gateway_stops() {
+    let (rx, collector) = Receiver::start().await;
+    let port = closed_port();
+    let (gw, _) = start_proxy(&format!(
+        "admin: {{address: '127.0.0.1:0'}}\nworkers: 1\ntracing: {{otlp_endpoint: 'http://{collector}', sample_ratio: 1.0, flush_interval: 1h}}\nlisteners:\n  - name: north\n    address: 127.0.0.1:{port}\n    virtual_hosts: [{{name: v, domains: ['*'], routes: [{{name: r, direct_response: {{status: 200, body: ok}}}}]}}]\n",
+    ));
+    let c = client_h1();
+    let url = format!("http://127.0.0.1:{port}/");
+    eventually("the gateway answers", Duration::from_secs(20), || {
+        let (c, url) = (c.clone(), url.clone());
+        async move { get(&c, &url, "x", &[]).await.status == 200 }
+    })
+    .await;
+    for _ in 0..5 {
+        assert_eq!(get(&c, &url, "x", &[]).await.status, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(rx.spans().is_empty(), "sent before the interval");
+    gw.shutdown().await;
+    let n = rx.spans().iter().filter(|g| g.span.kind == SERVER).count();
+    assert!(n >= 6, "{n} server spans after the stop");
+}

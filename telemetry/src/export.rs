@@ -48,6 +48,8 @@ pub enum ExportError {
 #[derive(Debug)]
 pub struct Exporter {
     tx: SyncSender<SpanRecord>,
+    /// Asks the thread to send what it holds now; answered on the `()` sender.
+    flush: std::sync::Mutex<SyncSender<SyncSender<()>>>,
     pub counters: Counters,
     pub config: ExportConfig,
 }
@@ -73,15 +75,31 @@ impl Exporter {
             .build()
             .map_err(ExportError::Thread)?;
         let (c, cfg) = (counters.clone(), config.clone());
+        let (flush, flushes) = sync_channel(4);
         std::thread::Builder::new()
             .name("membrane-otlp".into())
-            .spawn(move || run(rt, uri, cfg, rx, c))
+            .spawn(move || run(rt, uri, cfg, rx, flushes, c))
             .map_err(ExportError::Thread)?;
         Ok(Self {
             tx,
+            flush: std::sync::Mutex::new(flush),
             counters,
             config,
         })
+    }
+
+    /// Sends what is queued now and waits for it, at most `wait` (a process about to exit;
+    /// never called on the request path).
+    pub fn flush(&self, wait: Duration) {
+        let (ack, acked) = sync_channel(1);
+        let asked = self
+            .flush
+            .lock()
+            .map(|f| f.try_send(ack).is_ok())
+            .unwrap_or(false);
+        if asked {
+            let _ = acked.recv_timeout(wait);
+        }
     }
 
     /// Queues a span, or drops and counts it when the queue is full.
@@ -165,6 +183,7 @@ fn run(
     uri: tonic::transport::Uri,
     cfg: ExportConfig,
     rx: Receiver<SpanRecord>,
+    flushes: Receiver<SyncSender<()>>,
     counters: Counters,
 ) {
     let channel = {
@@ -196,6 +215,19 @@ fn run(
                 }
             }
         }
+        // A flush takes everything queued, in as many batches as it takes, then answers.
+        if let Ok(ack) = flushes.try_recv() {
+            while let Ok(s) = rx.try_recv() {
+                batch.push(s);
+                if batch.len() >= cfg.batch {
+                    export(&rt, &mut grpc, &mut wire, &cfg, &mut batch, &counters);
+                }
+            }
+            export(&rt, &mut grpc, &mut wire, &cfg, &mut batch, &counters);
+            let _ = ack.try_send(());
+            since = Instant::now();
+            continue;
+        }
         let full = batch.len() >= cfg.batch;
         if batch.is_empty() {
             since = Instant::now();
@@ -209,17 +241,32 @@ fn run(
             continue;
         }
         since = Instant::now();
-        let n = batch.len() as u64;
-        let body = wire.encode(&cfg.resource, env!("CARGO_PKG_VERSION"), &batch);
-        batch.clear();
-        match rt.block_on(send(&mut grpc, body)) {
-            Ok(()) => {
-                counters.exported.inc_by(n);
-            }
-            Err(e) => {
-                counters.dropped_export_failed.inc_by(n);
-                tracing::debug!(error = %e, spans = n, "OTLP export failed; the batch is dropped");
-            }
+        export(&rt, &mut grpc, &mut wire, &cfg, &mut batch, &counters);
+    }
+}
+
+/// Sends `batch` (emptied) and counts the outcome.
+fn export(
+    rt: &tokio::runtime::Runtime,
+    grpc: &mut tonic::client::Grpc<tonic::transport::Channel>,
+    wire: &mut crate::wire::Batch,
+    cfg: &ExportConfig,
+    batch: &mut Vec<SpanRecord>,
+    counters: &Counters,
+) {
+    if batch.is_empty() {
+        return;
+    }
+    let n = batch.len() as u64;
+    let body = wire.encode(&cfg.resource, env!("CARGO_PKG_VERSION"), batch);
+    batch.clear();
+    match rt.block_on(send(grpc, body)) {
+        Ok(()) => {
+            counters.exported.inc_by(n);
+        }
+        Err(e) => {
+            counters.dropped_export_failed.inc_by(n);
+            tracing::debug!(error = %e, spans = n, "OTLP export failed; the batch is dropped");
         }
     }
 }

@@ -473,6 +473,10 @@ impl Controller {
         for w in self.workers.drain(..) {
             let _ = w.thread.join();
         }
+        // The spans of the last requests go out before the process does (2 s at most).
+        if let Some(t) = &self.state.load().tracing {
+            t.exporter.flush(std::time::Duration::from_secs(2));
+        }
         tracing::info!("drained");
     }
 }
