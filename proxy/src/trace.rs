@@ -21,7 +21,7 @@ use http::header::HeaderName;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use membrane_telemetry::context::{MAX_TRACESTATE, SAMPLED};
 use membrane_telemetry::{
-    Exporter, Kind, Sampler, SpanId, SpanRecord, TraceId, TraceParent, Value,
+    Exporter, Kind, Sampler, SpanId, SpanRecord, TraceId, TraceParent, Value, WallClock,
 };
 use std::sync::Arc;
 use std::time::Instant;
@@ -79,8 +79,7 @@ pub struct Finished<'a> {
     pub authz: Option<(&'static str, &'a str)>,
     /// The route's rate limit let the request through.
     pub rate_allowed: bool,
-    /// The upstream exchange, when there was one: its start and end (Unix nanoseconds), the
-    /// endpoint, and the status it answered with.
+    /// The upstream exchange, when there was one.
     pub upstream: Option<Upstream>,
 }
 
@@ -155,18 +154,6 @@ fn ip_text(ip: std::net::IpAddr) -> String {
     }
 }
 
-/// Two fresh span ids from one random number.
-fn span_ids() -> (SpanId, SpanId) {
-    let r = fastrand::u128(..).to_be_bytes();
-    let (mut a, mut b) = ([0u8; 8], [0u8; 8]);
-    a.copy_from_slice(&r[..8]);
-    b.copy_from_slice(&r[8..]);
-    // Zero is not a valid id; one in 2^64.
-    a[7] |= u8::from(a == [0; 8]);
-    b[7] |= u8::from(b == [0; 8]);
-    (SpanId(a), SpanId(b))
-}
-
 impl RequestTrace {
     /// Reads the incoming context as the listener trusts it and makes the request's ids.
     /// `sent_context`: normalization saw a `traceparent` or `tracestate` (else neither is
@@ -183,7 +170,7 @@ impl RequestTrace {
             (None, None)
         };
         let had_state = state.is_some();
-        let (server, client) = span_ids();
+        let (server, client) = SpanId::pair();
         match incoming {
             Some(p) if lt.continue_incoming => Self {
                 trace_id: p.trace_id,
@@ -240,13 +227,8 @@ impl RequestTrace {
     /// `end`.
     pub fn finish(self, lt: &ListenerTracing, start: Instant, end: Instant, f: Finished<'_>) {
         let t = &lt.tracing;
-        // Wall-clock times from the request's monotonic instants, against one reading of
-        // the wall clock now.
-        let (now, now_unix) = (Instant::now(), membrane_telemetry::unix_nanos());
-        let unix = |i: Instant| {
-            now_unix.saturating_sub(u64::try_from((now - i).as_nanos()).unwrap_or(u64::MAX))
-        };
-        let end = unix(end);
+        let clock = WallClock::now();
+        let end = clock.unix(end);
         let mut attrs: Vec<(&'static str, Value)> = Vec::with_capacity(20);
         attrs.push(("http.request.method", method_value(f.method)));
         attrs.push(("url.path", Value::Text(f.path.to_owned())));
@@ -326,7 +308,7 @@ impl RequestTrace {
                 trace_state: None,
                 name: method.to_owned(),
                 kind: Kind::Client,
-                start_unix_nanos: unix(u.start),
+                start_unix_nanos: clock.unix(u.start),
                 end_unix_nanos: end,
                 attributes: a,
                 error: failed.map(str::to_owned),
@@ -348,7 +330,7 @@ impl RequestTrace {
                 .map(str::to_owned),
             name,
             kind: Kind::Server,
-            start_unix_nanos: unix(start),
+            start_unix_nanos: clock.unix(start),
             end_unix_nanos: end,
             attributes: attrs,
             error,

@@ -52,6 +52,18 @@ impl SpanId {
         }
     }
 
+    /// Two fresh ids from one random number (a request's server and client spans).
+    pub fn pair() -> (SpanId, SpanId) {
+        let r = fastrand::u128(..).to_be_bytes();
+        let (mut a, mut b) = ([0u8; 8], [0u8; 8]);
+        a.copy_from_slice(&r[..8]);
+        b.copy_from_slice(&r[8..]);
+        // Zero is not a valid id; one in 2^64.
+        a[7] |= u8::from(a == [0; 8]);
+        b[7] |= u8::from(b == [0; 8]);
+        (SpanId(a), SpanId(b))
+    }
+
     pub fn hex(&self) -> String {
         hex(&self.0)
     }
@@ -197,5 +209,8 @@ mod tests {
         assert_ne!(a, b);
         assert_ne!(a.0, [0; 16]);
         assert_ne!(SpanId::random().0, [0; 8]);
+        let (a, b) = SpanId::pair();
+        assert_ne!(a, b);
+        assert!(a.0 != [0; 8] && b.0 != [0; 8]);
     }
 }

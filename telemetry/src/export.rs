@@ -60,7 +60,7 @@ impl Exporter {
             config
                 .endpoint
                 .parse()
-                .map_err(|e: http_uri_error::Error| {
+                .map_err(|e: tonic::codegen::http::uri::InvalidUri| {
                     ExportError::Endpoint(config.endpoint.clone(), e.to_string())
                 })?;
         if !matches!(uri.scheme_str(), Some("http")) || uri.authority().is_none() {
@@ -108,10 +108,6 @@ impl Exporter {
             self.counters.dropped_queue_full.inc();
         }
     }
-}
-
-mod http_uri_error {
-    pub type Error = tonic::codegen::http::uri::InvalidUri;
 }
 
 /// The gRPC method, written out: the request body is the bytes `wire` made.

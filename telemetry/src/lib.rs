@@ -27,3 +27,26 @@ pub fn unix_nanos() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
+
+/// One reading of both clocks, to turn the monotonic `Instant`s a span was timed with into
+/// the Unix times OTLP wants (read once per exported span set, never per request).
+#[derive(Debug, Clone, Copy)]
+pub struct WallClock {
+    now: std::time::Instant,
+    unix: u64,
+}
+
+impl WallClock {
+    pub fn now() -> Self {
+        Self {
+            now: std::time::Instant::now(),
+            unix: unix_nanos(),
+        }
+    }
+
+    /// `at`, in nanoseconds since the Unix epoch.
+    pub fn unix(&self, at: std::time::Instant) -> u64 {
+        let ago = u64::try_from(self.now.saturating_duration_since(at).as_nanos());
+        self.unix.saturating_sub(ago.unwrap_or(u64::MAX))
+    }
+}

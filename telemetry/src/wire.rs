@@ -35,17 +35,13 @@ fn bytes_field(out: &mut Vec<u8>, field: u8, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-fn value_str(v: &Value) -> Option<&str> {
-    v.as_str()
-}
-
 /// The AnyValue body of `v`, its length first known.
 fn any_len(v: &Value) -> usize {
     match v {
         Value::Int(i) => 1 + varint_len(*i as u64),
         Value::Bool(_) => 2,
         other => {
-            let n = value_str(other).map_or(0, str::len);
+            let n = other.as_str().map_or(0, str::len);
             1 + varint_len(n as u64) + n
         }
     }
@@ -61,7 +57,7 @@ fn any(out: &mut Vec<u8>, v: &Value) {
             key(out, 2, VARINT);
             out.push(u8::from(*b));
         }
-        other => bytes_field(out, 1, value_str(other).unwrap_or("").as_bytes()),
+        other => bytes_field(out, 1, other.as_str().unwrap_or("").as_bytes()),
     }
 }
 

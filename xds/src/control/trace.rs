@@ -6,7 +6,7 @@
 
 use super::state::ControlState;
 use membrane_telemetry::{
-    Counters, ExportConfig, Exporter, Kind, SpanId, SpanRecord, TraceId, Value,
+    Counters, ExportConfig, Exporter, Kind, SpanId, SpanRecord, TraceId, Value, WallClock,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -59,10 +59,7 @@ impl ChangeTracer {
     fn record(&self, change: Change, push: Option<Push>) {
         let trace_id = TraceId::random();
         let root = SpanId::random();
-        let (now, now_unix) = (Instant::now(), membrane_telemetry::unix_nanos());
-        let unix = |i: Instant| {
-            now_unix.saturating_sub(u64::try_from((now - i).as_nanos()).unwrap_or(u64::MAX))
-        };
+        let clock = WallClock::now();
         let span = |id, parent, name: &str, from, to, attrs, error| SpanRecord {
             trace_id,
             span_id: id,
@@ -70,8 +67,8 @@ impl ChangeTracer {
             trace_state: None,
             name: name.to_owned(),
             kind: Kind::Internal,
-            start_unix_nanos: unix(from),
-            end_unix_nanos: unix(to),
+            start_unix_nanos: clock.unix(from),
+            end_unix_nanos: clock.unix(to),
             attributes: attrs,
             error,
             link: None,
