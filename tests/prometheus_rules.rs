@@ -190,7 +190,28 @@ async fn the_expositions_pass_promtool_check_metrics() {
     assert!(control_text.contains("membrane_control_"), "{control_text}");
     assert_eq!(promtool_check_metrics(&control_text), "", "{control_text}");
     ctl.shutdown();
-    dashboards_read_what_is_exposed(&format!("{text}{control_text}"));
+    let registered = registered_families();
+    let gateway = families(&text, &registered);
+    let control = families(&control_text, &[]);
+    dashboards_read_what_is_exposed(&[
+        ("membrane-gateway.json", &gateway),
+        ("membrane-control.json", &control),
+    ]);
+}
+
+/// The family and series names an exposition shows, and `more`.
+fn families<'a>(exposition: &'a str, more: &'a [String]) -> std::collections::HashSet<&'a str> {
+    exposition
+        .lines()
+        .filter_map(|l| {
+            let l = l
+                .strip_prefix("# HELP ")
+                .or_else(|| l.strip_prefix("# TYPE "))
+                .unwrap_or(l);
+            l.split(['{', ' ']).next()
+        })
+        .chain(more.iter().map(String::as_str))
+        .collect()
 }
 
 /// The gateway's registered metric families, as exposed (`membrane_<name>` and, for
@@ -225,42 +246,38 @@ fn registered_families() -> Vec<String> {
 }
 
 /// Every query of the Grafana dashboards in deploy/grafana/ parses (promtool checks each as
-/// a recording rule) and names only series the gateway or the control server expose.
-fn dashboards_read_what_is_exposed(exposed: &str) {
-    let registered = registered_families();
-    let names: std::collections::HashSet<&str> = exposed
-        .lines()
-        .filter_map(|l| {
-            let l = l
-                .strip_prefix("# HELP ")
-                .or_else(|| l.strip_prefix("# TYPE "))
-                .unwrap_or(l);
-            l.split(['{', ' ']).next()
-        })
-        .chain(registered.iter().map(String::as_str))
-        .collect();
+/// a recording rule), and each dashboard (its panels and its variables) names only series
+/// its own server exposes.
+fn dashboards_read_what_is_exposed(dashboards: &[(&str, &std::collections::HashSet<&str>)]) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana");
     let mut rules = String::from("groups:\n  - name: dashboards\n    rules:\n");
     let mut n = 0;
-    for file in ["membrane-gateway.json", "membrane-control.json"] {
+    for (file, names) in dashboards {
         let d: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap();
+        let reads = |what: &str, expr: &str| {
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("membrane_") || word.starts_with("process_") {
+                    let base = ["_bucket", "_count", "_sum"]
+                        .iter()
+                        .find_map(|s| word.strip_suffix(s))
+                        .filter(|b| names.contains(b.to_owned()) || names.contains(word));
+                    assert!(
+                        names.contains(word) || base.is_some(),
+                        "{file}: {what} reads {word}, which its server does not expose"
+                    );
+                }
+            }
+        };
+        for v in d["templating"]["list"].as_array().unwrap() {
+            if let Some(q) = v["query"].as_str() {
+                reads(&format!("variable {}", v["name"]), q);
+            }
+        }
         for panel in d["panels"].as_array().unwrap() {
             for t in panel["targets"].as_array().unwrap() {
                 let expr = t["expr"].as_str().unwrap();
-                for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
-                    if word.starts_with("membrane_") || word.starts_with("process_") {
-                        let base = ["_bucket", "_count", "_sum"]
-                            .iter()
-                            .find_map(|s| word.strip_suffix(s))
-                            .filter(|b| names.contains(b.to_owned()) || names.contains(word));
-                        assert!(
-                            names.contains(word) || base.is_some(),
-                            "{file}: panel {:?} reads {word}, which nothing exposes",
-                            panel["title"]
-                        );
-                    }
-                }
+                reads(&format!("panel {}", panel["title"]), expr);
                 let expr = expr.replace("$__rate_interval", "5m");
                 rules.push_str(&format!(
                     "      - record: dashboard:q{n}\n        expr: {}\n",

@@ -12,6 +12,7 @@
 
 pub mod context;
 pub mod export;
+pub mod process;
 pub mod sampler;
 pub mod span;
 mod wire;

@@ -11,7 +11,6 @@ mod exemplars;
 pub mod exposition;
 mod histogram;
 pub mod label;
-mod process;
 pub mod xds;
 
 pub use histogram::LatencyHistogram;
@@ -210,7 +209,7 @@ impl Metrics {
         if out.ends_with("# EOF\n") {
             out.truncate(out.len() - "# EOF\n".len());
         }
-        process::write(&mut out);
+        membrane_telemetry::process::write(&mut out, false);
         out.push_str("# EOF\n");
         self.exemplars
             .annotate("membrane_request_duration_seconds", &out)

@@ -188,6 +188,7 @@ fn metrics(state: &ControlState) -> String {
             );
         }
     }
+    membrane_telemetry::process::write(&mut out, true);
     out
 }
 

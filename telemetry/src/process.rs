@@ -1,12 +1,13 @@
 //! `membrane_build_info` and the standard `process_*` series (CPU, memory, file
-//! descriptors, start time), read from `/proc/self` at scrape. Written as exposition text
-//! because their values are read, not counted. On a system without `/proc` only
-//! `membrane_build_info` is written.
+//! descriptors, start time), read from `/proc/self` at scrape, for the gateway's and the
+//! control server's `/metrics` alike. Written as exposition text because their values are
+//! read, not counted. On a system without `/proc` only `membrane_build_info` is written.
 
 use std::fmt::Write;
 
-/// Appends the series to `out` (OpenMetrics text, before its `# EOF`).
-pub fn write(out: &mut String) {
+/// Appends the series to `out`: OpenMetrics text (before its `# EOF`), or the classic text
+/// format with `classic` (a counter's family named with its `_total`).
+pub fn write(out: &mut String, classic: bool) {
     let _ = writeln!(
         out,
         "# HELP membrane_build_info Membrane's version, as a label (the value is 1)"
@@ -57,13 +58,14 @@ pub fn write(out: &mut String) {
         ),
     ];
     for (name, kind, help, v) in series {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
         let sample = if kind == "counter" {
             format!("{name}_total")
         } else {
             name.to_owned()
         };
+        let family = if classic { sample.as_str() } else { name };
+        let _ = writeln!(out, "# HELP {family} {help}");
+        let _ = writeln!(out, "# TYPE {family} {kind}");
         let _ = writeln!(out, "{sample} {v}");
     }
 }
@@ -116,7 +118,14 @@ mod tests {
     #[test]
     fn reads_this_process() {
         let mut out = String::new();
-        super::write(&mut out);
+        super::write(&mut out, false);
+        let mut classic = String::new();
+        super::write(&mut classic, true);
+        assert!(
+            !std::path::Path::new("/proc/self/stat").exists()
+                || classic.contains("# TYPE process_cpu_seconds_total counter"),
+            "{classic}"
+        );
         assert!(out.contains("membrane_build_info{version=\""), "{out}");
         if std::path::Path::new("/proc/self/stat").exists() {
             let rss = out
