@@ -41,20 +41,26 @@ impl Serialize for AccessLogTarget {
     }
 }
 
-impl<'de> Deserialize<'de> for AccessLogTarget {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = String::deserialize(d)?;
-        Ok(match v.as_str() {
+impl AccessLogTarget {
+    /// `off`, `stdout`, `stderr` or a path (it has a `/`), as the file and cell specs write it.
+    pub fn parse(v: &str) -> Result<Self, String> {
+        Ok(match v {
             "off" => AccessLogTarget::Off,
             "stdout" => AccessLogTarget::Stdout,
             "stderr" => AccessLogTarget::Stderr,
             p if p.contains('/') => AccessLogTarget::File(p.into()),
             other => {
-                return Err(serde::de::Error::custom(format!(
+                return Err(format!(
                     "`{other}`: give off, stdout, stderr or a file path (with a `/`)"
-                )));
+                ));
             }
         })
+    }
+}
+
+impl<'de> Deserialize<'de> for AccessLogTarget {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        AccessLogTarget::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
     }
 }
 

@@ -259,16 +259,12 @@ fn listener(l: &pb::Listener, bundles: &Bundles) -> Result<ListenerConfig, Resou
         out.tls = Some(tls);
     }
     if let Some(log) = &l.access_log {
-        out.access_log = match log.to.as_str() {
-            "stdout" => crate::access_log::AccessLogTarget::Stdout,
-            "stderr" => crate::access_log::AccessLogTarget::Stderr,
-            p if p.contains('/') => crate::access_log::AccessLogTarget::File(p.into()),
-            other => {
-                return Err(field(
-                    "access_log.to",
-                    format!("`{other}`: give stdout, stderr or a file path"),
-                ));
+        // The message is there to turn the log on: `off` is not a target here.
+        out.access_log = match crate::access_log::AccessLogTarget::parse(&log.to) {
+            Ok(crate::access_log::AccessLogTarget::Off) => {
+                return Err(field("access_log.to", "give stdout, stderr or a file path"));
             }
+            other => other.map_err(|e| field("access_log.to", e))?,
         };
         out.access_log_fields = log.fields.iter().cloned().map(Located::from).collect();
         out.access_log_sample = log.sample.unwrap_or(1.0);
