@@ -361,6 +361,15 @@ async fn through(c: &TestClient, east: SocketAddr) -> Option<u16> {
     Some(status)
 }
 
+/// Waits (20 s at most) until a GET through billing's east gateway answers `want`.
+async fn until_through(what: &str, c: &TestClient, east: SocketAddr, want: u16) {
+    eventually(what, Duration::from_secs(20), || {
+        let c = c.clone();
+        async move { through(&c, east).await == Some(want) }
+    })
+    .await;
+}
+
 /// One series (labels as written) on a gateway's admin listener; 0 when absent.
 async fn series(admin: SocketAddr, s: &str) -> f64 {
     let text = get(
@@ -567,14 +576,11 @@ async fn gateways_renew_at_half_life_under_inter_cell_load_without_a_failed_requ
     // Four-second certificates: renewed about every two seconds.
     let (ctl, orders, billing) = w.joined(Duration::from_secs(4)).await;
     let c = client_h1();
-    eventually(
+    until_through(
         "billing reaches orders through the issued certificates",
-        Duration::from_secs(20),
-        || {
-            let c = c.clone();
-            let east = w.billing_east;
-            async move { through(&c, east).await == Some(200) }
-        },
+        &c,
+        w.billing_east,
+        200,
     )
     .await;
 
@@ -846,12 +852,7 @@ async fn a_revoked_gateway_is_refused_by_the_cells_it_calls() {
     let (ctl, orders, billing) = w.joined(Duration::from_secs(3600)).await;
     let c = client_h1();
     let east = w.billing_east;
-    let status = move |c: TestClient| async move { through(&c, east).await };
-    eventually("billing reaches orders", Duration::from_secs(20), || {
-        let s = status(c.clone());
-        async move { s.await == Some(200) }
-    })
-    .await;
+    until_through("billing reaches orders", &c, east, 200).await;
 
     // A client that holds billing's issued certificate and keeps one connection open to
     // orders' west: a revoked gateway does not have to honour the list itself.
@@ -919,15 +920,7 @@ async fn a_revoked_gateway_is_refused_by_the_cells_it_calls() {
     std::fs::write(w.ca_dir.join("revoked"), format!("sha256:{hash}\n")).unwrap();
     // Billing's own gateway, told of the list too, fails its calls (502) once orders refuses
     // its handshakes.
-    eventually(
-        "orders refuses billing's gateway",
-        Duration::from_secs(20),
-        || {
-            let s = status(c.clone());
-            async move { s.await == Some(502) }
-        },
-    )
-    .await;
+    until_through("orders refuses billing's gateway", &c, east, 502).await;
     // The connections opened before are closed by orders, idle as they are, without
     // waiting for a request: a TLS close or a reset ends the read (a connection kept open
     // would time out here), and nothing was answered on it.
@@ -969,39 +962,15 @@ async fn a_revoked_gateway_is_refused_by_the_cells_it_calls() {
     );
 
     std::fs::write(w.ca_dir.join("revoked"), "").unwrap();
-    eventually(
-        "billing gets through again",
-        Duration::from_secs(20),
-        || {
-            let s = status(c.clone());
-            async move { s.await == Some(200) }
-        },
-    )
-    .await;
+    until_through("billing gets through again", &c, east, 200).await;
 
     // The other direction: orders (the server billing calls) revoked by identity. Billing's
     // cluster refuses orders' certificate on a new connection (the deny list is part of the
     // pool key, so the open one is not reused).
     std::fs::write(w.ca_dir.join("revoked"), format!("{ORDERS_ID}\n")).unwrap();
-    eventually(
-        "billing refuses revoked orders",
-        Duration::from_secs(20),
-        || {
-            let s = status(c.clone());
-            async move { s.await == Some(502) }
-        },
-    )
-    .await;
+    until_through("billing refuses revoked orders", &c, east, 502).await;
     std::fs::write(w.ca_dir.join("revoked"), "").unwrap();
-    eventually(
-        "billing calls orders again",
-        Duration::from_secs(20),
-        || {
-            let s = status(c.clone());
-            async move { s.await == Some(200) }
-        },
-    )
-    .await;
+    until_through("billing calls orders again", &c, east, 200).await;
     orders.shutdown().await;
     billing.shutdown().await;
     ctl.shutdown();
@@ -1020,11 +989,7 @@ async fn a_ca_roll_over_under_inter_cell_load_fails_no_request() {
     let (ctl, orders, billing) = w.joined(Duration::from_secs(8)).await;
     let c = client_h1();
     let east = w.billing_east;
-    eventually("billing reaches orders", Duration::from_secs(20), || {
-        let c = c.clone();
-        async move { through(&c, east).await == Some(200) }
-    })
-    .await;
+    until_through("billing reaches orders", &c, east, 200).await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let traffic = load(east, stop.clone());
     let phase = |p: &'static str| {
@@ -1102,11 +1067,7 @@ async fn a_call_between_cells_over_mtls_is_one_trace() {
     let billing = w.gateway_traced(&u, "billing", token("billing"), Some(collector));
     let c = client_h1();
     let east = w.billing_east;
-    eventually("billing reaches orders", Duration::from_secs(20), || {
-        let c = c.clone();
-        async move { through(&c, east).await == Some(200) }
-    })
-    .await;
+    until_through("billing reaches orders", &c, east, 200).await;
     use common::otlp::{CLIENT, SERVER, attr_str};
     let cell_of = |g: &common::otlp::Got| {
         g.resource

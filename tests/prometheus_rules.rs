@@ -20,6 +20,16 @@ fn promtool() -> Option<Command> {
     })
 }
 
+/// Fails with what promtool printed unless it exited 0.
+fn assert_succeeded(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn the_rules_are_valid_and_their_unit_tests_pass() {
     let Some(mut check) = promtool() else {
@@ -35,12 +45,7 @@ fn the_rules_are_valid_and_their_unit_tests_pass() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let out = promtool()
         .unwrap()
         .args([
@@ -297,10 +302,5 @@ fn dashboards_read_what_is_exposed(dashboards: &[(&str, &std::collections::HashS
         .arg(&file)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
 }
