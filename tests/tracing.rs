@@ -294,3 +294,73 @@ async fn queued_spans_are_sent_when_the_gateway_stops() {
     let n = rx.spans().iter().filter(|g| g.span.kind == SERVER).count();
     assert!(n >= 6, "{n} server spans after the stop");
 }
+
+/// Spans written by several threads go out in requests of at most `batch` spans, every one
+/// of them once, with the attributes and ids they were written with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_exporter_sends_every_span_once_in_batches_of_at_most_batch() {
+    use membrane_telemetry::{
+        Counters, ExportConfig, Exporter, Kind, SpanId, SpanRecord, TraceId, Value,
+    };
+    let (rx, collector) = Receiver::start().await;
+    let counters = Counters::default();
+    let exporter = std::sync::Arc::new(
+        Exporter::start(
+            ExportConfig {
+                endpoint: format!("http://{collector}"),
+                resource: vec![("service.name".into(), "batch-test".into())],
+                queue: 1000,
+                batch: 7,
+                interval: Duration::from_secs(60),
+                timeout: Duration::from_secs(5),
+            },
+            counters.clone(),
+        )
+        .unwrap(),
+    );
+    let trace_id = TraceId::random();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let e = exporter.clone();
+            std::thread::spawn(move || {
+                for i in 0..25i64 {
+                    e.record(SpanRecord {
+                        trace_id,
+                        span_id: SpanId::random(),
+                        parent: None,
+                        trace_state: None,
+                        name: format!("span {t}/{i}"),
+                        kind: Kind::Internal,
+                        start_unix_nanos: 1,
+                        end_unix_nanos: 2,
+                        attributes: vec![("n", Value::Int(t * 100 + i))],
+                        error: None,
+                        link: None,
+                    });
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    exporter.flush(Duration::from_secs(10));
+    let got = rx.spans();
+    let mut ns: Vec<i64> = got.iter().filter_map(|g| attr_int(&g.span, "n")).collect();
+    ns.sort_unstable();
+    let want: Vec<i64> = (0..4)
+        .flat_map(|t| (0..25).map(move |i| t * 100 + i))
+        .collect();
+    assert_eq!(ns, want, "every span once");
+    assert!(got.iter().all(|g| g.span.trace_id == trace_id.0));
+    assert!(got.iter().all(|g| g.span.name
+        == format!(
+            "span {}/{}",
+            attr_int(&g.span, "n").unwrap() / 100,
+            attr_int(&g.span, "n").unwrap() % 100
+        )));
+    let requests = rx.requests();
+    assert!(requests.iter().all(|n| (1..=7).contains(n)), "{requests:?}");
+    assert!(requests.len() >= 100usize.div_ceil(7), "{requests:?}");
+    assert_eq!(counters.exported.get(), 100);
+}

@@ -21,7 +21,7 @@ use http::header::HeaderName;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use membrane_telemetry::context::{MAX_TRACESTATE, SAMPLED};
 use membrane_telemetry::{
-    Exporter, Kind, Sampler, SpanId, SpanRecord, TraceId, TraceParent, Value, WallClock,
+    Exporter, Kind, Sampler, SpanHead, SpanId, SpanWriter, TraceId, TraceParent, WallClock,
 };
 use std::sync::Arc;
 use std::time::Instant;
@@ -113,47 +113,6 @@ impl Traced {
     }
 }
 
-/// A standard method as a static string (no allocation), any other as text.
-fn method_value(m: &Method) -> Value {
-    let s: &'static str = match *m {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        Method::PATCH => "PATCH",
-        Method::CONNECT => "CONNECT",
-        Method::TRACE => "TRACE",
-        _ => return Value::Text(m.as_str().to_owned()),
-    };
-    Value::Static(s)
-}
-
-/// An address as text; IPv4 by hand (the formatting machinery costs several hundred
-/// instructions per call).
-fn ip_text(ip: std::net::IpAddr) -> String {
-    match ip {
-        std::net::IpAddr::V4(v4) => {
-            let mut s = String::with_capacity(15);
-            for (i, o) in v4.octets().iter().enumerate() {
-                if i > 0 {
-                    s.push('.');
-                }
-                if *o >= 100 {
-                    s.push(char::from(b'0' + o / 100));
-                }
-                if *o >= 10 {
-                    s.push(char::from(b'0' + (o / 10) % 10));
-                }
-                s.push(char::from(b'0' + o % 10));
-            }
-            s
-        }
-        std::net::IpAddr::V6(v6) => v6.to_string(),
-    }
-}
-
 impl RequestTrace {
     /// Reads the incoming context as the listener trusts it and makes the request's ids.
     /// `sent_context`: normalization saw a `traceparent` or `tracestate` (else neither is
@@ -224,121 +183,165 @@ impl RequestTrace {
     }
 
     /// Exports the request's spans (call when `wanted`): it began at `start` and ended at
-    /// `end`.
+    /// `end`. They are written as OTLP straight into the exporter's buffer, from the
+    /// request's own fields (nothing copied into owned records first).
     pub fn finish(self, lt: &ListenerTracing, start: Instant, end: Instant, f: Finished<'_>) {
         let t = &lt.tracing;
+        let spans = 1 + usize::from(f.upstream.is_some());
+        t.exporter
+            .write(spans, |out| self.write(t, start, end, &f, out));
+    }
+
+    fn write(
+        &self,
+        t: &Tracing,
+        start: Instant,
+        end: Instant,
+        f: &Finished<'_>,
+        out: &mut Vec<u8>,
+    ) {
         let clock = WallClock::now();
         let end = clock.unix(end);
-        let mut attrs: Vec<(&'static str, Value)> = Vec::with_capacity(20);
-        attrs.push(("http.request.method", method_value(f.method)));
-        attrs.push(("url.path", Value::Text(f.path.to_owned())));
-        attrs.push(("url.scheme", Value::Static(f.scheme)));
-        attrs.push(("network.protocol.version", Value::Static(f.protocol)));
-        attrs.push((
-            "http.response.status_code",
-            Value::Int(i64::from(f.status.as_u16())),
-        ));
-        attrs.push(("client.address", Value::Text(f.client_ip.to_owned())));
-        attrs.push(("membrane.listener", f.listener.into()));
-        attrs.push(("membrane.request_id", Value::Text(f.request_id.to_owned())));
-        if !f.route.is_empty() {
-            attrs.push(("http.route", f.route.into()));
-            attrs.push(("membrane.route", f.route.into()));
+        let method = f.method.as_str();
+        let route: &str = f.route;
+        let name: &[&str] = if route.is_empty() {
+            &[method]
+        } else {
+            &[method, " ", route]
+        };
+        let mut w = SpanWriter::begin(
+            out,
+            &SpanHead {
+                trace_id: self.trace_id,
+                span_id: self.server,
+                parent: self.parent,
+                name,
+                kind: Kind::Server,
+                start_unix_nanos: clock.unix(start),
+                end_unix_nanos: end,
+            },
+        );
+        if let Some(ts) = self.state.as_ref().and_then(|s| s.to_str().ok()) {
+            w.trace_state(ts);
+        }
+        w.str("http.request.method", method);
+        w.str("url.path", f.path);
+        w.str("url.scheme", f.scheme);
+        w.str("network.protocol.version", f.protocol);
+        w.int("http.response.status_code", i64::from(f.status.as_u16()));
+        w.str("client.address", f.client_ip);
+        w.str("membrane.listener", f.listener);
+        w.str("membrane.request_id", f.request_id);
+        if !route.is_empty() {
+            w.str("http.route", route);
+            w.str("membrane.route", route);
         }
         if !f.cluster.is_empty() {
-            attrs.push(("membrane.cluster", f.cluster.into()));
+            w.str("membrane.cluster", f.cluster);
         }
         if let Some(c) = &t.cell {
-            attrs.push(("membrane.cell", c.into()));
+            w.str("membrane.cell", c);
         }
         if let Some(p) = f.peer {
-            attrs.push(("membrane.peer.spiffe_id", Value::Text(p.to_owned())));
+            w.str("membrane.peer.spiffe_id", p);
         }
         if t.jwt_subject
             && let Some(s) = f.subject
         {
-            attrs.push(("enduser.id", Value::Text(s.to_owned())));
+            w.str("enduser.id", s);
         }
         if let Some((verdict, rule)) = f.authz {
-            attrs.push(("membrane.authz.decision", Value::Static(verdict)));
-            attrs.push(("membrane.authz.rule", Value::Text(rule.to_owned())));
+            w.str("membrane.authz.decision", verdict);
+            w.str("membrane.authz.rule", rule);
         }
         let limited = f.error == Some("rate_limited");
         if limited || f.rate_allowed {
             let outcome = if limited { "limited" } else { "allowed" };
-            attrs.push(("membrane.ratelimit.outcome", Value::Static(outcome)));
+            w.str("membrane.ratelimit.outcome", outcome);
         }
         if let Some(code) = f.error {
-            attrs.push(("error.type", Value::Static(code)));
-            attrs.push(("membrane.error.code", Value::Static(code)));
+            w.str("error.type", code);
+            w.str("membrane.error.code", code);
         }
-        let method = f.method.as_str();
-        let mut name = String::with_capacity(method.len() + 1 + f.route.len());
-        name.push_str(method);
-        if !f.route.is_empty() {
-            name.push(' ');
-            name.push_str(f.route);
+        if let Some(link) = &self.link {
+            w.link(link);
         }
-        let client = f.upstream.map(|u| {
-            let mut a: Vec<(&'static str, Value)> = Vec::with_capacity(6);
-            a.push(("http.request.method", method_value(f.method)));
-            a.push(("membrane.cluster", f.cluster.into()));
-            // The endpoint is `server.address` and `server.port`.
-            if let Some(ep) = u.endpoint {
-                a.push(("server.address", Value::Text(ip_text(ep.ip()))));
-                a.push(("server.port", Value::Int(i64::from(ep.port()))));
-            }
-            if let Some(s) = u.status {
-                a.push((
-                    "http.response.status_code",
-                    Value::Int(i64::from(s.as_u16())),
-                ));
-            }
-            let failed = u
-                .status
-                .is_none()
-                .then(|| f.error.unwrap_or("upstream_failed"));
-            if let Some(code) = failed {
-                a.push(("error.type", Value::Static(code)));
-            }
-            SpanRecord {
+        // Server spans are errors for 5xx; a refusal (4xx) carries its reason as
+        // `error.type` but is not the gateway's failure (OpenTelemetry's HTTP conventions).
+        if f.status.is_server_error() {
+            w.error(f.error.unwrap_or("upstream_5xx"));
+        }
+        w.end();
+        let Some(u) = &f.upstream else {
+            return;
+        };
+        let mut w = SpanWriter::begin(
+            out,
+            &SpanHead {
                 trace_id: self.trace_id,
                 span_id: self.client,
                 parent: Some(self.server),
-                trace_state: None,
-                name: method.to_owned(),
+                name: &[method],
                 kind: Kind::Client,
                 start_unix_nanos: clock.unix(u.start),
                 end_unix_nanos: end,
-                attributes: a,
-                error: failed.map(str::to_owned),
-                link: None,
+            },
+        );
+        w.str("http.request.method", method);
+        w.str("membrane.cluster", f.cluster);
+        // The endpoint is `server.address` and `server.port`.
+        if let Some(ep) = u.endpoint {
+            let mut text = IpText::default();
+            w.str("server.address", text.of(ep.ip()));
+            w.int("server.port", i64::from(ep.port()));
+        }
+        if let Some(s) = u.status {
+            w.int("http.response.status_code", i64::from(s.as_u16()));
+        }
+        if u.status.is_none() {
+            let code = f.error.unwrap_or("upstream_failed");
+            w.str("error.type", code);
+            w.error(code);
+        }
+        w.end();
+    }
+}
+
+/// An address as text without allocating; IPv4 by hand (the formatting machinery costs
+/// several hundred instructions per call).
+#[derive(Default)]
+struct IpText {
+    v4: [u8; 15],
+    v6: String,
+}
+
+impl IpText {
+    fn of(&mut self, ip: std::net::IpAddr) -> &str {
+        match ip {
+            std::net::IpAddr::V4(v4) => {
+                let mut n = 0;
+                for (i, o) in v4.octets().iter().enumerate() {
+                    if i > 0 {
+                        self.v4[n] = b'.';
+                        n += 1;
+                    }
+                    if *o >= 100 {
+                        self.v4[n] = b'0' + o / 100;
+                        n += 1;
+                    }
+                    if *o >= 10 {
+                        self.v4[n] = b'0' + (o / 10) % 10;
+                        n += 1;
+                    }
+                    self.v4[n] = b'0' + o % 10;
+                    n += 1;
+                }
+                std::str::from_utf8(&self.v4[..n]).unwrap_or("")
             }
-        });
-        // Server spans are errors for 5xx; a refusal (4xx) carries its reason as
-        // `error.type` but is not the gateway's failure (OpenTelemetry's HTTP conventions).
-        let error =
-            (f.status.is_server_error()).then(|| f.error.unwrap_or("upstream_5xx").to_owned());
-        let server = SpanRecord {
-            trace_id: self.trace_id,
-            span_id: self.server,
-            parent: self.parent,
-            trace_state: self
-                .state
-                .as_ref()
-                .and_then(|s| s.to_str().ok())
-                .map(str::to_owned),
-            name,
-            kind: Kind::Server,
-            start_unix_nanos: clock.unix(start),
-            end_unix_nanos: end,
-            attributes: attrs,
-            error,
-            link: self.link,
-        };
-        t.exporter.record(server);
-        if let Some(c) = client {
-            t.exporter.record(c);
+            std::net::IpAddr::V6(v6) => {
+                self.v6 = v6.to_string();
+                &self.v6
+            }
         }
     }
 }
@@ -349,11 +352,11 @@ mod tests {
     fn ipv4_text_matches_display() {
         for ip in ["0.0.0.0", "127.0.0.1", "10.20.30.255", "192.168.100.9"] {
             let a: std::net::IpAddr = ip.parse().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
-            assert_eq!(super::ip_text(a), ip);
+            assert_eq!(super::IpText::default().of(a), ip);
         }
         let v6: std::net::IpAddr = "::1"
             .parse()
             .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
-        assert_eq!(super::ip_text(v6), "::1");
+        assert_eq!(super::IpText::default().of(v6), "::1");
     }
 }

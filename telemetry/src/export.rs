@@ -1,15 +1,19 @@
-//! OTLP/gRPC export from a bounded queue. The request path only `try_send`s a finished span
-//! (no lock held while waiting, no allocation beyond the span's own): when the queue is
-//! full the span is dropped and counted, so a slow or absent collector never slows a
-//! request. One thread per exporter drains the queue by polling (a few milliseconds apart
-//! while spans come, so senders never wake it), sends a batch when it has `batch` spans or
-//! its oldest waited `interval`, encoded straight to OTLP's protobuf, with a timeout; a failed
-//! export drops its batch and counts it (no retry: the queue behind it matters more).
-//! The thread ends, after sending what is queued, when the last handle is dropped.
+//! OTLP/gRPC export from a bounded queue. The request path writes a finished span's
+//! protobuf straight into one of a few buffers (picked per thread, so workers do not
+//! share one; an uncontended lock, no allocation, no wake-up): when the spans queued reach
+//! the bound, the span is dropped and counted, so a slow or absent collector never slows a
+//! request. One thread per exporter takes the buffers by polling (a few milliseconds apart
+//! while spans come, so writers never wake it), sends a batch when it has `batch` spans or
+//! its oldest waited `interval`, with a timeout; a failed export drops its batch and
+//! counts it (no retry: the spans behind it matter more). The thread ends, after sending
+//! what is queued, when the last handle is dropped.
 
 use crate::span::SpanRecord;
+use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Where and how to export.
@@ -19,6 +23,7 @@ pub struct ExportConfig {
     pub endpoint: String,
     /// Resource attributes (`service.name` and the like).
     pub resource: Vec<(String, String)>,
+    /// Spans queued at most (written and not yet sent or dropped).
     pub queue: usize,
     pub batch: usize,
     pub interval: Duration,
@@ -44,12 +49,40 @@ pub enum ExportError {
     Thread(std::io::Error),
 }
 
+/// Buffers the request path writes into: one per thread index modulo this.
+const SHARDS: usize = 8;
+
+/// Framed spans written and not yet taken by the exporter's thread.
+#[derive(Debug, Default)]
+struct Shard {
+    bytes: Vec<u8>,
+    spans: usize,
+}
+
+/// What the request path and the exporter's thread share.
+#[derive(Debug)]
+struct Shared {
+    shards: [Mutex<Shard>; SHARDS],
+    /// Spans written and not yet sent or dropped, against `ExportConfig::queue`.
+    queued: AtomicUsize,
+    /// The last handle is gone: send what is left and end.
+    closed: AtomicBool,
+}
+
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's buffer (workers are assigned in turn, so up to `SHARDS` of them never
+    /// share one).
+    static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
+}
+
 /// The request path's handle.
 #[derive(Debug)]
 pub struct Exporter {
-    tx: SyncSender<SpanRecord>,
+    shared: Arc<Shared>,
     /// Asks the thread to send what it holds now; answered on the `()` sender.
-    flush: std::sync::Mutex<SyncSender<SyncSender<()>>>,
+    flush: Mutex<SyncSender<SyncSender<()>>>,
     pub counters: Counters,
     pub config: ExportConfig,
 }
@@ -69,20 +102,24 @@ impl Exporter {
                 "give http://host:port (OTLP over gRPC, plaintext, to a local collector)".into(),
             ));
         }
-        let (tx, rx) = sync_channel(config.queue.max(1));
+        let shared = Arc::new(Shared {
+            shards: Default::default(),
+            queued: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+        });
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(ExportError::Thread)?;
-        let (c, cfg) = (counters.clone(), config.clone());
+        let (c, cfg, sh) = (counters.clone(), config.clone(), shared.clone());
         let (flush, flushes) = sync_channel(4);
         std::thread::Builder::new()
             .name("membrane-otlp".into())
-            .spawn(move || run(rt, uri, cfg, rx, flushes, c))
+            .spawn(move || run(rt, uri, cfg, sh, flushes, c))
             .map_err(ExportError::Thread)?;
         Ok(Self {
-            tx,
-            flush: std::sync::Mutex::new(flush),
+            shared,
+            flush: Mutex::new(flush),
             counters,
             config,
         })
@@ -102,34 +139,63 @@ impl Exporter {
         }
     }
 
-    /// Queues a span, or drops and counts it when the queue is full.
-    pub fn record(&self, span: SpanRecord) {
-        if let Err(TrySendError::Full(_)) = self.tx.try_send(span) {
-            self.counters.dropped_queue_full.inc();
+    /// Queues `spans` spans that `write` writes (each with [`crate::SpanWriter`]), or drops and
+    /// counts them when the queue is full.
+    pub fn write(&self, spans: usize, write: impl FnOnce(&mut Vec<u8>)) {
+        let before = self.shared.queued.fetch_add(spans, Ordering::Relaxed);
+        if before + spans > self.config.queue {
+            self.shared.queued.fetch_sub(spans, Ordering::Relaxed);
+            self.counters.dropped_queue_full.inc_by(spans as u64);
+            return;
         }
+        let i = SHARD.with(|s| *s);
+        // A writer that panicked cannot have left a span half-written that matters more
+        // than the rest: the buffer is used as it is.
+        let mut shard = match self.shared.shards[i].lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        write(&mut shard.bytes);
+        shard.spans += spans;
+    }
+
+    /// Queues a span record, or drops and counts it when the queue is full.
+    pub fn record(&self, span: SpanRecord) {
+        self.write(1, |out| crate::wire::span(out, &span));
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
     }
 }
 
 /// The gRPC method, written out: the request body is the bytes `wire` made.
 const EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
-/// A codec that sends a message already encoded and ignores the reply's body (an
-/// `ExportTraceServiceResponse`; a partial success is not acted on).
+/// A codec that sends a message already encoded, in parts (the request's head and slices
+/// of the buffers the spans were written into, copied once, into the gRPC frame), and
+/// ignores the reply's body (an `ExportTraceServiceResponse`; a partial success is not
+/// acted on).
 #[derive(Clone, Copy, Default)]
 struct Raw;
 struct RawEncoder;
 struct RawDecoder;
 
 impl tonic::codec::Encoder for RawEncoder {
-    type Item = Vec<u8>;
+    type Item = Vec<Bytes>;
     type Error = tonic::Status;
     fn encode(
         &mut self,
-        item: Vec<u8>,
+        item: Vec<Bytes>,
         dst: &mut tonic::codec::EncodeBuf<'_>,
     ) -> Result<(), tonic::Status> {
         use bytes::BufMut;
-        dst.put_slice(&item);
+        dst.reserve(item.iter().map(Bytes::len).sum());
+        for part in &item {
+            dst.put_slice(part);
+        }
         Ok(())
     }
 }
@@ -149,7 +215,7 @@ impl tonic::codec::Decoder for RawDecoder {
 }
 
 impl tonic::codec::Codec for Raw {
-    type Encode = Vec<u8>;
+    type Encode = Vec<Bytes>;
     type Decode = ();
     type Encoder = RawEncoder;
     type Decoder = RawDecoder;
@@ -163,7 +229,7 @@ impl tonic::codec::Codec for Raw {
 
 async fn send(
     grpc: &mut tonic::client::Grpc<tonic::transport::Channel>,
-    body: Vec<u8>,
+    body: Vec<Bytes>,
 ) -> Result<(), tonic::Status> {
     grpc.ready()
         .await
@@ -178,7 +244,7 @@ fn run(
     rt: tokio::runtime::Runtime,
     uri: tonic::transport::Uri,
     cfg: ExportConfig,
-    rx: Receiver<SpanRecord>,
+    shared: Arc<Shared>,
     flushes: Receiver<SyncSender<()>>,
     counters: Counters,
 ) {
@@ -189,80 +255,150 @@ fn run(
             .timeout(cfg.timeout)
             .connect_lazy()
     };
-    let mut grpc = tonic::client::Grpc::new(channel);
-    let mut wire = crate::wire::Batch::default();
-    let mut batch = Vec::with_capacity(cfg.batch);
-    let mut open = true;
-    // The queue is drained by polling, not by a blocking receive: a receiver that waits is
-    // woken (a futex call) by every span sent, on the request path; one that sleeps is not.
-    // It sleeps a few milliseconds while spans come, up to `interval` when none do.
-    let busy = Duration::from_millis(5).min(cfg.interval);
-    let idle = Duration::from_millis(50).min(cfg.interval);
+    let mut out = Out {
+        grpc: tonic::client::Grpc::new(channel),
+        rt,
+        cfg,
+        counters,
+        shared,
+        taken: Vec::new(),
+        spans: 0,
+        last: 0,
+    };
+    // The buffers are taken by polling, not by waiting to be woken: a thread that waits
+    // is woken (a futex call) by every span written, on the request path; one that sleeps
+    // is not. It sleeps a few milliseconds while spans come, up to `interval` when none do.
+    let busy = Duration::from_millis(5).min(out.cfg.interval);
+    let idle = Duration::from_millis(50).min(out.cfg.interval);
     let mut since = Instant::now();
-    while open {
-        let before = batch.len();
-        while batch.len() < cfg.batch {
-            match rx.try_recv() {
-                Ok(s) => batch.push(s),
-                Err(std::sync::mpsc::TryRecvError::Empty) => break,
-                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                    open = false;
-                    break;
-                }
-            }
-        }
-        // A flush takes everything queued, in as many batches as it takes, then answers.
+    loop {
+        let closed = out.shared.closed.load(Ordering::Acquire);
+        let before = out.spans;
+        out.take();
+        // A flush sends everything written, then answers.
         if let Ok(ack) = flushes.try_recv() {
-            while let Ok(s) = rx.try_recv() {
-                batch.push(s);
-                if batch.len() >= cfg.batch {
-                    export(&rt, &mut grpc, &mut wire, &cfg, &mut batch, &counters);
-                }
-            }
-            export(&rt, &mut grpc, &mut wire, &cfg, &mut batch, &counters);
+            out.send_all();
             let _ = ack.try_send(());
             since = Instant::now();
             continue;
         }
-        let full = batch.len() >= cfg.batch;
-        if batch.is_empty() {
+        if closed {
+            out.send_all();
+            return;
+        }
+        if out.spans == 0 {
             since = Instant::now();
         }
-        let due = !batch.is_empty() && since.elapsed() >= cfg.interval;
-        if open && !full && !due {
-            std::thread::sleep(if batch.len() > before { busy } else { idle });
-            continue;
-        }
-        if batch.is_empty() {
+        let due = out.spans > 0 && since.elapsed() >= out.cfg.interval;
+        if out.spans < out.cfg.batch && !due {
+            std::thread::sleep(if out.spans > before { busy } else { idle });
             continue;
         }
         since = Instant::now();
-        export(&rt, &mut grpc, &mut wire, &cfg, &mut batch, &counters);
+        out.send_all();
     }
 }
 
-/// Sends `batch` (emptied) and counts the outcome.
-fn export(
-    rt: &tokio::runtime::Runtime,
-    grpc: &mut tonic::client::Grpc<tonic::transport::Channel>,
-    wire: &mut crate::wire::Batch,
-    cfg: &ExportConfig,
-    batch: &mut Vec<SpanRecord>,
-    counters: &Counters,
-) {
-    if batch.is_empty() {
-        return;
+/// The exporter thread's side: the spans taken from the buffers and the way out.
+struct Out {
+    grpc: tonic::client::Grpc<tonic::transport::Channel>,
+    rt: tokio::runtime::Runtime,
+    cfg: ExportConfig,
+    counters: Counters,
+    shared: Arc<Shared>,
+    /// Buffers of framed spans taken and not yet sent.
+    taken: Vec<Bytes>,
+    spans: usize,
+    /// The size of the last buffer taken: the next one starts with that much room, so a
+    /// writer does not grow it (and copy it) as it fills.
+    last: usize,
+}
+
+/// Largest export request body; the collector's default limit on a gRPC message is 4 MiB.
+const MAX_REQUEST: usize = 1 << 20;
+
+impl Out {
+    /// Takes what the buffers hold (each buffer's lock held for a swap only).
+    fn take(&mut self) {
+        for shard in &self.shared.shards {
+            let mut fresh = Vec::with_capacity(self.last);
+            let n = {
+                let mut s = match shard.lock() {
+                    Ok(g) => g,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                if s.spans == 0 {
+                    continue;
+                }
+                std::mem::swap(&mut s.bytes, &mut fresh);
+                std::mem::take(&mut s.spans)
+            };
+            self.last = fresh.len().next_power_of_two().min(MAX_REQUEST);
+            self.taken.push(Bytes::from(fresh));
+            self.spans += n;
+        }
     }
-    let n = batch.len() as u64;
-    let body = wire.encode(&cfg.resource, env!("CARGO_PKG_VERSION"), batch);
-    batch.clear();
-    match rt.block_on(send(grpc, body)) {
-        Ok(()) => {
-            counters.exported.inc_by(n);
+
+    /// Sends everything taken, in requests of at most `batch` spans and `MAX_REQUEST`
+    /// bytes (a single larger span goes alone).
+    fn send_all(&mut self) {
+        let mut parts: Vec<Bytes> = Vec::new();
+        let (mut n, mut len) = (0, 0);
+        for buf in std::mem::take(&mut self.taken) {
+            // Spans next to each other in one buffer go as one slice: `seg..at`.
+            let (mut seg, mut at) = (0, 0);
+            while at < buf.len() {
+                let Some(one) = crate::wire::framed_len(&buf[at..]) else {
+                    // Not a whole span: cannot happen with what `SpanWriter` writes; the
+                    // rest of this buffer is dropped (its spans are counted below).
+                    break;
+                };
+                if n > 0 && (n >= self.cfg.batch || len + one > MAX_REQUEST) {
+                    if at > seg {
+                        parts.push(buf.slice(seg..at));
+                    }
+                    self.export(std::mem::take(&mut parts), n, len);
+                    (n, len, seg) = (0, 0, at);
+                }
+                at += one;
+                n += 1;
+                len += one;
+            }
+            if at > seg {
+                parts.push(buf.slice(seg..at));
+            }
         }
-        Err(e) => {
-            counters.dropped_export_failed.inc_by(n);
-            tracing::debug!(error = %e, spans = n, "OTLP export failed; the batch is dropped");
+        if n > 0 {
+            self.export(parts, n, len);
         }
+        // What could not be read as spans.
+        if self.spans > 0 {
+            self.counters
+                .dropped_export_failed
+                .inc_by(self.spans as u64);
+            self.done(self.spans);
+        }
+    }
+
+    /// Sends `n` framed spans, `len` bytes in `parts`, and counts the outcome.
+    fn export(&mut self, mut parts: Vec<Bytes>, n: usize, len: usize) {
+        let head = crate::wire::request_head(&self.cfg.resource, env!("CARGO_PKG_VERSION"), len);
+        parts.insert(0, Bytes::from(head));
+        match self.rt.block_on(send(&mut self.grpc, parts)) {
+            Ok(()) => {
+                self.counters.exported.inc_by(n as u64);
+            }
+            Err(e) => {
+                self.counters.dropped_export_failed.inc_by(n as u64);
+                tracing::debug!(error = %e, spans = n, "OTLP export failed; the batch is dropped");
+            }
+        }
+        self.done(n);
+    }
+
+    /// `n` spans are sent or dropped: room for as many in the queue.
+    fn done(&mut self, n: usize) {
+        self.spans -= n;
+        self.shared.queued.fetch_sub(n, Ordering::Relaxed);
     }
 }

@@ -15,12 +15,13 @@ pub mod export;
 pub mod process;
 pub mod sampler;
 pub mod span;
-mod wire;
+pub mod wire;
 
 pub use context::{SpanId, TraceId, TraceParent};
 pub use export::{Counters, ExportConfig, Exporter};
 pub use sampler::Sampler;
 pub use span::{Kind, SpanRecord, Value};
+pub use wire::{SpanHead, SpanWriter};
 
 /// Nanoseconds since the Unix epoch, now.
 pub fn unix_nanos() -> u64 {

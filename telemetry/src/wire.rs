@@ -1,10 +1,14 @@
-//! OTLP's protobuf written straight from span records into one buffer per batch, and sent
-//! over gRPC as those bytes. Why: building `opentelemetry-proto`'s message structs (a
-//! `String` per attribute key) and letting prost size every nested message again at each
-//! level cost about 20k instructions per exported span pair, more than the request itself.
-//! Field numbers are OTLP's (`opentelemetry/proto/trace/v1/trace.proto`); the tests decode
-//! what is written here with `opentelemetry-proto`'s types.
+//! OTLP's protobuf written straight into the exporter's buffers, and sent over gRPC as
+//! those bytes. Why: building `opentelemetry-proto`'s message structs (a `String` per
+//! attribute key) and letting prost size every nested message again at each level cost
+//! about 20k instructions per exported span pair, more than the request itself; owned span
+//! records copied into the queue and encoded on the exporter's thread still cost 10k.
+//! [`SpanWriter`] writes one `Span`, already framed as an entry of `ScopeSpans.spans`,
+//! from borrowed fields: nothing is allocated or copied twice. Field numbers are OTLP's
+//! (`opentelemetry/proto/trace/v1/trace.proto`); the tests decode what is written here
+//! with `opentelemetry-proto`'s types.
 
+use crate::context::{SpanId, TraceId, TraceParent};
 use crate::span::{Kind, SpanRecord, Value};
 
 const LEN: u8 = 2;
@@ -13,10 +17,12 @@ const FIXED64: u8 = 1;
 const FIXED32: u8 = 5;
 
 /// A field's key (a varint: fields from 16 on take two bytes).
+#[inline]
 fn key(out: &mut Vec<u8>, field: u8, wire: u8) {
     varint(out, (u64::from(field) << 3) | u64::from(wire));
 }
 
+#[inline]
 fn varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
@@ -29,146 +35,246 @@ fn varint_len(v: u64) -> usize {
     (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
+#[inline]
 fn bytes_field(out: &mut Vec<u8>, field: u8, b: &[u8]) {
     key(out, field, LEN);
     varint(out, b.len() as u64);
     out.extend_from_slice(b);
 }
 
-/// The AnyValue body of `v`, its length first known.
-fn any_len(v: &Value) -> usize {
-    match v {
-        Value::Int(i) => 1 + varint_len(*i as u64),
-        Value::Bool(_) => 2,
-        other => {
-            let n = other.as_str().map_or(0, str::len);
-            1 + varint_len(n as u64) + n
-        }
-    }
-}
-
-fn any(out: &mut Vec<u8>, v: &Value) {
-    match v {
-        Value::Int(i) => {
-            key(out, 3, VARINT);
-            varint(out, *i as u64);
-        }
-        Value::Bool(b) => {
-            key(out, 2, VARINT);
-            out.push(u8::from(*b));
-        }
-        other => bytes_field(out, 1, other.as_str().unwrap_or("").as_bytes()),
-    }
-}
-
-/// A `KeyValue` as field `field` of its parent.
-fn attribute(out: &mut Vec<u8>, field: u8, k: &str, v: &Value) {
-    let al = any_len(v);
+/// `KeyValue { key 1, value 2: AnyValue }` as attribute field `field` of its parent, the
+/// AnyValue's body `al` bytes long and written by `any`.
+#[inline]
+fn attribute(out: &mut Vec<u8>, field: u8, k: &str, al: usize, any: impl FnOnce(&mut Vec<u8>)) {
     let body = 1 + varint_len(k.len() as u64) + k.len() + 1 + varint_len(al as u64) + al;
     key(out, field, LEN);
     varint(out, body as u64);
     bytes_field(out, 1, k.as_bytes());
     key(out, 2, LEN);
     varint(out, al as u64);
-    any(out, v);
+    any(out);
 }
 
-/// One `Span` message body.
-fn span(out: &mut Vec<u8>, s: &SpanRecord) {
-    bytes_field(out, 1, &s.trace_id.0);
-    bytes_field(out, 2, &s.span_id.0);
-    if let Some(ts) = &s.trace_state {
-        bytes_field(out, 3, ts.as_bytes());
+/// A string attribute. Most keys and values are short enough that every length is one
+/// byte: those are written as two fixed headers and two copies.
+fn str_attribute(out: &mut Vec<u8>, field: u8, k: &str, v: &str) {
+    let (kl, vl) = (k.len(), v.len());
+    // KeyValue body: key (2 + kl), value tag and length (2), AnyValue (2 + vl).
+    if kl + vl <= 121 && field < 16 {
+        out.reserve(8 + kl + vl);
+        out.extend_from_slice(&[(field << 3) | LEN, (6 + kl + vl) as u8, 0x0a, kl as u8]);
+        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(&[0x12, (2 + vl) as u8, 0x0a, vl as u8]);
+        out.extend_from_slice(v.as_bytes());
+        return;
     }
-    if let Some(p) = &s.parent {
-        bytes_field(out, 4, &p.0);
-    }
-    bytes_field(out, 5, s.name.as_bytes());
-    key(out, 6, VARINT);
-    out.push(match s.kind {
-        Kind::Internal => 1,
-        Kind::Server => 2,
-        Kind::Client => 3,
+    let al = 1 + varint_len(vl as u64) + vl;
+    attribute(out, field, k, al, |o| bytes_field(o, 1, v.as_bytes()));
+}
+
+fn int_attribute(out: &mut Vec<u8>, field: u8, k: &str, v: i64) {
+    let al = 1 + varint_len(v as u64);
+    attribute(out, field, k, al, |o| {
+        key(o, 3, VARINT);
+        varint(o, v as u64);
     });
-    key(out, 7, FIXED64);
-    out.extend_from_slice(&s.start_unix_nanos.to_le_bytes());
-    key(out, 8, FIXED64);
-    out.extend_from_slice(&s.end_unix_nanos.to_le_bytes());
+}
+
+/// What opens a span: its ids, name (written from parts, joined by nothing), kind and times.
+pub struct SpanHead<'a> {
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    pub parent: Option<SpanId>,
+    pub name: &'a [&'a str],
+    pub kind: Kind,
+    pub start_unix_nanos: u64,
+    pub end_unix_nanos: u64,
+}
+
+/// Writes one `Span` at the end of a buffer, framed as field 2 of `ScopeSpans`: the head
+/// first, then attributes and the rest in any order (protobuf readers take fields in any
+/// order), and [`SpanWriter::end`] puts in the length.
+pub struct SpanWriter<'a> {
+    out: &'a mut Vec<u8>,
+    /// Where the body begins, after a two-byte length (spans are 128 B to 16 KiB; any
+    /// other length is moved into place at the end).
+    body: usize,
+}
+
+impl<'a> SpanWriter<'a> {
+    pub fn begin(out: &'a mut Vec<u8>, h: &SpanHead<'_>) -> Self {
+        out.reserve(768);
+        key(out, 2, LEN);
+        out.extend_from_slice(&[0, 0]);
+        let body = out.len();
+        bytes_field(out, 1, &h.trace_id.0);
+        bytes_field(out, 2, &h.span_id.0);
+        if let Some(p) = &h.parent {
+            bytes_field(out, 4, &p.0);
+        }
+        key(out, 5, LEN);
+        varint(out, h.name.iter().map(|p| p.len()).sum::<usize>() as u64);
+        for p in h.name {
+            out.extend_from_slice(p.as_bytes());
+        }
+        key(out, 6, VARINT);
+        out.push(match h.kind {
+            Kind::Internal => 1,
+            Kind::Server => 2,
+            Kind::Client => 3,
+        });
+        key(out, 7, FIXED64);
+        out.extend_from_slice(&h.start_unix_nanos.to_le_bytes());
+        key(out, 8, FIXED64);
+        out.extend_from_slice(&h.end_unix_nanos.to_le_bytes());
+        // W3C flags: sampled (an exported span was recorded).
+        key(out, 16, FIXED32);
+        out.extend_from_slice(&1u32.to_le_bytes());
+        Self { out, body }
+    }
+
+    /// The `tracestate` of a continued trace.
+    pub fn trace_state(&mut self, ts: &str) {
+        bytes_field(self.out, 3, ts.as_bytes());
+    }
+
+    pub fn str(&mut self, k: &str, v: &str) {
+        str_attribute(self.out, 9, k, v);
+    }
+
+    pub fn int(&mut self, k: &str, v: i64) {
+        int_attribute(self.out, 9, k, v);
+    }
+
+    pub fn value(&mut self, k: &str, v: &Value) {
+        match v {
+            Value::Int(i) => self.int(k, *i),
+            Value::Bool(b) => attribute(self.out, 9, k, 2, |o| {
+                key(o, 2, VARINT);
+                o.push(u8::from(*b));
+            }),
+            other => self.str(k, other.as_str().unwrap_or("")),
+        }
+    }
+
+    /// A link to the context a request came with when its trace was not continued.
+    pub fn link(&mut self, l: &TraceParent) {
+        // Link: trace_id 1, span_id 2, flags 6 (fixed32).
+        key(self.out, 13, LEN);
+        varint(self.out, (2 + 16 + 2 + 8 + 1 + 4) as u64);
+        bytes_field(self.out, 1, &l.trace_id.0);
+        bytes_field(self.out, 2, &l.parent_id.0);
+        key(self.out, 6, FIXED32);
+        self.out
+            .extend_from_slice(&u32::from(l.flags).to_le_bytes());
+    }
+
+    /// Status `Error` (code 2) with `message`; a span without one is unset.
+    pub fn error(&mut self, message: &str) {
+        let body = 1 + varint_len(message.len() as u64) + message.len() + 2;
+        key(self.out, 15, LEN);
+        varint(self.out, body as u64);
+        bytes_field(self.out, 2, message.as_bytes());
+        key(self.out, 3, VARINT);
+        self.out.push(2);
+    }
+
+    /// Puts the length in front of the body.
+    pub fn end(self) {
+        let len = self.out.len() - self.body;
+        if (128..16_384).contains(&len) {
+            self.out[self.body - 2] = (len as u8) | 0x80;
+            self.out[self.body - 1] = (len >> 7) as u8;
+        } else {
+            let mut v = Vec::with_capacity(10);
+            varint(&mut v, len as u64);
+            self.out.splice(self.body - 2..self.body, v);
+        }
+    }
+}
+
+/// A span record, framed as [`SpanWriter`] frames it.
+pub fn span(out: &mut Vec<u8>, s: &SpanRecord) {
+    let mut w = SpanWriter::begin(
+        out,
+        &SpanHead {
+            trace_id: s.trace_id,
+            span_id: s.span_id,
+            parent: s.parent,
+            name: &[&s.name],
+            kind: s.kind,
+            start_unix_nanos: s.start_unix_nanos,
+            end_unix_nanos: s.end_unix_nanos,
+        },
+    );
+    if let Some(ts) = &s.trace_state {
+        w.trace_state(ts);
+    }
     for (k, v) in &s.attributes {
-        attribute(out, 9, k, v);
+        w.value(k, v);
     }
     if let Some(l) = &s.link {
-        // Link: trace_id 1, span_id 2, flags 6 (fixed32).
-        key(out, 13, LEN);
-        varint(out, (2 + 16 + 2 + 8 + 1 + 4) as u64);
-        bytes_field(out, 1, &l.trace_id.0);
-        bytes_field(out, 2, &l.parent_id.0);
-        key(out, 6, FIXED32);
-        out.extend_from_slice(&u32::from(l.flags).to_le_bytes());
+        w.link(l);
     }
-    // Status: message 2, code 3 (2 = error); absent is unset.
     if let Some(m) = &s.error {
-        let body = 1 + varint_len(m.len() as u64) + m.len() + 2;
-        key(out, 15, LEN);
-        varint(out, body as u64);
-        bytes_field(out, 2, m.as_bytes());
-        key(out, 3, VARINT);
-        out.push(2);
+        w.error(m);
     }
-    // W3C flags: sampled (an exported span was recorded).
-    key(out, 16, FIXED32);
-    out.extend_from_slice(&1u32.to_le_bytes());
+    w.end();
 }
 
-/// Reusable buffers for one exporter thread.
-#[derive(Default)]
-pub struct Batch {
-    spans: Vec<u8>,
-    one: Vec<u8>,
+/// The length of the framed span at the start of `b` (its key, length and body), or
+/// `None` when `b` does not start with a whole one.
+pub fn framed_len(b: &[u8]) -> Option<usize> {
+    if b.first() != Some(&((2 << 3) | LEN)) {
+        return None;
+    }
+    let (mut len, mut shift, mut i) = (0usize, 0u32, 1usize);
+    loop {
+        let byte = *b.get(i)?;
+        len |= usize::from(byte & 0x7f).checked_shl(shift)?;
+        i += 1;
+        if byte < 0x80 {
+            break;
+        }
+        shift += 7;
+        if shift > 35 {
+            return None;
+        }
+    }
+    let total = i.checked_add(len)?;
+    (total <= b.len()).then_some(total)
 }
 
-impl Batch {
-    /// The `ExportTraceServiceRequest` for `spans`, under one resource and one scope. Each
-    /// span is written once into a scratch buffer and copied once into the span list; the
-    /// list is copied once more, behind headers whose lengths are computed, not written
-    /// and copied (nested buffers copied every span three more times).
-    pub fn encode(
-        &mut self,
-        resource: &[(String, String)],
-        scope_version: &str,
-        spans: &[SpanRecord],
-    ) -> Vec<u8> {
-        self.spans.clear();
-        for s in spans {
-            self.one.clear();
-            span(&mut self.one, s);
-            bytes_field(&mut self.spans, 2, &self.one);
-        }
-        // Resource { attributes 1 }.
-        self.one.clear();
-        for (k, v) in resource {
-            attribute(&mut self.one, 1, k, &Value::Text(v.clone()));
-        }
-        let field = |len: usize| 1 + varint_len(len as u64) + len;
-        // InstrumentationScope { name 1, version 2 }.
-        let scope = field("membrane".len()) + field(scope_version.len());
-        // ScopeSpans { scope 1, spans 2 (already framed) }.
-        let scope_spans = field(scope) + self.spans.len();
-        // ResourceSpans { resource 1, scope_spans 2 }.
-        let resource_spans = field(self.one.len()) + field(scope_spans);
-        let mut out = Vec::with_capacity(field(resource_spans));
-        key(&mut out, 1, LEN);
-        varint(&mut out, resource_spans as u64);
-        bytes_field(&mut out, 1, &self.one);
-        key(&mut out, 2, LEN);
-        varint(&mut out, scope_spans as u64);
-        key(&mut out, 1, LEN);
-        varint(&mut out, scope as u64);
-        bytes_field(&mut out, 1, b"membrane");
-        bytes_field(&mut out, 2, scope_version.as_bytes());
-        out.extend_from_slice(&self.spans);
-        out
+/// The head of an `ExportTraceServiceRequest` whose spans (framed, as [`SpanWriter`]
+/// writes them, `spans_len` bytes in all) follow it: one resource and one scope; lengths
+/// are computed, not written and copied.
+pub fn request_head(
+    resource: &[(String, String)],
+    scope_version: &str,
+    spans_len: usize,
+) -> Vec<u8> {
+    let mut res = Vec::new();
+    for (k, v) in resource {
+        str_attribute(&mut res, 1, k, v);
     }
+    let field = |len: usize| 1 + varint_len(len as u64) + len;
+    // InstrumentationScope { name 1, version 2 }.
+    let scope = field("membrane".len()) + field(scope_version.len());
+    // ScopeSpans { scope 1, spans 2 (already framed) }.
+    let scope_spans = field(scope) + spans_len;
+    // ResourceSpans { resource 1, scope_spans 2 }.
+    let resource_spans = field(res.len()) + field(scope_spans);
+    let mut out = Vec::with_capacity(field(resource_spans) - spans_len);
+    key(&mut out, 1, LEN);
+    varint(&mut out, resource_spans as u64);
+    bytes_field(&mut out, 1, &res);
+    key(&mut out, 2, LEN);
+    varint(&mut out, scope_spans as u64);
+    key(&mut out, 1, LEN);
+    varint(&mut out, scope as u64);
+    bytes_field(&mut out, 1, b"membrane");
+    bytes_field(&mut out, 2, scope_version.as_bytes());
+    out
 }
 
 #[cfg(test)]
@@ -178,6 +284,12 @@ mod tests {
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::any_value;
     use prost::Message;
+
+    fn request(resource: &[(String, String)], version: &str, spans: &[u8]) -> Vec<u8> {
+        let mut out = request_head(resource, version, spans.len());
+        out.extend_from_slice(spans);
+        out
+    }
 
     #[test]
     fn varint_lengths() {
@@ -194,6 +306,54 @@ mod tests {
             let mut b = Vec::new();
             varint(&mut b, v);
             assert_eq!(b.len(), varint_len(v), "{v}");
+        }
+    }
+
+    /// Attributes on either side of the one-byte-lengths shortcut decode alike.
+    #[test]
+    fn attribute_lengths_around_the_shortcut() {
+        for kl in [1usize, 30, 121, 122, 200] {
+            for vl in [0usize, 1, 60, 90, 91, 92, 121, 122, 130, 20_000] {
+                let (k, v) = ("k".repeat(kl), "v".repeat(vl));
+                let mut b = Vec::new();
+                str_attribute(&mut b, 9, &k, &v);
+                let mut body = &b[1..];
+                let len = prost::encoding::decode_varint(&mut body).unwrap();
+                assert_eq!(len as usize, body.len(), "{kl} {vl}");
+                let kv = opentelemetry_proto::tonic::common::v1::KeyValue::decode(body).unwrap();
+                assert_eq!(kv.key, k);
+                assert_eq!(
+                    kv.value.and_then(|a| a.value),
+                    Some(any_value::Value::StringValue(v)),
+                    "{kl} {vl}"
+                );
+            }
+        }
+    }
+
+    /// A span under 128 bytes and one over 16 KiB get their lengths moved into place.
+    #[test]
+    fn short_and_long_spans_are_framed() {
+        for n in [0usize, 20_000, 3_000_000] {
+            let s = SpanRecord {
+                trace_id: TraceId::random(),
+                span_id: SpanId::random(),
+                parent: None,
+                trace_state: None,
+                name: "x".repeat(n),
+                kind: Kind::Internal,
+                start_unix_nanos: 1,
+                end_unix_nanos: 2,
+                attributes: Vec::new(),
+                error: None,
+                link: None,
+            };
+            let mut framed = vec![7u8];
+            span(&mut framed, &s);
+            assert_eq!(framed_len(&framed[1..]), Some(framed.len() - 1), "{n}");
+            let req = ExportTraceServiceRequest::decode(request(&[], "v", &framed[1..]).as_slice())
+                .unwrap();
+            assert_eq!(req.resource_spans[0].scope_spans[0].spans[0].name.len(), n);
         }
     }
 
@@ -225,11 +385,15 @@ mod tests {
                 flags: 1,
             }),
         };
-        let mut b = Batch::default();
         let resource = [("service.name".to_owned(), "membrane".to_owned())];
-        let bytes = b
-            .encode(&resource, "0.1.0", &[s.clone(), s.clone()])
-            .to_vec();
+        let mut framed = Vec::new();
+        span(&mut framed, &s);
+        let one = framed.len();
+        span(&mut framed, &s);
+        assert_eq!(framed_len(&framed), Some(one));
+        assert_eq!(framed_len(&framed[one..]), Some(one));
+        assert_eq!(framed_len(&framed[..one - 1]), None);
+        let bytes = request(&resource, "0.1.0", &framed);
         let req = ExportTraceServiceRequest::decode(bytes.as_slice()).unwrap();
         let rs = &req.resource_spans[0];
         assert_eq!(

@@ -24,8 +24,9 @@ pub struct Got {
     pub resource: Vec<(String, String)>,
 }
 
+/// The spans received, and how many spans each export request held.
 #[derive(Clone, Default)]
-pub struct Receiver(Arc<Mutex<Vec<Got>>>);
+pub struct Receiver(Arc<Mutex<Vec<Got>>>, Arc<Mutex<Vec<usize>>>);
 
 #[tonic::async_trait]
 impl TraceService for Receiver {
@@ -34,6 +35,7 @@ impl TraceService for Receiver {
         req: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         let mut got = self.0.lock().unwrap();
+        let before = got.len();
         for rs in req.into_inner().resource_spans {
             let resource: Vec<(String, String)> = rs
                 .resource
@@ -54,6 +56,7 @@ impl TraceService for Receiver {
                 }
             }
         }
+        self.1.lock().unwrap().push(got.len() - before);
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
     }
 }
@@ -72,6 +75,11 @@ impl Receiver {
                 .unwrap();
         });
         (r, addr)
+    }
+
+    /// The number of spans in each export request, in the order they came.
+    pub fn requests(&self) -> Vec<usize> {
+        self.1.lock().unwrap().clone()
     }
 
     pub fn spans(&self) -> Vec<Got> {
