@@ -145,3 +145,106 @@ async fn ready_live_and_config() {
         404
     );
 }
+
+/// A listener counts the bytes it read from clients and wrote to them, exactly, over
+/// HTTP/1.1 (request body and head, response head and body, through an upstream) and over
+/// HTTP/2; the admin listener's own traffic is not counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_count_the_bytes_clients_sent_and_were_sent() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::start("bytes").await;
+    let yaml = format!(
+        r#"
+admin: {{address: "127.0.0.1:0"}}
+workers: 1
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+    virtual_hosts: [{{name: v, domains: ['*'], routes: [{{name: app, forward: {{cluster: app}}}}]}}]
+  - name: h2
+    address: 127.0.0.1:0
+    protocol: http2
+    virtual_hosts: [{{name: v, domains: ['*'], routes: [{{name: ok, direct_response: {{status: 200, body: twelve bytes}}}}]}}]
+clusters: [{{name: app, endpoints: ["{}"]}}]
+"#,
+        up.addr
+    );
+    let (proxy, _) = start_proxy(&yaml);
+    let addr = proxy.listener_addr("main").unwrap();
+    let admin = proxy.admin_addr();
+    let body = vec![b'b'; 3000];
+    let mut request =
+        b"POST /echo HTTP/1.1\r\nHost: a.test\r\nContent-Length: 3000\r\nConnection: close\r\n\r\n"
+            .to_vec();
+    request.extend_from_slice(&body);
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(&request).await.unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        s.read_to_end(&mut reply),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        reply.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    let series =
+        |name: &str, l: &str| format!("membrane_downstream_{name}_bytes_total{{listener=\"{l}\"}}");
+    let counted =
+        |text: &str, name: &str, l: &str| parse_metrics(text).get(&series(name, l)).copied();
+    // The connection is closed once the client has read everything: the counts are final.
+    let scrape = || async {
+        get(
+            &client_h1(),
+            &format!("http://{admin}/metrics"),
+            "admin",
+            &[],
+        )
+        .await
+        .text()
+    };
+    let mut text = scrape().await;
+    for _ in 0..100 {
+        if counted(&text, "sent", "main") == Some(reply.len() as f64) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        text = scrape().await;
+    }
+    assert_eq!(
+        counted(&text, "sent", "main"),
+        Some(reply.len() as f64),
+        "{text}"
+    );
+    assert_eq!(
+        counted(&text, "received", "main"),
+        Some(request.len() as f64),
+        "{text}"
+    );
+    // HTTP/2: the preface, SETTINGS and HEADERS frames both ways, and the body.
+    let reply = send_h2(
+        proxy.listener_addr("h2").unwrap(),
+        http::Request::get("http://a.test/")
+            .body(Default::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    let text = scrape().await;
+    let (rx, tx) = (
+        counted(&text, "received", "h2").unwrap(),
+        counted(&text, "sent", "h2").unwrap(),
+    );
+    assert!(
+        rx >= 24.0 + 9.0,
+        "at least the preface and a SETTINGS frame: {rx}"
+    );
+    assert!(
+        tx >= 12.0 + 9.0 + 9.0,
+        "at least the body and two frame heads: {tx}"
+    );
+}

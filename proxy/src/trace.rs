@@ -200,7 +200,7 @@ impl RequestTrace {
         f: &Finished<'_>,
         out: &mut Vec<u8>,
     ) {
-        let clock = WallClock::now();
+        let clock = WallClock::at(end);
         let end = clock.unix(end);
         let method = f.method.as_str();
         let route: &str = f.route;

@@ -263,7 +263,7 @@ fn run(
         shared,
         taken: Vec::new(),
         spans: 0,
-        last: 0,
+        last: [16 << 10; SHARDS],
     };
     // The buffers are taken by polling, not by waiting to be woken: a thread that waits
     // is woken (a futex call) by every span written, on the request path; one that sleeps
@@ -309,9 +309,9 @@ struct Out {
     /// Buffers of framed spans taken and not yet sent.
     taken: Vec<Bytes>,
     spans: usize,
-    /// The size of the last buffer taken: the next one starts with that much room, so a
-    /// writer does not grow it (and copy it) as it fills.
-    last: usize,
+    /// Room for each buffer swapped in: twice what it held the last time, so a writer
+    /// seldom grows it (and copies it) as it fills.
+    last: [usize; SHARDS],
 }
 
 /// Largest export request body; the collector's default limit on a gRPC message is 4 MiB.
@@ -320,9 +320,8 @@ const MAX_REQUEST: usize = 1 << 20;
 impl Out {
     /// Takes what the buffers hold (each buffer's lock held for a swap only).
     fn take(&mut self) {
-        for shard in &self.shared.shards {
-            let mut fresh = Vec::with_capacity(self.last);
-            let n = {
+        for (shard, last) in self.shared.shards.iter().zip(&mut self.last) {
+            let (n, fresh) = {
                 let mut s = match shard.lock() {
                     Ok(g) => g,
                     Err(poisoned) => poisoned.into_inner(),
@@ -330,10 +329,10 @@ impl Out {
                 if s.spans == 0 {
                     continue;
                 }
-                std::mem::swap(&mut s.bytes, &mut fresh);
-                std::mem::take(&mut s.spans)
+                let fresh = std::mem::replace(&mut s.bytes, Vec::with_capacity(*last));
+                (std::mem::take(&mut s.spans), fresh)
             };
-            self.last = fresh.len().next_power_of_two().min(MAX_REQUEST);
+            *last = (fresh.len() * 2).clamp(16 << 10, MAX_REQUEST);
             self.taken.push(Bytes::from(fresh));
             self.spans += n;
         }

@@ -40,8 +40,13 @@ pub struct WallClock {
 
 impl WallClock {
     pub fn now() -> Self {
+        Self::at(std::time::Instant::now())
+    }
+
+    /// With `now` just read (a request's end): one clock read less.
+    pub fn at(now: std::time::Instant) -> Self {
         Self {
-            now: std::time::Instant::now(),
+            now,
             unix: unix_nanos(),
         }
     }

@@ -171,8 +171,8 @@ async fn write_bounded(
     let mut buf = buf;
     // A plain TCP socket nearly always takes a response at once: one attempt without any
     // future around it (TLS may hold records back and needs its flush: the general way).
-    if let DownWrite::Tcp(w) = stream {
-        match w.try_write(buf) {
+    if let Some(tried) = stream.try_write_tcp(buf) {
+        match tried {
             Ok(n) if n == buf.len() => return Ok(()),
             Ok(n) => buf = &buf[n..],
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -265,7 +265,7 @@ fn write_headers(wbuf: &mut Vec<u8>, headers: &HeaderMap) -> (bool, bool) {
 /// else would push them out before the next response. (TCP has nothing to flush.)
 async fn write_all(stream: &mut DownWrite, buf: &[u8]) -> std::io::Result<()> {
     stream.write_all(buf).await?;
-    if let DownWrite::Tls(_) = stream {
+    if stream.is_tls() {
         stream.flush().await?;
     }
     Ok(())

@@ -17,13 +17,14 @@ pub use histogram::LatencyHistogram;
 pub use label::{Outcome, StatusClass};
 
 use crate::enforce::metrics::{AuthzCounters, PolicyFamilies, ProviderMetrics};
+use crate::stream::ByteCounters;
 use crate::tls::metrics::{CertExpiry, TlsFamilies, TlsListenerMetrics};
 use crate::upstream::metrics::{ClusterMetrics, UpstreamFamilies};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,6 +66,8 @@ pub struct Metrics {
     upstream_duration: Family<ClusterOnly, LatencyHistogram>,
     downstream_active: Family<ListenerLabels, Gauge>,
     downstream_total: Family<ListenerLabels, Counter>,
+    downstream_received: Family<ListenerLabels, Counter>,
+    downstream_sent: Family<ListenerLabels, Counter>,
     reloads: Family<ResultLabels, Counter>,
     generation: Gauge,
     tls: TlsFamilies,
@@ -126,6 +129,20 @@ impl Metrics {
             "Downstream connections accepted, by listener",
             downstream_total.clone(),
         );
+        let downstream_received = Family::<ListenerLabels, Counter>::default();
+        registry.register_with_unit(
+            "downstream_received",
+            "Bytes read from clients (request heads and bodies with their framing, after TLS decryption), by listener",
+            Unit::Bytes,
+            downstream_received.clone(),
+        );
+        let downstream_sent = Family::<ListenerLabels, Counter>::default();
+        registry.register_with_unit(
+            "downstream_sent",
+            "Bytes written to clients (response heads and bodies with their framing, before TLS encryption), by listener",
+            Unit::Bytes,
+            downstream_sent.clone(),
+        );
         let reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
             "config_reloads",
@@ -184,6 +201,8 @@ impl Metrics {
             upstream_duration,
             downstream_active,
             downstream_total,
+            downstream_received,
+            downstream_sent,
             reloads,
             generation,
             tls,
@@ -255,6 +274,10 @@ impl Metrics {
         ListenerMetrics {
             active: self.downstream_active.get_or_create(&l).clone(),
             accepted: self.downstream_total.get_or_create(&l).clone(),
+            bytes: ByteCounters {
+                received: self.downstream_received.get_or_create(&l).clone(),
+                sent: self.downstream_sent.get_or_create(&l).clone(),
+            },
             access_log_dropped: self.access_log_dropped.clone(),
         }
     }
@@ -335,6 +358,7 @@ pub struct ListenerMetrics {
     pub active: Gauge,
     pub accepted: Counter,
     pub access_log_dropped: Counter,
+    pub bytes: ByteCounters,
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use crate::downstream::DownStream;
 use crate::http::body::RequestBody;
 use crate::http::service;
 use crate::snapshot::{Listener, Snapshot};
+use crate::stream::DownIo;
 use crate::stream::TlsStream;
 use crate::tls::failure;
 use crate::tls::metrics::TlsListenerMetrics;
@@ -178,15 +179,16 @@ async fn serve_accepted(
         send_timeout: listener.send_timeout,
     };
     let mut ctx = ConnContext::new(name, state, peer);
+    let bytes = listener.metrics.bytes.clone();
     let (mut stream, alpn) = match (&listener.tls, &listener.tls_metrics) {
         (Some(tls), Some(m)) => match opening(&stop, handshake(stream, tls, m)).await.flatten() {
             Some((s, peer_tls, alpn)) => {
                 ctx.set_tls(peer_tls);
-                (DownStream::Tls(s), alpn)
+                (DownStream::new(DownIo::Tls(s), bytes), alpn)
             }
             None => return,
         },
-        _ => (DownStream::Tcp(stream), Alpn::None),
+        _ => (DownStream::new(DownIo::Tcp(stream), bytes), Alpn::None),
     };
     let protocol = listener.protocol;
     let idle_timeout = listener.idle_timeout;
