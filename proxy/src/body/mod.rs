@@ -16,6 +16,8 @@ use std::task::{Context, Poll};
 pub enum RequestBody {
     Hyper(hyper::body::Incoming),
     Native(BodyReader),
+    /// A body read whole beforehand, so that a retry can send it again.
+    Buffered(Option<Bytes>),
     #[default]
     Empty,
 }
@@ -40,6 +42,7 @@ impl Body for RequestBody {
         match self.get_mut() {
             RequestBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             RequestBody::Native(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            RequestBody::Buffered(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
             RequestBody::Empty => Poll::Ready(None),
         }
     }
@@ -48,6 +51,7 @@ impl Body for RequestBody {
         match self {
             RequestBody::Hyper(b) => b.is_end_stream(),
             RequestBody::Native(b) => b.is_end_stream(),
+            RequestBody::Buffered(b) => b.is_none(),
             RequestBody::Empty => true,
         }
     }
@@ -56,6 +60,9 @@ impl Body for RequestBody {
         match self {
             RequestBody::Hyper(b) => b.size_hint(),
             RequestBody::Native(b) => b.size_hint(),
+            RequestBody::Buffered(b) => {
+                SizeHint::with_exact(b.as_ref().map_or(0, |d| d.len() as u64))
+            }
             RequestBody::Empty => SizeHint::with_exact(0),
         }
     }

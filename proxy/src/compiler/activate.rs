@@ -18,6 +18,12 @@ pub fn activate(snap: &mut Snapshot, file: &Path) -> Result<(), ConfigError> {
                 message: format!("cannot start a JWKS fetcher: {e}"),
             })?;
     }
+    for p in pending.probers {
+        p.start().map_err(|e| ConfigError::Apply {
+            file: file.to_owned(),
+            message: format!("cannot start the health checks: {e}"),
+        })?;
+    }
     for k in pending.key_sets {
         k.keys.replace_if_changed(k.content, k.set);
     }

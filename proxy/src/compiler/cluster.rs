@@ -2,10 +2,11 @@
 
 use super::{Compiler, load};
 use crate::config::{ClusterConfig, ConfigError, Located};
+use crate::snapshot::Pending;
+use crate::upstream::health_check::Probers;
 use crate::upstream::{Cluster, ClusterShared, Endpoint};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 
 impl Compiler<'_> {
     pub(super) fn cluster(
@@ -14,6 +15,7 @@ impl Compiler<'_> {
         cl: &ClusterConfig,
         name: Arc<str>,
         shared: Arc<ClusterShared>,
+        pending: &mut Pending,
     ) -> Result<Cluster, ConfigError> {
         if cl.max_connections == 0 {
             return Err(self.err(
@@ -32,20 +34,44 @@ impl Compiler<'_> {
             Some((t, f)) => (Some(Arc::new(t)), f),
             None => (None, 0),
         };
-        let mut endpoints = Vec::with_capacity(cl.endpoints.len());
+        let resilience = self.resilience(i, cl)?;
+        let check = self.health_check(i, cl)?;
+        let mut addrs = Vec::with_capacity(cl.endpoints.len());
         for (ei, e) in cl.endpoints.iter().enumerate() {
             let Some(addr) = self.endpoint(e, &format!("clusters[{i}].endpoints[{ei}]"))? else {
                 continue;
             };
-            endpoints.push(Endpoint {
-                addr,
-                active: AtomicUsize::new(0),
-            });
+            addrs.push(addr);
         }
+        // Health records are lent from the generation before, by address.
+        let before = self.prev.and_then(|p| p.clusters.get(&name));
+        let health: Vec<_> = addrs
+            .iter()
+            .map(|a| {
+                before
+                    .and_then(|c| c.endpoints.iter().find(|e| e.addr == *a))
+                    .map(|e| e.health.clone())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let metrics = self.metrics.cluster(&name);
+        pending.probers.push(Probers {
+            spec: check.as_ref().map(|c| Arc::new(c.clone())),
+            endpoints: addrs.iter().copied().zip(health.iter().cloned()).collect(),
+            metrics: metrics.clone(),
+        });
+        let endpoints: Vec<Endpoint> = addrs
+            .into_iter()
+            .zip(health)
+            .map(|(a, h)| Endpoint::new(a, h))
+            .collect();
+        let filtered = check.is_some() || resilience.as_ref().is_some_and(|r| r.outlier.is_some());
         Ok(Cluster {
+            resilience,
+            filtered,
             tls,
             tls_fingerprint,
-            metrics: self.metrics.cluster(&name),
+            metrics,
             name,
             endpoints: endpoints.into(),
             lb: cl.lb,

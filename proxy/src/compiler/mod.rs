@@ -21,6 +21,7 @@ mod listener;
 pub mod load;
 mod provider;
 mod rate_limit;
+mod resilience;
 mod route;
 mod tls;
 mod tracing;
@@ -57,27 +58,27 @@ pub fn compile(
         errors.push(c.err_at(0, 0, "workers", "must be at least 1".into()));
     }
     let mut clusters = FxHashMap::default();
+    let mut pending = Pending::default();
     for (i, cl) in cfg.clusters.iter().enumerate() {
         let name: Arc<str> = cl.name.value().as_str().into();
         let shared = prev
             .and_then(|p| p.clusters.get(&name))
             .map(|old| old.shared.clone())
             .unwrap_or_else(ClusterShared::new);
-        let compiled = c.cluster(i, cl, name.clone(), shared).and_then(|cluster| {
-            match clusters.insert(name, Arc::new(cluster)) {
+        let compiled = c
+            .cluster(i, cl, name.clone(), shared, &mut pending)
+            .and_then(|cluster| match clusters.insert(name, Arc::new(cluster)) {
                 None => Ok(()),
                 Some(_) => Err(c.err(
                     &cl.name,
                     format!("clusters[{i}].name"),
                     "a cluster of this name is defined already".into(),
                 )),
-            }
-        });
+            });
         if let Err(e) = compiled {
             errors.push(e.owned_by(Owner::Cluster(i)));
         }
     }
-    let mut pending = Pending::default();
     let mut providers = FxHashMap::default();
     for (i, p) in cfg.jwt_providers.iter().enumerate() {
         let compiled = c.provider(i, p, &mut pending).and_then(|provider| {

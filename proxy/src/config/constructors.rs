@@ -76,6 +76,10 @@ impl ClusterConfig {
             pool_idle_timeout: defaults::pool_idle_timeout(),
             body_idle_timeout: defaults::body_idle_timeout(),
             tls: None,
+            retries: None,
+            outlier_detection: None,
+            circuit_breakers: None,
+            health_check: None,
         }
     }
 }

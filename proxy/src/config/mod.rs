@@ -8,12 +8,17 @@ mod constructors;
 mod duration;
 mod load;
 mod policy;
+mod resilience;
 mod tls;
 mod tracing;
 
 pub use duration::{Dur, DurError};
 pub use load::{ConfigError, ConfigErrors, Owner, parse, read_file};
 pub use policy::*;
+pub use resilience::{
+    CircuitBreakerConfig, HealthCheckConfig, OutlierConfig, RetryBudgetConfig, RetryConfig,
+    RetryKind, RetryOn,
+};
 pub use tls::{
     CertKeyConfig, ClientAuth, ClusterTlsConfig, ListenerTlsConfig, TlsVersion, UpstreamVerify,
 };
@@ -374,6 +379,17 @@ pub struct ClusterConfig {
     /// TLS origination; plain TCP when absent.
     #[serde(default)]
     pub tls: Option<ClusterTlsConfig>,
+    /// Retries of failed attempts (off when absent).
+    #[serde(default)]
+    pub retries: Option<RetryConfig>,
+    /// Passive outlier detection (off when absent).
+    #[serde(default)]
+    pub outlier_detection: Option<OutlierConfig>,
+    #[serde(default)]
+    pub circuit_breakers: Option<CircuitBreakerConfig>,
+    /// Active health checks (off when absent).
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
 }
 
 mod defaults {

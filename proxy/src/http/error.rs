@@ -59,7 +59,9 @@ impl ProxyError {
             ProxyError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ProxyError::Upstream(u) => match u {
                 U::NoEndpoint(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_endpoint"),
-                U::Overflow { .. } => (StatusCode::SERVICE_UNAVAILABLE, "upstream_overflow"),
+                U::Overflow { .. } | U::Breaker { .. } => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "upstream_overflow")
+                }
                 U::ConnectRefused { .. } => (StatusCode::BAD_GATEWAY, "upstream_connect_refused"),
                 U::Connect { .. } => (StatusCode::BAD_GATEWAY, "upstream_connect_failed"),
                 U::ConnectTimeout { .. } => {

@@ -58,6 +58,8 @@ pub struct Pending {
     pub key_sets: Vec<KeyInstall>,
     /// Remote key sets of new providers, fetched from when the generation is activated.
     pub fetchers: Vec<Fetcher>,
+    /// Health-check probers of every cluster (`spec: None` where a cluster has no checks).
+    pub probers: Vec<crate::upstream::health_check::Probers>,
 }
 
 pub struct KeyInstall {

@@ -2,6 +2,7 @@
 //! that starts the proxy from a YAML string. Nothing here is used by the proxy itself.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod faults;
 pub mod jwks;
 mod pausable;
 pub mod tls;

@@ -1,4 +1,7 @@
+use super::breaker::{BreakerCounts, Breakers};
+use super::health::{ConsecutiveLimits, EndpointHealth};
 use super::metrics::ClusterMetrics;
+use super::retry::{RetryBudget, RetryPolicy};
 use crate::config::{LbPolicy, UpstreamProtocol};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,6 +30,28 @@ pub struct Cluster {
     /// connection count carry over to the new generation.
     pub shared: Arc<ClusterShared>,
     pub metrics: ClusterMetrics,
+    /// Retries, outlier detection, circuit breakers: `None` when none is configured, and
+    /// the request path is then the plain one.
+    pub resilience: Option<Box<Resilience>>,
+    /// Endpoints may be out of the rotation (health checks or outlier detection): picking
+    /// skips them.
+    pub filtered: bool,
+}
+
+/// A cluster's resilience settings, compiled.
+#[derive(Debug)]
+pub struct Resilience {
+    pub retry: Option<RetryPolicy>,
+    pub outlier: Option<Outlier>,
+    pub breakers: Breakers,
+}
+
+/// Passive outlier detection, compiled.
+#[derive(Debug, Clone)]
+pub struct Outlier {
+    pub limits: ConsecutiveLimits,
+    pub max_ejection: Duration,
+    pub max_ejected_percent: u32,
 }
 
 #[derive(Debug)]
@@ -34,6 +59,18 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     /// Requests in flight to this endpoint, for least-request balancing.
     pub active: AtomicUsize,
+    /// Shared with the generations before and after while they keep the endpoint.
+    pub health: Arc<EndpointHealth>,
+}
+
+impl Endpoint {
+    pub fn new(addr: SocketAddr, health: Arc<EndpointHealth>) -> Self {
+        Self {
+            addr,
+            active: AtomicUsize::new(0),
+            health,
+        }
+    }
 }
 
 /// Which connections are interchangeable: of one cluster (its reload-stable id), to one
@@ -80,6 +117,8 @@ pub struct ClusterShared {
     pub id: u64,
     pub open_connections: AtomicUsize,
     round_robin: AtomicUsize,
+    pub breakers: BreakerCounts,
+    pub budget: RetryBudget,
 }
 
 impl ClusterShared {
@@ -89,6 +128,8 @@ impl ClusterShared {
             id: NEXT.fetch_add(1, Ordering::Relaxed),
             open_connections: AtomicUsize::new(0),
             round_robin: AtomicUsize::new(0),
+            breakers: BreakerCounts::default(),
+            budget: RetryBudget::default(),
         })
     }
 }
@@ -97,6 +138,14 @@ impl Cluster {
     /// Chooses an endpoint; `None` when the cluster has none.
     #[inline]
     pub fn pick(&self) -> Option<usize> {
+        if self.filtered {
+            return self.pick_available(0);
+        }
+        self.pick_any()
+    }
+
+    #[inline]
+    fn pick_any(&self) -> Option<usize> {
         let n = self.endpoints.len();
         match n {
             0 => None,
@@ -118,16 +167,65 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Chooses an endpoint that is in the rotation (not down by its health checks, not
+    /// ejected) and not in `tried` (a bit per endpoint index below 64: a retry goes to
+    /// another endpoint when there is one). When none is, every endpoint is a candidate
+    /// again: a cluster with no healthy endpoint fails open (Envoy's panic mode), which a
+    /// metric counts.
+    pub fn pick_available(&self, tried: u64) -> Option<usize> {
+        let n = self.endpoints.len();
+        if n == 0 {
+            return None;
+        }
+        let usable =
+            |i: usize| (i >= 64 || tried & (1 << i) == 0) && self.endpoints[i].health.available();
+        let first = self.pick_any()?;
+        if usable(first) {
+            return Some(first);
+        }
+        // The balancer's choice is out: the next usable one after it.
+        if let Some(i) = (1..n).map(|k| (first + k) % n).find(|&i| usable(i)) {
+            return Some(i);
+        }
+        // Only tried endpoints are healthy: a healthy one again before a sick one.
+        let healthy = (0..n).map(|k| (first + k) % n);
+        if let Some(i) = healthy
+            .clone()
+            .find(|&i| self.endpoints[i].health.available())
+        {
+            return Some(i);
+        }
+        self.metrics.panic.inc();
+        Some(first)
+    }
+
+    /// A circuit breaker's refusal, counted.
+    pub fn overflow(&self, which: super::breaker::Limit, limit: usize) -> super::UpstreamError {
+        self.metrics.overflowed(which.breaker());
+        super::UpstreamError::Breaker {
+            cluster: self.name.clone(),
+            which: which.breaker(),
+            limit,
+        }
+    }
+
+    /// Endpoints in the rotation now.
+    pub fn available_count(&self) -> usize {
+        self.endpoints
+            .iter()
+            .filter(|e| e.health.available())
+            .count()
+    }
+}
+
 #[cfg(test)]
 pub(crate) fn test_cluster(lb: LbPolicy, n: u16) -> Cluster {
     let m = crate::metrics::Metrics::new();
     Cluster {
         name: "c".into(),
         endpoints: (0..n)
-            .map(|i| Endpoint {
-                addr: SocketAddr::from(([127, 0, 0, 1], 1000 + i)),
-                active: AtomicUsize::new(0),
-            })
+            .map(|i| Endpoint::new(SocketAddr::from(([127, 0, 0, 1], 1000 + i)), Arc::default()))
             .collect(),
         lb,
         protocol: UpstreamProtocol::Http1,
@@ -140,6 +238,8 @@ pub(crate) fn test_cluster(lb: LbPolicy, n: u16) -> Cluster {
         tls_fingerprint: 0,
         shared: ClusterShared::new(),
         metrics: m.cluster("c"),
+        resilience: None,
+        filtered: false,
     }
 }
 

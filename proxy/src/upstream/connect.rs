@@ -1,6 +1,8 @@
 use super::UpstreamError;
+use super::breaker::{Held, Limit};
 use super::cluster::{Cluster, OpenConnection, PoolKey};
 use super::h1::H1Conn;
+use super::metrics::Breaker;
 use super::metrics::ConnectFailure;
 use super::pool::{self, Sender};
 use crate::body::RequestBody;
@@ -18,6 +20,14 @@ async fn connect_tcp(
     cluster: &Cluster,
     addr: SocketAddr,
 ) -> Result<(TcpStream, OpenConnection), UpstreamError> {
+    // Requests waiting for a connection to open (a circuit breaker when limited).
+    let _pending = match &cluster.resilience {
+        Some(r) if r.breakers.max_pending != usize::MAX => Some(
+            Held::take(&cluster.shared, Limit::Pending, r.breakers.max_pending)
+                .ok_or_else(|| cluster.overflow(Limit::Pending, r.breakers.max_pending))?,
+        ),
+        _ => None,
+    };
     let limit = cluster.max_connections;
     if cluster
         .shared
@@ -29,6 +39,7 @@ async fn connect_tcp(
             .shared
             .open_connections
             .fetch_sub(1, Ordering::Relaxed);
+        cluster.metrics.overflowed(Breaker::Connections);
         return Err(UpstreamError::Overflow {
             cluster: cluster.name.clone(),
             limit,

@@ -20,6 +20,7 @@ pub const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwa
 ///
 /// The values are borrowed from the connection and the request (no reference count is
 /// touched per request); a `Forwarding` lives no longer than the request's exchange.
+#[derive(Clone)]
 pub struct Forwarding<'a> {
     pub client_ip: &'a HeaderValue,
     pub via: &'static HeaderValue,

@@ -1,5 +1,6 @@
-//! Upstream metrics, registered by this subsystem: failed connection attempts by reason, open
-//! connections, by cluster.
+//! Upstream metrics, registered by this subsystem, by cluster: failed connection attempts by
+//! reason, open connections, retries and their budget, circuit-breaker overflows, ejections,
+//! health checks and fail-open picks.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -36,6 +37,40 @@ impl ConnectFailure {
 }
 crate::label_value!(ConnectFailure);
 
+/// Which circuit breaker refused a request.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum Breaker {
+    Connections,
+    Requests,
+    Pending,
+    Retries,
+}
+
+impl Breaker {
+    pub const ALL: [Breaker; 4] = [
+        Breaker::Connections,
+        Breaker::Requests,
+        Breaker::Pending,
+        Breaker::Retries,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Breaker::Connections => "connections",
+            Breaker::Requests => "requests",
+            Breaker::Pending => "pending",
+            Breaker::Retries => "retries",
+        }
+    }
+}
+crate::label_value!(Breaker);
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BreakerLabels {
+    cluster: String,
+    breaker: Breaker,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FailureLabels {
     cluster: String,
@@ -51,6 +86,13 @@ struct ClusterLabels {
 pub struct UpstreamFamilies {
     connect_failures: Family<FailureLabels, Counter>,
     connections: Family<ClusterLabels, Gauge>,
+    retries: Family<ClusterLabels, Counter>,
+    budget_exhausted: Family<ClusterLabels, Counter>,
+    overflow: Family<BreakerLabels, Counter>,
+    ejections: Family<ClusterLabels, Counter>,
+    panic: Family<ClusterLabels, Counter>,
+    check_failures: Family<ClusterLabels, Counter>,
+    down: Family<ClusterLabels, Gauge>,
 }
 
 impl UpstreamFamilies {
@@ -58,6 +100,13 @@ impl UpstreamFamilies {
         let f = Self {
             connect_failures: Family::default(),
             connections: Family::default(),
+            retries: Family::default(),
+            budget_exhausted: Family::default(),
+            overflow: Family::default(),
+            ejections: Family::default(),
+            panic: Family::default(),
+            check_failures: Family::default(),
+            down: Family::default(),
         };
         registry.register(
             "upstream_connect_failures",
@@ -69,11 +118,71 @@ impl UpstreamFamilies {
             "Open upstream connections, by cluster",
             f.connections.clone(),
         );
+        registry.register(
+            "upstream_retries",
+            "Retries of failed upstream attempts, by cluster",
+            f.retries.clone(),
+        );
+        registry.register(
+            "upstream_retry_budget_exhausted",
+            "Retries not made because the cluster's retry budget was spent, by cluster",
+            f.budget_exhausted.clone(),
+        );
+        registry.register(
+            "upstream_overflow",
+            "Requests refused by a circuit breaker (503 upstream_overflow), by cluster and breaker",
+            f.overflow.clone(),
+        );
+        registry.register(
+            "upstream_ejections",
+            "Endpoints ejected by outlier detection, by cluster",
+            f.ejections.clone(),
+        );
+        registry.register(
+            "upstream_panic",
+            "Endpoint picks made while no endpoint of the cluster was healthy (fail open), by cluster",
+            f.panic.clone(),
+        );
+        registry.register(
+            "upstream_health_check_failures",
+            "Active health checks that failed, by cluster",
+            f.check_failures.clone(),
+        );
+        registry.register(
+            "upstream_endpoints_down",
+            "Endpoints the active health checks hold down, by cluster",
+            f.down.clone(),
+        );
         f
     }
 
     pub fn cluster(&self, cluster: &str) -> ClusterMetrics {
+        let by = |f: &Family<ClusterLabels, Counter>| {
+            f.get_or_create(&ClusterLabels {
+                cluster: cluster.to_owned(),
+            })
+            .clone()
+        };
         ClusterMetrics {
+            retries: by(&self.retries),
+            budget_exhausted: by(&self.budget_exhausted),
+            ejections: by(&self.ejections),
+            panic: by(&self.panic),
+            check_failures: by(&self.check_failures),
+            down: self
+                .down
+                .get_or_create(&ClusterLabels {
+                    cluster: cluster.to_owned(),
+                })
+                .clone(),
+            overflow: Breaker::ALL.map(|breaker| {
+                self.overflow
+                    .get_or_create(&BreakerLabels {
+                        cluster: cluster.to_owned(),
+                        breaker,
+                    })
+                    .clone()
+            }),
             failures: ConnectFailure::ALL.map(|reason| {
                 self.connect_failures
                     .get_or_create(&FailureLabels {
@@ -97,9 +206,21 @@ pub struct ClusterMetrics {
     /// By `ConnectFailure as usize`.
     failures: [Counter; ConnectFailure::ALL.len()],
     pub connections: Gauge,
+    pub retries: Counter,
+    pub budget_exhausted: Counter,
+    /// By `Breaker as usize`.
+    overflow: [Counter; Breaker::ALL.len()],
+    pub ejections: Counter,
+    pub panic: Counter,
+    pub check_failures: Counter,
+    pub down: Gauge,
 }
 
 impl ClusterMetrics {
+    pub fn overflowed(&self, which: Breaker) {
+        self.overflow[which as usize].inc();
+    }
+
     pub fn connect_failed(&self, why: ConnectFailure) {
         self.failures[why as usize].inc();
     }

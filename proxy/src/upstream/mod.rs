@@ -1,16 +1,21 @@
 //! Sending a request to a cluster: pick an endpoint, take a pooled connection or open one,
 //! send, and give the connection back once the response body has been read to its end.
 
+mod attempts;
+pub mod breaker;
 mod cluster;
 mod connect;
 mod exchange;
 pub mod forwarding;
 pub mod h1;
+pub mod health;
+pub mod health_check;
 pub mod metrics;
 pub mod pool;
+pub mod retry;
 mod tls_http1;
 
-pub use cluster::{Cluster, ClusterShared, Endpoint};
+pub use cluster::{Cluster, ClusterShared, Endpoint, Outlier, Resilience};
 pub use forwarding::Forwarding;
 
 use crate::body::{RequestBody, RequestBodyError};
@@ -37,6 +42,12 @@ pub enum UpstreamError {
     NoEndpoint(Arc<str>),
     #[error("cluster `{cluster}` is at its limit of {limit} open connections")]
     Overflow { cluster: Arc<str>, limit: usize },
+    #[error("cluster `{cluster}` is at its limit of {limit} {}", which.as_str())]
+    Breaker {
+        cluster: Arc<str>,
+        which: metrics::Breaker,
+        limit: usize,
+    },
     #[error("connection to {addr} was refused")]
     ConnectRefused { addr: SocketAddr },
     #[error("connecting to {addr} timed out after {after:?}")]
@@ -78,6 +89,7 @@ impl UpstreamError {
         match self {
             UpstreamError::NoEndpoint(_) => "no upstream endpoint is available",
             UpstreamError::Overflow { .. } => "the upstream is at its connection limit",
+            UpstreamError::Breaker { .. } => "the upstream is at its limit of requests",
             UpstreamError::ConnectRefused { .. } => "the upstream refused the connection",
             UpstreamError::ConnectTimeout { .. } => "connecting to the upstream timed out",
             UpstreamError::Connect { .. } => "connecting to the upstream failed",
@@ -197,6 +209,9 @@ pub async fn send(
     out: Outbound<'_>,
     deadline: Option<&mut Deadline>,
 ) -> Result<(Response<UpstreamBody>, InFlight, std::net::SocketAddr), UpstreamError> {
+    if let Some(r) = &cluster.resilience {
+        return Box::pin(attempts::send(cluster, r, out)).await;
+    }
     let ep = cluster
         .pick()
         .ok_or_else(|| UpstreamError::NoEndpoint(cluster.name.clone()))?;

@@ -1,0 +1,196 @@
+//! A cluster's resilience settings: retries with a budget, passive outlier detection,
+//! circuit breakers and active health checks. Each is off until its block is written; the
+//! defaults inside a block are the safe ones (Envoy's and linkerd's where they agree).
+
+use super::Dur;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// What a failed attempt may be retried on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum RetryOn {
+    Kind(RetryKind),
+    /// A response status (`502`, `503`, `504`...).
+    Status(u16),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryKind {
+    /// No connection could be made (refused, timed out, TLS failed): nothing was sent, so
+    /// every method may be retried.
+    ConnectFailure,
+    /// The connection was reset or closed before a response began.
+    Reset,
+    /// The attempt passed its `per_try_timeout`.
+    PerTryTimeout,
+}
+
+/// Retries of failed attempts, each on another endpoint when the cluster has one.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Attempts after the first.
+    #[serde(default = "two")]
+    pub max_retries: u32,
+    #[serde(default = "retry_on")]
+    pub retry_on: Vec<RetryOn>,
+    /// Retry on statuses, resets and per-try timeouts for methods that are not idempotent
+    /// (POST, PATCH) too. Off: the upstream may have acted on the request.
+    #[serde(default)]
+    pub non_idempotent: bool,
+    /// Bounds each attempt; the route's timeout still bounds them all.
+    #[serde(default)]
+    pub per_try_timeout: Option<Dur>,
+    /// Full-jitter exponential backoff: a random wait up to `base × 2^(retry-1)`, never over
+    /// `max`.
+    #[serde(default = "backoff_base")]
+    pub backoff_base: Dur,
+    #[serde(default = "backoff_max")]
+    pub backoff_max: Dur,
+    /// Request bodies up to this many bytes (with a `content-length`) are kept to be sent
+    /// again; a larger body, or one of unknown length, is sent once and not retried.
+    #[serde(default = "body_limit")]
+    pub body_limit: usize,
+    #[serde(default)]
+    pub budget: RetryBudgetConfig,
+}
+
+/// How many retries a cluster may have: `ratio` of its requests over the last ten seconds,
+/// plus `min_per_second` (linkerd's retry budget), so that a failing cluster never gets a
+/// retry storm.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBudgetConfig {
+    #[serde(default = "ratio")]
+    pub ratio: f64,
+    #[serde(default = "min_per_second")]
+    pub min_per_second: u32,
+}
+
+impl Default for RetryBudgetConfig {
+    fn default() -> Self {
+        Self {
+            ratio: ratio(),
+            min_per_second: min_per_second(),
+        }
+    }
+}
+
+/// Passive outlier detection: endpoints that keep failing are taken out of the rotation
+/// for a while, longer each time, and come back by themselves.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierConfig {
+    /// Responses with a 5xx status in a row; 0 turns the rule off.
+    #[serde(default = "five")]
+    pub consecutive_5xx: u32,
+    /// Gateway errors in a row: connection failures, resets, timeouts, 502, 503 and 504.
+    #[serde(default = "five")]
+    pub consecutive_gateway_errors: u32,
+    /// The first ejection's length; the n-th lasts n times as long, up to
+    /// `max_ejection_time`.
+    #[serde(default = "base_ejection")]
+    pub base_ejection_time: Dur,
+    #[serde(default = "max_ejection")]
+    pub max_ejection_time: Dur,
+    /// The most of a cluster's endpoints that may be out at once, in percent (one may
+    /// always be).
+    #[serde(default = "fifty")]
+    pub max_ejected_percent: u32,
+}
+
+/// Limits on what a cluster holds at once; past one, a request is answered 503
+/// `upstream_overflow` at once. Unset limits do not apply.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakerConfig {
+    /// Requests in flight to the cluster (from choosing an endpoint to the response head).
+    #[serde(default)]
+    pub max_requests: Option<usize>,
+    /// Requests waiting for a new connection to open.
+    #[serde(default)]
+    pub max_pending: Option<usize>,
+    /// Retries in flight.
+    #[serde(default)]
+    pub max_retries: Option<usize>,
+}
+
+/// Active health checks: one prober per endpoint for the whole gateway.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// An HTTP/1.1 `GET` of this path; without it, a TCP connect is the check.
+    #[serde(default)]
+    pub http_path: Option<String>,
+    /// Statuses that pass an HTTP check; default any 2xx.
+    #[serde(default)]
+    pub expected_statuses: Vec<u16>,
+    #[serde(default = "ten_seconds")]
+    pub interval: Dur,
+    /// Each wait is `interval` plus up to this share of it at random, so that the probes
+    /// of many gateways do not arrive together.
+    #[serde(default = "jitter")]
+    pub jitter_percent: u32,
+    #[serde(default = "one_second")]
+    pub timeout: Dur,
+    /// Passed checks in a row that bring a down endpoint back.
+    #[serde(default = "two")]
+    pub healthy_threshold: u32,
+    /// Failed checks in a row that take an endpoint out.
+    #[serde(default = "three")]
+    pub unhealthy_threshold: u32,
+}
+
+fn two() -> u32 {
+    2
+}
+fn three() -> u32 {
+    3
+}
+fn five() -> u32 {
+    5
+}
+fn fifty() -> u32 {
+    50
+}
+fn jitter() -> u32 {
+    10
+}
+fn ratio() -> f64 {
+    0.2
+}
+fn min_per_second() -> u32 {
+    10
+}
+fn body_limit() -> usize {
+    64 * 1024
+}
+fn retry_on() -> Vec<RetryOn> {
+    vec![
+        RetryOn::Kind(RetryKind::ConnectFailure),
+        RetryOn::Kind(RetryKind::Reset),
+        RetryOn::Status(502),
+        RetryOn::Status(503),
+        RetryOn::Status(504),
+    ]
+}
+fn backoff_base() -> Dur {
+    Dur(Duration::from_millis(25))
+}
+fn backoff_max() -> Dur {
+    Dur(Duration::from_millis(250))
+}
+fn base_ejection() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+fn max_ejection() -> Dur {
+    Dur(Duration::from_secs(300))
+}
+fn ten_seconds() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+fn one_second() -> Dur {
+    Dur(Duration::from_secs(1))
+}
