@@ -90,6 +90,14 @@ pub async fn get(client: &TestClient, url: &str, host: &str, headers: &[(&str, &
     send(client, b.body(Full::new(Bytes::new())).unwrap()).await
 }
 
+/// Awaits `f` for at most 10 s: a step that never ends fails the test with its name instead
+/// of holding the whole run.
+pub async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(10), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish within 10 s"))
+}
+
 /// Polls `f` until it returns true or the deadline passes.
 pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut f: F)
 where
