@@ -154,3 +154,27 @@ fn explain_shows_route_authn_and_the_deciding_rule() {
     assert_eq!(code, 2);
     assert!(out.contains("METHOD URL"), "{out}");
 }
+
+#[test]
+fn explain_shows_what_the_cluster_does_about_failures() {
+    let path = write_config(
+        "listeners:\n  - name: main\n    address: 127.0.0.1:8080\n    virtual_hosts: [{name: v, domains: ['*'], routes: [{name: r, forward: {cluster: c}}]}]\nclusters:\n  - name: c\n    endpoints: ['127.0.0.1:9', '127.0.0.1:10']\n    retries: {max_retries: 3, per_try_timeout: 300ms, retry_on: [connect_failure, 503]}\n    outlier_detection: {consecutive_5xx: 4}\n    circuit_breakers: {max_requests: 100}\n    health_check: {http_path: /healthz, interval: 5s}\n",
+    );
+    let (code, text) = explain(&path, &["--request", "GET http://127.0.0.1:8080/x"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("retries   up to 3 on connect failure (any method), 503 (idempotent methods), backoff 25ms..250ms, per-try timeout 300ms"),
+        "{text}"
+    );
+    assert!(
+        text.contains("outliers  ejected after 4 5xx or 5 gateway errors in a row, for 30s"),
+        "{text}"
+    );
+    assert!(text.contains("breakers  requests ≤ 100"), "{text}");
+    assert!(
+        text.contains(
+            "checks    HTTP every 5s (+10% jitter), down after 3 failures, up after 2 passes"
+        ),
+        "{text}"
+    );
+}

@@ -217,6 +217,18 @@ async fn health_checks_take_an_endpoint_out_and_bring_it_back() {
         metric(&p, "membrane_upstream_endpoints_down").await == 1.0
     })
     .await;
+    let config = get(
+        &c,
+        &format!("http://{}/config", p.admin_addr()),
+        "admin",
+        &[],
+    )
+    .await
+    .json();
+    let eps = &config["clusters"]["c"]["endpoints"];
+    assert_eq!(eps[1]["address"], b.addr.to_string());
+    assert_eq!(eps[1]["health_check_down"], true, "{eps}");
+    assert_eq!(eps[0]["available"], true, "{eps}");
     let b_served = b.received();
     for _ in 0..20 {
         let r = get(&c, &format!("{url}/x"), "svc", &[]).await;

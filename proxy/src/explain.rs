@@ -281,6 +281,7 @@ pub fn explain(config_path: &Path, q: &Question) -> Result<Answer, ExplainError>
             }
         }
     }
+    let mut upstream_lines = Vec::new();
     let action = match run.result {
         Err(e) => {
             let (status, code) = e.status_and_code();
@@ -294,6 +295,7 @@ pub fn explain(config_path: &Path, q: &Question) -> Result<Answer, ExplainError>
             target,
             timeout,
         }) => {
+            upstream_lines = resilience(cluster);
             let eps: Vec<String> = cluster
                 .endpoints
                 .iter()
@@ -312,6 +314,9 @@ pub fn explain(config_path: &Path, q: &Question) -> Result<Answer, ExplainError>
         }
     };
     let _ = writeln!(out, "action    {action}");
+    for line in upstream_lines {
+        let _ = writeln!(out, "{line}");
+    }
     Ok(Answer {
         text: out,
         allowed: true,
@@ -359,4 +364,85 @@ fn pick_listener<'a>(
         listing()
     )
     .into())
+}
+
+/// What a cluster does about failures, one line per mechanism configured.
+fn resilience(c: &crate::upstream::Cluster) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(r) = &c.resilience {
+        if let Some(p) = &r.retry {
+            let mut on: Vec<String> = Vec::new();
+            if p.connect_failure {
+                on.push("connect failure (any method)".into());
+            }
+            if p.reset {
+                on.push("reset".into());
+            }
+            if p.per_try_timeout_retried {
+                on.push("per-try timeout".into());
+            }
+            on.extend(p.statuses().map(|s| s.to_string()));
+            let methods = if p.non_idempotent {
+                "any method"
+            } else {
+                "idempotent methods"
+            };
+            let per_try = p
+                .per_try_timeout
+                .map_or(String::new(), |t| format!(", per-try timeout {t:?}"));
+            lines.push(format!(
+                "retries   up to {} on {} ({methods}), backoff {:?}..{:?}{per_try}, bodies up to {} bytes replayed, budget {}% of requests + {}/s",
+                p.max_retries,
+                on.join(", "),
+                p.backoff_base,
+                p.backoff_max,
+                p.body_limit,
+                p.budget_ratio * 100.0,
+                p.budget_min_per_second
+            ));
+        }
+        if let Some(o) = &r.outlier {
+            lines.push(format!(
+                "outliers  ejected after {} 5xx or {} gateway errors in a row, for {:?} (times the ejections, up to {:?}), at most {}% out",
+                o.limits.consecutive_5xx,
+                o.limits.consecutive_gateway,
+                o.limits.base_ejection,
+                o.max_ejection,
+                o.max_ejected_percent
+            ));
+        }
+        let b = &r.breakers;
+        let limits: Vec<String> = [
+            ("requests", b.max_requests),
+            ("pending", b.max_pending),
+            ("retries", b.max_retries),
+        ]
+        .iter()
+        .filter(|(_, v)| *v != usize::MAX)
+        .map(|(n, v)| format!("{n} ≤ {v}"))
+        .collect();
+        if !limits.is_empty() {
+            lines.push(format!("breakers  {}", limits.join(", ")));
+        }
+    }
+    if let Some(h) = &c.health_check {
+        let what = match &h.request {
+            Some(_) => "HTTP",
+            None => "TCP connect",
+        };
+        lines.push(format!(
+            "checks    {what} every {:?} (+{}% jitter), down after {} failures, up after {} passes",
+            h.interval, h.jitter_percent, h.unhealthy_threshold, h.healthy_threshold
+        ));
+    }
+    let out: Vec<String> = c
+        .endpoints
+        .iter()
+        .filter(|e| !e.health.available())
+        .map(|e| e.addr.to_string())
+        .collect();
+    if !out.is_empty() {
+        lines.push(format!("out now   {}", out.join(", ")));
+    }
+    lines
 }

@@ -55,8 +55,9 @@ impl Compiler<'_> {
             })
             .collect();
         let metrics = self.metrics.cluster(&name);
+        let check = check.map(Arc::new);
         pending.probers.push(Probers {
-            spec: check.as_ref().map(|c| Arc::new(c.clone())),
+            spec: check.clone(),
             endpoints: addrs.iter().copied().zip(health.iter().cloned()).collect(),
             metrics: metrics.clone(),
         });
@@ -69,6 +70,7 @@ impl Compiler<'_> {
         Ok(Cluster {
             resilience,
             filtered,
+            health_check: check,
             tls,
             tls_fingerprint,
             metrics,

@@ -117,6 +117,7 @@ fn respond(admin: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>>
                 "source": admin.config_path.display().to_string(),
                 "last_reload_error": last_error,
                 "xds": admin.status.lock().ok().and_then(|s| s.clone()),
+                "clusters": clusters_now(&snap),
                 "config": snap.source,
             });
             let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
@@ -141,4 +142,37 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
         header::HeaderValue::from_static("text/plain"),
     );
     r
+}
+
+/// Each cluster's state now: its endpoints (in the rotation, held down by health checks,
+/// ejected), open connections and what its circuit breakers hold.
+fn clusters_now(snap: &Snapshot) -> serde_json::Value {
+    use crate::upstream::breaker::Limit;
+    let mut out = serde_json::Map::new();
+    for (name, c) in snap.clusters.iter() {
+        let endpoints: Vec<serde_json::Value> = c
+            .endpoints
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "address": e.addr.to_string(),
+                    "available": e.health.available(),
+                    "health_check_down": e.health.is_checked_down(),
+                    "ejected": e.health.is_ejected(),
+                })
+            })
+            .collect();
+        let held = &c.shared.breakers;
+        out.insert(
+            name.to_string(),
+            serde_json::json!({
+                "endpoints": endpoints,
+                "open_connections": c.shared.open_connections.load(std::sync::atomic::Ordering::Relaxed),
+                "requests": held.held(Limit::Requests),
+                "pending": held.held(Limit::Pending),
+                "retries": held.held(Limit::Retries),
+            }),
+        );
+    }
+    serde_json::Value::Object(out)
 }

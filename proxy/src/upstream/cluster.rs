@@ -36,6 +36,8 @@ pub struct Cluster {
     /// Endpoints may be out of the rotation (health checks or outlier detection): picking
     /// skips them.
     pub filtered: bool,
+    /// The active health check, for `explain` (its probers run on their own thread).
+    pub health_check: Option<Arc<super::health_check::CheckSpec>>,
 }
 
 /// A cluster's resilience settings, compiled.
@@ -240,6 +242,7 @@ pub(crate) fn test_cluster(lb: LbPolicy, n: u16) -> Cluster {
         metrics: m.cluster("c"),
         resilience: None,
         filtered: false,
+        health_check: None,
     }
 }
 

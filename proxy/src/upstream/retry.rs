@@ -92,6 +92,11 @@ impl RetryPolicy {
         p
     }
 
+    /// The statuses retried, in order.
+    pub fn statuses(&self) -> impl Iterator<Item = u16> + '_ {
+        (500..=599).filter(|s| self.retries_status(*s))
+    }
+
     pub fn retries_status(&self, status: u16) -> bool {
         (500..=599).contains(&status) && self.statuses & (1 << (status - 500)) != 0
     }
