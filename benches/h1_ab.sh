@@ -8,6 +8,11 @@
 #
 #   benches/h1_ab.sh /tmp/membrane-before target/release/membrane
 #   ROUNDS=7 DURATION=5 benches/h1_ab.sh A B
+#   B_CLUSTER=', retries: {}, outlier_detection: {}' benches/h1_ab.sh BIN BIN
+#
+# B_CLUSTER adds settings to B's cluster (YAML flow-mapping entries, with a leading comma):
+# one binary against itself measures what a setting costs. B_CLUSTER_HC=1 adds an active
+# health check of the nginx upstream to B's cluster.
 #
 # The proxy runs on core 0, wrk/h2load and the upstream on core 1. Every load is bounded by
 # a duration or a request count. Needs nginx, wrk, h2load, valgrind and curl from Debian.
@@ -57,6 +62,11 @@ listeners:
     virtual_hosts: [{name: all, domains: ['*'], routes: [{name: all, forward: {cluster: up}}]}]
 clusters: [{name: up, endpoints: ['127.0.0.1:$UP']}]
 YAML
+B_CLUSTER=${B_CLUSTER:-}
+if [ "${B_CLUSTER_HC:-0}" = 1 ]; then
+  B_CLUSTER="$B_CLUSTER, health_check: {http_path: /, interval: 1s}"
+fi
+sed "s|endpoints: \['127.0.0.1:$UP'\]}|endpoints: ['127.0.0.1:$UP']$B_CLUSTER}|" "$work/cfg.yaml" >"$work/cfg_b.yaml"
 taskset -c 1 "$NGINX" -c "$work/up.conf" & pids+=($!)
 
 wait_ready() {
@@ -68,12 +78,12 @@ wait_ready() {
   return 1
 }
 
-instructions() { # $1 binary → instructions per request
-  local bin=$1 irs=()
+instructions() { # $1 binary, $2 config → instructions per request
+  local bin=$1 cfg=$2 irs=()
   for n in "$N1" "$N2"; do
     rm -f "$work"/cg.*
     taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" \
-      "$bin" proxy --no-watch --config "$work/cfg.yaml" >/dev/null 2>&1 &
+      "$bin" proxy --no-watch --config "$cfg" >/dev/null 2>&1 &
     local pid=$!
     wait_ready
     taskset -c 1 timeout 300 h2load --h1 -n "$n" -c 16 -m 1 "http://127.0.0.1:$PORT/" >/dev/null 2>&1
@@ -84,13 +94,13 @@ instructions() { # $1 binary → instructions per request
   awk -v a="${irs[0]}" -v b="${irs[1]}" -v n1="$N1" -v n2="$N2" 'BEGIN{ printf "%.0f", (b-a)/(n2-n1) }'
 }
 
-IA=$(instructions "$A")
-IB=$(instructions "$B")
+IA=$(instructions "$A" "$work/cfg.yaml")
+IB=$(instructions "$B" "$work/cfg_b.yaml")
 echo "instructions per request: A $IA, B $IB, B/A $(awk -v a="$IA" -v b="$IB" 'BEGIN{ printf "%.4f", b/a }')"
 
 CLK_TCK=$(getconf CLK_TCK)
-run() { # $1 binary → "rps cpu_us_per_request"
-  taskset -c 0 "$1" proxy --no-watch --config "$work/cfg.yaml" 2>/dev/null &
+run() { # $1 binary, $2 config → "rps cpu_us_per_request"
+  taskset -c 0 "$1" proxy --no-watch --config "$2" 2>/dev/null &
   local pid=$!
   wait_ready
   local before after out rps total
@@ -105,7 +115,11 @@ run() { # $1 binary → "rps cpu_us_per_request"
 }
 ratios_rps=() ratios_cpu=()
 for r in $(seq 1 "$ROUNDS"); do
-  if (( r % 2 )); then a=$(run "$A"); b=$(run "$B"); else b=$(run "$B"); a=$(run "$A"); fi
+  if (( r % 2 )); then
+    a=$(run "$A" "$work/cfg.yaml"); b=$(run "$B" "$work/cfg_b.yaml")
+  else
+    b=$(run "$B" "$work/cfg_b.yaml"); a=$(run "$A" "$work/cfg.yaml")
+  fi
   read -r ra ca <<<"$a"; read -r rb cb <<<"$b"
   echo "round $r: A $ra req/s ${ca} us/req, B $rb req/s ${cb} us/req"
   ratios_rps+=("$(awk -v a="$ra" -v b="$rb" 'BEGIN{ print b/a }')")

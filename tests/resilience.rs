@@ -337,3 +337,49 @@ fn a_retried_4xx_is_refused_with_its_field() {
     assert!(err.contains("clusters[0].retries.retry_on[1]"), "{err}");
     assert!(err.contains("a retried status must be a 5xx"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_zone_takes_the_traffic_and_other_localities_take_over_when_it_is_down() {
+    let zone = FaultyUpstream::start("zone").await;
+    let region = FaultyUpstream::start("region").await;
+    let far = FaultyUpstream::start("far").await;
+    let yaml = format!(
+        "admin: {{address: '127.0.0.1:0'}}\nworkers: 2\nlocality: {{region: eu, zone: eu-1a}}\nlisteners:\n  - name: main\n    address: 127.0.0.1:0\n    virtual_hosts: [{{name: v, domains: ['*'], routes: [{{name: r, forward: {{cluster: c}}}}]}}]\nclusters:\n  - name: c\n    endpoints: []\n    localities:\n      - {{region: us, zone: us-1a, endpoints: ['{}']}}\n      - {{region: eu, zone: eu-1b, endpoints: ['{}']}}\n      - {{region: eu, zone: eu-1a, endpoints: ['{}']}}\n    health_check: {{http_path: /healthz, interval: 50ms, healthy_threshold: 1, unhealthy_threshold: 1}}\n",
+        far.addr, region.addr, zone.addr
+    );
+    let (p, _) = start_proxy(&yaml);
+    let url = format!("http://{}/x", p.listener_addr("main").unwrap());
+    let c = client_h1();
+    let served_by = |n: usize| {
+        let (c, url) = (c.clone(), url.clone());
+        async move {
+            let mut by = std::collections::BTreeMap::new();
+            for _ in 0..n {
+                let r = get(&c, &url, "svc", &[]).await;
+                assert_eq!(r.status, 200);
+                *by.entry(r.headers["x-upstream"].to_str().unwrap().to_owned())
+                    .or_insert(0) += 1;
+            }
+            by
+        }
+    };
+    let down = |n: f64| {
+        let p = &p;
+        async move { metric(p, "membrane_upstream_endpoints_down").await == n }
+    };
+    // All healthy: the gateway's own zone takes everything.
+    assert_eq!(served_by(20).await, [("zone".to_owned(), 20)].into());
+    // Its zone down: the other zone of its region.
+    zone.set_healthy(false);
+    eventually("zone down", Duration::from_secs(10), || down(1.0)).await;
+    assert_eq!(served_by(20).await, [("region".to_owned(), 20)].into());
+    // The whole region down: the other region takes over.
+    region.set_healthy(false);
+    eventually("region down", Duration::from_secs(10), || down(2.0)).await;
+    assert_eq!(served_by(20).await, [("far".to_owned(), 20)].into());
+    // Back: traffic returns to the zone.
+    zone.set_healthy(true);
+    region.set_healthy(true);
+    eventually("all up", Duration::from_secs(10), || down(0.0)).await;
+    assert_eq!(served_by(20).await, [("zone".to_owned(), 20)].into());
+}

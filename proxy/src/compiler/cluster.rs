@@ -36,11 +36,55 @@ impl Compiler<'_> {
         };
         let resilience = self.resilience(i, cl)?;
         let check = self.health_check(i, cl)?;
-        let mut addrs = Vec::with_capacity(cl.endpoints.len());
-        for (ei, e) in cl.endpoints.iter().enumerate() {
-            let Some(addr) = self.endpoint(e, &format!("clusters[{i}].endpoints[{ei}]"))? else {
+        if !(1..=100).contains(&cl.failover_healthy_percent) {
+            return Err(self.err(
+                &cl.name,
+                format!("clusters[{i}].failover_healthy_percent"),
+                "must be between 1 and 100".into(),
+            ));
+        }
+        // Every endpoint with its tier: 0 in this gateway's zone, 1 in its region, 2 the
+        // rest (and those without a locality). Without localities on both sides, one tier.
+        let own = self.loaded.config.locality.as_ref();
+        let tiered = own.is_some() && !cl.localities.is_empty();
+        let mut named: Vec<(u8, &Located<String>, String)> = cl
+            .endpoints
+            .iter()
+            .enumerate()
+            .map(|(ei, e)| (2, e, format!("clusters[{i}].endpoints[{ei}]")))
+            .collect();
+        for (li, l) in cl.localities.iter().enumerate() {
+            let tier = match own {
+                Some(o) if o.region == l.region && o.zone.is_some() && o.zone == l.zone => 0,
+                Some(o) if o.region.is_some() && o.region == l.region => 1,
+                _ => 2,
+            };
+            for (ei, e) in l.endpoints.iter().enumerate() {
+                named.push((
+                    tier,
+                    e,
+                    format!("clusters[{i}].localities[{li}].endpoints[{ei}]"),
+                ));
+            }
+        }
+        if tiered {
+            named.sort_by_key(|(tier, ..)| *tier);
+        }
+        let mut addrs = Vec::with_capacity(named.len());
+        let mut tiers: Vec<std::ops::Range<usize>> = Vec::new();
+        let mut tier_of: Vec<u8> = Vec::new();
+        for (tier, e, field) in named {
+            let Some(addr) = self.endpoint(e, &field)? else {
                 continue;
             };
+            if tiered {
+                let at = addrs.len();
+                match tiers.last_mut() {
+                    Some(r) if tier_of[r.start] == tier => r.end = at + 1,
+                    _ => tiers.push(at..at + 1),
+                }
+                tier_of.push(tier);
+            }
             addrs.push(addr);
         }
         // Health records are lent from the generation before, by address.
@@ -71,6 +115,8 @@ impl Compiler<'_> {
             resilience,
             filtered,
             health_check: check,
+            tiers: tiers.into(),
+            failover_percent: cl.failover_healthy_percent,
             tls,
             tls_fingerprint,
             metrics,

@@ -67,7 +67,8 @@ impl Loaded {
         }
         let mut resolved = FxHashMap::default();
         for c in &config.clusters {
-            for e in &c.endpoints {
+            let located = c.localities.iter().flat_map(|l| l.endpoints.iter());
+            for e in c.endpoints.iter().chain(located) {
                 let text = e.value();
                 if text.parse::<SocketAddr>().is_err()
                     && host_port(text).is_some()

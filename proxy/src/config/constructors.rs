@@ -80,6 +80,8 @@ impl ClusterConfig {
             outlier_detection: None,
             circuit_breakers: None,
             health_check: None,
+            localities: Vec::new(),
+            failover_healthy_percent: defaults::failover_percent(),
         }
     }
 }

@@ -52,6 +52,10 @@ pub struct Bootstrap {
     /// Traces, exported over OTLP; off when absent.
     #[serde(default)]
     pub tracing: Option<TracingConfig>,
+    /// Where this gateway runs: clusters with `localities` prefer endpoints of its zone,
+    /// then of its region.
+    #[serde(default)]
+    pub locality: Option<LocalityConfig>,
 }
 
 impl Default for Bootstrap {
@@ -65,6 +69,7 @@ impl Default for Bootstrap {
             clusters: Vec::new(),
             jwt_providers: Vec::new(),
             tracing: None,
+            locality: None,
         }
     }
 }
@@ -390,6 +395,34 @@ pub struct ClusterConfig {
     /// Active health checks (off when absent).
     #[serde(default)]
     pub health_check: Option<HealthCheckConfig>,
+    /// Endpoints by region and zone, besides `endpoints` (which have no locality).
+    #[serde(default)]
+    pub localities: Vec<LocalityEndpoints>,
+    /// The share of a locality's endpoints, in percent, that must be healthy for it to take
+    /// all the traffic; below it, the next nearer locality that has that share does.
+    #[serde(default = "defaults::failover_percent")]
+    pub failover_healthy_percent: u32,
+}
+
+/// A region and a zone (either may be left out).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LocalityConfig {
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub zone: Option<String>,
+}
+
+/// Endpoints of one region and zone.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalityEndpoints {
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub zone: Option<String>,
+    pub endpoints: Vec<Located<String>>,
 }
 
 mod defaults {
@@ -460,6 +493,9 @@ mod defaults {
     }
     pub fn body_idle_timeout() -> Dur {
         Dur(Duration::from_secs(60))
+    }
+    pub fn failover_percent() -> u32 {
+        70
     }
     pub fn pool_idle_timeout() -> Dur {
         Dur(Duration::from_secs(30))

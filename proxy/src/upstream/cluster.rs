@@ -38,6 +38,12 @@ pub struct Cluster {
     pub filtered: bool,
     /// The active health check, for `explain` (its probers run on their own thread).
     pub health_check: Option<Arc<super::health_check::CheckSpec>>,
+    /// Endpoints by nearness to this gateway (its zone, its region, the rest), as ranges
+    /// of `endpoints` (sorted so); empty when the cluster or the gateway has no locality.
+    pub tiers: Box<[std::ops::Range<usize>]>,
+    /// The healthy share (percent) at which a tier takes all the traffic; below it, a
+    /// tier takes `share / failover_percent` of it and the rest spills to the next.
+    pub failover_percent: u32,
 }
 
 /// A cluster's resilience settings, compiled.
@@ -182,6 +188,12 @@ impl Cluster {
         }
         let usable =
             |i: usize| (i >= 64 || tried & (1 << i) == 0) && self.endpoints[i].health.available();
+        if !self.tiers.is_empty() {
+            if let Some(i) = self.pick_tiered(&usable) {
+                return Some(i);
+            }
+            return self.pick_unusable();
+        }
         let first = self.pick_any()?;
         if usable(first) {
             return Some(first);
@@ -191,15 +203,62 @@ impl Cluster {
             return Some(i);
         }
         // Only tried endpoints are healthy: a healthy one again before a sick one.
-        let healthy = (0..n).map(|k| (first + k) % n);
-        if let Some(i) = healthy
-            .clone()
+        if let Some(i) = (0..n)
+            .map(|k| (first + k) % n)
             .find(|&i| self.endpoints[i].health.available())
         {
             return Some(i);
         }
         self.metrics.panic.inc();
         Some(first)
+    }
+
+    /// The nearest tier with enough healthy endpoints, by Envoy's overprovisioning rule: a
+    /// tier whose healthy share is at least `failover_percent` takes every request; one
+    /// below takes `share / failover_percent` of them, and the rest go on to the next.
+    /// When no tier is chosen that way, the nearest with a usable endpoint is.
+    fn pick_tiered(&self, usable: &impl Fn(usize) -> bool) -> Option<usize> {
+        let threshold = self.failover_percent.max(1) as usize;
+        for r in self.tiers.iter() {
+            let healthy = r
+                .clone()
+                .filter(|&i| self.endpoints[i].health.available())
+                .count();
+            let total = r.len();
+            let takes = healthy * 100 >= threshold * total
+                || (healthy > 0 && fastrand::usize(..threshold * total) < healthy * 100);
+            if takes && let Some(i) = self.pick_in(r.clone(), usable) {
+                return Some(i);
+            }
+        }
+        self.tiers
+            .iter()
+            .find_map(|r| self.pick_in(r.clone(), usable))
+    }
+
+    /// A usable endpoint of `r`, round robin from a shared cursor.
+    fn pick_in(&self, r: std::ops::Range<usize>, usable: &impl Fn(usize) -> bool) -> Option<usize> {
+        let n = r.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.shared.round_robin.fetch_add(1, Ordering::Relaxed) % n;
+        (0..n)
+            .map(|k| r.start + (start + k) % n)
+            .find(|&i| usable(i))
+    }
+
+    /// No endpoint is both untried and in the rotation: a healthy tried one, else any
+    /// (fail open, counted).
+    fn pick_unusable(&self) -> Option<usize> {
+        if let Some(r) = self.tiers.iter().find(|r| {
+            let mut all = (*r).clone();
+            all.any(|i| self.endpoints[i].health.available())
+        }) {
+            return self.pick_in(r.clone(), &|i| self.endpoints[i].health.available());
+        }
+        self.metrics.panic.inc();
+        self.pick_any()
     }
 
     /// A circuit breaker's refusal, counted.
@@ -243,6 +302,8 @@ pub(crate) fn test_cluster(lb: LbPolicy, n: u16) -> Cluster {
         resilience: None,
         filtered: false,
         health_check: None,
+        tiers: Box::default(),
+        failover_percent: 70,
     }
 }
 
@@ -277,5 +338,42 @@ mod tests {
             seen.iter().enumerate().all(|(i, &s)| i == 2 || s > 50),
             "{seen:?}"
         );
+    }
+
+    #[test]
+    fn a_tier_below_its_healthy_share_spills_the_rest_to_the_next() {
+        let mut c = test_cluster(LbPolicy::RoundRobin, 4);
+        c.tiers = vec![0..3, 3..4].into();
+        c.filtered = true;
+        let count = |c: &Cluster| {
+            let mut remote = 0;
+            for _ in 0..3000 {
+                if c.pick().unwrap() == 3 {
+                    remote += 1;
+                }
+            }
+            remote
+        };
+        assert_eq!(count(&c), 0, "all healthy: all local");
+        // Two of three: 66.7% < 70%, so the local tier takes 66.7/70 = 95%.
+        c.endpoints[0]
+            .health
+            .eject(Duration::from_secs(60), Duration::from_secs(60));
+        let remote = count(&c);
+        assert!((40..=350).contains(&remote), "{remote} of 3000 went remote");
+        // One of three: 33% / 70% = 48% local.
+        c.endpoints[1]
+            .health
+            .eject(Duration::from_secs(60), Duration::from_secs(60));
+        let remote = count(&c);
+        assert!(
+            (1300..=1800).contains(&remote),
+            "{remote} of 3000 went remote"
+        );
+        // The local endpoints are never picked while out.
+        for _ in 0..100 {
+            let i = c.pick().unwrap();
+            assert!(i == 2 || i == 3, "{i}");
+        }
     }
 }
