@@ -59,7 +59,7 @@ pub fn dry_run<'a>(
         Ok((Decision::Forward { cluster, out, .. }, m)) => (
             Ok(Planned::Forward {
                 cluster,
-                target: out.parts.uri.to_string(),
+                target: out.parts.get().uri.to_string(),
                 timeout: out.timeout,
             }),
             m,

@@ -118,7 +118,7 @@ pub(super) fn outbound<'a>(
         }
     }
     let out = upstream::Outbound {
-        parts,
+        parts: upstream::Head::Owned(parts),
         body,
         fwd,
         timeout,

@@ -103,7 +103,7 @@ pub async fn serve(
             // The exchange's time ends where the request's does (one clock read less).
             let at = Instant::now();
             sent_at = Some(at);
-            let sent = upstream::send(cluster, out, deadline).await;
+            let sent = upstream::send(cluster, out, deadline, at).await;
             if let Some(t) = traced.as_mut() {
                 t.upstream = Some(crate::trace::Upstream {
                     start: at,

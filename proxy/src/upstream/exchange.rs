@@ -17,7 +17,7 @@ use super::cluster::{Cluster, PoolKey};
 use super::h1::{self, ExchangeError};
 use super::pool::{self, Sender};
 use super::tls_http1::PooledBody;
-use super::{Outbound, UpstreamBody, UpstreamError, connect};
+use super::{Head, Outbound, UpstreamBody, UpstreamError, connect};
 use crate::body::RequestBody;
 use crate::h1::H1Error;
 use http_body::Body;
@@ -89,7 +89,9 @@ pub(super) async fn exchange(
         // the plain HTTP/1.1 path is measured in instructions).
         match sender {
             Sender::Http1(conn) => {
-                let Some(head) = parts.as_ref() else { break };
+                let Some(head) = parts.as_ref().map(Head::get) else {
+                    break;
+                };
                 match h1::exchange(conn, key, pool::checkin_http1, head, &fwd, body.take()).await {
                     Ok(r) => return Ok(r.map(UpstreamBody::Http1)),
                     Err(f) if reused && f.retryable => {
@@ -103,7 +105,8 @@ pub(super) async fn exchange(
                     Some(r) => r,
                     None => {
                         let Some(head) = parts.take() else { break };
-                        let mut req = Request::from_parts(head, body.take().unwrap_or_default());
+                        let mut req =
+                            Request::from_parts(head.into_owned(), body.take().unwrap_or_default());
                         fwd.apply(req.headers_mut());
                         req
                     }
@@ -209,7 +212,7 @@ async fn upgrade(
     addr: SocketAddr,
     out: Outbound<'_>,
 ) -> Result<Response<UpstreamBody>, UpstreamError> {
-    let mut req = Request::from_parts(out.parts, out.body);
+    let mut req = Request::from_parts(out.parts.into_owned(), out.body);
     out.fwd.apply(req.headers_mut());
     let mut sender = connect::open_upgrade(cluster, addr).await?;
     let resp = sender

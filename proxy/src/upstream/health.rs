@@ -12,9 +12,19 @@ use std::time::{Duration, Instant};
 
 /// Milliseconds on the process's monotonic clock (ejection times are kept as these).
 pub fn now_ms() -> u64 {
+    u64::try_from(since_epoch(Instant::now()).as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `at` in whole seconds on the clock of `now_ms` (for a caller that has read the time;
+/// no 128-bit division on the way).
+pub fn secs_at(at: Instant) -> u64 {
+    since_epoch(at).as_secs()
+}
+
+fn since_epoch(at: Instant) -> Duration {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     let epoch = *EPOCH.get_or_init(Instant::now);
-    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    at.saturating_duration_since(epoch)
 }
 
 #[derive(Debug, Default)]

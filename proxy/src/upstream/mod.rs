@@ -187,7 +187,7 @@ impl Body for UpstreamBody {
 /// decided (Membrane's HTTP/1.1 client writes them while encoding the head; hyper's paths
 /// get them applied to the map).
 pub struct Outbound<'a> {
-    pub parts: http::request::Parts,
+    pub parts: Head<'a>,
     pub body: RequestBody,
     pub fwd: Forwarding<'a>,
     /// Bounds everything up to the response headers.
@@ -197,6 +197,43 @@ pub struct Outbound<'a> {
     pub upgrade: bool,
 }
 
+/// A request head on its way upstream: the request's own, or lent by a caller that may send
+/// it again (retries). Membrane's HTTP/1.1 client only reads it; hyper's clients take a head
+/// of their own, copied from a lent one. (Not boxed: the owned head is the common case,
+/// moved once into the exchange.)
+#[allow(clippy::large_enum_variant)]
+pub enum Head<'a> {
+    Owned(http::request::Parts),
+    Lent(&'a http::request::Parts),
+}
+
+impl Head<'_> {
+    pub fn get(&self) -> &http::request::Parts {
+        match self {
+            Head::Owned(p) => p,
+            Head::Lent(p) => p,
+        }
+    }
+
+    pub fn into_owned(self) -> http::request::Parts {
+        match self {
+            Head::Owned(p) => p,
+            Head::Lent(p) => copy_head(p),
+        }
+    }
+}
+
+/// A copy of a request head (extensions are not carried: nothing on the way upstream reads
+/// them but a protocol switch, which is never sent twice).
+fn copy_head(p: &http::request::Parts) -> http::request::Parts {
+    let mut r = http::Request::new(());
+    *r.method_mut() = p.method.clone();
+    *r.uri_mut() = p.uri.clone();
+    *r.version_mut() = p.version;
+    *r.headers_mut() = p.headers.clone();
+    r.into_parts().0
+}
+
 /// Sends a request to an endpoint of `cluster`.
 ///
 /// Every level of the request path holds the future of the level below it inline and moves
@@ -204,13 +241,19 @@ pub struct Outbound<'a> {
 /// the exchange on a pooled connection, and Membrane's client. Opening a connection and the
 /// paths through hyper and rustls (upgrades, HTTP/2, TLS), whose futures are several KiB,
 /// are boxed: an allocation for those requests instead of a larger copy for every one.
+///
+/// `at` is when the request was handed over (read by the caller for its own metrics): the
+/// route's timeout across retries counts from there.
 pub async fn send(
     cluster: &Arc<Cluster>,
     out: Outbound<'_>,
     deadline: Option<&mut Deadline>,
+    at: std::time::Instant,
 ) -> Result<(Response<UpstreamBody>, InFlight, std::net::SocketAddr), UpstreamError> {
     if let Some(r) = &cluster.resilience {
-        return Box::pin(attempts::send(cluster, r, out)).await;
+        // Not boxed: its future is the size of this one's plain path (it holds the same
+        // exchange future and boxes the rest).
+        return attempts::send(cluster, r, out, deadline, at).await;
     }
     let ep = cluster
         .pick()
@@ -224,19 +267,11 @@ pub async fn send(
         tls: cluster.tls_fingerprint,
     };
     let timeout = out.timeout;
-    let mut bound = match deadline {
-        Some(d) => {
-            d.arm(timeout);
-            Bound::Coarse(d)
-        }
-        None => Bound::Timer(Box::pin(tokio::time::sleep(timeout))),
-    };
+    let mut bound = Bound::new(deadline, timeout);
     // Pinned where it is made: held once in this future, not moved into a wrapper.
     let mut f = std::pin::pin!(exchange::exchange(cluster, key, out));
     let sent = std::future::poll_fn(|cx| bound.poll_within(f.as_mut(), cx)).await;
-    if let Bound::Coarse(d) = bound {
-        d.disarm();
-    }
+    bound.end();
     match sent {
         Some(Ok(resp)) => Ok((resp, in_flight, key.addr)),
         Some(Err(e)) => Err(e),
@@ -255,7 +290,25 @@ enum Bound<'a> {
     Timer(Pin<Box<tokio::time::Sleep>>),
 }
 
-impl Bound<'_> {
+impl<'a> Bound<'a> {
+    /// `timeout` from now, on the connection's deadline when it has one.
+    fn new(deadline: Option<&'a mut Deadline>, timeout: Duration) -> Self {
+        match deadline {
+            Some(d) => {
+                d.arm(timeout);
+                Bound::Coarse(d)
+            }
+            None => Bound::Timer(Box::pin(tokio::time::sleep(timeout))),
+        }
+    }
+
+    /// Done waiting: the connection's deadline is free for its next phase.
+    fn end(self) {
+        if let Bound::Coarse(d) = self {
+            d.disarm();
+        }
+    }
+
     /// Polls `f`, then the bound: `None` once the bound has passed first.
     fn poll_within<F: std::future::Future>(
         &mut self,

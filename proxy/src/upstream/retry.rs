@@ -2,11 +2,12 @@
 //! (its budget).
 
 use super::UpstreamError;
-use super::health::now_ms;
+use super::health::secs_at;
 use crate::config::{RetryConfig, RetryKind, RetryOn};
 use http::{HeaderMap, Method};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use std::time::Instant;
 
 /// A cluster's retry policy, compiled.
 #[derive(Debug, Clone)]
@@ -162,14 +163,14 @@ pub struct RetryBudget {
 }
 
 impl RetryBudget {
-    /// Counts a request (its first attempt).
-    pub fn deposit(&self) {
-        bump(&self.requests, second());
+    /// Counts a request (its first attempt), made at `at`.
+    pub fn deposit(&self, at: Instant) {
+        bump(&self.requests, second(at));
     }
 
-    /// Takes one retry from the budget, or says there is none left.
-    pub fn withdraw(&self, ratio: f64, min_per_second: u32) -> bool {
-        let now = second();
+    /// Takes one retry from the budget at `at`, or says there is none left.
+    pub fn withdraw(&self, at: Instant, ratio: f64, min_per_second: u32) -> bool {
+        let now = second(at);
         let requests = sum(&self.requests, now);
         let retries = sum(&self.retries, now);
         let allowed = (requests as f64 * ratio) as u64 + u64::from(min_per_second) * SLOTS as u64;
@@ -181,8 +182,8 @@ impl RetryBudget {
     }
 }
 
-fn second() -> u32 {
-    u32::try_from(now_ms() / 1000).unwrap_or(u32::MAX)
+fn second(at: Instant) -> u32 {
+    u32::try_from(secs_at(at)).unwrap_or(u32::MAX)
 }
 
 fn bump(slots: &[AtomicU64; SLOTS], now: u32) {
@@ -262,13 +263,14 @@ mod tests {
     fn the_budget_is_a_share_of_requests_plus_a_floor() {
         let b = RetryBudget::default();
         // The floor alone: 1 per second over ten seconds.
-        let floor = (0..100).filter(|_| b.withdraw(0.2, 1)).count();
+        let now = Instant::now();
+        let floor = (0..100).filter(|_| b.withdraw(now, 0.2, 1)).count();
         assert_eq!(floor, 10);
         for _ in 0..100 {
-            b.deposit();
+            b.deposit(now);
         }
         // 20% of 100 requests on top of the floor already spent.
-        let more = (0..100).filter(|_| b.withdraw(0.2, 1)).count();
+        let more = (0..100).filter(|_| b.withdraw(now, 0.2, 1)).count();
         assert_eq!(more, 20);
     }
 
