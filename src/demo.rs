@@ -178,6 +178,7 @@ async fn demo(args: DemoArgs) -> Result<ExitCode, String> {
                 .otlp_endpoint
                 .clone()
                 .map(|e| membrane_proxy::config::TracingConfig::new(e, 1.0, Some(name.clone()))),
+            locality: None,
         })
         .map_err(|e| format!("gateway {name}: {e}"))?;
         gateways.push(Gateway { cell: name, handle });

@@ -104,6 +104,13 @@ enum Command {
         /// decision, and failed or refused requests are always recorded.
         #[arg(long, default_value_t = 0.01, requires = "otlp_endpoint")]
         trace_sample_ratio: f64,
+        /// In xDS mode, the region this gateway runs in: clusters with localities prefer
+        /// endpoints of its zone, then of its region (a file's `locality:` does the same).
+        #[arg(long, requires = "xds")]
+        region: Option<String>,
+        /// In xDS mode, the zone this gateway runs in.
+        #[arg(long, requires = "xds")]
+        zone: Option<String>,
         /// Do not reload when the file changes (SIGHUP still reloads).
         #[arg(long)]
         no_watch: bool,
@@ -178,6 +185,8 @@ fn main() -> ExitCode {
             allow_empty_config,
             otlp_endpoint,
             trace_sample_ratio,
+            region,
+            zone,
         } => match (config, xds, node) {
             (Some(config), None, _) => {
                 run_proxy(Source::File(config, !no_watch, allow_empty_config))
@@ -193,6 +202,8 @@ fn main() -> ExitCode {
                     token_file: join_token_file,
                     otlp_endpoint,
                     trace_sample_ratio,
+                    region,
+                    zone,
                 };
                 match xds.options(node, state_dir, admin) {
                     Ok(opts) => run_proxy(Source::Xds(Box::new(opts))),
@@ -319,6 +330,8 @@ struct XdsFlags {
     token_file: Option<PathBuf>,
     otlp_endpoint: Option<String>,
     trace_sample_ratio: f64,
+    region: Option<String>,
+    zone: Option<String>,
 }
 
 impl XdsFlags {
@@ -366,6 +379,12 @@ impl XdsFlags {
             security,
             join_token,
             tracing,
+            locality: (self.region.is_some() || self.zone.is_some()).then_some(
+                membrane_proxy::config::LocalityConfig {
+                    region: self.region,
+                    zone: self.zone,
+                },
+            ),
         })
     }
 }

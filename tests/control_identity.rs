@@ -157,6 +157,7 @@ impl World {
                     Some(cell.to_owned()),
                 )
             }),
+            locality: None,
         })
         .unwrap()
     }

@@ -104,6 +104,7 @@ fn start_gateway(url: &str, state: &Path) -> membrane_proxy::ProxyHandle {
         security: membrane_proxy::xds_client::channel::Security::Plaintext,
         join_token: None,
         tracing: None,
+        locality: None,
     })
     .unwrap()
 }
@@ -342,6 +343,7 @@ async fn a_bad_resource_is_nacked_with_its_reason_while_the_good_ones_apply() {
         endpoints: vec![b.addr.to_string()],
         protocol: pb::Protocol::Http1 as i32,
         tls: None,
+        ..Default::default()
     };
     put(res, TYPE_CLUSTER, "local:catalog", cluster.encode_to_vec());
     let bad = pb::Listener {
@@ -721,6 +723,7 @@ async fn a_spec_change_reaches_every_gateway_it_concerns() {
             security: membrane_proxy::xds_client::channel::Security::Plaintext,
             join_token: None,
             tracing: None,
+            locality: None,
         })
         .unwrap()
     };
@@ -992,6 +995,7 @@ async fn a_state_directory_belongs_to_one_node() {
         security: membrane_proxy::xds_client::channel::Security::Plaintext,
         join_token: None,
         tracing: None,
+        locality: None,
     })
     .err()
     .expect("refused");
@@ -1011,6 +1015,7 @@ async fn a_state_directory_belongs_to_one_node() {
         security: membrane_proxy::xds_client::channel::Security::Plaintext,
         join_token: None,
         tracing: None,
+        locality: None,
     })
     .err()
     .expect("refused");
@@ -1107,6 +1112,62 @@ async fn the_control_server_traces_a_spec_change_from_file_event_to_push() {
         "{:?}",
         refused[0].span.status
     );
+    gw.shutdown().await;
+    ctl.shutdown();
+}
+
+/// Issue 14 over xDS: a cell spec's localities and resilience blocks reach a gateway that
+/// says where it runs; its zone takes the traffic, and when that zone's upstream dies the
+/// other region takes over without a failed request (retries on connect failure).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn localities_and_retries_from_a_spec_steer_an_xds_gateway() {
+    let w = world("locality");
+    let near = membrane_proxy::testing::faults::FaultyUpstream::start("near").await;
+    let far = membrane_proxy::testing::faults::FaultyUpstream::start("far").await;
+    let spec = format!(
+        "kind: Cell\nname: orders\norg: acme\nproject: orders\nenvironment: dev\ngateway:\n  north: {{address: '{}'}}\ncomponents:\n  - name: api\n    endpoints:\n      - name: catalog\n        base_path: /catalog\n        visibility: public\n        jwt: idp\n        localities:\n          - {{region: eu, zone: eu-a, upstreams: ['{}']}}\n          - {{region: us, zone: us-b, upstreams: ['{}']}}\n        retries: {{max_retries: 2}}\n        outlier_detection: {{consecutive_gateway_errors: 1}}\n",
+        w.north, near.addr, far.addr
+    );
+    std::fs::write(w.spec.join("orders.yaml"), spec).unwrap();
+    let ctl = start_control(&w, "127.0.0.1:0".parse().unwrap()).await;
+    let gw = xds_client::start(XdsOptions {
+        url: format!("http://{}", ctl.addr),
+        node: "orders/gw-1".into(),
+        state_dir: w.dir.join("state"),
+        admin: "127.0.0.1:0".parse().unwrap(),
+        security: membrane_proxy::xds_client::channel::Security::Plaintext,
+        join_token: None,
+        tracing: None,
+        locality: Some(membrane_proxy::config::LocalityConfig {
+            region: Some("eu".into()),
+            zone: Some("eu-a".into()),
+        }),
+    })
+    .unwrap();
+    eventually("the gateway routes", Duration::from_secs(20), || async {
+        matches!(call(&w, "/catalog/0").await, Ok((200, _)))
+    })
+    .await;
+    until_config(gw.admin_addr(), "retries shown in /config", |v| {
+        v.to_string().contains("max_retries")
+    })
+    .await;
+    let before = near.received();
+    for i in 0..10 {
+        let got = call(&w, &format!("/catalog/{i}")).await.unwrap();
+        assert_eq!(got.0, 200);
+    }
+    assert_eq!(near.received() - before, 10, "the own zone takes it all");
+    assert_eq!(far.received(), 0);
+
+    // The zone dies (listener and open connections): the other region answers, and no
+    // request fails on the way (a connect failure or reset is retried elsewhere).
+    near.kill();
+    for i in 0..10 {
+        let got = call(&w, &format!("/catalog/after/{i}")).await.unwrap();
+        assert_eq!(got.0, 200, "request {i} after the zone died");
+    }
+    assert_eq!(far.received(), 10, "the other region takes over");
     gw.shutdown().await;
     ctl.shutdown();
 }

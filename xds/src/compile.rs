@@ -272,6 +272,20 @@ fn gateway(
             endpoints: ep.upstreams.iter().map(|u| u.value().to_string()).collect(),
             protocol: pb::Protocol::Http1 as i32,
             tls: None,
+            retries: ep.retries.as_ref().map(Into::into),
+            outlier_detection: ep.outlier_detection.as_ref().map(Into::into),
+            circuit_breakers: ep.circuit_breakers.as_ref().map(Into::into),
+            health_check: ep.health_check.as_ref().map(Into::into),
+            localities: ep
+                .localities
+                .iter()
+                .map(|l| pb::LocalityEndpoints {
+                    region: l.region.clone().unwrap_or_default(),
+                    zone: l.zone.clone().unwrap_or_default(),
+                    endpoints: l.upstreams.iter().map(|u| u.value().to_string()).collect(),
+                })
+                .collect(),
+            failover_healthy_percent: ep.failover_healthy_percent,
         };
         put(&mut out, TYPE_CLUSTER, &cl.name, &cl);
     }
@@ -386,6 +400,7 @@ fn gateway(
                     key_file: svid_key.clone(),
                     own_svid: opts.own_svid,
                 }),
+                ..Default::default()
             };
             put(&mut out, TYPE_CLUSTER, &cluster, &cl);
             for ep in exposed {
@@ -456,6 +471,7 @@ fn gateway(
                     trust_bundle,
                     ..Default::default()
                 }),
+                ..Default::default()
             };
             put(&mut out, TYPE_CLUSTER, &cluster, &cl);
             routes.push(pb::Route {

@@ -169,3 +169,59 @@ fn an_access_log_in_a_spec_reaches_the_listener_and_bad_fields_are_refused() {
         "{text}"
     );
 }
+
+#[test]
+fn an_endpoints_resilience_and_localities_reach_its_cluster() {
+    let dir = copy_examples("resilience");
+    let orders = dir.join("orders.yaml");
+    let text = std::fs::read_to_string(&orders).unwrap();
+    let with = text.replace(
+        "        upstreams: [\"127.0.0.1:18101\"]\n",
+        concat!(
+            "        upstreams: [\"127.0.0.1:18101\"]\n",
+            "        localities:\n",
+            "          - {region: eu, zone: eu-a, upstreams: [\"127.0.0.1:18111\"]}\n",
+            "          - {region: us, upstreams: [\"127.0.0.1:18121\", \"127.0.0.1:18122\"]}\n",
+            "        failover_healthy_percent: 60\n",
+            "        retries: {max_retries: 3, retry_on: [reset, 503], per_try_timeout: 200ms}\n",
+            "        outlier_detection: {consecutive_5xx: 3, base_ejection_time: 10s}\n",
+            "        circuit_breakers: {max_requests: 100}\n",
+            "        health_check: {http_path: /healthz, interval: 2s}\n",
+        ),
+    );
+    assert_ne!(with, text, "the example's catalog upstream moved");
+    std::fs::write(&orders, &with).unwrap();
+    let c = compile_dir(&dir);
+    let key = (TYPE_CLUSTER.to_owned(), "local:catalog".to_owned());
+    let r = &c.gateways["orders"][&key];
+    let cl = pb::Cluster::decode(r.resource.value.as_slice()).unwrap();
+    let retries = cl.retries.unwrap();
+    assert_eq!(retries.max_retries, Some(3));
+    assert_eq!(retries.retry_on, ["reset", "503"]);
+    assert_eq!(retries.per_try_timeout_ms, Some(200));
+    let o = cl.outlier_detection.unwrap();
+    assert_eq!(o.consecutive_5xx, Some(3));
+    assert_eq!(o.base_ejection_time_ms, Some(10_000));
+    assert_eq!(cl.circuit_breakers.unwrap().max_requests, Some(100));
+    let hc = cl.health_check.unwrap();
+    assert_eq!(
+        (hc.http_path.as_str(), hc.interval_ms),
+        ("/healthz", Some(2000))
+    );
+    let zones: Vec<_> = cl
+        .localities
+        .iter()
+        .map(|l| (l.region.as_str(), l.zone.as_str(), l.endpoints.len()))
+        .collect();
+    assert_eq!(zones, [("eu", "eu-a", 1), ("us", "", 2)]);
+    assert_eq!(cl.failover_healthy_percent, Some(60));
+    // An endpoint without the blocks has none of them.
+    let plain = &c.gateways["orders"][&(TYPE_CLUSTER.to_owned(), "local:orders".to_owned())];
+    let plain = pb::Cluster::decode(plain.resource.value.as_slice()).unwrap();
+    assert!(plain.retries.is_none() && plain.health_check.is_none());
+
+    // A misspelt field is refused with its place.
+    std::fs::write(&orders, with.replace("max_retries: 3", "max_retry: 3")).unwrap();
+    let err = format!("{:?}", load_dir(&dir).map(|s| check(&s)));
+    assert!(err.contains("max_retry"), "{err}");
+}

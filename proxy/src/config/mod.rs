@@ -5,20 +5,18 @@
 //! past that point re-checks them.
 
 mod constructors;
-mod duration;
 mod load;
 mod policy;
-mod resilience;
 mod tls;
 mod tracing;
 
-pub use duration::{Dur, DurError};
 pub use load::{ConfigError, ConfigErrors, Owner, parse, read_file};
-pub use policy::*;
-pub use resilience::{
+pub use membrane_api::duration::{Dur, DurError};
+pub use membrane_api::resilience::{
     CircuitBreakerConfig, HealthCheckConfig, OutlierConfig, RetryBudgetConfig, RetryConfig,
     RetryKind, RetryOn,
 };
+pub use policy::*;
 pub use tls::{
     CertKeyConfig, ClientAuth, ClusterTlsConfig, ListenerTlsConfig, TlsVersion, UpstreamVerify,
 };

@@ -27,6 +27,7 @@ pub(super) async fn apply(
             .collect();
         let (mut conv, refused) = convert::convert(&candidate, opts.admin, &opts.state_dir);
         conv.config.tracing = opts.tracing.clone();
+        conv.config.locality = opts.locality.clone();
         if !refused.is_empty() {
             for r in refused {
                 revert(held, before, &r.key);

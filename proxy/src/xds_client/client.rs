@@ -51,6 +51,9 @@ pub struct XdsOptions {
     /// Traces (`--otlp-endpoint`): the control server's resources do not carry them, so
     /// the gateway adds this to every generation it compiles.
     pub tracing: Option<crate::config::TracingConfig>,
+    /// Where this gateway runs (`--region`, `--zone`): a property of the host, not of the
+    /// cell, so it is the gateway's to add to every generation, as `tracing` is.
+    pub locality: Option<crate::config::LocalityConfig>,
 }
 
 /// Starts the proxy from the last generation in the state directory (or with no listeners,

@@ -217,7 +217,7 @@ pub fn check(specs: &Specs) -> Vec<SpecError> {
                 if !bp.starts_with('/') || (bp.len() > 1 && bp.ends_with('/')) {
                     e.at(src, &ep.base_path, format!("{f}.base_path"), format!("`{bp}`: a base path starts with `/` and does not end with one, e.g. /orders"));
                 }
-                if ep.upstreams.is_empty() {
+                if ep.upstreams.is_empty() && ep.localities.iter().all(|l| l.upstreams.is_empty()) {
                     e.at(
                         src,
                         &ep.name,

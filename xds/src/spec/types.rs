@@ -1,5 +1,8 @@
 //! The documents of the cell model, one to one with the YAML.
 
+use membrane_api::resilience::{
+    CircuitBreakerConfig, HealthCheckConfig, OutlierConfig, RetryConfig,
+};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -173,11 +176,42 @@ pub struct Endpoint {
     pub name: Located<String>,
     /// The path prefix the endpoint is served under on the gateway, e.g. `/orders`.
     pub base_path: Located<String>,
+    /// Upstream addresses without a locality; `localities` lists the rest.
+    #[serde(default)]
     pub upstreams: Vec<Located<SocketAddr>>,
+    /// Upstream addresses by region and zone: gateways prefer their own zone, then their
+    /// region, and fail over when too few there are healthy.
+    #[serde(default)]
+    pub localities: Vec<UpstreamLocality>,
+    /// The share of a locality's upstreams (percent) that must be healthy for it to take
+    /// all the traffic; the gateway's default (70) when absent.
+    #[serde(default)]
+    pub failover_healthy_percent: Option<u32>,
+    /// Resilience for the endpoint's upstreams, written as in a gateway's bootstrap
+    /// cluster; each is off when absent.
+    #[serde(default)]
+    pub retries: Option<RetryConfig>,
+    #[serde(default)]
+    pub outlier_detection: Option<OutlierConfig>,
+    #[serde(default)]
+    pub circuit_breakers: Option<CircuitBreakerConfig>,
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
     pub visibility: Located<Visibility>,
     /// The JWT provider whose tokens this endpoint requires (public endpoints must name one).
     #[serde(default)]
     pub jwt: Option<Located<String>>,
+}
+
+/// Upstreams of one region and zone.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamLocality {
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub zone: Option<String>,
+    pub upstreams: Vec<Located<SocketAddr>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

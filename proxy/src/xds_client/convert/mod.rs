@@ -461,6 +461,7 @@ fn cluster(c: &pb::Cluster, bundles: &Bundles) -> Result<ClusterConfig, Resource
         }
         out.tls = Some(tls);
     }
+    resilience::apply(c, &mut out)?;
     Ok(out)
 }
 
@@ -498,5 +499,6 @@ fn file_name(name: &str) -> String {
         .collect()
 }
 
+mod resilience;
 #[cfg(test)]
 mod tests;

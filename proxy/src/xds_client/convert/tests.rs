@@ -53,6 +53,7 @@ fn resources() -> BTreeMap<Key, prost_types::Any> {
                     spiffe_id: "spiffe://acme/orders".into(),
                     ..Default::default()
                 }),
+                ..Default::default()
             },
         ),
     );
@@ -301,4 +302,80 @@ fn a_compile_error_is_pinned_on_the_resource_it_is_in() {
     };
     r.insert(key(TYPE_CLUSTER, "orders"), any(TYPE_CLUSTER, &plain));
     assert_eq!(owners(&r), [Some(key(TYPE_LISTENER, "west"))]);
+}
+
+#[test]
+fn a_clusters_resilience_and_localities_arrive_as_a_bootstrap_would_write_them() {
+    let mut r = resources();
+    let orders = pb::Cluster {
+        name: "orders".into(),
+        endpoints: vec!["127.0.0.1:9".into()],
+        retries: Some(pb::RetryPolicy {
+            max_retries: Some(3),
+            retry_on: vec!["reset".into(), "503".into()],
+            per_try_timeout_ms: Some(150),
+            ..Default::default()
+        }),
+        outlier_detection: Some(pb::OutlierDetection {
+            consecutive_5xx: Some(2),
+            ..Default::default()
+        }),
+        circuit_breakers: Some(pb::CircuitBreakers {
+            max_requests: Some(5),
+            ..Default::default()
+        }),
+        health_check: Some(pb::HealthCheck {
+            http_path: "/healthz".into(),
+            ..Default::default()
+        }),
+        localities: vec![pb::LocalityEndpoints {
+            region: "eu".into(),
+            zone: "eu-a".into(),
+            endpoints: vec!["127.0.0.1:10".into()],
+        }],
+        failover_healthy_percent: Some(60),
+        ..Default::default()
+    };
+    r.insert(key(TYPE_CLUSTER, "orders"), any(TYPE_CLUSTER, &orders));
+    let (conv, refused) = convert(&r, admin(), Path::new("/state"));
+    let why: Vec<String> = refused.iter().map(|r| r.error.to_string()).collect();
+    assert!(why.is_empty(), "{why:?}");
+    let c = &conv.config.clusters[0];
+    let retries = c.retries.as_ref().unwrap();
+    assert_eq!(retries.max_retries, 3);
+    assert_eq!(retries.retry_on.len(), 2);
+    assert_eq!(
+        retries.per_try_timeout.unwrap().0,
+        Duration::from_millis(150)
+    );
+    // Unset on the wire: the bootstrap's default.
+    assert_eq!(retries.budget.ratio, 0.2);
+    assert_eq!(c.outlier_detection.as_ref().unwrap().consecutive_5xx, 2);
+    assert_eq!(c.circuit_breakers.as_ref().unwrap().max_requests, Some(5));
+    let hc = c.health_check.as_ref().unwrap();
+    assert_eq!(hc.http_path.as_deref(), Some("/healthz"));
+    assert_eq!(c.localities[0].zone.as_deref(), Some("eu-a"));
+    assert_eq!(c.localities[0].endpoints[0].value(), "127.0.0.1:10");
+    assert_eq!(c.failover_healthy_percent, 60);
+    // The state file keeps them.
+    let text = serde_json::to_string_pretty(&conv.config).unwrap();
+    let back = crate::config::parse(Path::new("generation.json"), &text).unwrap();
+    assert_eq!(serde_json::to_string_pretty(&back).unwrap(), text);
+
+    let bad = pb::Cluster {
+        retries: Some(pb::RetryPolicy {
+            retry_on: vec!["sometimes".into()],
+            ..Default::default()
+        }),
+        ..orders
+    };
+    r.insert(key(TYPE_CLUSTER, "orders"), any(TYPE_CLUSTER, &bad));
+    let (_, refused) = convert(&r, admin(), Path::new("/state"));
+    let got: Vec<String> = refused.iter().map(|r| r.error.to_string()).collect();
+    assert_eq!(
+        got,
+        [
+            "field `retries.retry_on[0]`: `sometimes` is not connect_failure, reset, per_try_timeout or a status"
+        ]
+    );
 }

@@ -2,7 +2,7 @@
 //! circuit breakers and active health checks. Each is off until its block is written; the
 //! defaults inside a block are the safe ones (Envoy's and linkerd's where they agree).
 
-use super::Dur;
+use crate::duration::Dur;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -193,4 +193,70 @@ fn ten_seconds() -> Dur {
 }
 fn one_second() -> Dur {
     Dur(Duration::from_secs(1))
+}
+
+// Defaults as serde fills them in, for a block built field by field (from xDS).
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_retries: two(),
+            retry_on: retry_on(),
+            non_idempotent: false,
+            per_try_timeout: None,
+            backoff_base: backoff_base(),
+            backoff_max: backoff_max(),
+            body_limit: body_limit(),
+            budget: RetryBudgetConfig::default(),
+        }
+    }
+}
+
+impl Default for OutlierConfig {
+    fn default() -> Self {
+        Self {
+            consecutive_5xx: five(),
+            consecutive_gateway_errors: five(),
+            base_ejection_time: base_ejection(),
+            max_ejection_time: max_ejection(),
+            max_ejected_percent: fifty(),
+        }
+    }
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        Self {
+            http_path: None,
+            expected_statuses: Vec::new(),
+            interval: ten_seconds(),
+            jitter_percent: jitter(),
+            timeout: one_second(),
+            healthy_threshold: two(),
+            unhealthy_threshold: three(),
+        }
+    }
+}
+
+impl RetryOn {
+    /// As written in config and on the wire: `connect_failure`, `reset`, `per_try_timeout`,
+    /// or a status.
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "connect_failure" => RetryOn::Kind(RetryKind::ConnectFailure),
+            "reset" => RetryOn::Kind(RetryKind::Reset),
+            "per_try_timeout" => RetryOn::Kind(RetryKind::PerTryTimeout),
+            n => RetryOn::Status(n.parse().ok()?),
+        })
+    }
+}
+
+impl std::fmt::Display for RetryOn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RetryOn::Kind(RetryKind::ConnectFailure) => f.write_str("connect_failure"),
+            RetryOn::Kind(RetryKind::Reset) => f.write_str("reset"),
+            RetryOn::Kind(RetryKind::PerTryTimeout) => f.write_str("per_try_timeout"),
+            RetryOn::Status(s) => write!(f, "{s}"),
+        }
+    }
 }
