@@ -260,3 +260,117 @@ impl std::fmt::Display for RetryOn {
         }
     }
 }
+
+/// A mistake in a resilience block: the field, from the block's name on
+/// (`retries.retry_on[1]`), and why. The gateway's compiler and the control server's spec
+/// check both report these, so a spec is refused for what a gateway would refuse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub reason: String,
+}
+
+fn mistake(field: impl Into<String>, reason: impl Into<String>) -> FieldError {
+    FieldError {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+impl RetryConfig {
+    pub fn check(&self) -> Result<(), FieldError> {
+        for (k, on) in self.retry_on.iter().enumerate() {
+            if let RetryOn::Status(s) = on
+                && !(500..=599).contains(s)
+            {
+                return Err(mistake(
+                    format!("retries.retry_on[{k}]"),
+                    "a retried status must be a 5xx (a 4xx is the request's own fault and will not change)",
+                ));
+            }
+        }
+        if !self.budget.ratio.is_finite() || self.budget.ratio < 0.0 {
+            return Err(mistake(
+                "retries.budget.ratio",
+                "must be a number of at least 0 (0.2 is 20% of requests)",
+            ));
+        }
+        if self.backoff_base.0.is_zero() || self.backoff_max.0 < self.backoff_base.0 {
+            return Err(mistake(
+                "retries.backoff_max",
+                "backoff_base must be above zero and backoff_max at least backoff_base",
+            ));
+        }
+        if self.per_try_timeout.is_some_and(|t| t.0.is_zero()) {
+            return Err(mistake("retries.per_try_timeout", "must be above zero"));
+        }
+        Ok(())
+    }
+}
+
+impl OutlierConfig {
+    pub fn check(&self) -> Result<(), FieldError> {
+        if self.max_ejected_percent > 100 {
+            return Err(mistake(
+                "outlier_detection.max_ejected_percent",
+                "must be between 0 and 100",
+            ));
+        }
+        if self.base_ejection_time.0.is_zero() {
+            return Err(mistake(
+                "outlier_detection.base_ejection_time",
+                "must be above zero",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl CircuitBreakerConfig {
+    pub fn check(&self) -> Result<(), FieldError> {
+        for (name, v) in [
+            ("max_requests", self.max_requests),
+            ("max_pending", self.max_pending),
+            ("max_retries", self.max_retries),
+        ] {
+            if v == Some(0) {
+                return Err(mistake(
+                    format!("circuit_breakers.{name}"),
+                    "must be at least 1 (leave it out for no limit)",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl HealthCheckConfig {
+    /// What holds whatever the upstream speaks (the gateway adds what TLS allows).
+    pub fn check(&self) -> Result<(), FieldError> {
+        if self.interval.0.is_zero() {
+            return Err(mistake("health_check.interval", "must be above zero"));
+        }
+        if self.timeout.0.is_zero() {
+            return Err(mistake("health_check.timeout", "must be above zero"));
+        }
+        if let Some(path) = &self.http_path
+            && (!path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f))
+        {
+            return Err(mistake(
+                "health_check.http_path",
+                "must be an origin-form path: starting with `/`, without spaces or control characters",
+            ));
+        }
+        if let Some(s) = self
+            .expected_statuses
+            .iter()
+            .find(|s| !(100..=599).contains(*s))
+        {
+            return Err(mistake(
+                "health_check.expected_statuses",
+                format!("{s} is not an HTTP status"),
+            ));
+        }
+        Ok(())
+    }
+}

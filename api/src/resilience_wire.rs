@@ -6,16 +6,9 @@
 use crate::duration::Dur;
 use crate::proto::membrane::v1 as pb;
 use crate::resilience::{
-    CircuitBreakerConfig, HealthCheckConfig, OutlierConfig, RetryConfig, RetryOn,
+    CircuitBreakerConfig, FieldError, HealthCheckConfig, OutlierConfig, RetryConfig, RetryOn,
 };
 use std::time::Duration;
-
-/// A field the gateway cannot take, and why (the xDS client pins it on the resource).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WireError {
-    pub field: String,
-    pub reason: String,
-}
 
 fn ms(d: Dur) -> u64 {
     u64::try_from(d.0.as_millis()).unwrap_or(u64::MAX)
@@ -29,8 +22,8 @@ fn count(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
 }
 
-fn size(field: &str, n: u64) -> Result<usize, WireError> {
-    usize::try_from(n).map_err(|_| WireError {
+fn size(field: &str, n: u64) -> Result<usize, FieldError> {
+    usize::try_from(n).map_err(|_| FieldError {
         field: field.into(),
         reason: format!("{n} is too large"),
     })
@@ -53,9 +46,9 @@ impl From<&RetryConfig> for pb::RetryPolicy {
 }
 
 impl TryFrom<&pb::RetryPolicy> for RetryConfig {
-    type Error = WireError;
+    type Error = FieldError;
 
-    fn try_from(p: &pb::RetryPolicy) -> Result<Self, WireError> {
+    fn try_from(p: &pb::RetryPolicy) -> Result<Self, FieldError> {
         let mut c = RetryConfig::default();
         if let Some(n) = p.max_retries {
             c.max_retries = n;
@@ -66,7 +59,7 @@ impl TryFrom<&pb::RetryPolicy> for RetryConfig {
                 .iter()
                 .enumerate()
                 .map(|(i, t)| {
-                    RetryOn::parse(t).ok_or_else(|| WireError {
+                    RetryOn::parse(t).ok_or_else(|| FieldError {
                         field: format!("retries.retry_on[{i}]"),
                         reason: format!(
                             "`{t}` is not connect_failure, reset, per_try_timeout or a status"
@@ -134,9 +127,9 @@ impl From<&CircuitBreakerConfig> for pb::CircuitBreakers {
 }
 
 impl TryFrom<&pb::CircuitBreakers> for CircuitBreakerConfig {
-    type Error = WireError;
+    type Error = FieldError;
 
-    fn try_from(p: &pb::CircuitBreakers) -> Result<Self, WireError> {
+    fn try_from(p: &pb::CircuitBreakers) -> Result<Self, FieldError> {
         let opt = |field: &str, v: Option<u64>| v.map(|n| size(field, n)).transpose();
         Ok(CircuitBreakerConfig {
             max_requests: opt("circuit_breakers.max_requests", p.max_requests)?,
@@ -161,16 +154,16 @@ impl From<&HealthCheckConfig> for pb::HealthCheck {
 }
 
 impl TryFrom<&pb::HealthCheck> for HealthCheckConfig {
-    type Error = WireError;
+    type Error = FieldError;
 
-    fn try_from(p: &pb::HealthCheck) -> Result<Self, WireError> {
+    fn try_from(p: &pb::HealthCheck) -> Result<Self, FieldError> {
         let d = HealthCheckConfig::default();
         let expected_statuses = p
             .expected_statuses
             .iter()
             .enumerate()
             .map(|(i, &s)| {
-                u16::try_from(s).map_err(|_| WireError {
+                u16::try_from(s).map_err(|_| FieldError {
                     field: format!("health_check.expected_statuses[{i}]"),
                     reason: format!("{s} is not an HTTP status"),
                 })

@@ -224,4 +224,18 @@ fn an_endpoints_resilience_and_localities_reach_its_cluster() {
     std::fs::write(&orders, with.replace("max_retries: 3", "max_retry: 3")).unwrap();
     let err = format!("{:?}", load_dir(&dir).map(|s| check(&s)));
     assert!(err.contains("max_retry"), "{err}");
+    // What a gateway would refuse, the spec check refuses first, naming the field.
+    std::fs::write(
+        &orders,
+        with.replace("retry_on: [reset, 503]", "retry_on: [reset, 404]"),
+    )
+    .unwrap();
+    let errors = format!("{:?}", check(&load_dir(&dir).unwrap()));
+    assert!(
+        errors.contains("endpoints[0].retries.retry_on[1]") && errors.contains("5xx"),
+        "{errors}"
+    );
+    std::fs::write(&orders, with.replace("interval: 2s", "interval: 0s")).unwrap();
+    let errors = format!("{:?}", check(&load_dir(&dir).unwrap()));
+    assert!(errors.contains("health_check.interval"), "{errors}");
 }

@@ -217,6 +217,28 @@ pub fn check(specs: &Specs) -> Vec<SpecError> {
                 if !bp.starts_with('/') || (bp.len() > 1 && bp.ends_with('/')) {
                     e.at(src, &ep.base_path, format!("{f}.base_path"), format!("`{bp}`: a base path starts with `/` and does not end with one, e.g. /orders"));
                 }
+                // What a gateway's compiler would refuse in the resilience blocks,
+                // refused here first (at the endpoint: the blocks carry no positions).
+                let checks = [
+                    ep.retries.as_ref().map(|r| r.check()),
+                    ep.outlier_detection.as_ref().map(|o| o.check()),
+                    ep.circuit_breakers.as_ref().map(|b| b.check()),
+                    ep.health_check.as_ref().map(|h| h.check()),
+                ];
+                for m in checks.into_iter().flatten().filter_map(Result::err) {
+                    e.at(src, &ep.name, format!("{f}.{}", m.field), m.reason);
+                }
+                if ep
+                    .failover_healthy_percent
+                    .is_some_and(|p| !(1..=100).contains(&p))
+                {
+                    e.at(
+                        src,
+                        &ep.name,
+                        format!("{f}.failover_healthy_percent"),
+                        "must be between 1 and 100".into(),
+                    );
+                }
                 if ep.upstreams.is_empty() && ep.localities.iter().all(|l| l.upstreams.is_empty()) {
                     e.at(
                         src,

@@ -7,9 +7,9 @@ use crate::config::{
     OutlierConfig, RetryConfig,
 };
 use membrane_api::proto::membrane::v1 as pb;
-use membrane_api::resilience_wire::WireError;
+use membrane_api::resilience::FieldError;
 
-fn wire(e: WireError) -> ResourceError {
+fn wire(e: FieldError) -> ResourceError {
     field(e.field, e.reason)
 }
 
