@@ -325,6 +325,49 @@ async fn an_ejected_endpoint_comes_back_by_itself() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_failing_more_often_than_its_peers_is_ejected_by_its_success_rate() {
+    let mut ups = Vec::new();
+    for i in 0..5 {
+        ups.push(FaultyUpstream::start(&format!("u{i}")).await);
+    }
+    // The consecutive rules are off: only the success rate can eject.
+    let refs: Vec<&FaultyUpstream> = ups.iter().collect();
+    let (p, url) = proxy(
+        &refs,
+        "outlier_detection: {consecutive_5xx: 0, consecutive_gateway_errors: 0, success_rate: {minimum_hosts: 5, request_volume: 10, interval: 50ms}}",
+    );
+    let c = client_h1();
+    // All healthy: equal rates, no ejection (bounded by count).
+    for _ in 0..300 {
+        assert_eq!(get(&c, &format!("{url}/x"), "svc", &[]).await.status, 200);
+    }
+    assert_eq!(metric(&p, "membrane_upstream_ejections_total").await, 0.0);
+
+    // One answers 503 every other time: a rate of 0.5 against 1.0 for its peers, below
+    // the mean by more than 1.9 deviations. Bounded: at most 3000 requests.
+    ups[4].set(Fault::EveryOther503);
+    let mut sent = 0;
+    while metric(&p, "membrane_upstream_ejections_total").await == 0.0 {
+        assert!(sent < 3000, "no ejection after {sent} requests");
+        for _ in 0..20 {
+            get(&c, &format!("{url}/x"), "svc", &[]).await;
+        }
+        sent += 20;
+    }
+    assert_eq!(metric(&p, "membrane_upstream_ejections_total").await, 1.0);
+    // It is out (for the base ejection time, 30 s): every request is answered by the rest.
+    let before = ups[4].received();
+    for _ in 0..50 {
+        assert_eq!(get(&c, &format!("{url}/x"), "svc", &[]).await.status, 200);
+    }
+    assert_eq!(
+        ups[4].received(),
+        before,
+        "the ejected endpoint got traffic"
+    );
+}
+
 #[test]
 fn a_retried_4xx_is_refused_with_its_field() {
     let path = membrane_proxy::testing::write_config(

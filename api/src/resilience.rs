@@ -99,6 +99,43 @@ pub struct OutlierConfig {
     /// always be).
     #[serde(default = "fifty")]
     pub max_ejected_percent: u32,
+    /// Envoy's success-rate rule (off unless written): every `interval`, endpoints with
+    /// at least `request_volume` attempts in it are compared, and once `minimum_hosts`
+    /// qualify, one whose success rate is below the mean by more than `stdev_factor`
+    /// standard deviations is ejected.
+    #[serde(default)]
+    pub success_rate: Option<SuccessRateConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuccessRateConfig {
+    #[serde(default = "five")]
+    pub minimum_hosts: u32,
+    #[serde(default = "hundred")]
+    pub request_volume: u32,
+    #[serde(default = "stdev_factor")]
+    pub stdev_factor: f64,
+    #[serde(default = "ten_seconds")]
+    pub interval: Dur,
+}
+
+impl Default for SuccessRateConfig {
+    fn default() -> Self {
+        Self {
+            minimum_hosts: five(),
+            request_volume: hundred(),
+            stdev_factor: stdev_factor(),
+            interval: ten_seconds(),
+        }
+    }
+}
+
+fn hundred() -> u32 {
+    100
+}
+fn stdev_factor() -> f64 {
+    1.9
 }
 
 /// Limits on what a cluster holds at once; past one, a request is answered 503
@@ -219,6 +256,7 @@ impl Default for OutlierConfig {
             base_ejection_time: base_ejection(),
             max_ejection_time: max_ejection(),
             max_ejected_percent: fifty(),
+            success_rate: None,
         }
     }
 }
@@ -321,6 +359,26 @@ impl OutlierConfig {
                 "outlier_detection.base_ejection_time",
                 "must be above zero",
             ));
+        }
+        if let Some(sr) = &self.success_rate {
+            if sr.interval.0.is_zero() {
+                return Err(mistake(
+                    "outlier_detection.success_rate.interval",
+                    "must be above zero",
+                ));
+            }
+            if !sr.stdev_factor.is_finite() || sr.stdev_factor < 0.0 {
+                return Err(mistake(
+                    "outlier_detection.success_rate.stdev_factor",
+                    "must be a number of at least 0 (1.9 is Envoy's)",
+                ));
+            }
+            if sr.minimum_hosts < 2 || sr.request_volume == 0 {
+                return Err(mistake(
+                    "outlier_detection.success_rate.minimum_hosts",
+                    "a rate is compared with others: minimum_hosts at least 2, request_volume at least 1",
+                ));
+            }
         }
         Ok(())
     }

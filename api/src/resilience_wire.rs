@@ -7,6 +7,7 @@ use crate::duration::Dur;
 use crate::proto::membrane::v1 as pb;
 use crate::resilience::{
     CircuitBreakerConfig, FieldError, HealthCheckConfig, OutlierConfig, RetryConfig, RetryOn,
+    SuccessRateConfig,
 };
 use std::time::Duration;
 
@@ -97,6 +98,12 @@ impl From<&OutlierConfig> for pb::OutlierDetection {
             base_ejection_time_ms: Some(ms(c.base_ejection_time)),
             max_ejection_time_ms: Some(ms(c.max_ejection_time)),
             max_ejected_percent: Some(c.max_ejected_percent),
+            success_rate: c.success_rate.as_ref().map(|r| pb::SuccessRate {
+                minimum_hosts: Some(r.minimum_hosts),
+                request_volume: Some(r.request_volume),
+                stdev_factor: Some(r.stdev_factor),
+                interval_ms: Some(ms(r.interval)),
+            }),
         }
     }
 }
@@ -112,6 +119,15 @@ impl From<&pb::OutlierDetection> for OutlierConfig {
             base_ejection_time: p.base_ejection_time_ms.map_or(d.base_ejection_time, dur),
             max_ejection_time: p.max_ejection_time_ms.map_or(d.max_ejection_time, dur),
             max_ejected_percent: p.max_ejected_percent.unwrap_or(d.max_ejected_percent),
+            success_rate: p.success_rate.as_ref().map(|r| {
+                let d = SuccessRateConfig::default();
+                SuccessRateConfig {
+                    minimum_hosts: r.minimum_hosts.unwrap_or(d.minimum_hosts),
+                    request_volume: r.request_volume.unwrap_or(d.request_volume),
+                    stdev_factor: r.stdev_factor.unwrap_or(d.stdev_factor),
+                    interval: r.interval_ms.map_or(d.interval, dur),
+                }
+            }),
         }
     }
 }
@@ -215,6 +231,23 @@ mod tests {
         assert_eq!(back.http_path.as_deref(), Some("/healthz"));
         assert_eq!(back.expected_statuses, vec![204]);
         assert_eq!(back.interval, h.interval);
+
+        let o = OutlierConfig {
+            success_rate: Some(SuccessRateConfig {
+                minimum_hosts: 3,
+                ..SuccessRateConfig::default()
+            }),
+            ..OutlierConfig::default()
+        };
+        let back = OutlierConfig::from(&pb::OutlierDetection::from(&o));
+        let sr = back.success_rate.unwrap();
+        assert_eq!((sr.minimum_hosts, sr.request_volume), (3, 100));
+        assert_eq!(sr.interval, Dur(Duration::from_secs(10)));
+        assert!(
+            OutlierConfig::from(&pb::OutlierDetection::default())
+                .success_rate
+                .is_none()
+        );
 
         let b = CircuitBreakerConfig {
             max_requests: Some(7),

@@ -410,6 +410,12 @@ fn resilience(c: &crate::upstream::Cluster) -> Vec<String> {
                 o.max_ejection,
                 o.max_ejected_percent
             ));
+            if let Some(sr) = &o.success_rate {
+                lines.push(format!(
+                    "          and every {} ms, a success rate below the mean by {} standard deviations (of {}+ endpoints with {}+ attempts)",
+                    sr.interval_ms, sr.stdev_factor, sr.minimum_hosts, sr.request_volume
+                ));
+            }
         }
         let b = &r.breakers;
         let limits: Vec<String> = [

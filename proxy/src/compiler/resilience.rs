@@ -7,7 +7,7 @@ use crate::upstream::breaker::Breakers;
 use crate::upstream::health::ConsecutiveLimits;
 use crate::upstream::health_check::CheckSpec;
 use crate::upstream::retry::RetryPolicy;
-use crate::upstream::{Outlier, Resilience};
+use crate::upstream::{Outlier, Resilience, SuccessRate};
 use membrane_api::resilience::FieldError;
 
 impl Compiler<'_> {
@@ -37,6 +37,12 @@ impl Compiler<'_> {
                     },
                     max_ejection: o.max_ejection_time.0.max(o.base_ejection_time.0),
                     max_ejected_percent: o.max_ejected_percent,
+                    success_rate: o.success_rate.as_ref().map(|r| SuccessRate {
+                        minimum_hosts: r.minimum_hosts as usize,
+                        request_volume: r.request_volume,
+                        stdev_factor: r.stdev_factor,
+                        interval_ms: u64::try_from(r.interval.0.as_millis()).unwrap_or(u64::MAX),
+                    }),
                 })
             }
             None => None,

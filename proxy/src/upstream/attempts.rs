@@ -13,8 +13,9 @@
 //! synchronously.
 
 use super::breaker::{Held, Limit};
-use super::cluster::{Cluster, Outlier, PoolKey, Resilience};
+use super::cluster::{Cluster, Outlier, PoolKey, Resilience, SuccessRate};
 use super::health::AttemptResult;
+use super::health::now_ms;
 use super::retry::{AttemptFailure, RetryPolicy, retry_after};
 use super::{Bound, Head, InFlight, Outbound, UpstreamBody, UpstreamError, exchange};
 use crate::body::{RequestBody, RequestBodyError};
@@ -26,6 +27,7 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -304,8 +306,16 @@ impl<'a> Attempts<'a> {
     /// rule trips and the cluster may lose one more.
     fn outlier(&self, cluster: &Cluster, ep: usize, result: AttemptResult) {
         let Some(o) = &self.r.outlier else { return };
-        if cluster.endpoints[ep].health.record(result, &o.limits) {
+        let health = &cluster.endpoints[ep].health;
+        if health.record(result, &o.limits) {
             eject(cluster, o, ep);
+        }
+        if let Some(sr) = &o.success_rate {
+            health.count_rate(result == AttemptResult::Success);
+            let now = now_ms();
+            if now >= cluster.shared.rate_interval_end.load(Ordering::Relaxed) {
+                success_rate(cluster, o, sr, now);
+            }
         }
     }
 }
@@ -345,6 +355,50 @@ fn wait_before(p: &RetryPolicy, n: u32, tried: &Tried) -> Duration {
             asked.map_or(backoff, |d| d.max(backoff))
         }
         Tried::Failed(_) => backoff,
+    }
+}
+
+/// The success-rate rule at the end of an interval (run by the first attempt after it, so
+/// no timer runs for it): endpoints with enough attempts are compared, and those below the
+/// mean by more than the factor's standard deviations are ejected (within the cluster's
+/// ejection cap).
+#[cold]
+fn success_rate(cluster: &Cluster, o: &Outlier, sr: &SuccessRate, now: u64) {
+    let end = &cluster.shared.rate_interval_end;
+    let was = end.load(Ordering::Relaxed);
+    // One attempt ends the interval; the others go on.
+    if now < was
+        || end
+            .compare_exchange(
+                was,
+                now + sr.interval_ms,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_err()
+    {
+        return;
+    }
+    let rates: Vec<(usize, f64)> = cluster
+        .endpoints
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| {
+            let (ok, total) = e.health.take_rate();
+            (total >= sr.request_volume).then(|| (i, f64::from(ok) / f64::from(total)))
+        })
+        .collect();
+    // The first interval only starts the count.
+    if was == 0 || rates.len() < sr.minimum_hosts {
+        return;
+    }
+    let n = rates.len() as f64;
+    let mean = rates.iter().map(|r| r.1).sum::<f64>() / n;
+    let variance = rates.iter().map(|r| (r.1 - mean).powi(2)).sum::<f64>() / n;
+    let floor = mean - sr.stdev_factor * variance.sqrt();
+    for &(i, rate) in rates.iter().filter(|r| r.1 < floor) {
+        tracing::info!(cluster = %cluster.name, endpoint = %cluster.endpoints[i].addr, rate, mean, "success rate below the cluster's");
+        eject(cluster, o, i);
     }
 }
 

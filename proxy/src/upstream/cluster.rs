@@ -60,6 +60,16 @@ pub struct Outlier {
     pub limits: ConsecutiveLimits,
     pub max_ejection: Duration,
     pub max_ejected_percent: u32,
+    pub success_rate: Option<SuccessRate>,
+}
+
+/// The success-rate rule, compiled.
+#[derive(Debug, Clone)]
+pub struct SuccessRate {
+    pub minimum_hosts: usize,
+    pub request_volume: u32,
+    pub stdev_factor: f64,
+    pub interval_ms: u64,
 }
 
 #[derive(Debug)]
@@ -127,6 +137,8 @@ pub struct ClusterShared {
     round_robin: AtomicUsize,
     pub breakers: BreakerCounts,
     pub budget: RetryBudget,
+    /// When the success-rate rule's interval ends (`now_ms`; 0 before the first).
+    pub rate_interval_end: AtomicU64,
 }
 
 impl ClusterShared {
@@ -138,6 +150,7 @@ impl ClusterShared {
             round_robin: AtomicUsize::new(0),
             breakers: BreakerCounts::default(),
             budget: RetryBudget::default(),
+            rate_interval_end: AtomicU64::new(0),
         })
     }
 }

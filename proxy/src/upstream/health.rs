@@ -41,6 +41,10 @@ pub struct EndpointHealth {
     returned_at: AtomicU64,
     consecutive_5xx: AtomicU32,
     consecutive_gateway: AtomicU32,
+    /// Attempts and successes in the success-rate rule's current interval (counted only
+    /// when a cluster has the rule).
+    rate_total: AtomicU32,
+    rate_ok: AtomicU32,
     /// Which prober owns the endpoint's active checks: a prober whose number is no longer
     /// this one's stops (the check's settings changed, or the cluster went away).
     pub(super) prober: AtomicU64,
@@ -68,6 +72,21 @@ impl AttemptResult {
 }
 
 impl EndpointHealth {
+    /// Counts an attempt for the success-rate rule.
+    pub fn count_rate(&self, success: bool) {
+        self.rate_total.fetch_add(1, Ordering::Relaxed);
+        if success {
+            self.rate_ok.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The interval's (successes, attempts), and a new interval begun.
+    pub fn take_rate(&self) -> (u32, u32) {
+        let total = self.rate_total.swap(0, Ordering::Relaxed);
+        let ok = self.rate_ok.swap(0, Ordering::Relaxed);
+        (ok.min(total), total)
+    }
+
     /// Whether requests may go to the endpoint now.
     #[inline]
     pub fn available(&self) -> bool {

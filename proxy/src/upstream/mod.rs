@@ -15,7 +15,7 @@ pub mod pool;
 pub mod retry;
 mod tls_http1;
 
-pub use cluster::{Cluster, ClusterShared, Endpoint, Outlier, Resilience};
+pub use cluster::{Cluster, ClusterShared, Endpoint, Outlier, Resilience, SuccessRate};
 pub use forwarding::Forwarding;
 
 use crate::body::{RequestBody, RequestBodyError};
