@@ -103,9 +103,9 @@ struct Attempts<'a> {
     /// connection is its own, and never tried twice).
     policy: Option<&'a RetryPolicy>,
     /// The request's place under the cluster's active-requests breaker.
-    _request: Held,
+    _request: Held<'a>,
     /// A retry's place under the retries breaker, taken at the first retry.
-    retry: Option<Held>,
+    retry: Option<Held<'a>>,
     /// The route's timeout, and when it ends.
     route: Duration,
     end: Instant,
@@ -117,7 +117,7 @@ struct Attempts<'a> {
 
 impl<'a> Attempts<'a> {
     fn start(
-        cluster: &Arc<Cluster>,
+        cluster: &'a Arc<Cluster>,
         r: &'a Resilience,
         body: RequestBody,
         out: &Outbound<'_>,
@@ -220,7 +220,7 @@ impl<'a> Attempts<'a> {
     #[allow(clippy::too_many_arguments)]
     fn judge(
         &mut self,
-        cluster: &Cluster,
+        cluster: &'a Cluster,
         ep: usize,
         addr: SocketAddr,
         timeout: Duration,
@@ -264,7 +264,7 @@ impl<'a> Attempts<'a> {
     #[cold]
     fn again(
         &mut self,
-        cluster: &Cluster,
+        cluster: &'a Cluster,
         failure: AttemptFailure,
         method: &http::Method,
         tried: &Tried,

@@ -4,7 +4,6 @@
 
 use super::metrics::Breaker;
 use crate::config::CircuitBreakerConfig;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A cluster's limits (`usize::MAX`: none).
@@ -68,34 +67,29 @@ impl BreakerCounts {
     }
 }
 
-/// One unit held against a limit until dropped.
+/// One unit held against a limit until dropped. It borrows the cluster's counter: every
+/// holder lives inside one request's sending, which holds the cluster (no reference count
+/// to take and give back per request).
 #[derive(Debug)]
-pub struct Held {
-    shared: Arc<super::ClusterShared>,
-    which: Limit,
+pub struct Held<'a> {
+    counter: &'a AtomicUsize,
 }
 
-impl Held {
+impl<'a> Held<'a> {
     /// Takes one of `which` when fewer than `limit` are held; `None` past the limit. An
     /// unlimited breaker still counts (so `/config` and a limit set later see the truth).
-    pub fn take(shared: &Arc<super::ClusterShared>, which: Limit, limit: usize) -> Option<Self> {
+    pub fn take(shared: &'a super::ClusterShared, which: Limit, limit: usize) -> Option<Self> {
         let c = shared.breakers.counter(which);
         if c.fetch_add(1, Ordering::Relaxed) >= limit {
             c.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
-        Some(Held {
-            shared: shared.clone(),
-            which,
-        })
+        Some(Held { counter: c })
     }
 }
 
-impl Drop for Held {
+impl Drop for Held<'_> {
     fn drop(&mut self) {
-        self.shared
-            .breakers
-            .counter(self.which)
-            .fetch_sub(1, Ordering::Relaxed);
+        self.counter.fetch_sub(1, Ordering::Relaxed);
     }
 }
