@@ -6,11 +6,11 @@
 //! cluster's retry budget and its retry breaker allow.
 //!
 //! Cost: the plain path (`upstream::send`) is measured per instruction, and this one is
-//! held to within 5% of it. So the loop below is as small as the plain path's (the same
-//! exchange future, pinned where it is made), and everything an attempt does not hold
-//! across its await (the request's head and body, the policy's counters, the breaker
-//! slots) lives in one boxed `Attempts` that the decisions between attempts work on
-//! synchronously.
+//! held to within 5% of it. So the loop below is not boxed and holds little besides the
+//! plain path's exchange future (pinned where it is made): the request's head and
+//! forwarding headers stay in its `Outbound`, lent to each attempt, and what is kept
+//! between attempts (the policy's counters, the breaker slots, the body) is a small
+//! `Attempts` that the decisions between attempts work on synchronously.
 
 use super::breaker::{Held, Limit};
 use super::cluster::{Cluster, Outlier, PoolKey, Resilience, SuccessRate};
@@ -40,7 +40,7 @@ pub(super) async fn send(
     mut deadline: Option<&mut Deadline>,
     at: std::time::Instant,
 ) -> Result<Sent, UpstreamError> {
-    let mut a = Attempts::start(cluster, r, std::mem::take(&mut out.body), &out, at)?;
+    let mut a = Attempts::start(cluster, r, &mut out, at)?;
     if a.body_to_read() {
         Box::pin(a.read_body()).await?;
     }
@@ -119,8 +119,7 @@ impl<'a> Attempts<'a> {
     fn start(
         cluster: &'a Arc<Cluster>,
         r: &'a Resilience,
-        body: RequestBody,
-        out: &Outbound<'_>,
+        out: &mut Outbound<'_>,
         at: std::time::Instant,
     ) -> Result<Self, UpstreamError> {
         let (route, upgrade) = (out.timeout, out.upgrade);
@@ -133,9 +132,9 @@ impl<'a> Attempts<'a> {
         let body = match policy {
             Some(p) => {
                 cluster.shared.budget.deposit(at);
-                Sendable::new(body, p)
+                Sendable::new(std::mem::take(&mut out.body), p)
             }
-            None => Sendable::Once(Some(body)),
+            None => Sendable::Once(Some(std::mem::take(&mut out.body))),
         };
         Ok(Attempts {
             r,
@@ -320,7 +319,8 @@ impl<'a> Attempts<'a> {
     }
 }
 
-#[cold]
+/// An empty head, left in the request's place when its own goes to a sole attempt (every
+/// request of a cluster without a retry policy; no allocation).
 fn no_head() -> http::request::Parts {
     http::Request::new(()).into_parts().0
 }
