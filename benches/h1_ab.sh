@@ -9,10 +9,14 @@
 #   benches/h1_ab.sh /tmp/membrane-before target/release/membrane
 #   ROUNDS=7 DURATION=5 benches/h1_ab.sh A B
 #   B_CLUSTER=', retries: {}, outlier_detection: {}' benches/h1_ab.sh BIN BIN
+#   B_TRACE_RATIO=1.0 benches/h1_ab.sh BIN BIN     # what traces cost, every request sampled
 #
 # B_CLUSTER adds settings to B's cluster (YAML flow-mapping entries, with a leading comma):
 # one binary against itself measures what a setting costs. B_CLUSTER_HC=1 adds an active
-# health check of the nginx upstream to B's cluster.
+# health check of the nginx upstream to B's cluster. B_TRACE_RATIO turns traces on in B with
+# that sample ratio, exported to the OTLP sink (`cargo build --release --example otlp-sink`;
+# OTLP_SINK names it) on core 1: the sink's instructions are not counted, the gateway's
+# exporter thread's are.
 #
 # The proxy runs on core 0, wrk/h2load and the upstream on core 1. Every load is bounded by
 # a duration or a request count. Needs nginx, wrk, h2load, valgrind and curl from Debian.
@@ -68,6 +72,12 @@ if [ "${B_CLUSTER_HC:-0}" = 1 ]; then
 fi
 sed "s|endpoints: \['127.0.0.1:$UP'\]}|endpoints: ['127.0.0.1:$UP']$B_CLUSTER}|" "$work/cfg.yaml" >"$work/cfg_b.yaml"
 taskset -c 1 "$NGINX" -c "$work/up.conf" & pids+=($!)
+if [ -n "${B_TRACE_RATIO:-}" ]; then
+  SINK_PORT=18972
+  echo "tracing: {otlp_endpoint: 'http://127.0.0.1:$SINK_PORT', sample_ratio: $B_TRACE_RATIO}" >>"$work/cfg_b.yaml"
+  OTLP_SINK=${OTLP_SINK:-${CARGO_TARGET_DIR:-$(dirname "$0")/../target}/release/examples/otlp-sink}
+  taskset -c 1 "$OTLP_SINK" "127.0.0.1:$SINK_PORT" >"$work/sink.out" & pids+=($!)
+fi
 
 wait_ready() {
   for _ in $(seq 600); do

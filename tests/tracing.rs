@@ -181,6 +181,83 @@ async fn a_call_through_two_gateways_is_one_trace_of_parent_and_child_spans() {
     west.shutdown().await;
 }
 
+/// A retried request has a client span per attempt: the attempt refused by a dead
+/// endpoint with its error and that endpoint, then the one answered, both children of the
+/// server span; the upstream's parent is the attempt that reached it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_upstream_attempt_is_a_client_span_of_its_own() {
+    let (rx, collector) = Receiver::start().await;
+    let up = Upstream::start("orders").await;
+    let (port, dead) = (closed_port(), closed_port());
+    let (gw, _) = start_proxy(&format!(
+        "admin: {{address: '127.0.0.1:0'}}\nworkers: 1\n{}listeners:\n  - name: north\n    address: 127.0.0.1:{port}\n    virtual_hosts: [{{name: v, domains: ['*'], routes: [{{name: r, forward: {{cluster: orders}}}}]}}]\nclusters: [{{name: orders, endpoints: ['127.0.0.1:{dead}', '{}'], retries: {{retry_on: [connect_failure], max_retries: 1, backoff_base: 1ms, backoff_max: 2ms}}}}]\n",
+        tracing_yaml(collector, "orders", 1.0),
+        up.addr
+    ));
+    let c = client_h1();
+    let url = format!("http://127.0.0.1:{port}/o");
+    eventually("the gateway answers", Duration::from_secs(20), || {
+        let (c, url) = (c.clone(), url.clone());
+        async move { get(&c, &url, "orders", &[]).await.status == 200 }
+    })
+    .await;
+    // Round robin over two endpoints: one of two requests goes to the dead one first.
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let reply = get(&c, &url, "orders", &[]).await;
+        assert_eq!(reply.status, 200);
+        let echoed: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        let tp = echoed["headers"]["traceparent"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        seen.push(TraceParent::parse(tp.as_bytes()).unwrap());
+    }
+    let mut retried = None;
+    for tp in &seen {
+        let spans = rx
+            .wait_for("a request's spans", 2, |g| g.span.trace_id == tp.trace_id.0)
+            .await;
+        // Spans of one request arrive together.
+        if spans.len() == 3 {
+            retried = Some((tp, spans));
+        }
+    }
+    let (tp, spans) = retried.expect("one request of two was retried");
+    let server = spans
+        .iter()
+        .find(|g| g.span.kind == SERVER)
+        .unwrap()
+        .span
+        .clone();
+    let mut clients: Vec<_> = spans
+        .iter()
+        .filter(|g| g.span.kind == CLIENT)
+        .map(|g| g.span.clone())
+        .collect();
+    clients.sort_by_key(|s| s.start_time_unix_nano);
+    let (first, second) = (&clients[0], &clients[1]);
+    assert!(clients.iter().all(|s| s.parent_span_id == server.span_id));
+    assert_ne!(first.span_id, second.span_id);
+    assert_eq!(attr_int(first, "server.port"), Some(i64::from(dead)));
+    assert_eq!(
+        attr_str(first, "error.type"),
+        Some("upstream_connect_refused")
+    );
+    assert_eq!(first.status.as_ref().map(|s| s.code), Some(2));
+    assert_eq!(
+        attr_int(second, "server.port"),
+        Some(i64::from(up.addr.port()))
+    );
+    assert_eq!(attr_int(second, "http.response.status_code"), Some(200));
+    assert_eq!(attr_str(second, "membrane.cluster"), Some("orders"));
+    assert!(first.end_time_unix_nano <= second.start_time_unix_nano);
+    assert!(second.end_time_unix_nano <= server.end_time_unix_nano);
+    // The upstream saw the second attempt as its parent.
+    assert_eq!(second.span_id, tp.parent_id.0.to_vec());
+    gw.shutdown().await;
+}
+
 /// Nothing is sampled, but refusals are always recorded: a 429 and a 404 are spans with
 /// their reason, and the JSON error names the trace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,12 +1,12 @@
-//! Traces of requests: a server span per request and a client span for its upstream
-//! exchange, exported over OTLP (`membrane_telemetry`).
+//! Traces of requests: a server span per request and a client span per upstream attempt,
+//! exported over OTLP (`membrane_telemetry`).
 //!
 //! - **Context in**: a listener that continues (`trace_context: continue`, the default where
 //!   client certificates are required) makes its server span the child of the incoming
 //!   `traceparent` and keeps the caller's sampling decision and `tracestate`. One that
 //!   restarts (the default elsewhere: the public side must not choose trace ids or force
 //!   sampling) starts a new trace whose server span links to the incoming context.
-//! - **Context out**: the upstream gets `traceparent` with the client span's id, whether the
+//! - **Context out**: each upstream attempt gets `traceparent` with its client span's id, whether the
 //!   request is sampled or not (so the next cell sees one trace), and `tracestate` only when
 //!   the trace was continued. Without `tracing`, both headers pass through untouched.
 //! - **Sampling**: the head decision is the parent's or the ratio's; with
@@ -17,14 +17,17 @@
 //!   built only for requests that are exported (times are derived from the request's own
 //!   `Instant`s then).
 
+use crate::upstream::Endpoint;
+use crate::upstream::trail::Trail;
 use http::header::HeaderName;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use membrane_telemetry::context::{MAX_TRACESTATE, SAMPLED};
 use membrane_telemetry::{
-    Exporter, Kind, Sampler, SpanHead, SpanId, SpanWriter, TraceId, TraceParent, WallClock,
+    Attributes, Exporter, Kind, Sampler, SpanHead, SpanId, SpanWriter, TraceId, TraceParent,
+    WallClock,
 };
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
 
 /// Prebuilt names: a lookup by `&str` parses and lower-cases the name on every request.
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -36,7 +39,8 @@ pub struct Tracing {
     pub sampler: Sampler,
     pub exporter: Arc<Exporter>,
     pub jwt_subject: bool,
-    pub cell: Option<Arc<str>>,
+    /// `membrane.cell` on every server span, encoded once (empty without a cell).
+    pub cell: Attributes,
 }
 
 /// A listener's: the generation's tracing, and whether incoming contexts are continued.
@@ -50,6 +54,7 @@ pub struct ListenerTracing {
 pub struct RequestTrace {
     trace_id: TraceId,
     server: SpanId,
+    /// The first upstream attempt's span; later attempts' are derived from it.
     client: SpanId,
     parent: Option<SpanId>,
     link: Option<TraceParent>,
@@ -67,9 +72,10 @@ pub struct Finished<'a> {
     pub protocol: &'static str,
     pub status: StatusCode,
     pub error: Option<&'static str>,
-    pub listener: &'a Arc<str>,
-    pub route: &'a Arc<str>,
-    pub cluster: &'a Arc<str>,
+    /// The route, for the span's name.
+    pub route: &'a str,
+    /// The listener's, route's and cluster's names as attributes.
+    pub names: &'a Attributes,
     pub peer: Option<&'a str>,
     pub client_ip: &'a str,
     pub request_id: &'a str,
@@ -79,15 +85,27 @@ pub struct Finished<'a> {
     pub authz: Option<(&'static str, &'a str)>,
     /// The route's rate limit let the request through.
     pub rate_allowed: bool,
+    /// How long the request took (the server span), to its end.
+    pub elapsed: Duration,
     /// The upstream exchange, when there was one.
-    pub upstream: Option<Upstream>,
+    pub upstream: Option<Exchange<'a>>,
 }
 
-/// The upstream exchange: when it began (it ends where the request does), the endpoint,
-/// and the status it answered with.
+/// The request's upstream attempts: the last one's time (it ends where the request does),
+/// endpoint and status, and the attempts retried before it.
+pub struct Exchange<'a> {
+    pub took: Duration,
+    pub endpoint: Option<usize>,
+    pub status: Option<StatusCode>,
+    pub endpoints: &'a [Endpoint],
+    pub trail: &'a Trail,
+}
+
+/// The upstream exchange as the request path notes it until the request ends.
 pub struct Upstream {
+    /// When the last attempt began.
     pub start: Instant,
-    pub endpoint: Option<std::net::SocketAddr>,
+    pub endpoint: Option<usize>,
     pub status: Option<StatusCode>,
 }
 
@@ -99,6 +117,8 @@ pub struct Traced {
     pub target: Option<http::uri::PathAndQuery>,
     pub version: http::Version,
     pub upstream: Option<Upstream>,
+    /// Upstream attempts that were retried.
+    pub trail: Trail,
 }
 
 impl Traced {
@@ -109,6 +129,66 @@ impl Traced {
             target: req.uri().path_and_query().cloned(),
             version: req.version(),
             upstream: None,
+            trail: Trail::default(),
+        }
+    }
+}
+
+/// Attributes whose values come from a short list, encoded once: the common methods,
+/// schemes, protocol versions and rate-limit outcomes.
+struct Fixed {
+    methods: [(Method, Attributes); 7],
+    http: Attributes,
+    https: Attributes,
+    versions: [(&'static str, Attributes); 3],
+    allowed: Attributes,
+    limited: Attributes,
+}
+
+static FIXED: LazyLock<Fixed> = LazyLock::new(|| {
+    let one = |k: &str, v: &str| Attributes::builder().str(k, v).build();
+    let method = |m: Method| {
+        let a = one("http.request.method", m.as_str());
+        (m, a)
+    };
+    let version = |v: &'static str| (v, one("network.protocol.version", v));
+    Fixed {
+        methods: [
+            method(Method::GET),
+            method(Method::POST),
+            method(Method::HEAD),
+            method(Method::PUT),
+            method(Method::DELETE),
+            method(Method::PATCH),
+            method(Method::OPTIONS),
+        ],
+        http: one("url.scheme", "http"),
+        https: one("url.scheme", "https"),
+        versions: [version("HTTP/1.1"), version("HTTP/2"), version("HTTP/1.0")],
+        allowed: one("membrane.ratelimit.outcome", "allowed"),
+        limited: one("membrane.ratelimit.outcome", "limited"),
+    }
+});
+
+impl Fixed {
+    fn method(&self, w: &mut SpanWriter<'_>, m: &Method) {
+        let i = match *m {
+            Method::GET => 0,
+            Method::POST => 1,
+            Method::HEAD => 2,
+            Method::PUT => 3,
+            Method::DELETE => 4,
+            Method::PATCH => 5,
+            Method::OPTIONS => 6,
+            _ => return w.str("http.request.method", m.as_str()),
+        };
+        w.attributes(&self.methods[i].1);
+    }
+
+    fn version(&self, w: &mut SpanWriter<'_>, v: &str) {
+        match self.versions.iter().find(|(k, _)| *k == v) {
+            Some((_, a)) => w.attributes(a),
+            None => w.str("network.protocol.version", v),
         }
     }
 }
@@ -182,28 +262,24 @@ impl RequestTrace {
         self.trace_id
     }
 
-    /// Exports the request's spans (call when `wanted`): it began at `start` and ended at
-    /// `end`. They are written as OTLP straight into the exporter's buffer, from the
-    /// request's own fields (nothing copied into owned records first).
-    pub fn finish(self, lt: &ListenerTracing, start: Instant, end: Instant, f: Finished<'_>) {
+    /// Exports the request's spans (call when `wanted`): a server span and a client span
+    /// per upstream attempt, ended at `end`. They are written as OTLP straight into the
+    /// exporter's buffer, from the request's own fields (nothing copied into owned records
+    /// first); times are derived from durations the request path measured anyway.
+    pub fn finish(self, lt: &ListenerTracing, end: Instant, f: Finished<'_>) {
         let t = &lt.tracing;
-        let spans = 1 + usize::from(f.upstream.is_some());
+        let attempts = f.upstream.as_ref().map_or(0, |u| u.trail.attempts());
         t.exporter
-            .write(spans, |out| self.write(t, start, end, &f, out));
+            .write(1 + attempts, |out| self.write(t, end, &f, out));
     }
 
-    fn write(
-        &self,
-        t: &Tracing,
-        start: Instant,
-        end: Instant,
-        f: &Finished<'_>,
-        out: &mut Vec<u8>,
-    ) {
+    fn write(&self, t: &Tracing, end: Instant, f: &Finished<'_>, out: &mut Vec<u8>) {
         let clock = WallClock::at(end);
-        let end = clock.unix(end);
+        let end_unix = clock.unix(end);
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let fixed = &*FIXED;
         let method = f.method.as_str();
-        let route: &str = f.route;
+        let route = f.route;
         let name: &[&str] = if route.is_empty() {
             &[method]
         } else {
@@ -217,31 +293,26 @@ impl RequestTrace {
                 parent: self.parent,
                 name,
                 kind: Kind::Server,
-                start_unix_nanos: clock.unix(start),
-                end_unix_nanos: end,
+                start_unix_nanos: end_unix.saturating_sub(nanos(f.elapsed)),
+                end_unix_nanos: end_unix,
             },
         );
         if let Some(ts) = self.state.as_ref().and_then(|s| s.to_str().ok()) {
             w.trace_state(ts);
         }
-        w.str("http.request.method", method);
+        fixed.method(&mut w, f.method);
         w.str("url.path", f.path);
-        w.str("url.scheme", f.scheme);
-        w.str("network.protocol.version", f.protocol);
+        w.attributes(if f.scheme == "https" {
+            &fixed.https
+        } else {
+            &fixed.http
+        });
+        fixed.version(&mut w, f.protocol);
         w.int("http.response.status_code", i64::from(f.status.as_u16()));
         w.str("client.address", f.client_ip);
-        w.str("membrane.listener", f.listener);
         w.str("membrane.request_id", f.request_id);
-        if !route.is_empty() {
-            w.str("http.route", route);
-            w.str("membrane.route", route);
-        }
-        if !f.cluster.is_empty() {
-            w.str("membrane.cluster", f.cluster);
-        }
-        if let Some(c) = &t.cell {
-            w.str("membrane.cell", c);
-        }
+        w.attributes(f.names);
+        w.attributes(&t.cell);
         if let Some(p) = f.peer {
             w.str("membrane.peer.spiffe_id", p);
         }
@@ -255,9 +326,10 @@ impl RequestTrace {
             w.str("membrane.authz.rule", rule);
         }
         let limited = f.error == Some("rate_limited");
-        if limited || f.rate_allowed {
-            let outcome = if limited { "limited" } else { "allowed" };
-            w.str("membrane.ratelimit.outcome", outcome);
+        if limited {
+            w.attributes(&fixed.limited);
+        } else if f.rate_allowed {
+            w.attributes(&fixed.allowed);
         }
         if let Some(code) = f.error {
             w.str("error.type", code);
@@ -275,88 +347,81 @@ impl RequestTrace {
         let Some(u) = &f.upstream else {
             return;
         };
+        // Attempts retried: each a client span, in order.
+        for (n, e) in u.trail.earlier.iter().enumerate() {
+            let attempt = Attempt {
+                span: self.client.nth(n as u32),
+                start: clock.unix(e.start),
+                end: clock.unix(e.end),
+                endpoint: u.endpoints.get(e.endpoint).map(|ep| &ep.span_attributes),
+                outcome: e.outcome,
+            };
+            self.attempt(out, fixed, f.method, &attempt);
+        }
+        let last = Attempt {
+            span: self.client.nth(u.trail.earlier.len() as u32),
+            start: end_unix.saturating_sub(nanos(u.took)),
+            end: end_unix,
+            endpoint: u
+                .endpoint
+                .and_then(|i| u.endpoints.get(i))
+                .map(|ep| &ep.span_attributes),
+            outcome: match u.status {
+                Some(s) => Ok(s.as_u16()),
+                None => Err(f.error.unwrap_or("upstream_failed")),
+            },
+        };
+        self.attempt(out, fixed, f.method, &last);
+    }
+
+    /// One upstream attempt's client span. A status of 400 or more is an error on a
+    /// client span (OpenTelemetry's HTTP conventions), its `error.type` the status.
+    fn attempt(&self, out: &mut Vec<u8>, fixed: &Fixed, method: &Method, a: &Attempt<'_>) {
         let mut w = SpanWriter::begin(
             out,
             &SpanHead {
                 trace_id: self.trace_id,
-                span_id: self.client,
+                span_id: a.span,
                 parent: Some(self.server),
-                name: &[method],
+                name: &[method.as_str()],
                 kind: Kind::Client,
-                start_unix_nanos: clock.unix(u.start),
-                end_unix_nanos: end,
+                start_unix_nanos: a.start,
+                end_unix_nanos: a.end,
             },
         );
-        w.str("http.request.method", method);
-        w.str("membrane.cluster", f.cluster);
-        // The endpoint is `server.address` and `server.port`.
-        if let Some(ep) = u.endpoint {
-            let mut text = IpText::default();
-            w.str("server.address", text.of(ep.ip()));
-            w.int("server.port", i64::from(ep.port()));
+        fixed.method(&mut w, method);
+        if let Some(ep) = a.endpoint {
+            w.attributes(ep);
         }
-        if let Some(s) = u.status {
-            w.int("http.response.status_code", i64::from(s.as_u16()));
-        }
-        if u.status.is_none() {
-            let code = f.error.unwrap_or("upstream_failed");
-            w.str("error.type", code);
-            w.error(code);
+        match a.outcome {
+            Ok(status) => {
+                w.int("http.response.status_code", i64::from(status));
+                if status >= 400 {
+                    // Statuses are three digits (100-999).
+                    let digits = [
+                        b'0' + (status / 100 % 10) as u8,
+                        b'0' + (status / 10 % 10) as u8,
+                        b'0' + (status % 10) as u8,
+                    ];
+                    let code = std::str::from_utf8(&digits).unwrap_or("error");
+                    w.str("error.type", code);
+                    w.error(code);
+                }
+            }
+            Err(code) => {
+                w.str("error.type", code);
+                w.error(code);
+            }
         }
         w.end();
     }
 }
 
-/// An address as text without allocating; IPv4 by hand (the formatting machinery costs
-/// several hundred instructions per call).
-#[derive(Default)]
-struct IpText {
-    v4: [u8; 15],
-    v6: String,
-}
-
-impl IpText {
-    fn of(&mut self, ip: std::net::IpAddr) -> &str {
-        match ip {
-            std::net::IpAddr::V4(v4) => {
-                let mut n = 0;
-                for (i, o) in v4.octets().iter().enumerate() {
-                    if i > 0 {
-                        self.v4[n] = b'.';
-                        n += 1;
-                    }
-                    if *o >= 100 {
-                        self.v4[n] = b'0' + o / 100;
-                        n += 1;
-                    }
-                    if *o >= 10 {
-                        self.v4[n] = b'0' + (o / 10) % 10;
-                        n += 1;
-                    }
-                    self.v4[n] = b'0' + o % 10;
-                    n += 1;
-                }
-                std::str::from_utf8(&self.v4[..n]).unwrap_or("")
-            }
-            std::net::IpAddr::V6(v6) => {
-                self.v6 = v6.to_string();
-                &self.v6
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn ipv4_text_matches_display() {
-        for ip in ["0.0.0.0", "127.0.0.1", "10.20.30.255", "192.168.100.9"] {
-            let a: std::net::IpAddr = ip.parse().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
-            assert_eq!(super::IpText::default().of(a), ip);
-        }
-        let v6: std::net::IpAddr = "::1"
-            .parse()
-            .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
-        assert_eq!(super::IpText::default().of(v6), "::1");
-    }
+/// A client span's own fields.
+struct Attempt<'a> {
+    span: SpanId,
+    start: u64,
+    end: u64,
+    endpoint: Option<&'a Attributes>,
+    outcome: Result<u16, &'static str>,
 }

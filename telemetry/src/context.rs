@@ -67,6 +67,14 @@ impl SpanId {
     pub fn hex(&self) -> String {
         hex(&self.0)
     }
+
+    /// The id of a request's `n`th upstream attempt, when this is its first's: the first
+    /// keeps this id, each later one a different one derived from it (no random number
+    /// and nothing kept per attempt; a retry re-derives it from the header it sends).
+    pub fn nth(self, n: u32) -> SpanId {
+        let v = u64::from_be_bytes(self.0) ^ u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        SpanId((v | u64::from(v == 0)).to_be_bytes())
+    }
 }
 
 /// A parsed `traceparent`.
@@ -120,10 +128,20 @@ impl TraceParent {
         let mut out = [b'-'; 55];
         out[0] = b'0';
         out[1] = b'0';
-        put_hex(&mut out[3..35], &self.trace_id.0);
-        put_hex(&mut out[36..52], &self.parent_id.0);
+        let (hi, lo) = self.trace_id.0.split_at(8);
+        out[3..19].copy_from_slice(&hex8(hi));
+        out[19..35].copy_from_slice(&hex8(lo));
+        out[36..52].copy_from_slice(&hex8(&self.parent_id.0));
         put_hex(&mut out[53..55], &[self.flags & SAMPLED]);
         out
+    }
+}
+
+/// Makes the `traceparent` of a request's first upstream attempt that of its `n`th (its
+/// parent id the `n`th attempt's span, as [`SpanId::nth`] derives it).
+pub fn for_attempt(first: &mut [u8; 55], n: u32) {
+    if let Some(p) = TraceParent::parse(first) {
+        put_hex(&mut first[36..52], &p.parent_id.nth(n).0);
     }
 }
 
@@ -152,6 +170,23 @@ static PAIRS: [[u8; 2]; 256] = {
     t
 };
 
+/// Eight bytes as sixteen lowercase hex digits, all at once: each nibble is spread into a
+/// byte of its own (in order), then turned into its digit with a per-byte add (a request's
+/// `traceparent` is written on every request that tracing is configured for).
+fn hex8(bytes: &[u8]) -> [u8; 16] {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&bytes[..8]);
+    let mut x = u128::from(u64::from_be_bytes(b));
+    x = (x | (x << 32)) & 0x0000_0000_ffff_ffff_0000_0000_ffff_ffff;
+    x = (x | (x << 16)) & 0x0000_ffff_0000_ffff_0000_ffff_0000_ffff;
+    x = (x | (x << 8)) & 0x00ff_00ff_00ff_00ff_00ff_00ff_00ff_00ff;
+    x = (x | (x << 4)) & 0x0f0f_0f0f_0f0f_0f0f_0f0f_0f0f_0f0f_0f0f;
+    const ONES: u128 = 0x0101_0101_0101_0101_0101_0101_0101_0101;
+    // 1 in each byte whose nibble is 10 or more (a letter).
+    let letters = ((x + 6 * ONES) >> 4) & ONES;
+    (x + b'0' as u128 * ONES + letters * (b'a' - b'0' - 10) as u128).to_be_bytes()
+}
+
 fn put_hex(out: &mut [u8], bytes: &[u8]) {
     for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
         pair.copy_from_slice(&PAIRS[usize::from(*b)]);
@@ -160,9 +195,15 @@ fn put_hex(out: &mut [u8], bytes: &[u8]) {
 
 fn hex(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    for eight in bytes.chunks(8) {
+        if eight.len() == 8 {
+            out.push_str(std::str::from_utf8(&hex8(eight)).unwrap_or(""));
+        } else {
+            for b in eight {
+                out.push(char::from(DIGITS[usize::from(b >> 4)]));
+                out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+            }
+        }
     }
     out
 }
@@ -201,6 +242,38 @@ mod tests {
         let later = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-more";
         let p = TraceParent::parse(later.as_bytes()).unwrap();
         assert!(!p.sampled());
+    }
+
+    #[test]
+    fn hex_of_eight_bytes_at_once_is_hex() {
+        for v in [
+            0u64,
+            1,
+            0x0123_4567_89ab_cdef,
+            u64::MAX,
+            0xa0b1_c2d3_e4f5_0617,
+        ] {
+            assert_eq!(
+                std::str::from_utf8(&hex8(&v.to_be_bytes())).unwrap(),
+                format!("{v:016x}")
+            );
+        }
+        let id = TraceId([0xfe; 16]);
+        assert_eq!(id.hex(), "fe".repeat(16));
+    }
+
+    #[test]
+    fn attempts_have_their_own_span_ids_in_their_headers() {
+        let first = TraceParent::parse(GOOD.as_bytes()).unwrap();
+        assert_eq!(first.parent_id.nth(0), first.parent_id);
+        let ids: std::collections::HashSet<SpanId> =
+            (0..10).map(|n| first.parent_id.nth(n)).collect();
+        assert_eq!(ids.len(), 10);
+        let mut h = first.encode();
+        for_attempt(&mut h, 3);
+        let third = TraceParent::parse(&h).unwrap();
+        assert_eq!(third.parent_id, first.parent_id.nth(3));
+        assert_eq!((third.trace_id, third.flags), (first.trace_id, first.flags));
     }
 
     #[test]

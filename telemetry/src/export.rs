@@ -8,6 +8,7 @@
 //! counts it (no retry: the spans behind it matter more). The thread ends, after sending
 //! what is queued, when the last handle is dropped.
 
+use crate::grpc::{Channel, Message};
 use crate::span::SpanRecord;
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
@@ -89,13 +90,12 @@ pub struct Exporter {
 
 impl Exporter {
     pub fn start(config: ExportConfig, counters: Counters) -> Result<Self, ExportError> {
-        let uri: tonic::transport::Uri =
-            config
-                .endpoint
-                .parse()
-                .map_err(|e: tonic::codegen::http::uri::InvalidUri| {
-                    ExportError::Endpoint(config.endpoint.clone(), e.to_string())
-                })?;
+        let uri: http::Uri = config
+            .endpoint
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| {
+                ExportError::Endpoint(config.endpoint.clone(), e.to_string())
+            })?;
         if !matches!(uri.scheme_str(), Some("http")) || uri.authority().is_none() {
             return Err(ExportError::Endpoint(
                 config.endpoint.clone(),
@@ -174,96 +174,23 @@ impl Drop for Exporter {
 /// The gRPC method, written out: the request body is the bytes `wire` made.
 const EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
-/// A codec that sends a message already encoded, in parts (the request's head and slices
-/// of the buffers the spans were written into, copied once, into the gRPC frame), and
-/// ignores the reply's body (an `ExportTraceServiceResponse`; a partial success is not
-/// acted on).
-#[derive(Clone, Copy, Default)]
-struct Raw;
-struct RawEncoder;
-struct RawDecoder;
-
-impl tonic::codec::Encoder for RawEncoder {
-    type Item = Vec<Bytes>;
-    type Error = tonic::Status;
-    fn encode(
-        &mut self,
-        item: Vec<Bytes>,
-        dst: &mut tonic::codec::EncodeBuf<'_>,
-    ) -> Result<(), tonic::Status> {
-        use bytes::BufMut;
-        dst.reserve(item.iter().map(Bytes::len).sum());
-        for part in &item {
-            dst.put_slice(part);
-        }
-        Ok(())
-    }
-}
-
-impl tonic::codec::Decoder for RawDecoder {
-    type Item = ();
-    type Error = tonic::Status;
-    fn decode(
-        &mut self,
-        src: &mut tonic::codec::DecodeBuf<'_>,
-    ) -> Result<Option<()>, tonic::Status> {
-        use bytes::Buf;
-        let n = src.remaining();
-        src.advance(n);
-        Ok(Some(()))
-    }
-}
-
-impl tonic::codec::Codec for Raw {
-    type Encode = Vec<Bytes>;
-    type Decode = ();
-    type Encoder = RawEncoder;
-    type Decoder = RawDecoder;
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-    fn decoder(&mut self) -> RawDecoder {
-        RawDecoder
-    }
-}
-
-async fn send(
-    grpc: &mut tonic::client::Grpc<tonic::transport::Channel>,
-    body: Vec<Bytes>,
-) -> Result<(), tonic::Status> {
-    grpc.ready()
-        .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static(EXPORT);
-    grpc.unary(tonic::Request::new(body), path, Raw)
-        .await
-        .map(|_| ())
-}
-
 fn run(
     rt: tokio::runtime::Runtime,
-    uri: tonic::transport::Uri,
+    uri: http::Uri,
     cfg: ExportConfig,
     shared: Arc<Shared>,
     flushes: Receiver<SyncSender<()>>,
     counters: Counters,
 ) {
-    let channel = {
-        let _entered = rt.enter();
-        tonic::transport::Channel::builder(uri)
-            .connect_timeout(cfg.timeout)
-            .timeout(cfg.timeout)
-            .connect_lazy()
-    };
     let mut out = Out {
-        grpc: tonic::client::Grpc::new(channel),
+        grpc: Channel::new(uri, cfg.timeout),
         rt,
         cfg,
         counters,
         shared,
         taken: Vec::new(),
         spans: 0,
-        last: [16 << 10; SHARDS],
+        last: [64 << 10; SHARDS],
     };
     // The buffers are taken by polling, not by waiting to be woken: a thread that waits
     // is woken (a futex call) by every span written, on the request path; one that sleeps
@@ -301,7 +228,7 @@ fn run(
 
 /// The exporter thread's side: the spans taken from the buffers and the way out.
 struct Out {
-    grpc: tonic::client::Grpc<tonic::transport::Channel>,
+    grpc: Channel,
     rt: tokio::runtime::Runtime,
     cfg: ExportConfig,
     counters: Counters,
@@ -332,7 +259,7 @@ impl Out {
                 let fresh = std::mem::replace(&mut s.bytes, Vec::with_capacity(*last));
                 (std::mem::take(&mut s.spans), fresh)
             };
-            *last = (fresh.len() * 2).clamp(16 << 10, MAX_REQUEST);
+            *last = (fresh.len() * 2).clamp(64 << 10, MAX_REQUEST);
             self.taken.push(Bytes::from(fresh));
             self.spans += n;
         }
@@ -383,7 +310,10 @@ impl Out {
     fn export(&mut self, mut parts: Vec<Bytes>, n: usize, len: usize) {
         let head = crate::wire::request_head(&self.cfg.resource, env!("CARGO_PKG_VERSION"), len);
         parts.insert(0, Bytes::from(head));
-        match self.rt.block_on(send(&mut self.grpc, parts)) {
+        match self
+            .rt
+            .block_on(self.grpc.unary(EXPORT, Message::new(parts)))
+        {
             Ok(()) => {
                 self.counters.exported.inc_by(n as u64);
             }

@@ -12,6 +12,7 @@
 
 pub mod context;
 pub mod export;
+mod grpc;
 pub mod process;
 pub mod sampler;
 pub mod span;
@@ -21,7 +22,7 @@ pub use context::{SpanId, TraceId, TraceParent};
 pub use export::{Counters, ExportConfig, Exporter};
 pub use sampler::Sampler;
 pub use span::{Kind, SpanRecord, Value};
-pub use wire::{SpanHead, SpanWriter};
+pub use wire::{Attributes, SpanHead, SpanWriter};
 
 /// Nanoseconds since the Unix epoch, now.
 pub fn unix_nanos() -> u64 {

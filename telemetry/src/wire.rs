@@ -73,11 +73,58 @@ fn str_attribute(out: &mut Vec<u8>, field: u8, k: &str, v: &str) {
 }
 
 fn int_attribute(out: &mut Vec<u8>, field: u8, k: &str, v: i64) {
+    let kl = k.len();
+    // Status codes and ports: a key of one-byte length and a value of one or two bytes.
+    if kl <= 100 && (0..1 << 14).contains(&v) && field < 16 {
+        let two = v >= 0x80;
+        let vl = 1 + usize::from(two);
+        out.reserve(8 + kl);
+        out.extend_from_slice(&[(field << 3) | LEN, (5 + kl + vl) as u8, 0x0a, kl as u8]);
+        out.extend_from_slice(k.as_bytes());
+        let (lo, hi) = ((v as u8) | if two { 0x80 } else { 0 }, (v >> 7) as u8);
+        let tail = [0x12, (1 + vl) as u8, (3 << 3) | VARINT, lo, hi];
+        out.extend_from_slice(&tail[..4 + usize::from(two)]);
+        return;
+    }
     let al = 1 + varint_len(v as u64);
     attribute(out, field, k, al, |o| {
         key(o, 3, VARINT);
         varint(o, v as u64);
     });
+}
+
+/// Span attributes encoded once (when a config is compiled: a route's names, an
+/// endpoint's address) and copied whole into every span that carries them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attributes(Box<[u8]>);
+
+impl Attributes {
+    pub fn builder() -> AttributesBuilder {
+        AttributesBuilder(Vec::new())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Writes [`Attributes`] in the order given.
+pub struct AttributesBuilder(Vec<u8>);
+
+impl AttributesBuilder {
+    pub fn str(mut self, k: &str, v: &str) -> Self {
+        str_attribute(&mut self.0, 9, k, v);
+        self
+    }
+
+    pub fn int(mut self, k: &str, v: i64) -> Self {
+        int_attribute(&mut self.0, 9, k, v);
+        self
+    }
+
+    pub fn build(self) -> Attributes {
+        Attributes(self.0.into_boxed_slice())
+    }
 }
 
 /// What opens a span: its ids, name (written from parts, joined by nothing), kind and times.
@@ -103,34 +150,54 @@ pub struct SpanWriter<'a> {
 
 impl<'a> SpanWriter<'a> {
     pub fn begin(out: &'a mut Vec<u8>, h: &SpanHead<'_>) -> Self {
-        out.reserve(768);
-        key(out, 2, LEN);
-        out.extend_from_slice(&[0, 0]);
-        let body = out.len();
-        bytes_field(out, 1, &h.trace_id.0);
-        bytes_field(out, 2, &h.span_id.0);
-        if let Some(p) = &h.parent {
-            bytes_field(out, 4, &p.0);
-        }
+        let name_len: usize = h.name.iter().map(|p| p.len()).sum();
+        out.reserve(768 + name_len);
+        // The fixed fields go through one array and one copy: key and room for the length,
+        // trace id, span id and parent.
+        let mut head = [0u8; 42];
+        head[0] = (2 << 3) | LEN;
+        head[3..5].copy_from_slice(&[(1 << 3) | LEN, 16]);
+        head[5..21].copy_from_slice(&h.trace_id.0);
+        head[21..23].copy_from_slice(&[(2 << 3) | LEN, 8]);
+        head[23..31].copy_from_slice(&h.span_id.0);
+        let n = match &h.parent {
+            Some(p) => {
+                head[31..33].copy_from_slice(&[(4 << 3) | LEN, 8]);
+                head[33..41].copy_from_slice(&p.0);
+                41
+            }
+            None => 31,
+        };
+        out.extend_from_slice(&head[..n]);
+        // The body starts after the key and the two bytes of room.
+        let body = out.len() - n + 3;
         key(out, 5, LEN);
-        varint(out, h.name.iter().map(|p| p.len()).sum::<usize>() as u64);
+        varint(out, name_len as u64);
         for p in h.name {
             out.extend_from_slice(p.as_bytes());
         }
-        key(out, 6, VARINT);
-        out.push(match h.kind {
+        // Kind, start and end times, and the W3C flags (sampled: an exported span was
+        // recorded).
+        let mut tail = [0u8; 26];
+        tail[0] = (6 << 3) | VARINT;
+        tail[1] = match h.kind {
             Kind::Internal => 1,
             Kind::Server => 2,
             Kind::Client => 3,
-        });
-        key(out, 7, FIXED64);
-        out.extend_from_slice(&h.start_unix_nanos.to_le_bytes());
-        key(out, 8, FIXED64);
-        out.extend_from_slice(&h.end_unix_nanos.to_le_bytes());
-        // W3C flags: sampled (an exported span was recorded).
-        key(out, 16, FIXED32);
-        out.extend_from_slice(&1u32.to_le_bytes());
+        };
+        tail[2] = (7 << 3) | FIXED64;
+        tail[3..11].copy_from_slice(&h.start_unix_nanos.to_le_bytes());
+        tail[11] = (8 << 3) | FIXED64;
+        tail[12..20].copy_from_slice(&h.end_unix_nanos.to_le_bytes());
+        // Field 16, fixed32: a two-byte key.
+        tail[20..26].copy_from_slice(&[(16 << 3 | FIXED32) | 0x80, 1, 1, 0, 0, 0]);
+        out.extend_from_slice(&tail);
         Self { out, body }
+    }
+
+    /// Attributes encoded beforehand, copied in whole.
+    pub fn attributes(&mut self, a: &Attributes) {
+        self.out.extend_from_slice(&a.0);
     }
 
     /// The `tracestate` of a continued trace.
@@ -329,6 +396,62 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Integer attributes on either side of the short form decode alike.
+    #[test]
+    fn int_attributes_around_the_short_form() {
+        for (k, v) in [
+            ("a", 0i64),
+            ("http.response.status_code", 127),
+            ("p", 128),
+            ("server.port", 16_383),
+            ("x", 16_384),
+            ("y", -1),
+            (&"k".repeat(101), 200),
+        ] {
+            let mut b = Vec::new();
+            int_attribute(&mut b, 9, k, v);
+            let mut body = &b[1..];
+            let len = prost::encoding::decode_varint(&mut body).unwrap();
+            assert_eq!(len as usize, body.len(), "{k} {v}");
+            let kv = opentelemetry_proto::tonic::common::v1::KeyValue::decode(body).unwrap();
+            assert_eq!(kv.key, k);
+            assert_eq!(
+                kv.value.and_then(|a| a.value),
+                Some(any_value::Value::IntValue(v))
+            );
+        }
+    }
+
+    /// Attributes encoded beforehand decode as the span's, after those written one by one.
+    #[test]
+    fn encoded_attributes_are_the_spans() {
+        let a = Attributes::builder()
+            .str("membrane.route", "orders")
+            .int("server.port", 8080)
+            .build();
+        let mut framed = Vec::new();
+        let mut w = SpanWriter::begin(
+            &mut framed,
+            &SpanHead {
+                trace_id: TraceId::random(),
+                span_id: SpanId::random(),
+                parent: None,
+                name: &["GET"],
+                kind: Kind::Client,
+                start_unix_nanos: 1,
+                end_unix_nanos: 2,
+            },
+        );
+        w.str("first", "1");
+        w.attributes(&a);
+        w.end();
+        let req = ExportTraceServiceRequest::decode(request(&[], "v", &framed).as_slice()).unwrap();
+        let span = &req.resource_spans[0].scope_spans[0].spans[0];
+        let keys: Vec<&str> = span.attributes.iter().map(|kv| kv.key.as_str()).collect();
+        assert_eq!(keys, ["first", "membrane.route", "server.port"]);
+        assert_eq!((span.kind, span.parent_span_id.len()), (3, 0));
     }
 
     /// A span under 128 bytes and one over 16 KiB get their lengths moved into place.

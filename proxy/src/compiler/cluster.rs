@@ -108,7 +108,7 @@ impl Compiler<'_> {
         let endpoints: Vec<Endpoint> = addrs
             .into_iter()
             .zip(health)
-            .map(|(a, h)| Endpoint::new(a, h))
+            .map(|(a, h)| Endpoint::new(&name, a, h))
             .collect();
         let filtered = check.is_some() || resilience.as_ref().is_some_and(|r| r.outlier.is_some());
         Ok(Cluster {

@@ -6,7 +6,7 @@
 use super::Compiler;
 use crate::config::{ConfigError, TracingConfig};
 use crate::trace::Tracing;
-use membrane_telemetry::{ExportConfig, Exporter, Sampler};
+use membrane_telemetry::{Attributes, ExportConfig, Exporter, Sampler};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,7 +56,9 @@ impl Compiler<'_> {
             sampler: Sampler::new(t.sample_ratio, t.always_sample_errors),
             exporter,
             jwt_subject: t.jwt_subject,
-            cell: t.cell.as_deref().map(Arc::from),
+            cell: t.cell.as_deref().map_or_else(Attributes::default, |c| {
+                Attributes::builder().str("membrane.cell", c).build()
+            }),
         })))
     }
 }

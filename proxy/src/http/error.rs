@@ -38,7 +38,6 @@ impl ProxyError {
     /// The status and the stable error code clients and dashboards can rely on. Exhaustive
     /// on purpose: a new error must be given its status here.
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
-        use UpstreamError as U;
         match self {
             ProxyError::NoRoute { .. } => (StatusCode::NOT_FOUND, "no_route"),
             ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
@@ -57,23 +56,7 @@ impl ProxyError {
             ProxyError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
             ProxyError::PeerRevoked => (StatusCode::FORBIDDEN, "peer_revoked"),
             ProxyError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
-            ProxyError::Upstream(u) => match u {
-                U::NoEndpoint(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_endpoint"),
-                U::Overflow { .. } | U::Breaker { .. } => {
-                    (StatusCode::SERVICE_UNAVAILABLE, "upstream_overflow")
-                }
-                U::ConnectRefused { .. } => (StatusCode::BAD_GATEWAY, "upstream_connect_refused"),
-                U::Connect { .. } => (StatusCode::BAD_GATEWAY, "upstream_connect_failed"),
-                U::ConnectTimeout { .. } => {
-                    (StatusCode::GATEWAY_TIMEOUT, "upstream_connect_timeout")
-                }
-                U::Handshake { .. } => (StatusCode::BAD_GATEWAY, "upstream_protocol_error"),
-                U::Tls { .. } => (StatusCode::BAD_GATEWAY, "upstream_tls_failed"),
-                U::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
-                U::Exchange { .. } | U::Reset { .. } => (StatusCode::BAD_GATEWAY, "upstream_reset"),
-                U::Protocol { .. } => (StatusCode::BAD_GATEWAY, "upstream_protocol_error"),
-                U::RequestBody(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            },
+            ProxyError::Upstream(u) => u.status_and_code(),
         }
     }
 

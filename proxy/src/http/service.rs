@@ -86,6 +86,8 @@ pub async fn serve(
         Err(e) => Err((e, &listener.unrouted)),
     };
     let mut sent_at = None;
+    // The cluster a traced request went to (its endpoints name the client spans').
+    let mut upstream_cluster = None;
     let outcome = match decided {
         Ok((Decision::Answer(resp), m)) => Ok((resp, m)),
         Ok((
@@ -103,13 +105,15 @@ pub async fn serve(
             // The exchange's time ends where the request's does (one clock read less).
             let at = Instant::now();
             sent_at = Some(at);
-            let sent = upstream::send(cluster, out, deadline, at).await;
+            let trail = traced.as_mut().map(|t| &mut t.trail);
+            let sent = upstream::send(cluster, out, deadline, at, trail).await;
             if let Some(t) = traced.as_mut() {
                 t.upstream = Some(crate::trace::Upstream {
-                    start: at,
+                    start: t.trail.last_start.unwrap_or(at),
                     endpoint: sent.as_ref().ok().map(|s| s.2),
                     status: sent.as_ref().ok().map(|s| s.0.status()),
                 });
+                upstream_cluster = Some(cluster);
             }
             match sent {
                 Ok((resp, in_flight, _)) => {
@@ -178,9 +182,15 @@ pub async fn serve(
     {
         let t = *t;
         metrics.exemplar(elapsed, t.trace.trace_id().0);
+        let exchange = t.upstream.map(|u| crate::trace::Exchange {
+            took: end.saturating_duration_since(u.start),
+            endpoint: u.endpoint,
+            status: u.status,
+            endpoints: upstream_cluster.map_or(&[][..], |c| &c.endpoints[..]),
+            trail: &t.trail,
+        });
         t.trace.finish(
             lt,
-            start,
             end,
             crate::trace::Finished {
                 method: &t.method,
@@ -189,9 +199,8 @@ pub async fn serve(
                 protocol: version_name(t.version),
                 status: resp.status(),
                 error,
-                listener: &ctx.listener,
                 route: &metrics.route,
-                cluster: &metrics.cluster,
+                names: &metrics.span_attributes,
                 peer: peer.map(|p| p.as_str()),
                 client_ip: ctx.client_ip.to_str().unwrap_or(""),
                 request_id: request_id.value.to_str().unwrap_or(""),
@@ -201,7 +210,8 @@ pub async fn serve(
                     .as_ref()
                     .map(|d| (d.verdict.as_str(), d.rule.as_str())),
                 rate_allowed: note.rate.is_some(),
-                upstream: t.upstream,
+                elapsed,
+                upstream: exchange,
             },
         );
     }

@@ -20,6 +20,7 @@ use crate::enforce::metrics::{AuthzCounters, PolicyFamilies, ProviderMetrics};
 use crate::stream::ByteCounters;
 use crate::tls::metrics::{CertExpiry, TlsFamilies, TlsListenerMetrics};
 use crate::upstream::metrics::{ClusterMetrics, UpstreamFamilies};
+use membrane_telemetry::Attributes;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -236,9 +237,17 @@ impl Metrics {
 
     /// Counters for one route (or for a listener's unrouted requests), one per status class.
     pub fn route(&self, listener: &str, route: &str, cluster: &str) -> RouteMetrics {
+        let mut names = Attributes::builder().str("membrane.listener", listener);
+        if !route.is_empty() {
+            names = names.str("http.route", route).str("membrane.route", route);
+        }
+        if !cluster.is_empty() {
+            names = names.str("membrane.cluster", cluster);
+        }
         RouteMetrics {
             route: route.into(),
             cluster: cluster.into(),
+            span_attributes: names.build(),
             by_class: StatusClass::ALL.map(|status_class| {
                 self.requests
                     .get_or_create(&RequestLabels {
@@ -327,6 +336,8 @@ pub struct RouteMetrics {
     /// The route's and cluster's names (empty when none), for the access log.
     pub route: Arc<str>,
     pub cluster: Arc<str>,
+    /// A server span's attributes naming the listener, route and cluster, encoded once.
+    pub span_attributes: Attributes,
     by_class: [Counter; 5],
     duration: LatencyHistogram,
     upstream: LatencyHistogram,

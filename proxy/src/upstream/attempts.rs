@@ -17,6 +17,7 @@ use super::cluster::{Cluster, Outlier, PoolKey, Resilience, SuccessRate};
 use super::health::AttemptResult;
 use super::health::now_ms;
 use super::retry::{AttemptFailure, RetryPolicy, retry_after};
+use super::trail::{Earlier, Trail};
 use super::{Bound, Head, InFlight, Outbound, UpstreamBody, UpstreamError, exchange};
 use crate::body::{RequestBody, RequestBodyError};
 use crate::deadline::Deadline;
@@ -31,7 +32,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::time::Instant;
 
-type Sent = (Response<UpstreamBody>, InFlight, SocketAddr);
+type Sent = (Response<UpstreamBody>, InFlight, usize);
 
 pub(super) async fn send(
     cluster: &Arc<Cluster>,
@@ -39,11 +40,13 @@ pub(super) async fn send(
     mut out: Outbound<'_>,
     mut deadline: Option<&mut Deadline>,
     at: std::time::Instant,
+    mut trail: Option<&mut Trail>,
 ) -> Result<Sent, UpstreamError> {
     let mut a = Attempts::start(cluster, r, &mut out, at)?;
     if a.body_to_read() {
         Box::pin(a.read_body()).await?;
     }
+    let mut started = at;
     loop {
         let (key, ep, in_flight) = a.pick(cluster)?;
         let timeout = a.try_timeout();
@@ -54,13 +57,23 @@ pub(super) async fn send(
             Some(_) => Head::Lent(out.parts.get()),
             None => std::mem::replace(&mut out.parts, Head::Owned(no_head())),
         };
-        let attempt = Outbound {
+        let mut attempt = Outbound {
             parts,
             body: a.body.take(),
             fwd: out.fwd.clone(),
             timeout,
             upgrade: out.upgrade,
         };
+        if a.retries > 0 {
+            // Each attempt is a client span of its own: the upstream's parent is this one.
+            if let Some(h) = attempt.fwd.trace.as_mut() {
+                membrane_telemetry::context::for_attempt(h, a.retries);
+            }
+            if let Some(t) = trail.as_deref_mut() {
+                started = std::time::Instant::now();
+                t.last_start = Some(started);
+            }
+        }
         let mut bound = Bound::new(deadline.as_deref_mut(), timeout);
         let sent = {
             // Pinned where it is made, as on the plain path.
@@ -71,15 +84,24 @@ pub(super) async fn send(
         // A response that is not retried goes straight back (no moves on the way).
         let sent = match sent {
             Some(Ok(resp)) if a.settles(cluster, ep, resp.status().as_u16()) => {
-                return Ok((resp, in_flight, key.addr));
+                return Ok((resp, in_flight, ep));
             }
             other => other,
         };
         let method = &out.parts.get().method;
-        let wait = match a.judge(cluster, ep, key.addr, timeout, sent, method, in_flight) {
+        let (next, outcome) = a.judge(cluster, ep, key.addr, timeout, sent, method, in_flight);
+        let wait = match next {
             Next::Done(result) => return result,
             Next::Retry(wait) => wait,
         };
+        if let Some(t) = trail.as_deref_mut() {
+            t.earlier.push(Earlier {
+                start: started,
+                end: std::time::Instant::now(),
+                endpoint: ep,
+                outcome,
+            });
+        }
         if !wait.is_zero() {
             Box::pin(tokio::time::sleep(wait)).await;
         }
@@ -215,7 +237,7 @@ impl<'a> Attempts<'a> {
     }
 
     /// Counts a failed attempt (a response already counted by `settles`) and decides
-    /// what comes next.
+    /// what comes next; says what the attempt ended with (its status or failure's code).
     #[allow(clippy::too_many_arguments)]
     fn judge(
         &mut self,
@@ -226,7 +248,7 @@ impl<'a> Attempts<'a> {
         sent: Option<Result<Response<UpstreamBody>, UpstreamError>>,
         method: &http::Method,
         in_flight: InFlight,
-    ) -> Next {
+    ) -> (Next, Result<u16, &'static str>) {
         let (failure, tried) = match sent {
             Some(Ok(resp)) => {
                 let status = resp.status().as_u16();
@@ -251,9 +273,13 @@ impl<'a> Attempts<'a> {
         match self.again(cluster, failure, method, &tried) {
             Some(wait) => {
                 tracing::debug!(cluster = %cluster.name, %addr, ?failure, retry = self.retries, ?wait, "retrying");
-                Next::Retry(wait)
+                let outcome = match &tried {
+                    Tried::Response(r) => Ok(r.status().as_u16()),
+                    Tried::Failed(e) => Err(e.status_and_code().1),
+                };
+                (Next::Retry(wait), outcome)
             }
-            None => Next::Done(tried.into_result(in_flight, addr)),
+            None => (Next::Done(tried.into_result(in_flight, ep)), Ok(0)),
         }
     }
 
@@ -333,9 +359,9 @@ enum Tried {
 }
 
 impl Tried {
-    fn into_result(self, in_flight: InFlight, addr: SocketAddr) -> Result<Sent, UpstreamError> {
+    fn into_result(self, in_flight: InFlight, ep: usize) -> Result<Sent, UpstreamError> {
         match self {
-            Tried::Response(r) => Ok((r, in_flight, addr)),
+            Tried::Response(r) => Ok((r, in_flight, ep)),
             Tried::Failed(e) => Err(e),
         }
     }

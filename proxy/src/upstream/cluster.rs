@@ -3,6 +3,7 @@ use super::health::{ConsecutiveLimits, EndpointHealth};
 use super::metrics::ClusterMetrics;
 use super::retry::{RetryBudget, RetryPolicy};
 use crate::config::{LbPolicy, UpstreamProtocol};
+use membrane_telemetry::Attributes;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -79,14 +80,22 @@ pub struct Endpoint {
     pub active: AtomicUsize,
     /// Shared with the generations before and after while they keep the endpoint.
     pub health: Arc<EndpointHealth>,
+    /// A client span's attributes naming the cluster and this endpoint (`membrane.cluster`,
+    /// `server.address`, `server.port`), encoded once.
+    pub span_attributes: Attributes,
 }
 
 impl Endpoint {
-    pub fn new(addr: SocketAddr, health: Arc<EndpointHealth>) -> Self {
+    pub fn new(cluster: &str, addr: SocketAddr, health: Arc<EndpointHealth>) -> Self {
         Self {
             addr,
             active: AtomicUsize::new(0),
             health,
+            span_attributes: Attributes::builder()
+                .str("membrane.cluster", cluster)
+                .str("server.address", &addr.ip().to_string())
+                .int("server.port", i64::from(addr.port()))
+                .build(),
         }
     }
 }
@@ -299,7 +308,13 @@ pub(crate) fn test_cluster(lb: LbPolicy, n: u16) -> Cluster {
     Cluster {
         name: "c".into(),
         endpoints: (0..n)
-            .map(|i| Endpoint::new(SocketAddr::from(([127, 0, 0, 1], 1000 + i)), Arc::default()))
+            .map(|i| {
+                Endpoint::new(
+                    "c",
+                    SocketAddr::from(([127, 0, 0, 1], 1000 + i)),
+                    Arc::default(),
+                )
+            })
             .collect(),
         lb,
         protocol: UpstreamProtocol::Http1,

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod pool;
 pub mod retry;
 mod tls_http1;
+pub mod trail;
 
 pub use cluster::{Cluster, ClusterShared, Endpoint, Outlier, Resilience, SuccessRate};
 pub use forwarding::Forwarding;
@@ -83,6 +84,32 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// The status the client gets and the stable error code clients, logs and spans name
+    /// the failure by. Exhaustive on purpose.
+    pub fn status_and_code(&self) -> (http::StatusCode, &'static str) {
+        use http::StatusCode as S;
+        match self {
+            UpstreamError::NoEndpoint(_) => (S::SERVICE_UNAVAILABLE, "no_endpoint"),
+            UpstreamError::Overflow { .. } | UpstreamError::Breaker { .. } => {
+                (S::SERVICE_UNAVAILABLE, "upstream_overflow")
+            }
+            UpstreamError::ConnectRefused { .. } => (S::BAD_GATEWAY, "upstream_connect_refused"),
+            UpstreamError::Connect { .. } => (S::BAD_GATEWAY, "upstream_connect_failed"),
+            UpstreamError::ConnectTimeout { .. } => {
+                (S::GATEWAY_TIMEOUT, "upstream_connect_timeout")
+            }
+            UpstreamError::Handshake { .. } | UpstreamError::Protocol { .. } => {
+                (S::BAD_GATEWAY, "upstream_protocol_error")
+            }
+            UpstreamError::Tls { .. } => (S::BAD_GATEWAY, "upstream_tls_failed"),
+            UpstreamError::Timeout { .. } => (S::GATEWAY_TIMEOUT, "upstream_timeout"),
+            UpstreamError::Exchange { .. } | UpstreamError::Reset { .. } => {
+                (S::BAD_GATEWAY, "upstream_reset")
+            }
+            UpstreamError::RequestBody(_) => (S::BAD_REQUEST, "bad_request"),
+        }
+    }
+
     /// What the client is told: the kind of failure, never the upstream's address, cluster
     /// or the lower layer's words (those go to the log). Exhaustive on purpose.
     pub fn client_message(&self) -> &'static str {
@@ -243,18 +270,21 @@ fn copy_head(p: &http::request::Parts) -> http::request::Parts {
 /// are boxed: an allocation for those requests instead of a larger copy for every one.
 ///
 /// `at` is when the request was handed over (read by the caller for its own metrics): the
-/// route's timeout across retries counts from there.
+/// route's timeout across retries counts from there. A traced request passes a `trail`
+/// for the attempts that were retried. The answer names the endpoint by its index in the
+/// cluster.
 pub async fn send(
     cluster: &Arc<Cluster>,
     out: Outbound<'_>,
     deadline: Option<&mut Deadline>,
     at: std::time::Instant,
-) -> Result<(Response<UpstreamBody>, InFlight, std::net::SocketAddr), UpstreamError> {
+    trail: Option<&mut trail::Trail>,
+) -> Result<(Response<UpstreamBody>, InFlight, usize), UpstreamError> {
     if let Some(r) = &cluster.resilience {
         // Not boxed: a box cost an allocation and a copy of its future on every request of
         // these clusters. Held inline, it makes this future about 1.2 KiB larger (4.1 KiB),
         // which left the plain path within 1% of its instructions before (measured).
-        return attempts::send(cluster, r, out, deadline, at).await;
+        return attempts::send(cluster, r, out, deadline, at, trail).await;
     }
     let ep = cluster
         .pick()
@@ -274,7 +304,7 @@ pub async fn send(
     let sent = std::future::poll_fn(|cx| bound.poll_within(f.as_mut(), cx)).await;
     bound.end();
     match sent {
-        Some(Ok(resp)) => Ok((resp, in_flight, key.addr)),
+        Some(Ok(resp)) => Ok((resp, in_flight, ep)),
         Some(Err(e)) => Err(e),
         None => Err(UpstreamError::Timeout {
             addr: key.addr,
