@@ -3,7 +3,9 @@
 
 mod common;
 
+use bytes::Bytes;
 use common::*;
+use http_body_util::Full;
 use membrane_proxy::testing::{Upstream, start_proxy};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -246,5 +248,77 @@ clusters: [{{name: app, endpoints: ["{}"]}}]
     assert!(
         tx >= 12.0 + 9.0 + 9.0,
         "at least the body and two frame heads: {tx}"
+    );
+}
+
+/// Clusters count the bytes their connections wrote and read: exactly what a raw upstream
+/// received (the request head Membrane wrote and the body) and what it answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clusters_count_the_bytes_sent_to_and_received_from_upstreams() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up_addr = up.local_addr().unwrap();
+    const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+    // Reads one request (head, then a 3000-byte body), answers, and reports what it read.
+    let (read_tx, read_rx) = tokio::sync::oneshot::channel::<usize>();
+    tokio::spawn(async move {
+        let (mut s, _) = up.accept().await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the request ended early");
+            got.extend_from_slice(&buf[..n]);
+            if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n")
+                && got.len() >= end + 4 + 3000
+            {
+                break;
+            }
+        }
+        s.write_all(ANSWER).await.unwrap();
+        let _ = read_tx.send(got.len());
+        // Held open: the connection goes back to the pool.
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+    });
+    let yaml = format!(
+        r#"
+admin: {{address: "127.0.0.1:0"}}
+workers: 1
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+    virtual_hosts: [{{name: v, domains: ['*'], routes: [{{name: app, forward: {{cluster: app}}}}]}}]
+clusters: [{{name: app, endpoints: ["{up_addr}"]}}]
+"#
+    );
+    let (proxy, _) = start_proxy(&yaml);
+    let addr = proxy.listener_addr("main").unwrap();
+    let admin = proxy.admin_addr();
+    let reply = send(
+        &client_h1(),
+        http::Request::post(format!("http://{addr}/upload"))
+            .header("host", "a.test")
+            .body(Full::new(Bytes::from(vec![b'b'; 3000])))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text(), "hello");
+    let read = read_rx.await.unwrap();
+    let text = get(
+        &client_h1(),
+        &format!("http://{admin}/metrics"),
+        "admin",
+        &[],
+    )
+    .await
+    .text();
+    let m = parse_metrics(&text);
+    let series = |name: &str| format!("membrane_upstream_{name}_bytes_total{{cluster=\"app\"}}");
+    assert_eq!(m.get(&series("sent")).copied(), Some(read as f64), "{text}");
+    assert_eq!(
+        m.get(&series("received")).copied(),
+        Some(ANSWER.len() as f64),
+        "{text}"
     );
 }

@@ -115,13 +115,13 @@ impl DownWrite {
 }
 
 /// Counts what a read put into `buf` (from `filled` on).
-fn count_read(r: &Poll<io::Result<()>>, buf: &ReadBuf<'_>, filled: usize, c: &Counter) {
+pub fn count_read(r: &Poll<io::Result<()>>, buf: &ReadBuf<'_>, filled: usize, c: &Counter) {
     if let Poll::Ready(Ok(())) = r {
         c.inc_by((buf.filled().len() - filled) as u64);
     }
 }
 
-fn count_write(r: Poll<io::Result<usize>>, c: &Counter) -> Poll<io::Result<usize>> {
+pub fn count_write(r: Poll<io::Result<usize>>, c: &Counter) -> Poll<io::Result<usize>> {
     if let Poll::Ready(Ok(n)) = &r {
         c.inc_by(*n as u64);
     }

@@ -117,6 +117,8 @@ pub struct PoolKey {
 pub struct OpenConnection {
     pub(super) shared: Arc<ClusterShared>,
     pub(super) gauge: prometheus_client::metrics::gauge::Gauge,
+    /// The cluster's byte counters, which the connection's reads and writes add to.
+    pub(super) bytes: crate::stream::ByteCounters,
 }
 
 impl Drop for OpenConnection {
@@ -133,6 +135,7 @@ impl OpenConnection {
         OpenConnection {
             shared: ClusterShared::new(),
             gauge: Default::default(),
+            bytes: Default::default(),
         }
     }
 }

@@ -1,6 +1,7 @@
 use super::UpstreamError;
 use super::breaker::{Held, Limit};
 use super::cluster::{Cluster, OpenConnection, PoolKey};
+use super::counted::Counted;
 use super::h1::H1Conn;
 use super::metrics::Breaker;
 use super::metrics::ConnectFailure;
@@ -49,6 +50,7 @@ async fn connect_tcp(
     let guard = OpenConnection {
         shared: cluster.shared.clone(),
         gauge: cluster.metrics.connections.clone(),
+        bytes: cluster.metrics.bytes.clone(),
     };
     let after = cluster.connect_timeout;
     let stream = match tokio::time::timeout(after, TcpStream::connect(addr)).await {
@@ -78,6 +80,7 @@ pub(super) async fn open(cluster: &Cluster, key: PoolKey) -> Result<Sender, Upst
     let (stream, guard) = connect_tcp(cluster, addr).await?;
     if let Some(tls) = &cluster.tls {
         let stream = connect_tls(cluster, tls, addr, stream).await?;
+        let stream = Counted::new(stream, guard.bytes.clone());
         return match key.protocol {
             UpstreamProtocol::Http1 => {
                 let (sender, conn) = http1::Builder::new()
@@ -101,6 +104,7 @@ pub(super) async fn open(cluster: &Cluster, key: PoolKey) -> Result<Sender, Upst
     match key.protocol {
         UpstreamProtocol::Http1 => Ok(Sender::Http1(Box::new(H1Conn::new(stream, guard)))),
         UpstreamProtocol::Http2 => {
+            let stream = Counted::new(stream, guard.bytes.clone());
             let (sender, conn) = h2_client()
                 .handshake(TokioIo::new(stream))
                 .await
@@ -167,6 +171,7 @@ pub(super) async fn open_upgrade(
     let (stream, guard) = connect_tcp(cluster, addr).await?;
     if let Some(tls) = &cluster.tls {
         let stream = connect_tls(cluster, tls, addr, stream).await?;
+        let stream = Counted::new(stream, guard.bytes.clone());
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -174,6 +179,7 @@ pub(super) async fn open_upgrade(
         spawn_conn(addr, guard, conn.with_upgrades());
         return Ok(sender);
     }
+    let stream = Counted::new(stream, guard.bytes.clone());
     let (sender, conn) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await

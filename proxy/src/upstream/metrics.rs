@@ -1,12 +1,13 @@
 //! Upstream metrics, registered by this subsystem, by cluster: failed connection attempts by
 //! reason, open connections, retries and their budget, circuit-breaker overflows, ejections,
-//! health checks and fail-open picks.
+//! health checks, fail-open picks, and the bytes read and written.
 
+use crate::stream::ByteCounters;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 
 /// Why a connection attempt failed.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
@@ -93,6 +94,8 @@ pub struct UpstreamFamilies {
     panic: Family<ClusterLabels, Counter>,
     check_failures: Family<ClusterLabels, Counter>,
     down: Family<ClusterLabels, Gauge>,
+    received: Family<ClusterLabels, Counter>,
+    sent: Family<ClusterLabels, Counter>,
 }
 
 impl UpstreamFamilies {
@@ -107,6 +110,8 @@ impl UpstreamFamilies {
             panic: Family::default(),
             check_failures: Family::default(),
             down: Family::default(),
+            received: Family::default(),
+            sent: Family::default(),
         };
         registry.register(
             "upstream_connect_failures",
@@ -148,6 +153,18 @@ impl UpstreamFamilies {
             "Active health checks that failed, by cluster",
             f.check_failures.clone(),
         );
+        registry.register_with_unit(
+            "upstream_received",
+            "Bytes read from upstream connections (TLS: the payload), by cluster",
+            Unit::Bytes,
+            f.received.clone(),
+        );
+        registry.register_with_unit(
+            "upstream_sent",
+            "Bytes written to upstream connections (TLS: the payload), by cluster",
+            Unit::Bytes,
+            f.sent.clone(),
+        );
         registry.register(
             "upstream_endpoints_down",
             "Endpoints the active health checks hold down, by cluster",
@@ -169,6 +186,10 @@ impl UpstreamFamilies {
             ejections: by(&self.ejections),
             panic: by(&self.panic),
             check_failures: by(&self.check_failures),
+            bytes: ByteCounters {
+                received: by(&self.received),
+                sent: by(&self.sent),
+            },
             down: self
                 .down
                 .get_or_create(&ClusterLabels {
@@ -214,6 +235,8 @@ pub struct ClusterMetrics {
     pub panic: Counter,
     pub check_failures: Counter,
     pub down: Gauge,
+    /// What the cluster's connections read and wrote.
+    pub bytes: ByteCounters,
 }
 
 impl ClusterMetrics {

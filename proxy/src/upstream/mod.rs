@@ -5,6 +5,7 @@ mod attempts;
 pub mod breaker;
 mod cluster;
 mod connect;
+mod counted;
 mod exchange;
 pub mod forwarding;
 pub mod h1;

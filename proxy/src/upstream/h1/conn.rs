@@ -4,6 +4,7 @@ use super::encode::encode_request;
 use crate::body::RequestBody;
 use crate::h1::H1Error;
 use crate::h1::response as head;
+use crate::stream::ByteCounters;
 use crate::upstream::cluster::{OpenConnection, PoolKey};
 use crate::upstream::forwarding::Forwarding;
 use bytes::BytesMut;
@@ -18,9 +19,16 @@ use tokio::net::TcpStream;
 const READ_CHUNK: usize = 16 * 1024;
 const MAX_HEAD: usize = 64 * 1024;
 
+/// A connection's socket and its cluster's byte counters, which every read and write adds
+/// to (one atomic add each).
+pub(super) struct Wire {
+    pub(super) tcp: TcpStream,
+    bytes: ByteCounters,
+}
+
 /// One upstream HTTP/1.1 connection with its buffers.
 pub struct H1Conn {
-    pub(super) stream: TcpStream,
+    pub(super) stream: Wire,
     pub(super) rbuf: BytesMut,
     wbuf: Vec<u8>,
     /// Header positions while a response head is parsed; kept to avoid an allocation.
@@ -31,7 +39,10 @@ pub struct H1Conn {
 impl H1Conn {
     pub(crate) fn new(stream: TcpStream, open: OpenConnection) -> Self {
         Self {
-            stream,
+            stream: Wire {
+                tcp: stream,
+                bytes: open.bytes.clone(),
+            },
             rbuf: BytesMut::with_capacity(READ_CHUNK),
             wbuf: Vec::with_capacity(1024),
             scratch: Vec::with_capacity(32),
@@ -44,9 +55,10 @@ impl H1Conn {
     /// `try_io` reads that state without registering a waker (which would take the socket's
     /// waiter lock on every checkout and return).
     pub fn is_closed(&self) -> bool {
-        let probe = self.stream.try_io(tokio::io::Interest::READABLE, || {
+        let tcp = &self.stream.tcp;
+        let probe = tcp.try_io(tokio::io::Interest::READABLE, || {
             let mut byte = [std::mem::MaybeUninit::new(0u8)];
-            socket2::SockRef::from(&self.stream).peek(&mut byte)
+            socket2::SockRef::from(tcp).peek(&mut byte)
         });
         // Not readable: healthy. Readable: closed (0), stray bytes (n) or an error.
         !matches!(probe, Err(e) if e.kind() == ErrorKind::WouldBlock)
@@ -57,7 +69,7 @@ impl H1Conn {
     /// idles (the upstream closing it, or stray bytes). A close that races this call is caught
     /// by the exchange instead: a request without a body is then retried.
     pub(super) fn forget_readiness(&self) {
-        let _ = self.stream.try_io(tokio::io::Interest::READABLE, || {
+        let _ = self.stream.tcp.try_io(tokio::io::Interest::READABLE, || {
             Err::<(), _>(ErrorKind::WouldBlock.into())
         });
     }
@@ -155,7 +167,7 @@ pub async fn exchange(
 /// Reads until a final response head is parsed. The error comes with whether nothing at all
 /// had arrived from the upstream.
 async fn read_head(
-    stream: &TcpStream,
+    stream: &Wire,
     rbuf: &mut BytesMut,
     scratch: &mut Vec<crate::h1::fields::FieldSpan>,
     is_head: bool,
@@ -186,7 +198,7 @@ async fn read_head(
 /// Reads more into `rbuf`; `Ok(0)` is end of stream. Readiness is checked first, which
 /// costs no syscall, and the read is tried only when the socket may have data.
 fn poll_fill(
-    stream: &TcpStream,
+    stream: &Wire,
     rbuf: &mut BytesMut,
     cx: &mut Context<'_>,
 ) -> Poll<std::io::Result<usize>> {
@@ -194,26 +206,33 @@ fn poll_fill(
         rbuf.reserve(READ_CHUNK);
     }
     loop {
-        std::task::ready!(stream.poll_read_ready(cx))?;
-        match stream.try_read_buf(rbuf) {
+        std::task::ready!(stream.tcp.poll_read_ready(cx))?;
+        match stream.tcp.try_read_buf(rbuf) {
             Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
+            Ok(n) => {
+                stream.bytes.received.inc_by(n as u64);
+                return Poll::Ready(Ok(n));
+            }
             other => return Poll::Ready(other),
         }
     }
 }
 
-async fn fill(stream: &TcpStream, rbuf: &mut BytesMut) -> std::io::Result<usize> {
+async fn fill(stream: &Wire, rbuf: &mut BytesMut) -> std::io::Result<usize> {
     std::future::poll_fn(|cx| poll_fill(stream, rbuf, cx)).await
 }
 
 /// Writes all of `buf` through a shared reference, so that reading can go on at the same
 /// time.
-async fn write_all(stream: &TcpStream, mut buf: &[u8]) -> std::io::Result<()> {
+async fn write_all(stream: &Wire, mut buf: &[u8]) -> std::io::Result<()> {
     while !buf.is_empty() {
-        match stream.try_write(buf) {
+        match stream.tcp.try_write(buf) {
             Ok(0) => return Err(ErrorKind::WriteZero.into()),
-            Ok(n) => buf = &buf[n..],
-            Err(e) if e.kind() == ErrorKind::WouldBlock => stream.writable().await?,
+            Ok(n) => {
+                stream.bytes.sent.inc_by(n as u64);
+                buf = &buf[n..];
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => stream.tcp.writable().await?,
             Err(e) => return Err(e),
         }
     }
@@ -221,7 +240,7 @@ async fn write_all(stream: &TcpStream, mut buf: &[u8]) -> std::io::Result<()> {
 }
 
 async fn send_body(
-    stream: &TcpStream,
+    stream: &Wire,
     mut body: RequestBody,
     chunked: bool,
 ) -> Result<(), ExchangeError> {
