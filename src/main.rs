@@ -423,10 +423,11 @@ fn run_proxy(source: Source) -> ExitCode {
     };
     rt.block_on(async move {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+        let (Ok(mut hup), Ok(mut term), Ok(mut int), Ok(mut usr1)) = (
             signal(SignalKind::hangup()),
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
+            signal(SignalKind::user_defined1()),
         ) else {
             eprintln!("membrane: cannot install signal handlers");
             return ExitCode::from(1);
@@ -434,6 +435,8 @@ fn run_proxy(source: Source) -> ExitCode {
         loop {
             tokio::select! {
                 _ = hup.recv() => handle.request_reload(),
+                // Log rotation: access log files are reopened (nginx's signal for it).
+                _ = usr1.recv() => membrane_proxy::access_log::reopen(),
                 _ = term.recv() => break,
                 _ = int.recv() => break,
             }

@@ -177,3 +177,106 @@ async fn a_file_log_writes_chosen_fields_and_every_refusal() {
         "{err}"
     );
 }
+
+/// Log rotation: a file renamed away (logrotate's default) is followed by a new file at
+/// the path without any signal; `POST /reopen_logs` is accepted; the `membrane` binary
+/// reopens on SIGUSR1 (and is not ended by it, the signal's default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_file_log_is_reopened() {
+    let port = closed_port();
+    let dir = write_config("").parent().unwrap().to_owned();
+    let log = dir.join("rotated.log");
+    let yaml = |admin: &str| {
+        format!(
+            "admin: {{address: '{admin}'}}\nworkers: 1\nlisteners:\n  - name: north\n    address: 127.0.0.1:{port}\n    access_log: {}\n    access_log_fields: [path]\n    virtual_hosts: [{{name: v, domains: ['*'], routes: [{{name: r, direct_response: {{status: 200, body: ok}}}}]}}]\n",
+            log.display()
+        )
+    };
+    let (gw, _) = membrane_proxy::testing::start_proxy(&yaml("127.0.0.1:0"));
+    let c = client_h1();
+    let url = |p: &str| format!("http://127.0.0.1:{port}/{p}");
+    eventually("the gateway answers", Duration::from_secs(20), || {
+        let (c, u) = (c.clone(), url("first"));
+        async move { get(&c, &u, "api", &[]).await.status == 200 }
+    })
+    .await;
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    eventually("the first lines", Duration::from_secs(10), || {
+        let n = read(&log).lines().count();
+        async move { n >= 1 }
+    })
+    .await;
+    let old = dir.join("rotated.log.1");
+    std::fs::rename(&log, &old).unwrap();
+    // Within a second or two of the rename, lines go to a new file at the path.
+    eventually("a new file at the path", Duration::from_secs(10), || {
+        let (c, u, log) = (c.clone(), url("second"), log.clone());
+        async move {
+            get(&c, &u, "api", &[]).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            std::fs::read_to_string(&log).is_ok_and(|t| t.contains("/second"))
+        }
+    })
+    .await;
+    // Lines written before the writer looked (at most a second) went to the renamed file.
+    assert!(read(&old).contains("/first"));
+    assert!(!read(&log).contains("/first"));
+    let reopen = send(
+        &c,
+        http::Request::post(format!("http://{}/reopen_logs", gw.admin_addr()))
+            .body(Default::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reopen.status, 200);
+    gw.shutdown().await;
+
+    // The binary: rename, SIGUSR1, and the next line is in a new file.
+    let admin_port = closed_port();
+    let cfg = write_config(&yaml(&format!("127.0.0.1:{admin_port}")));
+    let _ = std::fs::remove_file(&log);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_membrane"))
+        .args(["proxy", "--no-watch", "--config"])
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("the binary answers", Duration::from_secs(20), || {
+        let (c, u) = (c.clone(), url("third"));
+        async move {
+            match c.get(u.parse().unwrap()).await {
+                Ok(r) => r.status() == 200,
+                Err(_) => false,
+            }
+        }
+    })
+    .await;
+    eventually("the binary's first line", Duration::from_secs(10), || {
+        let n = read(&log).lines().count();
+        async move { n >= 1 }
+    })
+    .await;
+    let old = dir.join("rotated.log.2");
+    std::fs::rename(&log, &old).unwrap();
+    let ok = Command::new("kill")
+        .args(["-USR1", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    eventually("a new file after SIGUSR1", Duration::from_secs(10), || {
+        let (c, u, log) = (c.clone(), url("fourth"), log.clone());
+        async move {
+            get(&c, &u, "api", &[]).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            std::fs::read_to_string(&log).is_ok_and(|t| t.contains("/fourth"))
+        }
+    })
+    .await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGUSR1 ended the process"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -15,6 +15,8 @@
 
 mod sink;
 
+pub use sink::reopen;
+
 use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
 use std::sync::mpsc::{SyncSender, TrySendError};

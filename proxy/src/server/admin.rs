@@ -48,6 +48,18 @@ pub async fn serve(listener: tokio::net::TcpListener, admin: Arc<AdminState>) {
 }
 
 fn respond(admin: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    // Envoy's name; `SIGUSR1` does the same (nginx's). The one change the admin listener
+    // takes: it asks for nothing but a reopen of the files already named.
+    if req.uri().path() == "/reopen_logs" {
+        if req.method() != Method::POST {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n");
+        }
+        crate::access_log::reopen();
+        return text(
+            StatusCode::OK,
+            "access logs reopen before their next line\n",
+        );
+    }
     if req.method() != Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
     }
