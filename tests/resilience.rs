@@ -61,7 +61,7 @@ async fn killing_one_of_three_endpoints_under_load_fails_no_request() {
     })
     .await;
     let b_before = ups[1].received();
-    ups[1].kill();
+    ups[1].stop().await;
     let mut statuses = Vec::new();
     for t in tasks {
         statuses.extend(t.await.unwrap());

@@ -255,6 +255,13 @@ async fn each_upstream_attempt_is_a_client_span_of_its_own() {
     assert!(second.end_time_unix_nano <= server.end_time_unix_nano);
     // The upstream saw the second attempt as its parent.
     assert_eq!(second.span_id, tp.parent_id.0.to_vec());
+    // Attempt latency counts every attempt: each request's, and each retry.
+    let admin = gw.admin_addr();
+    let requests = metric_sum(admin, "membrane_requests_total").await;
+    let retries = metric_sum(admin, "membrane_upstream_retries_total").await;
+    let attempts = metric_sum(admin, "membrane_upstream_request_duration_seconds_count").await;
+    assert!(retries >= 1.0);
+    assert_eq!(attempts, requests + retries);
     gw.shutdown().await;
 }
 

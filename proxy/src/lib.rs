@@ -14,6 +14,7 @@ pub mod downstream;
 pub mod enforce;
 pub mod explain;
 pub mod h1;
+pub mod histogram;
 pub mod http;
 pub mod metrics;
 pub mod normalize;

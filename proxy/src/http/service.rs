@@ -104,7 +104,10 @@ pub async fn serve(
             }
             // The exchange's time ends where the request's does (one clock read less).
             let at = Instant::now();
-            sent_at = Some(at);
+            // A cluster that may retry times each attempt itself.
+            if cluster.resilience.is_none() {
+                sent_at = Some(at);
+            }
             let trail = traced.as_mut().map(|t| &mut t.trail);
             let sent = upstream::send(cluster, out, deadline, at, trail).await;
             if let Some(t) = traced.as_mut() {

@@ -7,7 +7,7 @@
 //! touch a slot (a `try_lock`: a busy slot skips the exemplar rather than wait), and the
 //! scrape adds them to the bucket lines of the series they belong to.
 
-use super::histogram::{BOUNDS, bucket_of};
+use crate::histogram::{BOUNDS, bucket_of};
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::{Arc, Mutex};

@@ -9,11 +9,10 @@
 
 mod exemplars;
 pub mod exposition;
-mod histogram;
 pub mod label;
 pub mod xds;
 
-pub use histogram::LatencyHistogram;
+pub use crate::histogram::LatencyHistogram;
 pub use label::{Outcome, StatusClass};
 
 use crate::enforce::metrics::{AuthzCounters, PolicyFamilies, ProviderMetrics};
@@ -45,11 +44,6 @@ struct RouteLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ClusterOnly {
-    cluster: String,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ListenerLabels {
     listener: String,
 }
@@ -64,7 +58,6 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     request_duration: Family<RouteLabels, LatencyHistogram>,
-    upstream_duration: Family<ClusterOnly, LatencyHistogram>,
     downstream_active: Family<ListenerLabels, Gauge>,
     downstream_total: Family<ListenerLabels, Counter>,
     downstream_received: Family<ListenerLabels, Counter>,
@@ -109,14 +102,6 @@ impl Metrics {
             "request_duration_seconds",
             "Time from request headers received to response headers sent, by listener, route and cluster (empty when none)",
             request_duration.clone(),
-        );
-        let upstream_duration = Family::<ClusterOnly, LatencyHistogram>::new_with_constructor(
-            LatencyHistogram::default as fn() -> LatencyHistogram,
-        );
-        registry.register(
-            "upstream_request_duration_seconds",
-            "Time from the request handed to the upstream exchange to its response headers (or its failure), by cluster",
-            upstream_duration.clone(),
         );
         let downstream_active = Family::<ListenerLabels, Gauge>::default();
         registry.register(
@@ -199,7 +184,6 @@ impl Metrics {
             registry,
             requests,
             request_duration,
-            upstream_duration,
             downstream_active,
             downstream_total,
             downstream_received,
@@ -266,12 +250,7 @@ impl Metrics {
                     cluster: cluster.to_owned(),
                 })
                 .clone(),
-            upstream: self
-                .upstream_duration
-                .get_or_create(&ClusterOnly {
-                    cluster: cluster.to_owned(),
-                })
-                .clone(),
+            upstream: self.upstream.attempt_duration(cluster),
             exemplars: self.exemplars.slots(listener, route, cluster),
         }
     }

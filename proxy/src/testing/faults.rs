@@ -114,6 +114,23 @@ impl FaultyUpstream {
         }
     }
 
+    /// [`kill`](Self::kill), and waits until the listener and every connection are gone
+    /// (an aborted task ends at its next poll, which a loaded machine may delay: until
+    /// then it may still answer).
+    pub async fn stop(&self) {
+        let tasks: Vec<_> = self.state.tasks.lock().unwrap().drain(..).collect();
+        for t in &tasks {
+            t.abort();
+        }
+        // Bounded: five seconds at most.
+        for _ in 0..500 {
+            if tasks.iter().all(|t| t.is_finished()) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// Listens again on the same address.
     pub async fn revive(&self) {
         let l = tokio::net::TcpListener::bind(self.addr).await.unwrap();

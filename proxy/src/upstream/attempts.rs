@@ -69,8 +69,8 @@ pub(super) async fn send(
             if let Some(h) = attempt.fwd.trace.as_mut() {
                 membrane_telemetry::context::for_attempt(h, a.retries);
             }
+            started = std::time::Instant::now();
             if let Some(t) = trail.as_deref_mut() {
-                started = std::time::Instant::now();
                 t.last_start = Some(started);
             }
         }
@@ -81,6 +81,8 @@ pub(super) async fn send(
             std::future::poll_fn(|cx| bound.poll_within(f.as_mut(), cx)).await
         };
         bound.end();
+        let ended = std::time::Instant::now();
+        cluster.metrics.attempt_duration.observe(ended - started);
         // A response that is not retried goes straight back (no moves on the way).
         let sent = match sent {
             Some(Ok(resp)) if a.settles(cluster, ep, resp.status().as_u16()) => {
@@ -97,7 +99,7 @@ pub(super) async fn send(
         if let Some(t) = trail.as_deref_mut() {
             t.earlier.push(Earlier {
                 start: started,
-                end: std::time::Instant::now(),
+                end: ended,
                 endpoint: ep,
                 outcome,
             });

@@ -1,7 +1,8 @@
 //! Upstream metrics, registered by this subsystem, by cluster: failed connection attempts by
 //! reason, open connections, retries and their budget, circuit-breaker overflows, ejections,
-//! health checks, fail-open picks, and the bytes read and written.
+//! health checks, fail-open picks, the bytes read and written, and each attempt's time.
 
+use crate::histogram::LatencyHistogram;
 use crate::stream::ByteCounters;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -96,6 +97,7 @@ pub struct UpstreamFamilies {
     down: Family<ClusterLabels, Gauge>,
     received: Family<ClusterLabels, Counter>,
     sent: Family<ClusterLabels, Counter>,
+    attempts: Family<ClusterLabels, LatencyHistogram>,
 }
 
 impl UpstreamFamilies {
@@ -112,7 +114,15 @@ impl UpstreamFamilies {
             down: Family::default(),
             received: Family::default(),
             sent: Family::default(),
+            attempts: Family::new_with_constructor(
+                LatencyHistogram::default as fn() -> LatencyHistogram,
+            ),
         };
+        registry.register(
+            "upstream_request_duration_seconds",
+            "Time of each upstream attempt, from the request handed over (or the retry begun) to its response headers or its failure, by cluster",
+            f.attempts.clone(),
+        );
         registry.register(
             "upstream_connect_failures",
             "Upstream connection attempts that failed, by cluster and reason",
@@ -173,6 +183,16 @@ impl UpstreamFamilies {
         f
     }
 
+    /// The cluster's attempt latency (the route's metrics hold it too, for requests sent
+    /// once).
+    pub fn attempt_duration(&self, cluster: &str) -> LatencyHistogram {
+        self.attempts
+            .get_or_create(&ClusterLabels {
+                cluster: cluster.to_owned(),
+            })
+            .clone()
+    }
+
     pub fn cluster(&self, cluster: &str) -> ClusterMetrics {
         let by = |f: &Family<ClusterLabels, Counter>| {
             f.get_or_create(&ClusterLabels {
@@ -190,6 +210,7 @@ impl UpstreamFamilies {
                 received: by(&self.received),
                 sent: by(&self.sent),
             },
+            attempt_duration: self.attempt_duration(cluster),
             down: self
                 .down
                 .get_or_create(&ClusterLabels {
@@ -237,6 +258,9 @@ pub struct ClusterMetrics {
     pub down: Gauge,
     /// What the cluster's connections read and wrote.
     pub bytes: ByteCounters,
+    /// Each attempt's time (observed here for clusters that may retry; the request path
+    /// observes the one exchange of the others).
+    pub attempt_duration: LatencyHistogram,
 }
 
 impl ClusterMetrics {

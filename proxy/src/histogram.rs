@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-pub(super) const BOUNDS: [f64; 14] = [
+pub(crate) const BOUNDS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
@@ -28,7 +28,7 @@ struct HistogramCells {
 
 /// The bucket `secs` falls in (the last is `+Inf`).
 #[inline]
-pub(super) fn bucket_of(secs: f64) -> usize {
+pub(crate) fn bucket_of(secs: f64) -> usize {
     BOUNDS
         .iter()
         .position(|&b| secs <= b)
