@@ -166,6 +166,7 @@ async fn demo(args: DemoArgs) -> Result<ExitCode, String> {
             .map_err(|e| e.to_string())?;
         let handle = xds_client::start(XdsOptions {
             url: format!("https://{ADS}"),
+            also: Vec::new(),
             node: format!("{name}/gw-1"),
             state_dir: work.join(format!("state-{name}")),
             admin: parse(&format!("127.0.0.1:{}", 15001 + i)),

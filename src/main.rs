@@ -64,7 +64,9 @@ enum Command {
         #[arg(long, short, required_unless_present = "xds", conflicts_with = "xds")]
         config: Option<PathBuf>,
         /// Take the configuration from this control server instead: `https://host:port`
-        /// (with --xds-ca), or `http://host:port` with --insecure-xds.
+        /// (with --xds-ca), or `http://host:port` with --insecure-xds. Several replicas,
+        /// separated by commas, are tried in turn when one cannot be reached or its stream
+        /// ends.
         #[arg(long, requires = "node")]
         xds: Option<String>,
         /// The CA bundle (PEM) the control server's certificate must chain to.
@@ -355,8 +357,19 @@ impl XdsFlags {
             )),
             None => None,
         };
-        let security = channel::security(&self.url, bundle, expect, self.insecure)
-            .map_err(|e| e.to_string())?;
+        let mut urls = self.url.split(',').map(str::trim).filter(|u| !u.is_empty());
+        let url = urls
+            .next()
+            .ok_or("--xds: give a control server URL")?
+            .to_owned();
+        let also: Vec<String> = urls.map(str::to_owned).collect();
+        // Every replica is held to the same security as the first.
+        for other in &also {
+            channel::security(other, bundle.clone(), expect.clone(), self.insecure)
+                .map_err(|e| e.to_string())?;
+        }
+        let security =
+            channel::security(&url, bundle, expect, self.insecure).map_err(|e| e.to_string())?;
         let join_token = match (self.token, &self.token_file) {
             (Some(t), _) => Some(t),
             (None, Some(f)) => Some(
@@ -372,7 +385,8 @@ impl XdsFlags {
             membrane_proxy::config::TracingConfig::new(endpoint, self.trace_sample_ratio, cell)
         });
         Ok(membrane_proxy::xds_client::XdsOptions {
-            url: self.url,
+            url,
+            also,
             node,
             state_dir,
             admin,

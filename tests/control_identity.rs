@@ -145,6 +145,7 @@ impl World {
     ) -> membrane_proxy::ProxyHandle {
         xds_client::start(XdsOptions {
             url: url.to_owned(),
+            also: Vec::new(),
             node: format!("{cell}/gw-1"),
             state_dir: self.dir.join(format!("state-{cell}")),
             admin: "127.0.0.1:0".parse().unwrap(),

@@ -98,6 +98,7 @@ async fn start_control(w: &World, listen: SocketAddr) -> control::ControlHandle 
 fn start_gateway(url: &str, state: &Path) -> membrane_proxy::ProxyHandle {
     xds_client::start(XdsOptions {
         url: url.to_owned(),
+        also: Vec::new(),
         node: "orders/gw-1".into(),
         state_dir: state.to_owned(),
         admin: "127.0.0.1:0".parse().unwrap(),
@@ -142,16 +143,25 @@ where
 
 /// GET over the north listener with the token; the status and the upstream that answered.
 async fn call(w: &World, path: &str) -> Result<(u16, String), String> {
+    call_at(w.north, &w.pki, &w.token, path).await
+}
+
+async fn call_at(
+    north: SocketAddr,
+    pki: &Path,
+    token: &str,
+    path: &str,
+) -> Result<(u16, String), String> {
     let cfg = client_config(
-        &w.pki.join("ca.pem"),
+        &pki.join("ca.pem"),
         None,
         &["http/1.1"],
         &[&rustls::version::TLS13],
     );
-    let s = connect(w.north, "localhost", cfg)
+    let s = connect(north, "localhost", cfg)
         .await
         .map_err(|e| e.to_string())?;
-    let bearer = format!("Bearer {}", w.token);
+    let bearer = format!("Bearer {token}");
     let r = get_over(s, path, &[("authorization", &bearer)]).await?;
     let upstream = serde_json::from_slice::<serde_json::Value>(&r.body)
         .ok()
@@ -298,6 +308,134 @@ async fn specs_reach_the_gateway_which_survives_control_and_own_restarts() {
     gw.shutdown().await;
     ctl.shutdown();
     drop(w.idp);
+}
+
+/// Two control servers on the same specs (replicas): the gateway's server stops under
+/// load, the gateway moves to the other, no request fails, and the other sends it nothing
+/// (the same specs compile to the same versions, and the gateway says which it holds); a
+/// change afterwards reaches it through the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_moves_to_a_replica_which_sends_it_nothing_again() {
+    let (w, a) = catalog_world("replicas").await;
+    let first = start_control(&w, "127.0.0.1:0".parse().unwrap()).await;
+    let second = start_control(&w, "127.0.0.1:0".parse().unwrap()).await;
+    let gw = xds_client::start(XdsOptions {
+        url: format!("http://{}", first.addr),
+        also: vec![format!("http://{}", second.addr)],
+        node: "orders/gw-1".into(),
+        state_dir: w.dir.join("state"),
+        admin: "127.0.0.1:0".parse().unwrap(),
+        security: membrane_proxy::xds_client::channel::Security::Plaintext,
+        join_token: None,
+        tracing: None,
+        locality: None,
+    })
+    .unwrap();
+    eventually("the gateway is ready", Duration::from_secs(20), || {
+        ready(gw.admin_addr())
+    })
+    .await;
+    until("routed", &w, "/catalog/1", (200, "a")).await;
+    assert!(first.state.nodes.snapshot().contains_key("orders/gw-1"));
+    let config = |admin: SocketAddr| async move {
+        get(&client_h1(), &format!("http://{admin}/config"), "a", &[])
+            .await
+            .json()
+    };
+    let before = config(gw.admin_addr()).await;
+    assert!(
+        before["xds"]["versions"]
+            .as_object()
+            .is_some_and(|v| v.len() >= 2),
+        "{before}"
+    );
+
+    // Requests go on, one after the other, while the first server stops.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (north, pki, token, stop) = (w.north, w.pki.clone(), w.token.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0usize, Vec::new());
+            // Bounded: 2,000 requests at most, and stopped by the test.
+            for i in 0..2000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                match call_at(north, &pki, &token, &format!("/catalog/{i}")).await {
+                    Ok((200, _)) => ok += 1,
+                    other => failed.push(format!("{other:?}")),
+                }
+            }
+            (ok, failed)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    first.shutdown();
+    eventually(
+        "the second server has the gateway",
+        Duration::from_secs(20),
+        || async {
+            second
+                .state
+                .nodes
+                .snapshot()
+                .get("orders/gw-1")
+                .is_some_and(|n| n.streams > 0)
+        },
+    )
+    .await;
+    until_config(gw.admin_addr(), "the gateway says it moved", |c| {
+        c["xds"]["connected"] == true && c["xds"]["server"].as_str().is_some()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = load.await.unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {:?}",
+        failed.len(),
+        ok + failed.len(),
+        failed
+    );
+    assert!(ok > 10, "only {ok} requests");
+    // Nothing was sent again: the gateway holds the versions it had, on the same
+    // generation, and the second server pushed it nothing.
+    let after = config(gw.admin_addr()).await;
+    assert_eq!(after["xds"]["server"], format!("http://{}", second.addr));
+    assert_eq!(after["xds"]["versions"], before["xds"]["versions"]);
+    assert_eq!(after["generation"], before["generation"]);
+    let node = second.state.nodes.snapshot()["orders/gw-1"].clone();
+    assert!(
+        node.types.values().all(|t| t.pushes == 0),
+        "the replica re-sent: {:?}",
+        node.types
+    );
+
+    // A change reaches the gateway through the second server.
+    let b = Upstream::start("b").await;
+    std::fs::write(
+        w.spec.join("orders.yaml"),
+        cell_spec(w.north, &[("catalog", "/catalog", b.addr)]),
+    )
+    .unwrap();
+    second.reload();
+    until(
+        "the change, through the replica",
+        &w,
+        "/catalog/2",
+        (200, "b"),
+    )
+    .await;
+    assert!(
+        second.state.nodes.snapshot()["orders/gw-1"]
+            .types
+            .values()
+            .any(|t| t.pushes > 0)
+    );
+    drop(a);
+    gw.shutdown().await;
+    second.shutdown();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -717,6 +855,7 @@ async fn a_spec_change_reaches_every_gateway_it_concerns() {
     let start = |node: &str, state: &str| {
         xds_client::start(XdsOptions {
             url: url.clone(),
+            also: Vec::new(),
             node: node.into(),
             state_dir: w.dir.join(state),
             admin: "127.0.0.1:0".parse().unwrap(),
@@ -989,6 +1128,7 @@ async fn a_state_directory_belongs_to_one_node() {
     // Another node pointed at the same directory would boot orders/gw-1's listeners.
     let e = xds_client::start(XdsOptions {
         url: url.clone(),
+        also: Vec::new(),
         node: "orders/gw-2".into(),
         state_dir: state.clone(),
         admin: "127.0.0.1:0".parse().unwrap(),
@@ -1009,6 +1149,7 @@ async fn a_state_directory_belongs_to_one_node() {
     std::fs::write(&file, "").unwrap();
     let e = xds_client::start(XdsOptions {
         url,
+        also: Vec::new(),
         node: "orders/gw-3".into(),
         state_dir: file.join("state"),
         admin: "127.0.0.1:0".parse().unwrap(),
@@ -1132,6 +1273,7 @@ async fn localities_and_retries_from_a_spec_steer_an_xds_gateway() {
     let ctl = start_control(&w, "127.0.0.1:0".parse().unwrap()).await;
     let gw = xds_client::start(XdsOptions {
         url: format!("http://{}", ctl.addr),
+        also: Vec::new(),
         node: "orders/gw-1".into(),
         state_dir: w.dir.join("state"),
         admin: "127.0.0.1:0".parse().unwrap(),

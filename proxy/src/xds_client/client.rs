@@ -40,6 +40,11 @@ pub const TYPES: [&str; 4] = [
 pub struct XdsOptions {
     /// `https://host:port` of the control server (`http://` with `Security::Plaintext`).
     pub url: String,
+    /// Other replicas of the control server, tried in turn after `url` when a stream
+    /// cannot be had or ends (the same security applies to all). Replicas compile the same
+    /// specs into the same resources and versions (content hashes), so the one a gateway
+    /// moves to sends it nothing it holds.
+    pub also: Vec<String>,
     /// `<cell>/<instance>`.
     pub node: String,
     pub state_dir: PathBuf,
@@ -111,6 +116,8 @@ pub fn start(mut opts: XdsOptions) -> Result<ProxyHandle, StartError> {
 
 #[derive(Default)]
 struct Status {
+    /// The control server of the current (or last) stream.
+    server: String,
     connected: bool,
     generation: u64,
     versions: BTreeMap<String, String>,
@@ -127,7 +134,7 @@ struct Status {
 impl Status {
     fn publish(&self, opts: &XdsOptions, handle: &ProxyHandle) {
         handle.set_status(json!({
-            "server": opts.url,
+            "server": self.server,
             "node": opts.node,
             "connected": self.connected,
             "applied_generation": self.generation,
@@ -153,13 +160,16 @@ async fn own_identity(opts: &XdsOptions, handle: &ProxyHandle) -> Option<(Issued
         return None;
     }
     let mut backoff = Duration::from_secs(1);
+    let mut tries = 0usize;
     while !handle.is_stopped() {
         let kept = identity::load(&opts.state_dir).filter(Issued::valid);
+        let url = opts.server(tries);
+        tries += 1;
         let got = match (kept, &opts.join_token) {
             (Some(kept), _) => Ok(kept),
             (None, Some(token)) => {
                 identity::request(
-                    &opts.url,
+                    url,
                     &opts.security,
                     &opts.node,
                     Some(token),
@@ -219,12 +229,15 @@ async fn renew(
     loop {
         tokio::time::sleep(issued.renew_in()).await;
         let mut backoff = Duration::from_secs(1);
+        let mut tries = 0usize;
         loop {
             if handle.is_stopped() {
                 return;
             }
+            let url = opts.server(tries);
+            tries += 1;
             let renewed = identity::request(
-                &opts.url,
+                url,
                 &channel_security(&opts, Some(&roots)),
                 &opts.node,
                 None,
@@ -272,11 +285,17 @@ async fn run(opts: XdsOptions, handle: ProxyHandle, mut held: Held) {
         ));
     }
     let own = own.map(|(_, r)| r);
-    let mut backoff = Duration::from_millis(250);
+    let first = Duration::from_millis(250);
+    let mut backoff = first;
     let mut status = Status::default();
+    // Which server, in turn: each ended stream or failed connection moves to the next.
+    let mut turn = 0usize;
     while !handle.is_stopped() {
         let security = channel_security(&opts, roots.as_ref());
-        match session(
+        let url = opts.server(turn);
+        status.server = url.to_owned();
+        let had_stream = match session(
+            url,
             &opts,
             &security,
             own.clone(),
@@ -286,14 +305,40 @@ async fn run(opts: XdsOptions, handle: ProxyHandle, mut held: Held) {
         )
         .await
         {
-            Ok(()) => backoff = Duration::from_millis(250),
-            Err(e) => tracing::warn!(server = %opts.url, error = %e, "xDS stream ended"),
-        }
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(server = %url, error = %e, "xDS stream ended");
+                e.had_stream()
+            }
+        };
         status.connected = false;
         status.publish(&opts, &handle);
         handle.metrics().xds().set_connected(false);
-        tokio::time::sleep(jitter(backoff)).await;
-        backoff = (backoff * 2).min(Duration::from_secs(15));
+        turn += 1;
+        // A stream that was had resets the wait; one more round of servers that could not
+        // be reached doubles it (a gateway meanwhile serves its last generation). Within a
+        // round, the next server is tried after the shortest wait.
+        let round_done = turn.is_multiple_of(opts.servers());
+        if had_stream {
+            backoff = first;
+        } else if round_done {
+            backoff = (backoff * 2).min(Duration::from_secs(15));
+        }
+        tokio::time::sleep(jitter(if round_done { backoff } else { first })).await;
+    }
+}
+
+impl XdsOptions {
+    /// The control servers in turn: `url` first, then `also`.
+    fn server(&self, turn: usize) -> &str {
+        match turn % self.servers() {
+            0 => &self.url,
+            i => &self.also[i - 1],
+        }
+    }
+
+    fn servers(&self) -> usize {
+        1 + self.also.len()
     }
 }
 
@@ -312,7 +357,15 @@ enum SessionError {
     Closed,
 }
 
+impl SessionError {
+    /// Whether a stream was open before it ended (else the server could not be reached).
+    fn had_stream(&self) -> bool {
+        !matches!(self, SessionError::Connect(_) | SessionError::Stream(_))
+    }
+}
+
 async fn session(
+    url: &str,
     opts: &XdsOptions,
     security: &Security,
     own: Option<Arc<Rotating>>,
@@ -320,7 +373,7 @@ async fn session(
     held: &mut Held,
     status: &mut Status,
 ) -> Result<(), SessionError> {
-    let channel = connect(&opts.url, security, own).await?;
+    let channel = connect(url, security, own).await?;
     let mut client = AggregatedDiscoveryServiceClient::new(channel)
         .max_decoding_message_size(membrane_api::stream::MAX_RESPONSE_BYTES);
     let (tx, rx) = mpsc::channel(16);
