@@ -86,6 +86,7 @@ fn main() {
     rt.block_on(async move {
         let ctl = control::start(ControlOptions {
             spec_dir: spec.clone(),
+            store: None,
             listen: "127.0.0.1:0".parse().unwrap(),
             admin: None,
             cert_dir: pki,

@@ -125,6 +125,7 @@ fn main() {
         let rss_before = rss_mb();
         let ctl = control::start(ControlOptions {
             spec_dir: spec.clone(),
+            store: None,
             listen: "127.0.0.1:0".parse().unwrap(),
             admin: None,
             cert_dir: dir.join("pki"),

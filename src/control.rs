@@ -13,9 +13,15 @@ use std::time::Duration;
 pub struct ControlArgs {
     #[command(subcommand)]
     action: Option<ControlAction>,
-    /// The cell specs to compile and serve.
-    #[arg(long, required = true)]
+    /// The cell specs to compile and serve (with --store: where the files specs name,
+    /// JWKS files and trust bundles, are read from).
+    #[arg(long, required_unless_present = "store")]
     config_dir: Option<PathBuf>,
+    /// Take the specs from etcd instead: `etcd://host:port[,host:port...]/prefix`, each key
+    /// under the prefix ending in `.yaml` one file's text. Control servers on one prefix
+    /// serve the same resources, so gateways can fail over between them (`--xds a,b`).
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
     #[arg(long, default_value = "127.0.0.1:18000")]
     listen: std::net::SocketAddr,
     #[arg(long, default_value = "127.0.0.1:18001")]
@@ -99,9 +105,13 @@ pub fn run(args: ControlArgs) -> ExitCode {
             }
         };
     }
-    let Some(spec_dir) = args.config_dir.clone() else {
-        eprintln!("membrane control: give --config-dir");
-        return ExitCode::from(2);
+    let spec_dir = match (&args.config_dir, &args.store) {
+        (Some(d), _) => d.clone(),
+        (None, Some(_)) => PathBuf::from("."),
+        (None, None) => {
+            eprintln!("membrane control: give --config-dir or --store");
+            return ExitCode::from(2);
+        }
     };
     match serve(spec_dir, &args) {
         Ok(code) => code,
@@ -144,9 +154,14 @@ fn serve(spec_dir: PathBuf, args: &ControlArgs) -> Result<ExitCode, String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    let store = match &args.store {
+        Some(url) => Some(membrane_xds::store::Etcd::parse(url).map_err(|e| e.to_string())?),
+        None => None,
+    };
     rt.block_on(async move {
         let opts = membrane_xds::control::ControlOptions {
             spec_dir,
+            store,
             listen: args.listen,
             admin: Some(args.admin),
             cert_dir: pki,

@@ -143,6 +143,7 @@ async fn demo(args: DemoArgs) -> Result<ExitCode, String> {
     crate::files::write_private(&ca_dir.join("ca-key.pem"), &ca.key_pem())?;
     let control = control::start(ControlOptions {
         spec_dir: spec.clone(),
+        store: None,
         listen: parse(ADS),
         admin: Some(parse(CONTROL_ADMIN)),
         cert_dir: pki.clone(),

@@ -87,6 +87,7 @@ impl World {
     async fn control(&self, listen: SocketAddr, lifetime: Duration) -> ControlHandle {
         control::start(ControlOptions {
             spec_dir: self.spec.clone(),
+            store: None,
             listen,
             admin: Some("127.0.0.1:0".parse().unwrap()),
             cert_dir: self.dir.join("pki"),
@@ -528,6 +529,7 @@ async fn https_never_falls_back_to_plaintext() {
     let w = World::new("downgrade").await;
     let plain = control::start(ControlOptions {
         spec_dir: w.spec.clone(),
+        store: None,
         listen: "127.0.0.1:0".parse().unwrap(),
         admin: None,
         cert_dir: w.dir.join("pki"),

@@ -171,6 +171,7 @@ async fn the_expositions_pass_promtool_check_metrics() {
     std::fs::write(ca_dir.join("ca-key.pem"), ca.key_pem()).unwrap();
     let ctl = membrane_xds::control::start(membrane_xds::control::ControlOptions {
         spec_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/examples/cells").into(),
+        store: None,
         listen: "127.0.0.1:0".parse().unwrap(),
         admin: Some("127.0.0.1:0".parse().unwrap()),
         cert_dir: dir.join("pki"),

@@ -81,8 +81,17 @@ fn cell_spec(north: SocketAddr, endpoints: &[(&str, &str, SocketAddr)]) -> Strin
 }
 
 async fn start_control(w: &World, listen: SocketAddr) -> control::ControlHandle {
+    start_control_with(w, listen, None).await
+}
+
+async fn start_control_with(
+    w: &World,
+    listen: SocketAddr,
+    store: Option<membrane_xds::store::Etcd>,
+) -> control::ControlHandle {
     control::start(ControlOptions {
         spec_dir: w.spec.clone(),
+        store,
         listen,
         admin: None,
         cert_dir: w.pki.clone(),
@@ -438,6 +447,195 @@ async fn a_gateway_moves_to_a_replica_which_sends_it_nothing_again() {
     second.shutdown();
 }
 
+/// Requests over north, one after the other, until `stop` (2,000 at most): how many were
+/// answered 200, and what the others got.
+fn load_until(
+    w: &World,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<(usize, Vec<String>)> {
+    let (north, pki, token) = (w.north, w.pki.clone(), w.token.clone());
+    tokio::spawn(async move {
+        let (mut ok, mut failed) = (0usize, Vec::new());
+        for i in 0..2000 {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            match call_at(north, &pki, &token, &format!("/catalog/{i}")).await {
+                Ok((200, _)) => ok += 1,
+                other => failed.push(format!("{other:?}")),
+            }
+        }
+        (ok, failed)
+    })
+}
+
+/// Two control servers on one etcd prefix (Debian's etcd, started here):
+/// - a spec written to etcd reaches the gateway through either;
+/// - a bad one is refused with its key and position, and the last good keeps serving;
+/// - the gateway's server stops under load: it moves to the other, which sends it nothing,
+///   and no request fails;
+/// - etcd restarts: a change after it still arrives (the watch reconnects).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_control_servers_on_one_etcd_serve_a_gateway_through_failures() {
+    let Some(mut etcd) = common::etcd::Etcd::start("ha") else {
+        return;
+    };
+    let w = world("etcd");
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let store = membrane_xds::store::Etcd::parse(&etcd.url("membrane/dev")).unwrap();
+    let spec_with = |up: SocketAddr| cell_spec(w.north, &[("catalog", "/catalog", up)]);
+    // The world's other documents (its JWT provider) go to etcd too; the files they name
+    // stay in the spec directory.
+    for f in std::fs::read_dir(&w.spec).unwrap() {
+        let p = f.unwrap().path();
+        if p.extension().is_some_and(|e| e == "yaml") {
+            let name = p.file_name().unwrap().to_str().unwrap().to_owned();
+            store
+                .put(&name, &std::fs::read_to_string(&p).unwrap())
+                .await
+                .unwrap();
+        }
+    }
+    store.put("orders.yaml", &spec_with(a.addr)).await.unwrap();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let first = start_control_with(&w, any, Some(store.clone())).await;
+    let second = start_control_with(&w, any, Some(store.clone())).await;
+    let gw = xds_client::start(XdsOptions {
+        url: format!("http://{}", first.addr),
+        also: vec![format!("http://{}", second.addr)],
+        node: "orders/gw-1".into(),
+        state_dir: w.dir.join("state"),
+        admin: "127.0.0.1:0".parse().unwrap(),
+        security: membrane_proxy::xds_client::channel::Security::Plaintext,
+        join_token: None,
+        tracing: None,
+        locality: None,
+    })
+    .unwrap();
+    eventually("the gateway is ready", Duration::from_secs(20), || {
+        ready(gw.admin_addr())
+    })
+    .await;
+    until("routed from etcd", &w, "/catalog/1", (200, "a")).await;
+
+    // A change written to etcd: both servers compile it, alike.
+    store.put("orders.yaml", &spec_with(b.addr)).await.unwrap();
+    until("the change from etcd", &w, "/catalog/2", (200, "b")).await;
+    eventually(
+        "both servers hold the same resources",
+        Duration::from_secs(10),
+        || async { **first.state.current.borrow() == **second.state.current.borrow() },
+    )
+    .await;
+
+    // A bad document: refused with its key and position; the last good keeps serving.
+    store
+        .put(
+            "broken.yaml",
+            "kind: Policy\nname: p\ncell: ghost\nlistener: west\nrules: []\n",
+        )
+        .await
+        .unwrap();
+    eventually(
+        "the refusal names the key",
+        Duration::from_secs(10),
+        || async {
+            first
+                .state
+                .last_error
+                .lock()
+                .unwrap()
+                .as_deref()
+                .is_some_and(|e| {
+                    e.contains("etcd:/membrane/dev/broken.yaml:")
+                        && e.contains("unknown cell `ghost`")
+                })
+        },
+    )
+    .await;
+    assert_eq!(call(&w, "/catalog/3").await.unwrap(), (200, "b".into()));
+    store.delete("broken.yaml").await.unwrap();
+    eventually("the refusal is over", Duration::from_secs(10), || async {
+        first.state.last_error.lock().unwrap().is_none()
+    })
+    .await;
+
+    // The gateway's server stops under load.
+    let before = get(
+        &client_h1(),
+        &format!("http://{}/config", gw.admin_addr()),
+        "a",
+        &[],
+    )
+    .await
+    .json();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = load_until(&w, stop.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    first.shutdown();
+    eventually(
+        "the second server has the gateway",
+        Duration::from_secs(20),
+        || async {
+            second
+                .state
+                .nodes
+                .snapshot()
+                .get("orders/gw-1")
+                .is_some_and(|n| n.streams > 0)
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = load.await.unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {:?}",
+        failed.len(),
+        ok + failed.len(),
+        failed
+    );
+    assert!(ok > 10, "only {ok} requests");
+    let after = get(
+        &client_h1(),
+        &format!("http://{}/config", gw.admin_addr()),
+        "a",
+        &[],
+    )
+    .await
+    .json();
+    assert_eq!(after["xds"]["versions"], before["xds"]["versions"]);
+    assert!(
+        second.state.nodes.snapshot()["orders/gw-1"]
+            .types
+            .values()
+            .all(|t| t.pushes == 0),
+        "the replica re-sent"
+    );
+
+    // etcd restarts; a change written after it reaches the gateway through the second
+    // server, whose watch reconnected.
+    etcd.stop();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    etcd.resume();
+    eventually(
+        "a change after etcd's restart",
+        Duration::from_secs(30),
+        || {
+            let (store, w, spec) = (&store, &w, spec_with(a.addr));
+            async move {
+                // Written until it lands (the client reconnects to the restarted etcd).
+                let _ = store.put("orders.yaml", &spec).await;
+                matches!(call(w, "/catalog/4").await, Ok((200, u)) if u == "a")
+            }
+        },
+    )
+    .await;
+    gw.shutdown().await;
+    second.shutdown();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_resource_is_nacked_with_its_reason_while_the_good_ones_apply() {
     use membrane_xds::compile::{self as xc, TYPE_CLUSTER, TYPE_LISTENER, Versioned};
@@ -635,6 +833,7 @@ async fn the_control_admin_shows_what_each_node_was_sent_and_acked() {
     .unwrap();
     let ctl = control::start(ControlOptions {
         spec_dir: w.spec.clone(),
+        store: None,
         listen: "127.0.0.1:0".parse().unwrap(),
         admin: Some("127.0.0.1:0".parse().unwrap()),
         cert_dir: w.pki.clone(),
@@ -1183,6 +1382,7 @@ async fn the_control_server_traces_a_spec_change_from_file_event_to_push() {
     .unwrap();
     let ctl = control::start(ControlOptions {
         spec_dir: w.spec.clone(),
+        store: None,
         listen: "127.0.0.1:0".parse().unwrap(),
         admin: None,
         cert_dir: w.pki.clone(),

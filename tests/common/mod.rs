@@ -1,6 +1,7 @@
 //! Clients and small helpers shared by the end-to-end tests.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod etcd;
 pub mod nginx;
 pub mod otlp;
 

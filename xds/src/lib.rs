@@ -12,5 +12,6 @@ pub mod reasons;
 pub mod revoked;
 pub mod server;
 pub mod spec;
+pub mod store;
 
 pub use membrane_api::{proto, yaml};

@@ -1,4 +1,5 @@
-//! The control server: watches a spec directory, recompiles on change (debounced), and
+//! The control server: watches a spec directory or an etcd prefix (`store`), recompiles on
+//! change (debounced), and
 //! serves each gateway its cell's resources over ADS. A change that fails `check` or the
 //! compiler is refused with the errors, and the last good resources keep being served.
 //! A small admin endpoint shows what each node was sent, ACKed and NACKed.
@@ -22,7 +23,10 @@ use tokio::sync::{mpsc, watch};
 
 #[derive(Debug, Clone)]
 pub struct ControlOptions {
+    /// The spec directory; with a `store`, where the files specs name are read from.
     pub spec_dir: PathBuf,
+    /// Specs from etcd instead of `spec_dir` (`--store etcd://...`).
+    pub store: Option<crate::store::Etcd>,
     /// gRPC (ADS) address.
     pub listen: SocketAddr,
     pub admin: Option<SocketAddr>,
@@ -55,6 +59,7 @@ pub struct ControlHandle {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     _watcher: Option<notify::RecommendedWatcher>,
     _ca_watcher: Option<notify::RecommendedWatcher>,
+    _store_watch: Option<AbortOnDrop>,
 }
 
 impl ControlHandle {
@@ -80,6 +85,8 @@ pub enum ControlError {
     Compile(#[from] compile::CompileError),
     #[error(transparent)]
     Ca(#[from] membrane_identity::authority::LoadError),
+    #[error("the spec store: {0}")]
+    Store(#[from] crate::store::StoreError),
     #[error("the control server's own certificate: {0}")]
     OwnCertificate(String),
     #[error("--otlp-endpoint: {0}")]
@@ -92,9 +99,25 @@ pub enum ControlError {
     },
 }
 
-fn build(opts: &ControlOptions, ca: Option<&CurrentCa>) -> Result<Compiled, ControlError> {
-    // Exactly what `membrane check` runs.
-    let specs = spec::validate(&opts.spec_dir).map_err(spec::SpecErrors)?;
+/// The specs, validated exactly as `membrane check` validates them: from the directory, or
+/// from the store.
+async fn load_specs(opts: &ControlOptions) -> Result<spec::Specs, ControlError> {
+    match &opts.store {
+        None => Ok(spec::validate(&opts.spec_dir).map_err(spec::SpecErrors)?),
+        Some(store) => {
+            let docs = store.documents().await?;
+            let origin = PathBuf::from(format!("etcd:{}", store.prefix));
+            Ok(spec::validate_documents(&docs, &opts.spec_dir, &origin)
+                .map_err(spec::SpecErrors)?)
+        }
+    }
+}
+
+fn build(
+    opts: &ControlOptions,
+    ca: Option<&CurrentCa>,
+    specs: spec::Specs,
+) -> Result<Compiled, ControlError> {
     Ok(compile::compile(
         &specs,
         &Options {
@@ -121,7 +144,7 @@ pub async fn start(opts: ControlOptions) -> Result<ControlHandle, ControlError> 
         Some(ca) => Some(CurrentCa::load(&ca.dir, ca.lifetime)?),
         None => None,
     };
-    let first = build(&opts, ca_now.as_deref())?;
+    let first = build(&opts, ca_now.as_deref(), load_specs(&opts).await?)?;
     let (publish, current) = watch::channel(Arc::new(first));
     let ads = match &opts.ca {
         Some(ca) => {
@@ -181,7 +204,16 @@ pub async fn start(opts: ControlOptions) -> Result<ControlHandle, ControlError> 
     };
 
     let (reload, mut reloads) = mpsc::unbounded_channel::<()>();
-    let watcher = watch_dir(&opts.spec_dir, reload.clone(), |_| true);
+    // A store is watched through etcd; a directory through the file system.
+    let (watcher, store_watch) = match &opts.store {
+        Some(store) => (
+            None,
+            Some(AbortOnDrop(tokio::spawn(
+                store.clone().watch(reload.clone()),
+            ))),
+        ),
+        None => (watch_dir(&opts.spec_dir, reload.clone(), |_| true), None),
+    };
     // The deny list is pushed too: a change to it recompiles (token redemptions, which
     // write in the same directory, do not).
     let ca_watcher = opts.ca.as_ref().and_then(|ca| {
@@ -226,7 +258,10 @@ pub async fn start(opts: ControlOptions) -> Result<ControlHandle, ControlError> 
                 c.reload();
             }
             let compile_start = Instant::now();
-            let built = build(&opts, ca_now.as_deref());
+            let built = match load_specs(&opts).await {
+                Ok(specs) => build(&opts, ca_now.as_deref(), specs),
+                Err(e) => Err(e),
+            };
             let compiled = Instant::now();
             let traced = |outcome| trace::Change {
                 event,
@@ -282,7 +317,17 @@ pub async fn start(opts: ControlOptions) -> Result<ControlHandle, ControlError> 
         stop: Some(stop),
         _watcher: watcher,
         _ca_watcher: ca_watcher,
+        _store_watch: store_watch,
     })
+}
+
+/// A task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Watches `dir`; a change to a path that `wanted` accepts asks for a rebuild.

@@ -43,16 +43,43 @@ impl std::error::Error for SpecErrors {}
 /// can never disagree: parse, cross-document rules, named files, and at least one cell.
 pub fn validate(dir: &std::path::Path) -> Result<Specs, Vec<SpecError>> {
     let specs = load_dir(dir)?;
+    finish(specs, dir, dir)
+}
+
+/// The same for documents held elsewhere (a spec store): `(name, text)` pairs, the name
+/// standing for the file in errors. Files the specs name are read from `files`.
+pub fn validate_documents(
+    docs: &[(String, String)],
+    files: &std::path::Path,
+    origin: &std::path::Path,
+) -> Result<Specs, Vec<SpecError>> {
+    let mut specs = Specs::default();
+    let mut errors = Vec::new();
+    for (name, text) in docs {
+        load::parse_file(std::path::Path::new(name), text, &mut specs, &mut errors);
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    finish(specs, files, origin)
+}
+
+/// The checks across documents and of the files they name; `origin` is what an empty
+/// set of specs is reported against.
+fn finish(
+    specs: Specs,
+    files: &std::path::Path,
+    origin: &std::path::Path,
+) -> Result<Specs, Vec<SpecError>> {
     let mut errors = check(&specs);
-    errors.extend(check_files(&specs, dir));
+    errors.extend(check_files(&specs, files));
     if errors.is_empty() && specs.cells().next().is_none() {
         errors.push(SpecError {
-            file: dir.to_owned(),
+            file: origin.to_owned(),
             line: 0,
             column: 0,
             field: String::new(),
-            message: "the directory holds no Cell document: a control server would serve nothing"
-                .into(),
+            message: "no Cell document: a control server would serve nothing".into(),
         });
     }
     if errors.is_empty() {
