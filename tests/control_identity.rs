@@ -1110,3 +1110,55 @@ async fn a_call_between_cells_over_mtls_is_one_trace() {
     billing.shutdown().await;
     ctl.shutdown();
 }
+
+/// Environments are isolated by identity: a certificate from the same CA and trust domain
+/// but of another environment (billing in `prod`) is refused by orders' west listener (in
+/// `dev`), while one of orders' own environment gets through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_of_another_environment_is_refused_by_a_west_listener() {
+    let w = World::new("envs").await;
+    let (ctl, orders, billing) = w.joined(Duration::from_secs(3600)).await;
+    let c = client_h1();
+    until_through("billing reaches orders", &c, w.billing_east, 200).await;
+    std::fs::write(w.dir.join("ca.pem"), w.ca.cert_pem()).unwrap();
+    let call_as = |id: &'static str| {
+        let (w, dir) = (&w, w.dir.clone());
+        async move {
+            let leaf =
+                w.ca.issue(&membrane_proxy::tls::devca::LeafSpec::new("billing").spiffe(id))
+                    .unwrap();
+            let name = id.replace(['/', ':'], "_");
+            let (cert, key) = (
+                dir.join(format!("{name}.pem")),
+                dir.join(format!("{name}-key.pem")),
+            );
+            std::fs::write(&cert, format!("{}{}", leaf.cert_pem, w.ca.cert_pem())).unwrap();
+            std::fs::write(&key, &leaf.key_pem).unwrap();
+            let config = membrane_proxy::testing::tls::client_config(
+                &dir.join("ca.pem"),
+                Some((&cert, &key)),
+                &["http/1.1"],
+                &[&rustls::version::TLS13],
+            );
+            let mut s = membrane_proxy::testing::tls::connect(
+                w.orders_west,
+                "orders.acme.internal",
+                config,
+            )
+            .await
+            .unwrap();
+            use tokio::io::AsyncWriteExt;
+            s.write_all(b"GET /orders/1 HTTP/1.1\r\nhost: orders\r\n\r\n")
+                .await
+                .unwrap();
+            read_head(&mut s).await
+        }
+    };
+    let same = call_as("spiffe://acme.internal/org/acme/env/dev/cell/billing").await;
+    assert!(same.starts_with("HTTP/1.1 200"), "{same}");
+    let other = call_as("spiffe://acme.internal/org/acme/env/prod/cell/billing").await;
+    assert!(other.starts_with("HTTP/1.1 403"), "{other}");
+    orders.shutdown().await;
+    billing.shutdown().await;
+    ctl.shutdown();
+}

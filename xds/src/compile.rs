@@ -340,21 +340,33 @@ fn gateway(
                 ..Default::default()
             })
             .collect();
-        let authorization =
+        // Only this environment's cells get in: the default rule allows the org's cells of
+        // this environment, and every allowing rule of a policy is held to them too (its
+        // `from_cells` are checked to be of this environment; a rule without any gets the
+        // environment's prefix). A dev gateway's certificate is of the same CA and trust
+        // domain as prod's, so this is what keeps it out of prod.
+        let env_prefix = format!(
+            "spiffe://{}/org/{}/env/{}/",
+            cell.trust_domain(),
+            cell.org.value(),
+            cell.environment
+        );
+        let mut authorization =
             policy_for(specs, cells, name, Direction::West).unwrap_or_else(|| pb::Authorization {
                 default_effect: pb::Effect::Deny as i32,
                 dry_run: false,
                 rules: vec![pb::Rule {
                     name: "org-cells".into(),
                     effect: pb::Effect::Allow as i32,
-                    peer_prefixes: vec![format!(
-                        "spiffe://{}/org/{}/",
-                        cell.trust_domain(),
-                        cell.org.value()
-                    )],
+                    peer_prefixes: vec![env_prefix.clone()],
                     ..Default::default()
                 }],
             });
+        for r in &mut authorization.rules {
+            if r.effect == pb::Effect::Allow as i32 && r.peer_spiffe_ids.is_empty() {
+                r.peer_prefixes = vec![env_prefix.clone()];
+            }
+        }
         let l = pb::Listener {
             name: "west".into(),
             address: west.address.value().to_string(),
@@ -374,7 +386,12 @@ fn gateway(
             let Some(other_west) = &other.gateway.west else {
                 continue;
             };
-            if *other_name == name || other.org.value() != cell.org.value() {
+            // Environments are isolated: an east gateway reaches its own environment's
+            // cells only (as their west listeners accept only its environment's peers).
+            if *other_name == name
+                || other.org.value() != cell.org.value()
+                || other.environment != cell.environment
+            {
                 continue;
             }
             let exposed: Vec<_> = other

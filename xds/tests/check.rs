@@ -278,3 +278,27 @@ fn files_the_specs_name_are_checked_as_the_control_server_reads_them() {
         e[0]
     );
 }
+
+/// A policy may name only cells of its own org and environment: a prod cell named by a dev
+/// cell's policy is refused at its position, saying both environments.
+#[test]
+fn a_policy_naming_a_cell_of_another_environment_is_refused() {
+    let prod = "kind: Cell\nname: billing-prod\norg: acme\nproject: billing\nenvironment: prod\ngateway:\n  east: {address: '127.0.0.1:9444'}\n";
+    let dev = "kind: Cell\nname: billing-dev\norg: acme\nproject: billing\nenvironment: dev\ngateway:\n  east: {address: '127.0.0.1:9445'}\n";
+    let policy = "kind: Policy\nname: p\ncell: orders\nlistener: west\nrules:\n  - name: ok\n    action: allow\n    from_cells: [billing-dev]\n  - name: cross\n    action: allow\n    from_cells: [billing-prod]\n";
+    let e = errors(&[
+        ("orders.yaml", CELL),
+        ("idp.yaml", IDP),
+        ("prod.yaml", prod),
+        ("dev.yaml", dev),
+        ("policy.yaml", policy),
+    ]);
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert_eq!(e[0].field, "rules[1].from_cells[0]");
+    assert_eq!((e[0].line, e[0].file.ends_with("policy.yaml")), (11, true));
+    assert!(
+        e[0].message.contains("environment `prod`") && e[0].message.contains("environment `dev`"),
+        "{}",
+        e[0].message
+    );
+}

@@ -73,11 +73,11 @@ fn each_gateway_gets_its_cells_resources() {
         ["spiffe://acme.internal/org/acme/env/dev/cell/billing"]
     );
 
-    // Billing (no west policy) lets the org's cells in.
+    // Billing (no west policy) lets the org's cells of its environment in.
     let bw = listener(&c, "billing", "west");
     assert_eq!(
         bw.authorization.unwrap().rules[0].peer_prefixes,
-        ["spiffe://acme.internal/org/acme/"]
+        ["spiffe://acme.internal/org/acme/env/dev/"]
     );
 
     // Billing's east reaches orders' exposed endpoints through orders' west, with mTLS.
@@ -238,4 +238,44 @@ fn an_endpoints_resilience_and_localities_reach_its_cluster() {
     std::fs::write(&orders, with.replace("interval: 2s", "interval: 0s")).unwrap();
     let errors = format!("{:?}", check(&load_dir(&dir).unwrap()));
     assert!(errors.contains("health_check.interval"), "{errors}");
+}
+
+/// Environments are isolated: a dev cell's east gateway gets no route to a prod cell of
+/// the same org, and a west listener admits only its environment's peers, by default and
+/// in each allowing rule of a policy that names no cells.
+#[test]
+fn environments_do_not_reach_each_other() {
+    let dir = copy_examples("envs");
+    let prod = "kind: Cell\nname: billing-prod\norg: acme\nproject: billing\nenvironment: prod\ngateway:\n  east: {address: '127.0.0.1:9544'}\n";
+    std::fs::write(dir.join("billing-prod.yaml"), prod).unwrap();
+    let c = compile_dir(&dir);
+    let env = |cell: &str| {
+        let specs = load_dir(&dir).unwrap();
+        specs
+            .cells()
+            .find(|(_, c)| c.name.value() == cell)
+            .map(|(_, c)| c.environment.clone())
+            .unwrap()
+    };
+    assert_ne!(env("billing-prod"), env("orders"));
+    // billing (the examples' environment) has a cluster to orders' west; billing-prod
+    // has none.
+    let to_orders = |cell: &str| {
+        c.gateways[cell].contains_key(&(TYPE_CLUSTER.to_owned(), "cell:orders".to_owned()))
+    };
+    assert!(to_orders("billing"));
+    assert!(!to_orders("billing-prod"));
+    // orders' west: every allowing rule is held to orders' environment.
+    let west = listener(&c, "orders", "west");
+    let prefix = format!("spiffe://acme.internal/org/acme/env/{}/", env("orders"));
+    for r in &west.authorization.unwrap().rules {
+        if r.effect == pb::Effect::Allow as i32 {
+            assert!(
+                r.peer_spiffe_ids.iter().all(|id| id.starts_with(&prefix))
+                    && r.peer_prefixes.iter().all(|p| *p == prefix)
+                    && !(r.peer_spiffe_ids.is_empty() && r.peer_prefixes.is_empty()),
+                "{r:?}"
+            );
+        }
+    }
 }

@@ -368,8 +368,8 @@ pub fn check(specs: &Specs) -> Vec<SpecError> {
                 );
             }
             for (ci, from) in r.from_cells.iter().enumerate() {
-                if !cells.contains_key(from.value().as_str()) {
-                    e.at(
+                match cells.get(from.value().as_str()) {
+                    None => e.at(
                         src,
                         from,
                         format!("rules[{ri}].from_cells[{ci}]"),
@@ -378,7 +378,29 @@ pub fn check(specs: &Specs) -> Vec<SpecError> {
                             from.value(),
                             cell_names()
                         ),
-                    );
+                    ),
+                    // Environments are isolated: a cell is reached only by the cells of
+                    // its own org and environment.
+                    Some((_, other))
+                        if other.environment != cell.environment
+                            || other.org.value() != cell.org.value() =>
+                    {
+                        e.at(
+                            src,
+                            from,
+                            format!("rules[{ri}].from_cells[{ci}]"),
+                            format!(
+                                "cell `{}` is in org `{}`, environment `{}`; a policy of cell `{}` (org `{}`, environment `{}`) can name only cells of its own org and environment",
+                                from.value(),
+                                other.org.value(),
+                                other.environment,
+                                cell.name.value(),
+                                cell.org.value(),
+                                cell.environment
+                            ),
+                        );
+                    }
+                    Some(_) => {}
                 }
             }
             for (ci, c) in r.claims.iter().enumerate() {

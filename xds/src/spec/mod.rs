@@ -79,7 +79,7 @@ fn finish(
             line: 0,
             column: 0,
             field: String::new(),
-            message: "no Cell document: a control server would serve nothing".into(),
+            message: "holds no Cell document: a control server would serve nothing".into(),
         });
     }
     if errors.is_empty() {
