@@ -1,5 +1,5 @@
 //! The control server's admin endpoint: `/nodes` (JSON: what each node was sent, ACKed and
-//! NACKed), `/metrics` (Prometheus text), `/ready`.
+//! NACKed), `/metrics` (Prometheus text), `/ready`, `/live`.
 
 use super::ControlError;
 use super::state::ControlState;
@@ -52,10 +52,13 @@ fn respond(state: &ControlState, path: &str) -> hyper::Response<Full<Bytes>> {
             )
         }
         "/metrics" => ("text/plain; version=0.0.4", metrics(state)),
+        // Ready: the specs were compiled (a control server does not start without them)
+        // and ADS listens. Live: this answers.
         "/ready" => ("text/plain", "ready\n".to_owned()),
+        "/live" => ("text/plain", "live\n".to_owned()),
         _ => (
             "text/plain",
-            "admin endpoints: /nodes /metrics /ready\n".to_owned(),
+            "admin endpoints: /nodes /metrics /ready /live\n".to_owned(),
         ),
     };
     let mut r = hyper::Response::new(Full::new(Bytes::from(body)));
