@@ -391,6 +391,7 @@ fn gateway(
             if *other_name == name
                 || other.org.value() != cell.org.value()
                 || other.environment != cell.environment
+                || !cell.calls(other_name)
             {
                 continue;
             }

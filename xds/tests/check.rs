@@ -302,3 +302,44 @@ fn a_policy_naming_a_cell_of_another_environment_is_refused() {
         e[0].message
     );
 }
+
+/// `calls` names cells of the same org and environment that have a west listener, from a
+/// cell with an east gateway; each mistake is reported at its position.
+#[test]
+fn calls_name_callable_cells() {
+    let caller = |calls: &str| {
+        format!(
+            "kind: Cell\nname: billing\norg: acme\nproject: billing\nenvironment: dev\ngateway:\n  east: {{address: '127.0.0.1:9081'}}\ncalls: [{calls}]\n"
+        )
+    };
+    let prod = "kind: Cell\nname: orders-prod\norg: acme\nproject: orders\nenvironment: prod\ngateway:\n  west: {address: '127.0.0.1:9446'}\n";
+    let no_west = "kind: Cell\nname: quiet\norg: acme\nproject: quiet\nenvironment: dev\ngateway:\n  east: {address: '127.0.0.1:9085'}\n";
+    assert_eq!(
+        errors(&[
+            ("orders.yaml", CELL),
+            ("idp.yaml", IDP),
+            ("b.yaml", &caller("orders"))
+        ]),
+        vec![]
+    );
+    let e = errors(&[
+        ("orders.yaml", CELL),
+        ("idp.yaml", IDP),
+        ("prod.yaml", prod),
+        ("quiet.yaml", no_west),
+        (
+            "b.yaml",
+            &caller("orders, ghost, orders-prod, quiet, billing"),
+        ),
+    ]);
+    let fields: Vec<(&str, &str)> = e
+        .iter()
+        .map(|e| (e.field.as_str(), e.message.split(';').next().unwrap_or("")))
+        .collect();
+    assert_eq!(e.len(), 4, "{e:#?}");
+    assert!(fields[0].0 == "calls[1]" && fields[0].1.contains("unknown cell `ghost`"));
+    assert!(fields[1].0 == "calls[2]" && fields[1].1.contains("environment `prod`"));
+    assert!(fields[2].0 == "calls[3]" && fields[2].1.contains("no west listener"));
+    assert!(fields[3].0 == "calls[4]" && fields[3].1.contains("itself"));
+    assert!(e.iter().all(|e| e.line == 8 && e.file.ends_with("b.yaml")));
+}

@@ -265,6 +265,25 @@ fn environments_do_not_reach_each_other() {
     };
     assert!(to_orders("billing"));
     assert!(!to_orders("billing-prod"));
+    // `calls` keeps an east listener to the cells named: analytics calls orders only, so
+    // it has no cluster to billing, whose invoices are exposed to the org; without
+    // `calls`, it has one.
+    let cell_clusters = |c: &Compiled, cell: &str| -> Vec<String> {
+        c.gateways[cell]
+            .keys()
+            .filter(|(t, n)| t == TYPE_CLUSTER && n.starts_with("cell:"))
+            .map(|(_, n)| n.clone())
+            .collect()
+    };
+    assert_eq!(cell_clusters(&c, "analytics"), ["cell:orders"]);
+    let a = dir.join("analytics.yaml");
+    let text = std::fs::read_to_string(&a).unwrap();
+    std::fs::write(&a, text.replace("calls: [orders]\n", "")).unwrap();
+    let all = compile_dir(&dir);
+    assert_eq!(
+        cell_clusters(&all, "analytics"),
+        ["cell:billing", "cell:orders"]
+    );
     // orders' west: every allowing rule is held to orders' environment.
     let west = listener(&c, "orders", "west");
     let prefix = format!("spiffe://acme.internal/org/acme/env/{}/", env("orders"));

@@ -291,6 +291,40 @@ pub fn check(specs: &Specs) -> Vec<SpecError> {
     }
 
     for (src, c) in specs.cells() {
+        for (i, callee) in c.calls.iter().flatten().enumerate() {
+            let field = format!("calls[{i}]");
+            let problem = match cells.get(callee.value().as_str()) {
+                _ if c.gateway.east.is_none() => {
+                    Some("a cell calls others through east: give the cell `gateway.east`".into())
+                }
+                None => Some(format!(
+                    "unknown cell `{}`; defined cells: {}",
+                    callee.value(),
+                    list(cells.keys().copied())
+                )),
+                Some(_) if callee.value() == c.name.value() => {
+                    Some("a cell does not call itself through east".into())
+                }
+                Some((_, o))
+                    if o.org.value() != c.org.value() || o.environment != c.environment =>
+                {
+                    Some(format!(
+                        "cell `{}` is in org `{}`, environment `{}`: a cell calls only cells of its own org and environment",
+                        callee.value(),
+                        o.org.value(),
+                        o.environment
+                    ))
+                }
+                Some((_, o)) if o.gateway.west.is_none() => Some(format!(
+                    "cell `{}` has no west listener to be called on",
+                    callee.value()
+                )),
+                Some(_) => None,
+            };
+            if let Some(m) = problem {
+                e.at(src, callee, field, m);
+            }
+        }
         let mut hosts = BTreeMap::new();
         for (i, h) in c.external_hosts.iter().enumerate() {
             let name = h.host.value();

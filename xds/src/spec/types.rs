@@ -93,9 +93,21 @@ pub struct Cell {
     /// Third-party hosts the cell's components may call through south.
     #[serde(default)]
     pub external_hosts: Vec<ExternalHost>,
+    /// The cells this cell calls through its east gateway, by name: its east listener
+    /// routes to those only. Absent: every cell of its org and environment with a west
+    /// listener (the listener then grows with the org).
+    #[serde(default)]
+    pub calls: Option<Vec<Located<String>>>,
 }
 
 impl Cell {
+    /// Whether this cell's east gateway routes to `other` (by name).
+    pub fn calls(&self, other: &str) -> bool {
+        self.calls
+            .as_ref()
+            .is_none_or(|c| c.iter().any(|n| n.value() == other))
+    }
+
     pub fn trust_domain(&self) -> String {
         match &self.trust_domain {
             Some(t) => t.value().clone(),
