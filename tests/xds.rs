@@ -319,18 +319,37 @@ async fn specs_reach_the_gateway_which_survives_control_and_own_restarts() {
     drop(w.idp);
 }
 
-/// Two control servers on the same specs (replicas): the gateway's server stops under
-/// load, the gateway moves to the other, no request fails, and the other sends it nothing
-/// (the same specs compile to the same versions, and the gateway says which it holds); a
-/// change afterwards reaches it through the other.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_gateway_moves_to_a_replica_which_sends_it_nothing_again() {
-    let (w, a) = catalog_world("replicas").await;
-    let first = start_control(&w, "127.0.0.1:0".parse().unwrap()).await;
-    let second = start_control(&w, "127.0.0.1:0".parse().unwrap()).await;
+/// Requests over north, one after the other, until `stop` (2,000 at most): how many were
+/// answered 200, and what the others got.
+fn load_until(
+    w: &World,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<(usize, Vec<String>)> {
+    let (north, pki, token) = (w.north, w.pki.clone(), w.token.clone());
+    tokio::spawn(async move {
+        let (mut ok, mut failed) = (0usize, Vec::new());
+        for i in 0..2000 {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            match call_at(north, &pki, &token, &format!("/catalog/{i}")).await {
+                Ok((200, _)) => ok += 1,
+                other => failed.push(format!("{other:?}")),
+            }
+        }
+        (ok, failed)
+    })
+}
+
+/// A gateway of `orders` that knows both control servers, `first` first; ready and routed.
+async fn replicated_gateway(
+    w: &World,
+    first: SocketAddr,
+    second: SocketAddr,
+) -> membrane_proxy::ProxyHandle {
     let gw = xds_client::start(XdsOptions {
-        url: format!("http://{}", first.addr),
-        also: vec![format!("http://{}", second.addr)],
+        url: format!("http://{first}"),
+        also: vec![format!("http://{second}")],
         node: "orders/gw-1".into(),
         state_dir: w.dir.join("state"),
         admin: "127.0.0.1:0".parse().unwrap(),
@@ -344,40 +363,33 @@ async fn a_gateway_moves_to_a_replica_which_sends_it_nothing_again() {
         ready(gw.admin_addr())
     })
     .await;
-    until("routed", &w, "/catalog/1", (200, "a")).await;
-    assert!(first.state.nodes.snapshot().contains_key("orders/gw-1"));
-    let config = |admin: SocketAddr| async move {
-        get(&client_h1(), &format!("http://{admin}/config"), "a", &[])
-            .await
-            .json()
-    };
-    let before = config(gw.admin_addr()).await;
+    gw
+}
+
+async fn xds_config(admin: SocketAddr) -> serde_json::Value {
+    get(&client_h1(), &format!("http://{admin}/config"), "a", &[])
+        .await
+        .json()
+}
+
+/// Stops `first` while requests go on, one after the other: the gateway moves to
+/// `second`, no request fails, and nothing is sent again (the gateway holds the versions
+/// it had, on the same generation, and `second` pushed it nothing).
+async fn move_under_load(
+    w: &World,
+    gw: &membrane_proxy::ProxyHandle,
+    first: control::ControlHandle,
+    second: &control::ControlHandle,
+) {
+    let before = xds_config(gw.admin_addr()).await;
     assert!(
         before["xds"]["versions"]
             .as_object()
             .is_some_and(|v| v.len() >= 2),
         "{before}"
     );
-
-    // Requests go on, one after the other, while the first server stops.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = {
-        let (north, pki, token, stop) = (w.north, w.pki.clone(), w.token.clone(), stop.clone());
-        tokio::spawn(async move {
-            let (mut ok, mut failed) = (0usize, Vec::new());
-            // Bounded: 2,000 requests at most, and stopped by the test.
-            for i in 0..2000 {
-                if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    break;
-                }
-                match call_at(north, &pki, &token, &format!("/catalog/{i}")).await {
-                    Ok((200, _)) => ok += 1,
-                    other => failed.push(format!("{other:?}")),
-                }
-            }
-            (ok, failed)
-        })
-    };
+    let load = load_until(w, stop.clone());
     tokio::time::sleep(Duration::from_millis(300)).await;
     first.shutdown();
     eventually(
@@ -408,9 +420,7 @@ async fn a_gateway_moves_to_a_replica_which_sends_it_nothing_again() {
         failed
     );
     assert!(ok > 10, "only {ok} requests");
-    // Nothing was sent again: the gateway holds the versions it had, on the same
-    // generation, and the second server pushed it nothing.
-    let after = config(gw.admin_addr()).await;
+    let after = xds_config(gw.admin_addr()).await;
     assert_eq!(after["xds"]["server"], format!("http://{}", second.addr));
     assert_eq!(after["xds"]["versions"], before["xds"]["versions"]);
     assert_eq!(after["generation"], before["generation"]);
@@ -420,6 +430,21 @@ async fn a_gateway_moves_to_a_replica_which_sends_it_nothing_again() {
         "the replica re-sent: {:?}",
         node.types
     );
+}
+
+/// Two control servers on the same specs (replicas): the gateway's server stops under
+/// load, the gateway moves to the other, no request fails, and the other sends it nothing
+/// (the same specs compile to the same versions, and the gateway says which it holds); a
+/// change afterwards reaches it through the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_moves_to_a_replica_which_sends_it_nothing_again() {
+    let (w, a) = catalog_world("replicas").await;
+    let first = start_control(&w, "127.0.0.1:0".parse().unwrap()).await;
+    let second = start_control(&w, "127.0.0.1:0".parse().unwrap()).await;
+    let gw = replicated_gateway(&w, first.addr, second.addr).await;
+    until("routed", &w, "/catalog/1", (200, "a")).await;
+    assert!(first.state.nodes.snapshot().contains_key("orders/gw-1"));
+    move_under_load(&w, &gw, first, &second).await;
 
     // A change reaches the gateway through the second server.
     let b = Upstream::start("b").await;
@@ -445,28 +470,6 @@ async fn a_gateway_moves_to_a_replica_which_sends_it_nothing_again() {
     drop(a);
     gw.shutdown().await;
     second.shutdown();
-}
-
-/// Requests over north, one after the other, until `stop` (2,000 at most): how many were
-/// answered 200, and what the others got.
-fn load_until(
-    w: &World,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> tokio::task::JoinHandle<(usize, Vec<String>)> {
-    let (north, pki, token) = (w.north, w.pki.clone(), w.token.clone());
-    tokio::spawn(async move {
-        let (mut ok, mut failed) = (0usize, Vec::new());
-        for i in 0..2000 {
-            if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                break;
-            }
-            match call_at(north, &pki, &token, &format!("/catalog/{i}")).await {
-                Ok((200, _)) => ok += 1,
-                other => failed.push(format!("{other:?}")),
-            }
-        }
-        (ok, failed)
-    })
 }
 
 /// Two control servers on one etcd prefix (Debian's etcd, started here):
@@ -500,22 +503,7 @@ async fn two_control_servers_on_one_etcd_serve_a_gateway_through_failures() {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let first = start_control_with(&w, any, Some(store.clone())).await;
     let second = start_control_with(&w, any, Some(store.clone())).await;
-    let gw = xds_client::start(XdsOptions {
-        url: format!("http://{}", first.addr),
-        also: vec![format!("http://{}", second.addr)],
-        node: "orders/gw-1".into(),
-        state_dir: w.dir.join("state"),
-        admin: "127.0.0.1:0".parse().unwrap(),
-        security: membrane_proxy::xds_client::channel::Security::Plaintext,
-        join_token: None,
-        tracing: None,
-        locality: None,
-    })
-    .unwrap();
-    eventually("the gateway is ready", Duration::from_secs(20), || {
-        ready(gw.admin_addr())
-    })
-    .await;
+    let gw = replicated_gateway(&w, first.addr, second.addr).await;
     until("routed from etcd", &w, "/catalog/1", (200, "a")).await;
 
     // A change written to etcd: both servers compile it, alike.
@@ -561,58 +549,7 @@ async fn two_control_servers_on_one_etcd_serve_a_gateway_through_failures() {
     .await;
 
     // The gateway's server stops under load.
-    let before = get(
-        &client_h1(),
-        &format!("http://{}/config", gw.admin_addr()),
-        "a",
-        &[],
-    )
-    .await
-    .json();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = load_until(&w, stop.clone());
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    first.shutdown();
-    eventually(
-        "the second server has the gateway",
-        Duration::from_secs(20),
-        || async {
-            second
-                .state
-                .nodes
-                .snapshot()
-                .get("orders/gw-1")
-                .is_some_and(|n| n.streams > 0)
-        },
-    )
-    .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (ok, failed) = load.await.unwrap();
-    assert!(
-        failed.is_empty(),
-        "{} of {} failed: {:?}",
-        failed.len(),
-        ok + failed.len(),
-        failed
-    );
-    assert!(ok > 10, "only {ok} requests");
-    let after = get(
-        &client_h1(),
-        &format!("http://{}/config", gw.admin_addr()),
-        "a",
-        &[],
-    )
-    .await
-    .json();
-    assert_eq!(after["xds"]["versions"], before["xds"]["versions"]);
-    assert!(
-        second.state.nodes.snapshot()["orders/gw-1"]
-            .types
-            .values()
-            .all(|t| t.pushes == 0),
-        "the replica re-sent"
-    );
+    move_under_load(&w, &gw, first, &second).await;
 
     // etcd restarts; a change written after it reaches the gateway through the second
     // server, whose watch reconnected.
