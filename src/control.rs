@@ -54,9 +54,15 @@ pub struct ControlArgs {
 enum ControlAction {
     /// Mint a join token for one gateway of CELL: single use, expiring, kept hashed in the
     /// CA directory. Pass it to `membrane proxy --join-token`.
+    ///
+    /// With --store, the token is kept in etcd beside the specs, where every control
+    /// server on that prefix redeems it (once between them).
     Token {
-        #[arg(long, value_name = "DIR")]
-        ca: PathBuf,
+        #[arg(long, value_name = "DIR", required_unless_present = "store")]
+        ca: Option<PathBuf>,
+        /// The control servers' spec store: `etcd://host:port/prefix`.
+        #[arg(long, value_name = "URL", conflicts_with = "ca")]
+        store: Option<String>,
         #[arg(long)]
         cell: String,
         #[arg(long, default_value = "10m", value_parser = parse_dur)]
@@ -93,8 +99,37 @@ pub fn run(args: ControlArgs) -> ExitCode {
             }
         };
     }
-    if let Some(ControlAction::Token { ca, cell, ttl }) = args.action {
-        return match membrane_xds::ca::TokenStore::new(&ca).mint(&cell, ttl) {
+    if let Some(ControlAction::Token {
+        ca,
+        store,
+        cell,
+        ttl,
+    }) = args.action
+    {
+        use membrane_xds::ca::shared_tokens::Tokens;
+        let tokens = match (ca, store) {
+            (_, Some(url)) => match membrane_xds::store::Etcd::parse(&url) {
+                Ok(e) => Tokens::Etcd(e),
+                Err(e) => {
+                    eprintln!("membrane control token: {e}");
+                    return ExitCode::from(2);
+                }
+            },
+            (Some(dir), None) => Tokens::Dir(membrane_xds::ca::TokenStore::new(&dir)),
+            (None, None) => {
+                eprintln!("membrane control token: give --ca DIR or --store URL");
+                return ExitCode::from(2);
+            }
+        };
+        let minted = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+            .and_then(|rt| {
+                rt.block_on(tokens.mint(&cell, ttl))
+                    .map_err(|e| e.to_string())
+            });
+        return match minted {
             Ok(token) => {
                 println!("{token}");
                 ExitCode::SUCCESS

@@ -85,9 +85,19 @@ impl World {
     }
 
     async fn control(&self, listen: SocketAddr, lifetime: Duration) -> ControlHandle {
+        self.control_on(None, listen, lifetime).await
+    }
+
+    /// The same, taking the specs (and join tokens) from `store`.
+    async fn control_on(
+        &self,
+        store: Option<membrane_xds::store::Etcd>,
+        listen: SocketAddr,
+        lifetime: Duration,
+    ) -> ControlHandle {
         control::start(ControlOptions {
             spec_dir: self.spec.clone(),
-            store: None,
+            store,
             listen,
             admin: Some("127.0.0.1:0".parse().unwrap()),
             cert_dir: self.dir.join("pki"),
@@ -1161,4 +1171,55 @@ async fn a_certificate_of_another_environment_is_refused_by_a_west_listener() {
     orders.shutdown().await;
     billing.shutdown().await;
     ctl.shutdown();
+}
+
+/// Two control servers as the cells' CA on one etcd prefix: a join token minted into the
+/// store (`membrane control token --store`'s way) is redeemed by whichever server the
+/// gateway reaches: the gateway joins through the second server and is served, and the
+/// store then holds the token as used, which every replica reads (their redemption is the
+/// same code, tested across two of them in tests/xds.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_minted_into_the_store_joins_through_any_control_server_once() {
+    use membrane_xds::ca::shared_tokens::Tokens;
+    let Some(etcd) = common::etcd::Etcd::start("ca-tokens") else {
+        return;
+    };
+    let w = World::new("store-tokens").await;
+    let store = membrane_xds::store::Etcd::parse(&etcd.url("membrane/dev")).unwrap();
+    for f in std::fs::read_dir(&w.spec).unwrap() {
+        let p = f.unwrap().path();
+        if p.extension().is_some_and(|e| e == "yaml") {
+            let name = p.file_name().unwrap().to_str().unwrap().to_owned();
+            store
+                .put(&name, &std::fs::read_to_string(&p).unwrap())
+                .await
+                .unwrap();
+        }
+    }
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let hour = Duration::from_secs(3600);
+    let first = w.control_on(Some(store.clone()), any, hour).await;
+    let second = w.control_on(Some(store.clone()), any, hour).await;
+    let token = Tokens::Etcd(store.clone())
+        .mint("orders", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let orders = w.gateway(&url(&second), "orders", Some(token.clone()));
+    eventually("orders joined through the second server", Duration::from_secs(20), || {
+        let admin = orders.admin_addr();
+        async move {
+            let c = client_h1();
+            matches!(c.get(format!("http://{admin}/ready").parse().unwrap()).await, Ok(r) if r.status() == 200)
+        }
+    })
+    .await;
+    // The store holds the token as used.
+    let again = Tokens::Etcd(store).redeem(&token, "orders").await;
+    assert!(
+        matches!(again, Err(membrane_xds::ca::tokens::TokenError::Reused(_))),
+        "{again:?}"
+    );
+    orders.shutdown().await;
+    first.shutdown();
+    second.shutdown();
 }

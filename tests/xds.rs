@@ -1450,3 +1450,58 @@ async fn localities_and_retries_from_a_spec_steer_an_xds_gateway() {
     gw.shutdown().await;
     ctl.shutdown();
 }
+
+/// Join tokens kept in etcd: two control servers on one prefix (two `Tokens::Etcd`) accept
+/// a token once between them, even presented to both at once; a token presented for
+/// another cell is refused and not used up; `membrane control token --store` mints one
+/// they redeem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_tokens_in_etcd_are_redeemed_once_across_control_servers() {
+    use membrane_xds::ca::shared_tokens::Tokens;
+    use membrane_xds::ca::tokens::TokenError;
+    let Some(etcd) = common::etcd::Etcd::start("tokens") else {
+        return;
+    };
+    let url = etcd.url("membrane/prod");
+    let replica = || Tokens::Etcd(membrane_xds::store::Etcd::parse(&url).unwrap());
+    let (one, two) = (replica(), replica());
+    let t = one.mint("orders", Duration::from_secs(600)).await.unwrap();
+    assert!(matches!(
+        two.redeem(&t, "billing").await,
+        Err(TokenError::WrongCell { .. })
+    ));
+    let (a, b) = tokio::join!(one.redeem(&t, "orders"), two.redeem(&t, "orders"));
+    assert!(
+        a.is_ok() != b.is_ok(),
+        "accepted once between them: {a:?} {b:?}"
+    );
+    assert!(matches!(a.err().or(b.err()), Some(TokenError::Reused(_))));
+    assert!(matches!(
+        one.redeem("mbt_AAAA", "orders").await,
+        Err(TokenError::Unknown)
+    ));
+    let gone = one.mint("orders", Duration::ZERO).await.unwrap();
+    assert!(matches!(
+        two.redeem(&gone, "orders").await,
+        Err(TokenError::Expired(_))
+    ));
+    // The specs' prefix holds no token keys: a spec load sees none of them.
+    let docs = membrane_xds::store::Etcd::parse(&url)
+        .unwrap()
+        .documents()
+        .await
+        .unwrap();
+    assert!(docs.is_empty(), "{docs:?}");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_membrane"))
+        .args(["control", "token", "--store", &url, "--cell", "orders"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let minted = String::from_utf8(out.stdout).unwrap();
+    two.redeem(minted.trim(), "orders").await.unwrap();
+}

@@ -8,6 +8,7 @@
 pub mod current;
 pub mod rollover;
 pub mod service;
+pub mod shared_tokens;
 pub mod tokens;
 
 pub use current::CurrentCa;

@@ -7,7 +7,8 @@
 //! node id must name that cell, and the request must ask for exactly that cell's ID.
 
 use super::current::CurrentCa;
-use super::tokens::{TokenError, TokenStore};
+use super::shared_tokens::Tokens;
+use super::tokens::TokenError;
 use crate::channel::ChannelPeer;
 use crate::compile::Compiled;
 use crate::proto::membrane::ca::v1 as pb;
@@ -64,7 +65,7 @@ impl CaCounters {
 #[derive(Clone)]
 pub struct CertService {
     authority: Arc<CurrentCa>,
-    tokens: TokenStore,
+    tokens: Tokens,
     deny: DenyList,
     snapshot: watch::Receiver<Arc<Compiled>>,
     pub counters: Arc<CaCounters>,
@@ -76,7 +77,7 @@ const MAX_REQUEST_BYTES: usize = 16 * 1024;
 impl CertService {
     pub fn new(
         authority: Arc<CurrentCa>,
-        tokens: TokenStore,
+        tokens: Tokens,
         deny: DenyList,
         snapshot: watch::Receiver<Arc<Compiled>>,
     ) -> Self {
@@ -194,12 +195,7 @@ impl CertificateService for CertService {
         // The token is spent only on a request that could be signed; the certificate is
         // handed out only when the token was good.
         if peer.is_none() {
-            let tokens = self.tokens.clone();
-            let token = req.join_token.clone();
-            let redeem_cell = cell.clone();
-            let redeemed = tokio::task::spawn_blocking(move || tokens.redeem(&token, &redeem_cell))
-                .await
-                .map_err(|e| Status::internal(e.to_string()))?;
+            let redeemed = self.tokens.redeem(&req.join_token, &cell).await;
             if let Err(e) = redeemed {
                 return Err(self.refuse(e.reason(), token_status(&e)));
             }

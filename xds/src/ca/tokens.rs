@@ -58,12 +58,12 @@ impl TokenError {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Record {
+pub(crate) struct Record {
     /// Hex SHA-256 of the token.
-    sha256: String,
-    cell: String,
-    expires_unix: u64,
-    used_unix: Option<u64>,
+    pub(crate) sha256: String,
+    pub(crate) cell: String,
+    pub(crate) expires_unix: u64,
+    pub(crate) used_unix: Option<u64>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -77,15 +77,52 @@ pub struct TokenStore {
     dir: PathBuf,
 }
 
-fn now_unix() -> u64 {
+pub(crate) fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
 
-fn hash(token: &str) -> String {
+pub(crate) fn hash(token: &str) -> String {
     membrane_identity::sha256_hex(token.as_bytes())
+}
+
+/// A fresh token and its hash (the only form in which it is stored).
+pub(crate) fn new_token() -> Result<(String, String), TokenError> {
+    let mut secret = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut secret).map_err(|_| TokenError::Random)?;
+    let token = format!(
+        "{PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
+    );
+    let sha256 = hash(&token);
+    Ok((token, sha256))
+}
+
+/// Whether `token` has the form of one (anything else is unknown, unlooked-up).
+pub(crate) fn well_formed(token: &str) -> bool {
+    token.starts_with(PREFIX)
+}
+
+/// Uses up `r` for a request from `cell` at `now`, or says why not. A token presented for
+/// another cell is not used up (the request is refused, and whoever holds it for the right
+/// cell can still join).
+pub(crate) fn use_up(r: &mut Record, cell: &str, now: u64) -> Result<(), TokenError> {
+    if let Some(at) = r.used_unix {
+        return Err(TokenError::Reused(at));
+    }
+    if r.expires_unix <= now {
+        return Err(TokenError::Expired(now - r.expires_unix));
+    }
+    if r.cell != cell {
+        return Err(TokenError::WrongCell {
+            token: r.cell.clone(),
+            asked: cell.to_owned(),
+        });
+    }
+    r.used_unix = Some(now);
+    Ok(())
 }
 
 impl TokenStore {
@@ -131,13 +168,7 @@ impl TokenStore {
 
     /// A new token for `cell`, valid for `ttl`.
     pub fn mint(&self, cell: &str, ttl: Duration) -> Result<String, TokenError> {
-        let mut secret = [0u8; 32];
-        aws_lc_rs::rand::fill(&mut secret).map_err(|_| TokenError::Random)?;
-        let token = format!(
-            "{PREFIX}{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
-        );
-        let sha256 = hash(&token);
+        let (token, sha256) = new_token()?;
         self.change(|records, now| {
             records.push(Record {
                 sha256,
@@ -151,10 +182,9 @@ impl TokenStore {
     }
 
     /// Redeems `token` for a request from `cell`: accepted once, before it expires, for its
-    /// own cell only. A token presented for another cell is not used up (the request is
-    /// refused, and whoever holds it for the right cell can still join).
+    /// own cell only ([`use_up`]).
     pub fn redeem(&self, token: &str, cell: &str) -> Result<(), TokenError> {
-        if !token.starts_with(PREFIX) {
+        if !well_formed(token) {
             return Err(TokenError::Unknown);
         }
         let sha256 = hash(token);
@@ -163,20 +193,7 @@ impl TokenStore {
                 .iter_mut()
                 .find(|r| r.sha256 == sha256)
                 .ok_or(TokenError::Unknown)?;
-            if let Some(at) = r.used_unix {
-                return Err(TokenError::Reused(at));
-            }
-            if r.expires_unix <= now {
-                return Err(TokenError::Expired(now - r.expires_unix));
-            }
-            if r.cell != cell {
-                return Err(TokenError::WrongCell {
-                    token: r.cell.clone(),
-                    asked: cell.to_owned(),
-                });
-            }
-            r.used_unix = Some(now);
-            Ok(())
+            use_up(r, cell, now)
         })
     }
 }

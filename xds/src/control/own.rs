@@ -7,6 +7,7 @@
 
 use super::state::ControlState;
 use super::{CaOptions, ControlError, ControlOptions};
+use crate::ca::shared_tokens::Tokens;
 use crate::ca::{CertService, CurrentCa, TokenStore};
 use crate::server::Ads;
 use membrane_identity::authority::Authority;
@@ -88,9 +89,15 @@ pub(super) async fn serve_tls(
         }
     };
     let incoming = crate::channel::incoming(listener, current_config, ads.refused.clone());
+    // Join tokens live with the specs when those are in etcd (every replica redeems what
+    // any minted), else in the CA directory.
+    let tokens = match &opts.store {
+        Some(store) => Tokens::Etcd(store.clone()),
+        None => Tokens::Dir(TokenStore::new(&ca.dir)),
+    };
     let certs = CertService::new(
         now.clone(),
-        TokenStore::new(&ca.dir),
+        tokens,
         crate::revoked::DenyList::new(&ca.dir),
         state.current.clone(),
     );

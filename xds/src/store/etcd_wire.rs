@@ -131,6 +131,45 @@ pub struct WatchResponse {
     pub events: Vec<Event>,
 }
 
+/// `Compare`: its `target_union` as the one arm used (`mod_revision`, target MOD = 2,
+/// result EQUAL = 0); a oneof arm is encoded as the optional field of its tag.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Compare {
+    #[prost(int32, tag = "1")]
+    pub result: i32,
+    #[prost(int32, tag = "2")]
+    pub target: i32,
+    #[prost(bytes = "vec", tag = "3")]
+    pub key: Vec<u8>,
+    #[prost(int64, optional, tag = "6")]
+    pub mod_revision: Option<i64>,
+}
+
+/// `RequestOp`: its `request_put` arm.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RequestOp {
+    #[prost(message, optional, tag = "2")]
+    pub request_put: Option<PutRequest>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TxnRequest {
+    #[prost(message, repeated, tag = "1")]
+    pub compare: Vec<Compare>,
+    #[prost(message, repeated, tag = "2")]
+    pub success: Vec<RequestOp>,
+    #[prost(message, repeated, tag = "3")]
+    pub failure: Vec<RequestOp>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TxnResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(bool, tag = "2")]
+    pub succeeded: bool,
+}
+
 /// The end of the range of keys that start with `prefix` (its last byte below 0xff
 /// incremented, the bytes after it dropped), as etcd's clients compute it.
 pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
@@ -190,6 +229,43 @@ impl EtcdClient {
             range_end: prefix_end(prefix),
         };
         self.unary("/etcdserverpb.KV/Range", req).await
+    }
+
+    /// One key, when it exists.
+    pub async fn get(&mut self, key: &[u8]) -> Result<Option<KeyValue>, tonic::Status> {
+        let req = RangeRequest {
+            key: key.to_vec(),
+            range_end: Vec::new(),
+        };
+        let resp: RangeResponse = self.unary("/etcdserverpb.KV/Range", req).await?;
+        Ok(resp.kvs.into_iter().next())
+    }
+
+    /// Writes `value` at `key` only if the key was last modified at `mod_revision` (0: if
+    /// it does not exist): a compare-and-swap. Whether it was written.
+    pub async fn put_if(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        mod_revision: i64,
+    ) -> Result<bool, tonic::Status> {
+        let req = TxnRequest {
+            compare: vec![Compare {
+                result: 0,
+                target: 2,
+                key: key.to_vec(),
+                mod_revision: Some(mod_revision),
+            }],
+            success: vec![RequestOp {
+                request_put: Some(PutRequest {
+                    key: key.to_vec(),
+                    value: value.to_vec(),
+                }),
+            }],
+            failure: Vec::new(),
+        };
+        let resp: TxnResponse = self.unary("/etcdserverpb.KV/Txn", req).await?;
+        Ok(resp.succeeded)
     }
 
     pub async fn put(&mut self, key: &[u8], value: &[u8]) -> Result<PutResponse, tonic::Status> {

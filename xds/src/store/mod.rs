@@ -125,6 +125,37 @@ impl Etcd {
         Ok(())
     }
 
+    /// A key outside the specs' range that belongs with them: `<prefix>#<area>/<name>`
+    /// (`/membrane/prod#tokens/<hash>`). `#` sorts before `/`, so such keys are neither
+    /// loaded as specs nor seen by the specs' watch.
+    pub fn side_key(&self, area: &str, name: &str) -> String {
+        format!("{}#{area}/{name}", self.prefix.trim_end_matches('/'))
+    }
+
+    /// One key's value and the revision it was last written at, when it exists.
+    pub async fn get_key(&self, key: &str) -> Result<Option<(Vec<u8>, i64)>, StoreError> {
+        let mut c = self.connect().await?;
+        let kv = c
+            .get(key.as_bytes())
+            .await
+            .map_err(|e| self.err(e.message().to_owned()))?;
+        Ok(kv.map(|kv| (kv.value, kv.mod_revision)))
+    }
+
+    /// Writes `value` at `key` if it was last written at `revision` (0: if it does not
+    /// exist); whether it was written (another writer got there first when not).
+    pub async fn put_key_if(
+        &self,
+        key: &str,
+        value: &[u8],
+        revision: i64,
+    ) -> Result<bool, StoreError> {
+        let mut c = self.connect().await?;
+        c.put_if(key.as_bytes(), value, revision)
+            .await
+            .map_err(|e| self.err(e.message().to_owned()))
+    }
+
     /// Watches the prefix: every change, and every (re)connection of the watch (changes
     /// may have been missed before it, the first time too), sends on `changed`. Reconnects
     /// with backoff while etcd is away; ends when `changed` is closed.
