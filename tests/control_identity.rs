@@ -1186,16 +1186,7 @@ async fn a_token_minted_into_the_store_joins_through_any_control_server_once() {
     };
     let w = World::new("store-tokens").await;
     let store = membrane_xds::store::Etcd::parse(&etcd.url("membrane/dev")).unwrap();
-    for f in std::fs::read_dir(&w.spec).unwrap() {
-        let p = f.unwrap().path();
-        if p.extension().is_some_and(|e| e == "yaml") {
-            let name = p.file_name().unwrap().to_str().unwrap().to_owned();
-            store
-                .put(&name, &std::fs::read_to_string(&p).unwrap())
-                .await
-                .unwrap();
-        }
-    }
+    common::etcd::put_dir(&store, &w.spec).await;
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let hour = Duration::from_secs(3600);
     let first = w.control_on(Some(store.clone()), any, hour).await;

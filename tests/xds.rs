@@ -489,16 +489,7 @@ async fn two_control_servers_on_one_etcd_serve_a_gateway_through_failures() {
     let spec_with = |up: SocketAddr| cell_spec(w.north, &[("catalog", "/catalog", up)]);
     // The world's other documents (its JWT provider) go to etcd too; the files they name
     // stay in the spec directory.
-    for f in std::fs::read_dir(&w.spec).unwrap() {
-        let p = f.unwrap().path();
-        if p.extension().is_some_and(|e| e == "yaml") {
-            let name = p.file_name().unwrap().to_str().unwrap().to_owned();
-            store
-                .put(&name, &std::fs::read_to_string(&p).unwrap())
-                .await
-                .unwrap();
-        }
-    }
+    common::etcd::put_dir(&store, &w.spec).await;
     store.put("orders.yaml", &spec_with(a.addr)).await.unwrap();
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let first = start_control_with(&w, any, Some(store.clone())).await;

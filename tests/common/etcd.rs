@@ -96,6 +96,21 @@ impl Etcd {
     }
 }
 
+/// Puts every `.yaml` file of `dir` into `store` under its file name (a spec directory
+/// moved into etcd).
+pub async fn put_dir(store: &membrane_xds::store::Etcd, dir: &std::path::Path) {
+    for f in std::fs::read_dir(dir).unwrap() {
+        let p = f.unwrap().path();
+        if p.extension().is_some_and(|e| e == "yaml") {
+            let name = p.file_name().unwrap().to_str().unwrap().to_owned();
+            store
+                .put(&name, &std::fs::read_to_string(&p).unwrap())
+                .await
+                .unwrap();
+        }
+    }
+}
+
 impl Drop for Etcd {
     fn drop(&mut self) {
         self.stop();
