@@ -1,15 +1,14 @@
-//! The control plane at scale: compile time of specs with 1,000 cells and 10,000 endpoints,
-//! and the time from a spec file change to the last ACK with 1,000 xDS clients connected in
-//! this process (`RESULT push_1000_nodes_ms`, target under 1,000 ms), with the process's
-//! memory at that scale.
+//! The control plane at scale: compile time of specs with 10,000 cells and 100,000
+//! endpoints (all of them, and again after a change to one cell), and the time from a spec
+//! file change to the last ACK with 10,000 xDS clients connected in this process (`RESULT
+//! push_10000_nodes_ms`, target under 1,000 ms), with the process's memory at that scale.
 //!
-//! `cargo bench --bench xds_push`
+//! `cargo bench --bench xds_push` (`XDS_BENCH_CELLS=1000` for the smaller run of before)
 //!
-//! Shape: 1,000 cells of one org, each with north and west and 10 endpoints (5 public with a
-//! JWT provider, 5 organization-visible); 10 of them also have an east listener (an east
-//! listener routes to every endpoint the org exposes, so its size grows with the org: see
-//! ARCHITECTURE.md). The change rewrites the JWT provider's key set, which every gateway
-//! uses: all 1,000 get a push.
+//! Shape: that many cells of one org, each with north and west and 10 endpoints (5 public
+//! with a JWT provider, 5 organization-visible); 10 of them also have an east listener to
+//! the 10 cells they name in `calls`. The change rewrites the JWT provider's key set, which
+//! every gateway uses: all of them get a push.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use membrane_xds::compile::{self, TYPE_JWT_PROVIDER};
@@ -25,18 +24,40 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-const CELLS: usize = 1_000;
 const ENDPOINTS: usize = 10;
 const EAST_CELLS: usize = 10;
 
+/// Cells (and gateways): `XDS_BENCH_CELLS`, 10,000 by default.
+fn cells() -> usize {
+    std::env::var("XDS_BENCH_CELLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000)
+}
+
 fn write_specs(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
-    for c in 0..CELLS {
+    for c in 0..cells() {
+        std::fs::write(dir.join(format!("cell{c:05}.yaml")), cell_spec(c, 8080)).unwrap();
+    }
+    write_idp(dir, "k1");
+}
+
+/// Cell `c`'s spec, its upstreams on `port`.
+fn cell_spec(c: usize, port: u16) -> String {
+    {
         let mut s = format!(
             "kind: Cell\nname: cell{c}\norg: acme\nproject: p{c}\nenvironment: prod\ngateway:\n  north: {{address: '127.0.0.1:0'}}\n  west: {{address: '127.0.0.1:0'}}\n"
         );
         if c < EAST_CELLS {
-            s.push_str("  east: {address: '127.0.0.1:0'}\n");
+            // The cells it calls: ten (`calls`; without it, an east listener would route
+            // to all 50,000 organization endpoints of the org).
+            let callees: Vec<String> = (1..=10).map(|k| format!("cell{}", c + k)).collect();
+            let _ = write!(
+                s,
+                "  east: {{address: '127.0.0.1:0'}}\ncalls: [{}]\n",
+                callees.join(", ")
+            );
         }
         s.push_str("components:\n  - name: api\n    endpoints:\n");
         for e in 0..ENDPOINTS {
@@ -47,14 +68,13 @@ fn write_specs(dir: &Path) {
             };
             let _ = write!(
                 s,
-                "      - name: ep{e}\n        base_path: /svc{e}\n        upstreams: ['10.0.{}.{}:8080']\n        visibility: {vis}\n",
+                "      - name: ep{e}\n        base_path: /svc{e}\n        upstreams: ['10.0.{}.{}:{port}']\n        visibility: {vis}\n",
                 c / 250,
                 c % 250
             );
         }
-        std::fs::write(dir.join(format!("cell{c:04}.yaml")), s).unwrap();
+        s
     }
-    write_idp(dir, "k1");
 }
 
 fn write_idp(dir: &Path, kid: &str) {
@@ -85,6 +105,7 @@ fn rss_mb() -> f64 {
 }
 
 fn main() {
+    let cells = cells();
     let dir = std::env::temp_dir().join(format!("membrane-xds-bench-{}", std::process::id()));
     let spec = dir.join("spec");
     write_specs(&spec);
@@ -109,11 +130,23 @@ fn main() {
     }
     times.sort();
     println!(
-        "compile: {CELLS} cells, {} endpoints, {resources} resources: median {:.1} ms (min {:.1}, max {:.1})",
-        CELLS * ENDPOINTS,
+        "compile: {cells} cells, {} endpoints, {resources} resources: median {:.1} ms (min {:.1}, max {:.1})",
+        cells * ENDPOINTS,
         times[2].as_secs_f64() * 1e3,
         times[0].as_secs_f64() * 1e3,
         times[4].as_secs_f64() * 1e3
+    );
+    // A change to one cell (its upstreams' port): the compile step alone, on specs already
+    // loaded and checked. The compiler recompiles every cell (it is not incremental yet).
+    std::fs::write(spec.join("cell00000.yaml"), cell_spec(0, 9090)).unwrap();
+    let specs = membrane_xds::spec::load_dir(&spec).unwrap();
+    let t = Instant::now();
+    let changed = compile::compile(&specs, &opts).unwrap();
+    let one_cell = t.elapsed();
+    assert!(changed.gateways.contains_key("cell0"));
+    println!(
+        "compile after a change to one cell: {:.1} ms",
+        one_cell.as_secs_f64() * 1e3
     );
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -138,15 +171,18 @@ fn main() {
         .unwrap();
         let rss_control = rss_mb();
         let url = format!("http://{}", ctl.addr);
-        // 1,000 delta clients over 10 HTTP/2 connections, each ACKing what it receives.
+        // The delta clients, as many per HTTP/2 connection as the server takes (16), each
+        // ACKing what it receives.
+        let per = membrane_xds::server::MAX_STREAMS_PER_CONNECTION as usize;
         let received = Arc::new(AtomicUsize::new(0));
         let mut senders = Vec::new();
         let types = membrane_proxy::xds_client::client::TYPES;
-        for conn in 0..10 {
+        for conn in 0..cells.div_ceil(per) {
             let channel = tonic::transport::Endpoint::from_shared(url.clone()).unwrap().connect().await.unwrap();
-            for n in 0..CELLS / 10 {
-                let cell = conn * (CELLS / 10) + n;
-                let mut client = AggregatedDiscoveryServiceClient::new(channel.clone());
+            for n in 0..per.min(cells - conn * per) {
+                let cell = conn * per + n;
+                let mut client = AggregatedDiscoveryServiceClient::new(channel.clone())
+                    .max_decoding_message_size(membrane_api::stream::MAX_RESPONSE_BYTES);
                 let (tx, rx) = mpsc::channel(16);
                 for (i, t) in types.iter().enumerate() {
                     tx.send(DeltaDiscoveryRequest {
@@ -171,7 +207,7 @@ fn main() {
             }
         }
         let deadline = Instant::now() + Duration::from_secs(120);
-        while received.load(Ordering::Relaxed) < CELLS * types.len() && Instant::now() < deadline {
+        while received.load(Ordering::Relaxed) < cells * types.len() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let connected = ctl.state.nodes.snapshot().values().filter(|n| n.streams > 0).count();
@@ -183,7 +219,7 @@ fn main() {
             let nodes = ctl.state.nodes.snapshot();
             nodes.values().filter_map(|n| n.types.get(TYPE_JWT_PROVIDER).map(|t| t.acked_version.clone())).collect()
         };
-        assert_eq!(before.len(), CELLS, "every node acked the first provider version");
+        assert_eq!(before.len(), cells, "every node acked the first provider version");
         let t0 = Instant::now();
         write_idp(&spec, "k2");
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -193,21 +229,30 @@ fn main() {
                 .values()
                 .filter(|n| n.types.get(TYPE_JWT_PROVIDER).is_some_and(|t| !t.acked_version.is_empty() && t.acked_version != before[0]))
                 .count();
-            if done == CELLS {
+            if done == cells {
                 break t0.elapsed();
             }
             if Instant::now() > deadline {
-                panic!("only {done} of {CELLS} nodes acked the change");
+                panic!("only {done} of {cells} nodes acked the change");
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         };
         println!(
-            "memory (process RSS): {rss_before:.0} MB before, {rss_control:.0} MB with the control server, {rss_connected:.0} MB with {CELLS} streams (clients included)"
+            "memory (process RSS): {rss_before:.0} MB before, {rss_control:.0} MB with the control server, {rss_connected:.0} MB with {cells} streams (clients included)"
         );
         println!("change to last ACK: {:.0} ms (file watch debounce 50 ms included)", elapsed.as_secs_f64() * 1e3);
-        println!("RESULT push_1000_nodes_ms {:.0}", elapsed.as_secs_f64() * 1e3);
-        println!("RESULT compile_1000_cells_ms {:.1}", times[2].as_secs_f64() * 1e3);
+        println!("RESULT push_{cells}_nodes_ms {:.0}", elapsed.as_secs_f64() * 1e3);
+        println!("RESULT compile_{cells}_cells_ms {:.1}", times[2].as_secs_f64() * 1e3);
+        println!(
+            "RESULT compile_one_cell_change_{cells}_cells_ms {:.1}",
+            one_cell.as_secs_f64() * 1e3
+        );
         println!("RESULT control_rss_mb {rss_connected:.0}");
+        // Both ends of every stream are in this process: an upper bound per gateway.
+        println!(
+            "RESULT control_kb_per_gateway {:.1}",
+            (rss_connected - rss_control) * 1024.0 / cells as f64
+        );
         drop(senders);
         ctl.shutdown();
     });
