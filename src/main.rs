@@ -151,7 +151,9 @@ enum Command {
     /// without starting anything. Prints every error with file, line, column and field;
     /// exits 0 when the specs are valid, 1 otherwise.
     Check {
-        /// The spec directory.
+        /// The spec directory, or an etcd store (`etcd://host:port/prefix`, as `membrane
+        /// control --store` reads it; files the specs name are then read from the current
+        /// directory).
         dir: PathBuf,
     },
     /// Run the control server: compile the cell specs in a directory and serve each
@@ -272,7 +274,33 @@ fn main() -> ExitCode {
 
 fn check(dir: &std::path::Path) -> ExitCode {
     // The same validation the control server runs on every change.
-    match membrane_xds::spec::validate(dir) {
+    let validated = match dir.to_str().filter(|d| d.starts_with("etcd://")) {
+        Some(url) => {
+            let store = match membrane_xds::store::Etcd::parse(url) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("membrane check: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let docs = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+                .and_then(|rt| rt.block_on(store.documents()).map_err(|e| e.to_string()));
+            match docs {
+                Ok(docs) => {
+                    membrane_xds::spec::validate_documents(&docs, std::path::Path::new("."), dir)
+                }
+                Err(e) => {
+                    eprintln!("membrane check: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        None => membrane_xds::spec::validate(dir),
+    };
+    match validated {
         Ok(specs) => {
             println!(
                 "{}: {} documents, {} cells: valid",

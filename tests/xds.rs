@@ -533,7 +533,28 @@ async fn two_control_servers_on_one_etcd_serve_a_gateway_through_failures() {
     )
     .await;
     assert_eq!(call(&w, "/catalog/3").await.unwrap(), (200, "b".into()));
+    // `membrane check` reads the store as the control servers do (files from the current
+    // directory).
+    let check = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_membrane"))
+            .args(["check", &etcd.url("membrane/dev")])
+            .current_dir(&w.spec)
+            .output()
+            .unwrap()
+    };
+    let out = check();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("etcd:/membrane/dev/broken.yaml:"),
+        "{err}"
+    );
     store.delete("broken.yaml").await.unwrap();
+    let out = check();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     eventually("the refusal is over", Duration::from_secs(10), || async {
         first.state.last_error.lock().unwrap().is_none()
     })
