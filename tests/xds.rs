@@ -844,6 +844,33 @@ async fn the_control_admin_shows_what_each_node_was_sent_and_acked() {
     assert_eq!(g["membrane_xds_connected"], 1.0);
     assert!(g["membrane_xds_last_ack_timestamp_seconds"] > 1.7e9);
     assert_eq!(g["membrane_xds_nacks_total"], 0.0);
+    // A refused spec change shows as membrane_control_specs_refused until it is mended.
+    let refused = || async {
+        parse_metrics(
+            &get(&c, &format!("http://{admin}/metrics"), "a", &[])
+                .await
+                .text(),
+        )["membrane_control_specs_refused"]
+    };
+    assert_eq!(refused().await, 0.0);
+    std::fs::write(
+        w.spec.join("broken.yaml"),
+        "kind: Policy\nname: p\ncell: ghost\nlistener: west\nrules: []\n",
+    )
+    .unwrap();
+    ctl.reload();
+    eventually(
+        "the refusal is a metric",
+        Duration::from_secs(10),
+        || async { refused().await == 1.0 },
+    )
+    .await;
+    std::fs::remove_file(w.spec.join("broken.yaml")).unwrap();
+    ctl.reload();
+    eventually("the mend is a metric", Duration::from_secs(10), || async {
+        refused().await == 0.0
+    })
+    .await;
     gw.shutdown().await;
     ctl.shutdown();
 }

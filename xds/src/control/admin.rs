@@ -120,6 +120,19 @@ fn metrics(state: &ControlState) -> String {
             label(id)
         );
     }
+    // 1 while the last spec change (or reading the store) was refused: the last good
+    // resources are being served and changes do not reach gateways.
+    let refused = state
+        .last_error
+        .lock()
+        .map(|e| e.is_some())
+        .unwrap_or(false);
+    let _ = writeln!(
+        out,
+        "# HELP membrane_control_specs_refused Whether the last spec change (or reading the spec store) was refused: 1 while the last good resources are served instead"
+    );
+    let _ = writeln!(out, "# TYPE membrane_control_specs_refused gauge");
+    let _ = writeln!(out, "membrane_control_specs_refused {}", u8::from(refused));
     state.refused_streams.render(
         "membrane_control_refused_streams_total",
         "Control channel connections and ADS streams refused before being served, by reason",
