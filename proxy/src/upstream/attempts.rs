@@ -91,10 +91,10 @@ pub(super) async fn send(
             other => other,
         };
         let method = &out.parts.get().method;
-        let (next, outcome) = a.judge(cluster, ep, key.addr, timeout, sent, method, in_flight);
-        let wait = match next {
+        let (wait, outcome) = match a.judge(cluster, ep, key.addr, timeout, sent, method, in_flight)
+        {
             Next::Done(result) => return result,
-            Next::Retry(wait) => wait,
+            Next::Retry { wait, outcome } => (wait, outcome),
         };
         if let Some(t) = trail.as_deref_mut() {
             t.earlier.push(Earlier {
@@ -115,8 +115,12 @@ pub(super) async fn send(
 #[allow(clippy::large_enum_variant)]
 enum Next {
     Done(Result<Sent, UpstreamError>),
-    /// Another attempt, after this long.
-    Retry(Duration),
+    /// Another attempt, after `wait`; the failed one ended with `outcome` (its status, or
+    /// its failure's code), for its span.
+    Retry {
+        wait: Duration,
+        outcome: Result<u16, &'static str>,
+    },
 }
 
 /// A request's attempts: what is kept between them (the head and the forwarding headers
@@ -239,7 +243,7 @@ impl<'a> Attempts<'a> {
     }
 
     /// Counts a failed attempt (a response already counted by `settles`) and decides
-    /// what comes next; says what the attempt ended with (its status or failure's code).
+    /// what comes next.
     #[allow(clippy::too_many_arguments)]
     fn judge(
         &mut self,
@@ -250,7 +254,7 @@ impl<'a> Attempts<'a> {
         sent: Option<Result<Response<UpstreamBody>, UpstreamError>>,
         method: &http::Method,
         in_flight: InFlight,
-    ) -> (Next, Result<u16, &'static str>) {
+    ) -> Next {
         let (failure, tried) = match sent {
             Some(Ok(resp)) => {
                 let status = resp.status().as_u16();
@@ -279,9 +283,9 @@ impl<'a> Attempts<'a> {
                     Tried::Response(r) => Ok(r.status().as_u16()),
                     Tried::Failed(e) => Err(e.status_and_code().1),
                 };
-                (Next::Retry(wait), outcome)
+                Next::Retry { wait, outcome }
             }
-            None => (Next::Done(tried.into_result(in_flight, ep)), Ok(0)),
+            None => Next::Done(tried.into_result(in_flight, ep)),
         }
     }
 

@@ -19,11 +19,23 @@ pub enum Tokens {
     Etcd(Etcd),
 }
 
-fn store_err(e: crate::store::StoreError) -> TokenError {
+fn store_err(e: impl std::fmt::Display) -> TokenError {
     TokenError::Store {
         path: PathBuf::from("etcd"),
         source: std::io::Error::other(e.to_string()),
     }
+}
+
+/// The directory store's calls block (a file lock): they run on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, TokenError> + Send + 'static,
+) -> Result<T, TokenError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| TokenError::Store {
+            path: PathBuf::from("tokens.json"),
+            source: std::io::Error::other(e.to_string()),
+        })?
 }
 
 fn format_err(key: &str, source: serde_json::Error) -> TokenError {
@@ -39,9 +51,7 @@ impl Tokens {
         match self {
             Tokens::Dir(d) => {
                 let (d, cell) = (d.clone(), cell.to_owned());
-                tokio::task::spawn_blocking(move || d.mint(&cell, ttl))
-                    .await
-                    .map_err(|e| store_err(crate::store::StoreError::Url(e.to_string())))?
+                blocking(move || d.mint(&cell, ttl)).await
             }
             Tokens::Etcd(e) => {
                 let (token, sha256) = new_token()?;
@@ -68,9 +78,7 @@ impl Tokens {
         match self {
             Tokens::Dir(d) => {
                 let (d, token, cell) = (d.clone(), token.to_owned(), cell.to_owned());
-                tokio::task::spawn_blocking(move || d.redeem(&token, &cell))
-                    .await
-                    .map_err(|e| store_err(crate::store::StoreError::Url(e.to_string())))?
+                blocking(move || d.redeem(&token, &cell)).await
             }
             Tokens::Etcd(e) => {
                 if !well_formed(token) {
@@ -93,9 +101,7 @@ impl Tokens {
                         return Ok(());
                     }
                 }
-                Err(store_err(crate::store::StoreError::Url(
-                    "the token's record kept changing".into(),
-                )))
+                Err(store_err("the token's record kept changing"))
             }
         }
     }
