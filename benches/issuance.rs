@@ -97,6 +97,8 @@ fn main() {
                 lifetime: Duration::from_secs(86_400),
             }),
             otlp_endpoint: None,
+            api: None,
+            audit_log: None,
         })
         .await
         .unwrap();

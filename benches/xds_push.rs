@@ -166,6 +166,8 @@ fn main() {
             debounce: Duration::from_millis(50),
             ca: None,
             otlp_endpoint: None,
+            api: None,
+            audit_log: None,
         })
         .await
         .unwrap();

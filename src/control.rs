@@ -48,6 +48,15 @@ pub struct ControlArgs {
     /// this OpenTelemetry collector (OTLP/gRPC, `http://host:4317`).
     #[arg(long, value_name = "URL")]
     otlp_endpoint: Option<String>,
+    /// Serve the control API here (`membrane apply|get|delete|diff|audit|promote`):
+    /// HTTPS with the control server's certificate (plaintext with --insecure). Needs
+    /// --store.
+    #[arg(long, value_name = "ADDR", requires = "store")]
+    api: Option<std::net::SocketAddr>,
+    /// Also append the control API's audit records to FILE as JSON lines (they are kept in
+    /// the store either way).
+    #[arg(long, value_name = "FILE", requires = "api")]
+    audit_log: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -66,6 +75,24 @@ enum ControlAction {
         #[arg(long)]
         cell: String,
         #[arg(long, default_value = "10m", value_parser = parse_dur)]
+        ttl: Duration,
+    },
+    /// Mint an operator token for the control API, scoped to an org and optionally one
+    /// project and one environment; kept hashed in the store, shown once.
+    Operator {
+        /// The control servers' spec store: `etcd://host:port/prefix`.
+        #[arg(long, value_name = "URL")]
+        store: String,
+        /// Who the token is for; audit records name it.
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long)]
+        environment: Option<String>,
+        #[arg(long, default_value = "720h", value_parser = parse_dur)]
         ttl: Duration,
     },
     /// Roll the CA over to the one in NEXT (`ca.pem`, `ca-key.pem`): the control server
@@ -95,6 +122,41 @@ pub fn run(args: ControlArgs) -> ExitCode {
             }
             Err(e) => {
                 eprintln!("membrane control rollover: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    if let Some(ControlAction::Operator {
+        store,
+        name,
+        org,
+        project,
+        environment,
+        ttl,
+    }) = &args.action
+    {
+        let scope = membrane_xds::manage::scope::Scope {
+            org: org.clone(),
+            project: project.clone(),
+            environment: environment.clone(),
+        };
+        let minted = membrane_xds::store::Etcd::parse(store)
+            .map_err(|e| e.to_string())
+            .and_then(|store| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                rt.block_on(membrane_xds::manage::scope::mint(&store, name, scope, *ttl))
+                    .map_err(|e| e.to_string())
+            });
+        return match minted {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("membrane control operator: {e}");
                 ExitCode::from(1)
             }
         };
@@ -204,6 +266,8 @@ fn serve(spec_dir: PathBuf, args: &ControlArgs) -> Result<ExitCode, String> {
             debounce: Duration::from_millis(200),
             ca,
             otlp_endpoint: args.otlp_endpoint.clone(),
+            api: args.api,
+            audit_log: args.audit_log.clone(),
         };
         let handle = membrane_xds::control::start(opts)
             .await

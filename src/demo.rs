@@ -154,6 +154,8 @@ async fn demo(args: DemoArgs) -> Result<ExitCode, String> {
             lifetime: Duration::from_secs(24 * 3600),
         }),
         otlp_endpoint: args.otlp_endpoint.clone(),
+        api: None,
+        audit_log: None,
     })
     .await
     .map_err(|e| e.to_string())?;

@@ -6,6 +6,7 @@ mod control;
 mod demo;
 mod files;
 mod logging;
+mod manage;
 mod token;
 
 use clap::{Parser, Subcommand};
@@ -166,6 +167,84 @@ enum Command {
     /// A development certificate authority: `cert ca`, then `cert issue`.
     #[command(subcommand)]
     Cert(cert::CertCommand),
+    /// Create or replace the documents of FILE through the control API: validated as
+    /// `membrane check` validates, held to your token's scope, audited.
+    Apply {
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+        #[command(flatten)]
+        guard: manage::Guard,
+        #[command(flatten)]
+        api: manage::Api,
+    },
+    /// What `apply -f FILE` would change (a diff per document), and whether it is valid;
+    /// changes nothing.
+    Diff {
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+        #[command(flatten)]
+        api: manage::Api,
+    },
+    /// Show documents from the store (YAML; `--json` for the API's answer): all, of KIND,
+    /// or one.
+    Get {
+        /// Cell, Policy, JwtProvider, RateLimit or Overlay.
+        kind: Option<String>,
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: manage::Api,
+    },
+    /// Remove one document through the control API (validated: nothing may still need it).
+    Delete {
+        kind: String,
+        name: String,
+        #[command(flatten)]
+        guard: manage::Guard,
+        #[command(flatten)]
+        api: manage::Api,
+    },
+    /// The control API's audit trail: who changed what, when, accepted or refused.
+    Audit {
+        #[arg(long)]
+        operator: Option<String>,
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        /// apply, delete or promote.
+        #[arg(long)]
+        action: Option<String>,
+        /// accepted or refused.
+        #[arg(long)]
+        outcome: Option<String>,
+        /// RFC 3339 (`2026-12-04T00:00:00Z`): records at or after it.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: manage::Api,
+    },
+    /// Promote CELL from one environment to the next: its documents, with the target
+    /// environment's Overlay applied, written through the control API.
+    Promote {
+        cell: String,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        /// Show what would be written; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        guard: manage::Guard,
+        #[command(flatten)]
+        api: manage::Api,
+    },
 }
 
 fn main() -> ExitCode {
@@ -236,6 +315,71 @@ fn main() -> ExitCode {
             otlp_endpoint,
         }),
         Command::Token(args) => token::run(args),
+        Command::Apply { file, guard, api } => manage::run(
+            "apply",
+            &api,
+            manage::Call::Apply {
+                file,
+                dry_run: false,
+                guard,
+            },
+        ),
+        Command::Diff { file, api } => manage::run(
+            "diff",
+            &api,
+            manage::Call::Apply {
+                file,
+                dry_run: true,
+                guard: manage::Guard::default(),
+            },
+        ),
+        Command::Get {
+            kind,
+            name,
+            json,
+            api,
+        } => manage::run("get", &api, manage::Call::Get { kind, name, json }),
+        Command::Delete {
+            kind,
+            name,
+            guard,
+            api,
+        } => manage::run("delete", &api, manage::Call::Delete { kind, name, guard }),
+        Command::Audit {
+            operator,
+            kind,
+            name,
+            action,
+            outcome,
+            since,
+            limit,
+            json,
+            api,
+        } => {
+            let filter = serde_json::json!({
+                "operator": operator, "kind": kind, "name": name, "action": action,
+                "outcome": outcome, "since": since, "limit": limit,
+            });
+            manage::run("audit", &api, manage::Call::Audit { filter, json })
+        }
+        Command::Promote {
+            cell,
+            from,
+            to,
+            dry_run,
+            guard,
+            api,
+        } => manage::run(
+            "promote",
+            &api,
+            manage::Call::Promote {
+                cell,
+                from,
+                to,
+                dry_run,
+                guard,
+            },
+        ),
         Command::Check { dir } => check(&dir),
         Command::Explain {
             config,

@@ -108,6 +108,8 @@ impl World {
                 lifetime,
             }),
             otlp_endpoint: None,
+            api: None,
+            audit_log: None,
         })
         .await
         .unwrap()
@@ -547,6 +549,8 @@ async fn https_never_falls_back_to_plaintext() {
         debounce: Duration::from_millis(50),
         ca: None,
         otlp_endpoint: None,
+        api: None,
+        audit_log: None,
     })
     .await
     .unwrap();

@@ -182,6 +182,8 @@ async fn the_expositions_pass_promtool_check_metrics() {
             lifetime: std::time::Duration::from_secs(3600),
         }),
         otlp_endpoint: None,
+        api: None,
+        audit_log: None,
     })
     .await
     .unwrap();

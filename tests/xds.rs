@@ -99,6 +99,8 @@ async fn start_control_with(
         debounce: Duration::from_millis(50),
         ca: None,
         otlp_endpoint: None,
+        api: None,
+        audit_log: None,
     })
     .await
     .unwrap()
@@ -790,6 +792,8 @@ async fn the_control_admin_shows_what_each_node_was_sent_and_acked() {
         debounce: Duration::from_millis(50),
         ca: None,
         otlp_endpoint: None,
+        api: None,
+        audit_log: None,
     })
     .await
     .unwrap();
@@ -1366,6 +1370,8 @@ async fn the_control_server_traces_a_spec_change_from_file_event_to_push() {
         debounce: Duration::from_millis(50),
         ca: None,
         otlp_endpoint: Some(format!("http://{collector}")),
+        api: None,
+        audit_log: None,
     })
     .await
     .unwrap();

@@ -36,6 +36,10 @@ pub fn provider() -> Arc<CryptoProvider> {
     .clone()
 }
 
+/// The path of the control server's SPIFFE ID (`spiffe://<trust domain>/membrane/control`):
+/// gateways and operators' clients check it.
+pub const CONTROL_PATH: &str = "/membrane/control";
+
 /// The hex SHA-256 of `bytes`: a certificate's fingerprint as XFCC's `Hash=` and the deny
 /// list write it, and how join tokens are stored.
 pub fn sha256_hex(bytes: &[u8]) -> String {

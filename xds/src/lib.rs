@@ -8,6 +8,7 @@ pub mod ca;
 pub mod channel;
 pub mod compile;
 pub mod control;
+pub mod manage;
 pub mod reasons;
 pub mod revoked;
 pub mod server;

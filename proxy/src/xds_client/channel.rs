@@ -18,7 +18,7 @@ use tonic::codegen::Service;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 /// The path of the control server's SPIFFE ID (`membrane control` names itself so).
-pub const CONTROL_PATH: &str = "/membrane/control";
+pub use membrane_identity::CONTROL_PATH;
 
 /// How a gateway reaches its control server.
 #[derive(Debug, Clone)]

@@ -40,6 +40,10 @@ pub struct ControlOptions {
     pub ca: Option<CaOptions>,
     /// Trace each spec change to this OTLP/gRPC collector (`--otlp-endpoint`).
     pub otlp_endpoint: Option<String>,
+    /// The control API's address (`--api`); it needs a `store`.
+    pub api: Option<SocketAddr>,
+    /// The control API's audit records as JSON lines, besides the store (`--audit-log`).
+    pub audit_log: Option<PathBuf>,
 }
 
 /// The control server as the cells' CA.
@@ -54,6 +58,7 @@ pub struct CaOptions {
 pub struct ControlHandle {
     pub addr: SocketAddr,
     pub admin_addr: Option<SocketAddr>,
+    pub api_addr: Option<SocketAddr>,
     pub state: Arc<ControlState>,
     reload: mpsc::UnboundedSender<()>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -89,6 +94,8 @@ pub enum ControlError {
     Store(#[from] crate::store::StoreError),
     #[error("the control server's own certificate: {0}")]
     OwnCertificate(String),
+    #[error("--api needs --store: a directory of specs is changed by the tools that manage it")]
+    ApiWithoutStore,
     #[error("--otlp-endpoint: {0}")]
     Tracing(#[from] membrane_telemetry::export::ExportError),
     #[error("{what}: cannot listen on {addr}: {source}")]
@@ -140,6 +147,9 @@ fn build(
 
 /// Starts serving (inside a tokio runtime). Refuses to start on invalid specs.
 pub async fn start(opts: ControlOptions) -> Result<ControlHandle, ControlError> {
+    if opts.api.is_some() && opts.store.is_none() {
+        return Err(ControlError::ApiWithoutStore);
+    }
     let ca_now = match &opts.ca {
         Some(ca) => Some(CurrentCa::load(&ca.dir, ca.lifetime)?),
         None => None,
@@ -171,6 +181,7 @@ pub async fn start(opts: ControlOptions) -> Result<ControlHandle, ControlError> 
     let stopped = async {
         let _ = stopped.await;
     };
+    let mut api_tls = None;
     let addr = match &opts.ca {
         None => {
             let incoming =
@@ -193,14 +204,36 @@ pub async fn start(opts: ControlOptions) -> Result<ControlHandle, ControlError> 
             let now = ca_now
                 .clone()
                 .ok_or_else(|| ControlError::OwnCertificate("the CA was not loaded".into()))?;
-            let served = own::serve_tls(ca, now, &opts, ads, state.clone(), stopped).await?;
+            let (served, tls) = own::serve_tls(ca, now, &opts, ads, state.clone(), stopped).await?;
             tracing::info!(addr = %served, "ADS and the certificate service listening (mTLS)");
+            api_tls = Some(tls);
             served
         }
     };
     let admin_addr = match opts.admin {
         Some(a) => Some(admin::serve(a, state.clone()).await?),
         None => None,
+    };
+    let api_addr = match (opts.api, &opts.store) {
+        (Some(a), Some(store)) => {
+            let audit = crate::manage::audit::Audit::new(store.clone(), opts.audit_log.clone());
+            let manager = crate::manage::Manager::new(store.clone(), opts.spec_dir.clone(), audit);
+            let tls = api_tls.is_some();
+            let bound = crate::manage::http::serve(a, Arc::new(manager), api_tls)
+                .await
+                .map_err(|source| ControlError::Listen {
+                    what: "the control API",
+                    addr: a,
+                    source,
+                })?;
+            if tls {
+                tracing::info!(addr = %bound, "control API listening (HTTPS)");
+            } else {
+                tracing::warn!(addr = %bound, "control API listening in plaintext (--insecure): operator tokens cross the network in the clear");
+            }
+            Some(bound)
+        }
+        _ => None,
     };
 
     let (reload, mut reloads) = mpsc::unbounded_channel::<()>();
@@ -312,6 +345,7 @@ pub async fn start(opts: ControlOptions) -> Result<ControlHandle, ControlError> 
     Ok(ControlHandle {
         addr,
         admin_addr,
+        api_addr,
         state,
         reload,
         stop: Some(stop),

@@ -18,8 +18,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-/// The path of the control server's SPIFFE ID; gateways check it.
-pub const CONTROL_PATH: &str = "/membrane/control";
+pub use membrane_identity::CONTROL_PATH;
 
 fn own_id(state: &ControlState) -> Result<SpiffeId, ControlError> {
     let current = state.current.borrow().clone();
@@ -67,7 +66,7 @@ pub(super) async fn serve_tls(
     ads: Ads,
     state: Arc<ControlState>,
     stopped: impl Future<Output = ()> + Send + 'static,
-) -> Result<SocketAddr, ControlError> {
+) -> Result<(SocketAddr, crate::manage::http::TlsNow), ControlError> {
     let id = own_id(&state)?;
     let own = Rotating::new(issue_own(&now.get(), &id)?);
     let config = Arc::new(RwLock::new(server_config(&own, &now.get())?));
@@ -105,6 +104,7 @@ pub(super) async fn serve_tls(
         *c = Some(certs.counters.clone());
     }
     let svc = crate::server::service(ads);
+    let shared = config.clone();
     tokio::spawn(async move {
         if let Err(e) = crate::server::transport()
             .add_service(svc)
@@ -146,5 +146,5 @@ pub(super) async fn serve_tls(
             }
         }
     });
-    Ok(addr)
+    Ok((addr, shared))
 }

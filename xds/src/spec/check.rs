@@ -1,24 +1,10 @@
 //! Validation across documents. Every error names the file, line, column and field and says
 //! what would be valid. All errors are reported, in file and line order.
 
+use super::errors::Errors;
 use super::load::SpecError;
 use super::types::{Cell, Jwks, Located, Specs, Src, Visibility};
 use std::collections::BTreeMap;
-
-#[derive(Default)]
-pub(super) struct Errors(pub(super) Vec<SpecError>);
-
-impl Errors {
-    pub(super) fn at<T>(&mut self, src: Src<'_>, loc: &Located<T>, field: String, message: String) {
-        self.0.push(SpecError {
-            file: src.file.clone(),
-            line: loc.line() + src.offset,
-            column: loc.column(),
-            field,
-            message,
-        });
-    }
-}
 
 /// A name usable in SPIFFE IDs, metric labels and xDS node ids.
 fn valid_name(s: &str) -> bool {
@@ -492,6 +478,7 @@ pub fn check(specs: &Specs) -> Vec<SpecError> {
         }
     }
 
+    super::names::check_names(specs, &mut e);
     let mut errors = e.0;
     errors.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
     errors

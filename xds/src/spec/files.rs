@@ -3,7 +3,7 @@
 //! readable PEM file with a certificate. Paths are relative to the spec directory. Without
 //! this, `membrane check` passed a spec that the control server then refused.
 
-use super::check::Errors;
+use super::errors::Errors;
 use super::load::SpecError;
 use super::types::{Jwks, Specs};
 use std::path::Path;

@@ -3,7 +3,7 @@
 //! failed, and a document goes on being read past its first mistake (`deserialize_all`),
 //! so one run reports every mistake. A file with no document at all is a mistake too.
 
-use super::types::{Cell, Document, JwtProvider, Kind, Policy, RateLimit, Specs};
+use super::types::{Cell, Document, JwtProvider, Kind, Overlay, Policy, RateLimit, Specs};
 use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -35,7 +35,7 @@ impl fmt::Display for SpecError {
 
 impl std::error::Error for SpecError {}
 
-pub const KINDS: &str = "Cell, Policy, JwtProvider, RateLimit";
+pub const KINDS: &str = "Cell, Policy, JwtProvider, RateLimit, Overlay";
 
 /// Reads every spec file of `dir` (not recursing), in name order.
 pub fn load_dir(dir: &Path) -> Result<Specs, Vec<SpecError>> {
@@ -78,10 +78,7 @@ fn whole(file: &Path, message: String) -> SpecError {
 pub fn parse_file(file: &Path, text: &str, specs: &mut Specs, errors: &mut Vec<SpecError>) {
     let mut documents = 0;
     for (offset, doc) in split_documents(text) {
-        if doc.lines().all(|l| {
-            let t = l.trim();
-            t.is_empty() || t.starts_with('#')
-        }) {
+        if is_blank(doc) {
             continue;
         }
         documents += 1;
@@ -102,6 +99,41 @@ pub fn parse_file(file: &Path, text: &str, specs: &mut Specs, errors: &mut Vec<S
             format!("the file holds no document; give it one of kind {KINDS}, or remove it"),
         ));
     }
+}
+
+/// The documents of one text with the text of each, in order: what the control API reads
+/// to address documents by kind and name. Parse errors name `file`.
+pub fn documents_of(file: &Path, text: &str) -> Result<Vec<(Kind, String)>, Vec<SpecError>> {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for (offset, doc) in split_documents(text) {
+        if is_blank(doc) {
+            continue;
+        }
+        match parse_document(file, doc, offset) {
+            Ok(kind) => out.push((kind, doc.to_owned())),
+            Err(e) => errors.extend(e),
+        }
+    }
+    if out.is_empty() && errors.is_empty() {
+        errors.push(whole(
+            file,
+            format!("holds no document; give it one of kind {KINDS}"),
+        ));
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Only blank and comment lines.
+fn is_blank(doc: &str) -> bool {
+    doc.lines().all(|l| {
+        let t = l.trim();
+        t.is_empty() || t.starts_with('#')
+    })
 }
 
 /// Splits on `---` lines; each part comes with the number of lines before it.
@@ -143,6 +175,9 @@ fn parse_document(file: &Path, doc: &str, offset: u64) -> Result<Kind, Vec<SpecE
         Some("RateLimit") => Ok(Kind::RateLimit(deserialize_all::<RateLimit>(
             file, doc, offset,
         )?)),
+        Some("Overlay") => Ok(Kind::Overlay(Box::new(deserialize_all::<Overlay>(
+            file, doc, offset,
+        )?))),
         Some(other) => Err(vec![SpecError {
             file: file.to_owned(),
             line: offset + 1,

@@ -6,14 +6,17 @@
 //! - `Policy`: authorization rules for one listener of one cell.
 //! - `JwtProvider`: an issuer whose tokens public endpoints require.
 //! - `RateLimit`: a token bucket on one endpoint.
+//! - `Overlay`: what changes when a cell is promoted into an environment.
 //!
 //! `load` reads and parses (errors carry file, line, column and field), `check` validates
 //! across documents, `check_files` the files they name. [`validate`] runs all three, as
 //! both `membrane check` and the control server do. Nothing here talks to the network.
 
 pub mod check;
+mod errors;
 mod files;
 pub mod load;
+mod names;
 mod types;
 
 pub use check::check;

@@ -31,6 +31,31 @@ pub enum Kind {
     Policy(Policy),
     JwtProvider(JwtProvider),
     RateLimit(RateLimit),
+    Overlay(Box<Overlay>),
+}
+
+impl Kind {
+    /// The `kind:` of the document.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Kind::Cell(_) => "Cell",
+            Kind::Policy(_) => "Policy",
+            Kind::JwtProvider(_) => "JwtProvider",
+            Kind::RateLimit(_) => "RateLimit",
+            Kind::Overlay(_) => "Overlay",
+        }
+    }
+
+    /// Its `name:`, which is unique among the documents of its kind.
+    pub fn name(&self) -> &str {
+        match self {
+            Kind::Cell(c) => c.name.value(),
+            Kind::Policy(p) => p.name.value(),
+            Kind::JwtProvider(p) => p.name.value(),
+            Kind::RateLimit(r) => r.name.value(),
+            Kind::Overlay(o) => o.name.value(),
+        }
+    }
 }
 
 /// The set of documents of one directory.
@@ -55,6 +80,12 @@ impl Specs {
     pub fn providers(&self) -> impl Iterator<Item = (Src<'_>, &JwtProvider)> {
         self.documents.iter().filter_map(|d| match &d.kind {
             Kind::JwtProvider(p) => Some((d.src(), p)),
+            _ => None,
+        })
+    }
+    pub fn overlays(&self) -> impl Iterator<Item = (Src<'_>, &Overlay)> {
+        self.documents.iter().filter_map(|d| match &d.kind {
+            Kind::Overlay(o) => Some((d.src(), &**o)),
             _ => None,
         })
     }
@@ -348,4 +379,59 @@ pub enum RateKey {
     #[default]
     ClientIp,
     Peer,
+}
+
+/// What changes when a cell is promoted into an environment (`membrane promote`): the
+/// compiler ignores overlays; promotion reads them.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Overlay {
+    pub kind: String,
+    pub name: Located<String>,
+    /// The cell's name without its environment suffix (`orders` for `orders-dev`).
+    pub cell: Located<String>,
+    /// The environment the overlay is for.
+    pub environment: Located<String>,
+    /// The promoted cell's name; `<cell>-<environment>` when absent.
+    #[serde(default)]
+    pub cell_name: Option<Located<String>>,
+    /// The gateway's listener addresses in this environment (each listener the cell has).
+    #[serde(default)]
+    pub listeners: OverlayListeners,
+    /// An endpoint's upstream addresses (its replicas) in this environment.
+    #[serde(default)]
+    pub upstreams: Vec<OverlayUpstreams>,
+    /// A rate limit's budget in this environment (by its name in the source environment,
+    /// without the suffix).
+    #[serde(default)]
+    pub rate_limits: Vec<OverlayRateLimit>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverlayListeners {
+    #[serde(default)]
+    pub north: Option<Located<SocketAddr>>,
+    #[serde(default)]
+    pub west: Option<Located<SocketAddr>>,
+    #[serde(default)]
+    pub east: Option<Located<SocketAddr>>,
+    #[serde(default)]
+    pub south: Option<Located<SocketAddr>>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverlayUpstreams {
+    pub endpoint: Located<String>,
+    pub upstreams: Vec<Located<SocketAddr>>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverlayRateLimit {
+    pub name: Located<String>,
+    pub requests: Located<u32>,
+    #[serde(default)]
+    pub per_seconds: Option<u32>,
 }

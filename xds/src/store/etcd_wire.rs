@@ -131,8 +131,9 @@ pub struct WatchResponse {
     pub events: Vec<Event>,
 }
 
-/// `Compare`: its `target_union` as the one arm used (`mod_revision`, target MOD = 2,
-/// result EQUAL = 0); a oneof arm is encoded as the optional field of its tag.
+/// `Compare`: its `target_union` as the one arm used (`mod_revision`, target MOD = 2;
+/// result EQUAL = 0, LESS = 2); a oneof arm is encoded as the optional field of its tag.
+/// With a `range_end`, every key of the range must satisfy the comparison.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Compare {
     #[prost(int32, tag = "1")]
@@ -143,13 +144,42 @@ pub struct Compare {
     pub key: Vec<u8>,
     #[prost(int64, optional, tag = "6")]
     pub mod_revision: Option<i64>,
+    #[prost(bytes = "vec", tag = "64")]
+    pub range_end: Vec<u8>,
 }
 
-/// `RequestOp`: its `request_put` arm.
+pub const EQUAL: i32 = 0;
+pub const LESS: i32 = 2;
+pub const MOD: i32 = 2;
+
+/// `RequestOp`: its `request_put` and `request_delete_range` arms.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct RequestOp {
     #[prost(message, optional, tag = "2")]
     pub request_put: Option<PutRequest>,
+    #[prost(message, optional, tag = "3")]
+    pub request_delete_range: Option<DeleteRangeRequest>,
+}
+
+impl RequestOp {
+    pub fn put(key: &[u8], value: &[u8]) -> Self {
+        Self {
+            request_put: Some(PutRequest {
+                key: key.to_vec(),
+                value: value.to_vec(),
+            }),
+            request_delete_range: None,
+        }
+    }
+    pub fn delete(key: &[u8]) -> Self {
+        Self {
+            request_put: None,
+            request_delete_range: Some(DeleteRangeRequest {
+                key: key.to_vec(),
+                range_end: Vec::new(),
+            }),
+        }
+    }
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -249,23 +279,29 @@ impl EtcdClient {
         value: &[u8],
         mod_revision: i64,
     ) -> Result<bool, tonic::Status> {
+        let compare = vec![Compare {
+            result: EQUAL,
+            target: MOD,
+            key: key.to_vec(),
+            mod_revision: Some(mod_revision),
+            range_end: Vec::new(),
+        }];
+        let resp = self.txn(compare, vec![RequestOp::put(key, value)]).await?;
+        Ok(resp.succeeded)
+    }
+
+    /// `success` if every comparison holds, atomically; `succeeded` says which.
+    pub async fn txn(
+        &mut self,
+        compare: Vec<Compare>,
+        success: Vec<RequestOp>,
+    ) -> Result<TxnResponse, tonic::Status> {
         let req = TxnRequest {
-            compare: vec![Compare {
-                result: 0,
-                target: 2,
-                key: key.to_vec(),
-                mod_revision: Some(mod_revision),
-            }],
-            success: vec![RequestOp {
-                request_put: Some(PutRequest {
-                    key: key.to_vec(),
-                    value: value.to_vec(),
-                }),
-            }],
+            compare,
+            success,
             failure: Vec::new(),
         };
-        let resp: TxnResponse = self.unary("/etcdserverpb.KV/Txn", req).await?;
-        Ok(resp.succeeded)
+        self.unary("/etcdserverpb.KV/Txn", req).await
     }
 
     pub async fn put(&mut self, key: &[u8], value: &[u8]) -> Result<PutResponse, tonic::Status> {

@@ -12,7 +12,10 @@
 //! Assumption: no TLS or authentication to etcd yet (a loopback or private-network etcd, as
 //! in the tests); that is the next step. Several endpoints are tried in order.
 
+mod commit;
 mod etcd_wire;
+
+pub use commit::{Snapshot, Write};
 
 use etcd_wire::EtcdClient;
 use std::time::Duration;
