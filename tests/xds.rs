@@ -612,7 +612,7 @@ async fn a_bad_resource_is_nacked_with_its_reason_while_the_good_ones_apply() {
     // One push: the catalog cluster moves to upstream b (good), and a new listener routes
     // to a cluster that does not exist (bad).
     let mut next = good.clone();
-    let res = next.gateways.get_mut("orders").unwrap();
+    let res = std::sync::Arc::make_mut(next.gateways.get_mut("orders").unwrap());
     let put = |res: &mut xc::Resources, t: &str, name: &str, bytes: Vec<u8>| {
         res.insert(
             (t.to_owned(), name.to_owned()),
@@ -1220,7 +1220,7 @@ impl membrane_xds::proto::envoy::service::discovery::v3::aggregated_discovery_se
 async fn a_gateway_is_ready_only_once_every_type_has_arrived() {
     let (w, _a) = catalog_world("partial").await;
     let server = HoldsListeners {
-        resources: compile_world(&w).gateways["orders"].clone(),
+        resources: (*compile_world(&w).gateways["orders"]).clone(),
         release: Default::default(),
     };
     let release = server.release.clone();
@@ -1257,7 +1257,7 @@ async fn a_gateway_is_ready_only_once_every_type_has_arrived() {
 async fn a_gateway_whose_every_listener_was_nacked_is_not_ready() {
     let (w, _a) = catalog_world("nacked").await;
     // Every listener arrives as bytes that are no Listener.
-    let mut resources = compile_world(&w).gateways["orders"].clone();
+    let mut resources = (*compile_world(&w).gateways["orders"]).clone();
     for ((t, _), v) in resources.iter_mut() {
         if t == membrane_xds::compile::TYPE_LISTENER {
             v.resource.value = vec![0xff, 0xff, 0xff];

@@ -20,7 +20,8 @@ use tokio::sync::{mpsc, watch};
 fn res(entries: &[(&str, &str, &str, &str)]) -> Compiled {
     let mut c = Compiled::default();
     for (cell, type_url, name, version) in entries {
-        let r: &mut Resources = c.gateways.entry((*cell).to_owned()).or_default();
+        let r: &mut Resources =
+            std::sync::Arc::make_mut(c.gateways.entry((*cell).to_owned()).or_default());
         r.insert(
             ((*type_url).to_owned(), (*name).to_owned()),
             Versioned {

@@ -132,7 +132,7 @@ fn versions_are_content_hashes_and_change_only_where_the_spec_did() {
     let b = compile_dir(&dir);
     let mut changed = Vec::new();
     for (cell, res) in &a.gateways {
-        for (key, v) in res {
+        for (key, v) in res.iter() {
             if b.gateways[cell][key].version != v.version {
                 changed.push((cell.as_str(), key.1.as_str()));
             }
@@ -296,5 +296,85 @@ fn environments_do_not_reach_each_other() {
                 "{r:?}"
             );
         }
+    }
+}
+
+/// The incremental compiler gives exactly what a fresh compile gives, after every kind of
+/// change, and keeps (the same allocation of) the resources of gateways the change does
+/// not touch.
+#[test]
+fn the_incremental_compiler_matches_a_fresh_compile() {
+    let dir = copy_examples("incremental");
+    let opts = Options {
+        spec_dir: dir.clone(),
+        cert_dir: PathBuf::from("/certs"),
+        trust_bundle_pem: "-----BEGIN CERTIFICATE-----\n...\n".into(),
+        own_svid: false,
+        revoked: Vec::new(),
+    };
+    let mut cache = membrane_xds::spec::ParseCache::default();
+    let mut compiler = compile::Compiler::default();
+    let mut last = compiler
+        .compile(&cache.validate_dir(&dir).unwrap(), &opts)
+        .unwrap();
+    // (file, from, to, the gateways whose resources must be compiled again)
+    let edits: [(&str, &str, &str, &[&str]); 5] = [
+        // orders' west address: orders, and the east listeners that route to it.
+        (
+            "orders.yaml",
+            "127.0.0.1:9443",
+            "127.0.0.1:9543",
+            &["analytics", "billing", "orders"],
+        ),
+        // billing's document: billing, and orders, whose west policy names billing.
+        (
+            "billing.yaml",
+            "name: invoices\n",
+            "name: invoices\n      # a note\n",
+            &["billing", "orders"],
+        ),
+        // A rate limit on billing: billing only.
+        ("billing.yaml", "requests: 50", "requests: 51", &["billing"]),
+        // The JWT provider every gateway may use: all of them.
+        (
+            "identity.yaml",
+            "acme-idp",
+            "acme-idp",
+            &["analytics", "billing", "orders"],
+        ),
+        // A comment in analytics: analytics only (its resources come out the same).
+        (
+            "analytics.yaml",
+            "# The `analytics` cell",
+            "# The analytics cell",
+            &["analytics"],
+        ),
+    ];
+    for (i, (file, from, to, touched)) in edits.into_iter().enumerate() {
+        let path = dir.join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "edit {i}: {from} in {file}");
+        let edited = if from == to {
+            // Same text, one more audience: a change to the provider's document.
+            text.replace("audiences: [", "audiences: [extra, ")
+        } else {
+            text.replacen(from, to, 1)
+        };
+        assert_ne!(edited, text, "edit {i} changes {file}");
+        std::fs::write(&path, edited).unwrap();
+        let next = compiler
+            .compile(&cache.validate_dir(&dir).unwrap(), &opts)
+            .unwrap();
+        assert_eq!(next, compile_dir(&dir), "edit {i}: incremental = fresh");
+        for (cell, res) in &next.gateways {
+            let kept = std::sync::Arc::ptr_eq(res, &last.gateways[cell]);
+            assert_eq!(
+                !kept,
+                touched.contains(&cell.as_str()),
+                "edit {i} ({file}): {cell} compiled again = {}",
+                !kept
+            );
+        }
+        last = next;
     }
 }

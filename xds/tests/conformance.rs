@@ -27,7 +27,8 @@ fn world() -> Compiled {
         ("orders", TYPE_CLUSTER, "c", "c1"),
         ("billing", TYPE_LISTENER, "west", "bw1"),
     ] {
-        let r: &mut Resources = c.gateways.entry(cell.to_owned()).or_default();
+        let r: &mut Resources =
+            std::sync::Arc::make_mut(c.gateways.entry(cell.to_owned()).or_default());
         r.insert(
             (type_url.to_owned(), name.to_owned()),
             Versioned {

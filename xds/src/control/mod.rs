@@ -108,24 +108,33 @@ pub enum ControlError {
 
 /// The specs, validated exactly as `membrane check` validates them: from the directory, or
 /// from the store.
-async fn load_specs(opts: &ControlOptions) -> Result<spec::Specs, ControlError> {
+/// Files (or keys) whose text did not change since the last read are not parsed again.
+async fn load_specs(
+    opts: &ControlOptions,
+    cache: &mut spec::ParseCache,
+) -> Result<spec::Specs, ControlError> {
     match &opts.store {
-        None => Ok(spec::validate(&opts.spec_dir).map_err(spec::SpecErrors)?),
+        None => Ok(cache
+            .validate_dir(&opts.spec_dir)
+            .map_err(spec::SpecErrors)?),
         Some(store) => {
             let docs = store.documents().await?;
             let origin = PathBuf::from(format!("etcd:{}", store.prefix));
-            Ok(spec::validate_documents(&docs, &opts.spec_dir, &origin)
+            Ok(cache
+                .validate_documents(&docs, &opts.spec_dir, &origin)
                 .map_err(spec::SpecErrors)?)
         }
     }
 }
 
+/// Only the gateways whose inputs changed are compiled again (`compile::Compiler`).
 fn build(
     opts: &ControlOptions,
     ca: Option<&CurrentCa>,
     specs: spec::Specs,
+    compiler: &mut compile::Compiler,
 ) -> Result<Compiled, ControlError> {
-    Ok(compile::compile(
+    Ok(compiler.compile(
         &specs,
         &Options {
             spec_dir: opts.spec_dir.clone(),
@@ -154,7 +163,10 @@ pub async fn start(opts: ControlOptions) -> Result<ControlHandle, ControlError> 
         Some(ca) => Some(CurrentCa::load(&ca.dir, ca.lifetime)?),
         None => None,
     };
-    let first = build(&opts, ca_now.as_deref(), load_specs(&opts).await?)?;
+    let mut parsed = spec::ParseCache::default();
+    let mut compiler = compile::Compiler::default();
+    let specs = load_specs(&opts, &mut parsed).await?;
+    let first = build(&opts, ca_now.as_deref(), specs, &mut compiler)?;
     let (publish, current) = watch::channel(Arc::new(first));
     let ads = match &opts.ca {
         Some(ca) => {
@@ -291,8 +303,8 @@ pub async fn start(opts: ControlOptions) -> Result<ControlHandle, ControlError> 
                 c.reload();
             }
             let compile_start = Instant::now();
-            let built = match load_specs(&opts).await {
-                Ok(specs) => build(&opts, ca_now.as_deref(), specs),
+            let built = match load_specs(&opts, &mut parsed).await {
+                Ok(specs) => build(&opts, ca_now.as_deref(), specs, &mut compiler),
                 Err(e) => Err(e),
             };
             let compiled = Instant::now();

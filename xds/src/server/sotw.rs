@@ -80,7 +80,7 @@ pub(super) fn select<'a>(
     let mut out = Vec::new();
     let mut h = rustc_hash::FxHasher::default();
     if let Some(res) = snap.gateways.get(cell) {
-        for ((t, name), v) in res {
+        for ((t, name), v) in res.iter() {
             if t == type_url && names.is_none_or(|n| n.contains(name)) {
                 (name, &v.version).hash(&mut h);
                 out.push((name, v));

@@ -39,6 +39,20 @@ pub const KINDS: &str = "Cell, Policy, JwtProvider, RateLimit, Overlay";
 
 /// Reads every spec file of `dir` (not recursing), in name order.
 pub fn load_dir(dir: &Path) -> Result<Specs, Vec<SpecError>> {
+    let mut specs = Specs::default();
+    let mut errors = Vec::new();
+    for (file, text) in read_dir(dir)? {
+        parse_file(&file, &text, &mut specs, &mut errors);
+    }
+    if errors.is_empty() {
+        Ok(specs)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The text of every spec file of `dir` (`*.yaml`, `*.yml`; not recursing), in name order.
+pub fn read_dir(dir: &Path) -> Result<Vec<(PathBuf, String)>, Vec<SpecError>> {
     let entries = std::fs::read_dir(dir)
         .map_err(|e| vec![whole(dir, format!("cannot read the directory: {e}"))])?;
     let mut files: Vec<PathBuf> = entries
@@ -49,16 +63,16 @@ pub fn load_dir(dir: &Path) -> Result<Specs, Vec<SpecError>> {
         })
         .collect();
     files.sort();
-    let mut specs = Specs::default();
+    let mut texts = Vec::with_capacity(files.len());
     let mut errors = Vec::new();
     for file in files {
         match std::fs::read_to_string(&file) {
-            Ok(text) => parse_file(&file, &text, &mut specs, &mut errors),
+            Ok(text) => texts.push((file, text)),
             Err(e) => errors.push(whole(&file, format!("cannot read the file: {e}"))),
         }
     }
     if errors.is_empty() {
-        Ok(specs)
+        Ok(texts)
     } else {
         Err(errors)
     }
@@ -83,11 +97,12 @@ pub fn parse_file(file: &Path, text: &str, specs: &mut Specs, errors: &mut Vec<S
         }
         documents += 1;
         match parse_document(file, doc, offset) {
-            Ok(kind) => specs.documents.push(Document {
+            Ok(kind) => specs.documents.push(std::sync::Arc::new(Document {
                 file: file.to_owned(),
                 offset,
                 kind,
-            }),
+                digest: digest(doc),
+            })),
             Err(e) => errors.extend(e),
         }
     }
@@ -126,6 +141,16 @@ pub fn documents_of(file: &Path, text: &str) -> Result<Vec<(Kind, String)>, Vec<
     } else {
         Err(errors)
     }
+}
+
+/// A document text's hash: what tells the compiler's cache that a document changed. The
+/// first 128 bits of its SHA-256, so that no text written to collide with another
+/// document's (an operator's, through the API) can leave a gateway's resources stale.
+pub fn digest(text: &str) -> u128 {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&d.as_ref()[..16]);
+    u128::from_be_bytes(first)
 }
 
 /// Only blank and comment lines.

@@ -12,6 +12,7 @@
 //! across documents, `check_files` the files they name. [`validate`] runs all three, as
 //! both `membrane check` and the control server do. Nothing here talks to the network.
 
+mod cache;
 pub mod check;
 mod errors;
 mod files;
@@ -19,6 +20,7 @@ pub mod load;
 mod names;
 mod types;
 
+pub use cache::ParseCache;
 pub use check::check;
 pub use files::check_files;
 pub use load::{SpecError, load_dir};

@@ -16,6 +16,8 @@ pub struct Document {
     pub file: PathBuf,
     pub offset: u64,
     pub kind: Kind,
+    /// A hash of the document's text: what the compiler's cache tells changes by.
+    pub digest: u128,
 }
 
 /// Where a document came from.
@@ -61,7 +63,9 @@ impl Kind {
 /// The set of documents of one directory.
 #[derive(Debug, Clone, Default)]
 pub struct Specs {
-    pub documents: Vec<Document>,
+    /// Shared, so that the documents of a file that did not change are reused as parsed
+    /// (`spec::ParseCache`).
+    pub documents: Vec<std::sync::Arc<Document>>,
 }
 
 impl Specs {
@@ -274,7 +278,7 @@ fn https_port() -> u16 {
     443
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     North,
