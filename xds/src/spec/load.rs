@@ -51,8 +51,8 @@ pub fn load_dir(dir: &Path) -> Result<Specs, Vec<SpecError>> {
     }
 }
 
-/// The text of every spec file of `dir` (`*.yaml`, `*.yml`; not recursing), in name order.
-pub fn read_dir(dir: &Path) -> Result<Vec<(PathBuf, String)>, Vec<SpecError>> {
+/// The spec files of `dir` (`*.yaml`, `*.yml`; not recursing), in name order.
+pub fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, Vec<SpecError>> {
     let entries = std::fs::read_dir(dir)
         .map_err(|e| vec![whole(dir, format!("cannot read the directory: {e}"))])?;
     let mut files: Vec<PathBuf> = entries
@@ -63,12 +63,23 @@ pub fn read_dir(dir: &Path) -> Result<Vec<(PathBuf, String)>, Vec<SpecError>> {
         })
         .collect();
     files.sort();
+    Ok(files)
+}
+
+/// Reads one spec file.
+pub fn read_file(file: &Path) -> Result<String, SpecError> {
+    std::fs::read_to_string(file).map_err(|e| whole(file, format!("cannot read the file: {e}")))
+}
+
+/// The text of every spec file of `dir` (`*.yaml`, `*.yml`; not recursing), in name order.
+pub fn read_dir(dir: &Path) -> Result<Vec<(PathBuf, String)>, Vec<SpecError>> {
+    let files = list_dir(dir)?;
     let mut texts = Vec::with_capacity(files.len());
     let mut errors = Vec::new();
     for file in files {
-        match std::fs::read_to_string(&file) {
+        match read_file(&file) {
             Ok(text) => texts.push((file, text)),
-            Err(e) => errors.push(whole(&file, format!("cannot read the file: {e}"))),
+            Err(e) => errors.push(e),
         }
     }
     if errors.is_empty() {
