@@ -110,6 +110,20 @@ pub fn parse_dur(s: &str) -> Result<Duration, String> {
     Dur::parse(s).map(|d| d.0).map_err(|e| e.to_string())
 }
 
+/// A minted token on stdout (its only showing), or why it could not be minted.
+fn shown(command: &str, minted: Result<String, String>) -> ExitCode {
+    match minted {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("membrane control {command}: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 pub fn run(args: ControlArgs) -> ExitCode {
     if let Some(ControlAction::Rollover { ca, next }) = &args.action {
         return match membrane_xds::ca::rollover::stage(ca, next, args.cert_lifetime) {
@@ -150,16 +164,7 @@ pub fn run(args: ControlArgs) -> ExitCode {
                 rt.block_on(membrane_xds::manage::scope::mint(&store, name, scope, *ttl))
                     .map_err(|e| e.to_string())
             });
-        return match minted {
-            Ok(token) => {
-                println!("{token}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("membrane control operator: {e}");
-                ExitCode::from(1)
-            }
-        };
+        return shown("operator", minted);
     }
     if let Some(ControlAction::Token {
         ca,
@@ -191,16 +196,7 @@ pub fn run(args: ControlArgs) -> ExitCode {
                 rt.block_on(tokens.mint(&cell, ttl))
                     .map_err(|e| e.to_string())
             });
-        return match minted {
-            Ok(token) => {
-                println!("{token}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("membrane control token: {e}");
-                ExitCode::from(1)
-            }
-        };
+        return shown("token", minted);
     }
     let spec_dir = match (&args.config_dir, &args.store) {
         (Some(d), _) => d.clone(),

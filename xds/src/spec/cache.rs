@@ -48,6 +48,36 @@ struct Entry {
     stamp: Option<Stamp>,
 }
 
+/// One read of every file through the cache.
+#[derive(Default)]
+struct Read {
+    specs: Specs,
+    errors: Vec<SpecError>,
+    files: HashMap<PathBuf, Entry>,
+}
+
+impl Read {
+    fn keep(&mut self, file: PathBuf, e: Entry) {
+        self.specs.documents.extend(e.docs.iter().cloned());
+        self.files.insert(file, e);
+    }
+
+    /// The files read become the cache (files gone are forgotten; one that did not parse
+    /// is left out, so it is parsed again next time), and the specs are validated whole.
+    fn finish(
+        self,
+        cache: &mut ParseCache,
+        files: &Path,
+        origin: &Path,
+    ) -> Result<Specs, Vec<SpecError>> {
+        cache.files = self.files;
+        if !self.errors.is_empty() {
+            return Err(self.errors);
+        }
+        super::finish(self.specs, files, origin)
+    }
+}
+
 #[derive(Default)]
 pub struct ParseCache {
     /// By file (or key) name.
@@ -57,9 +87,7 @@ pub struct ParseCache {
 impl ParseCache {
     /// `spec::validate` through the cache.
     pub fn validate_dir(&mut self, dir: &Path) -> Result<Specs, Vec<SpecError>> {
-        let mut specs = Specs::default();
-        let mut errors = Vec::new();
-        let mut next = HashMap::with_capacity(self.files.len());
+        let mut read = Read::default();
         for file in load::list_dir(dir)? {
             let now = SystemTime::now();
             let seen = stamp(&file);
@@ -67,14 +95,13 @@ impl ParseCache {
                 && e.stamp == Some(s)
                 && let Some(e) = self.files.remove(&file)
             {
-                specs.documents.extend(e.docs.iter().cloned());
-                next.insert(file, e);
+                read.keep(file, e);
                 continue;
             }
             let text = match load::read_file(&file) {
                 Ok(t) => t,
                 Err(e) => {
-                    errors.push(e);
+                    read.errors.push(e);
                     continue;
                 }
             };
@@ -83,17 +110,12 @@ impl ParseCache {
                     now.duration_since(*modified).is_ok_and(|age| age > SETTLED)
                 })
                 .map(|(s, _)| s);
-            if let Some(mut e) = self.entry(&file, &text, &mut errors) {
+            if let Some(mut e) = self.entry(&file, &text, &mut read.errors) {
                 e.stamp = settled;
-                specs.documents.extend(e.docs.iter().cloned());
-                next.insert(file, e);
+                read.keep(file, e);
             }
         }
-        self.files = next;
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        super::finish(specs, dir, dir)
+        read.finish(self, dir, dir)
     }
 
     /// `spec::validate_documents` through the cache.
@@ -103,21 +125,14 @@ impl ParseCache {
         files: &Path,
         origin: &Path,
     ) -> Result<Specs, Vec<SpecError>> {
-        let mut specs = Specs::default();
-        let mut errors = Vec::new();
-        let mut next = HashMap::with_capacity(self.files.len());
+        let mut read = Read::default();
         for (name, text) in docs {
             let file = PathBuf::from(name);
-            if let Some(e) = self.entry(&file, text, &mut errors) {
-                specs.documents.extend(e.docs.iter().cloned());
-                next.insert(file, e);
+            if let Some(e) = self.entry(&file, text, &mut read.errors) {
+                read.keep(file, e);
             }
         }
-        self.files = next;
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        super::finish(specs, files, origin)
+        read.finish(self, files, origin)
     }
 
     /// The file's documents: the cached ones when its text is the same, else parsed (and
