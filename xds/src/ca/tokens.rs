@@ -88,16 +88,22 @@ pub(crate) fn hash(token: &str) -> String {
     membrane_identity::sha256_hex(token.as_bytes())
 }
 
-/// A fresh token and its hash (the only form in which it is stored).
+/// A fresh join token and its hash (the only form in which it is stored).
 pub(crate) fn new_token() -> Result<(String, String), TokenError> {
+    random_token(PREFIX).ok_or(TokenError::Random)
+}
+
+/// 32 random bytes, base64url, after `prefix`, and the token's SHA-256 (hex); `None` when
+/// the system's random number generator failed. Join and operator tokens are made so.
+pub(crate) fn random_token(prefix: &str) -> Option<(String, String)> {
     let mut secret = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut secret).map_err(|_| TokenError::Random)?;
+    aws_lc_rs::rand::fill(&mut secret).ok()?;
     let token = format!(
-        "{PREFIX}{}",
+        "{prefix}{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
     );
     let sha256 = hash(&token);
-    Ok((token, sha256))
+    Some((token, sha256))
 }
 
 /// Whether `token` has the form of one (anything else is unknown, unlooked-up).

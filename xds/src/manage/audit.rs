@@ -50,10 +50,7 @@ impl From<&Change> for RecordedChange {
         Self {
             kind: c.kind.to_owned(),
             name: c.name.clone(),
-            change: serde_json::to_value(c.change)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
+            change: c.change.as_str().to_owned(),
             diff: c.diff.clone(),
         }
     }

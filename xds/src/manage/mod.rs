@@ -16,12 +16,12 @@ pub mod promote;
 pub mod scope;
 
 use crate::spec::{self, Specs};
-use crate::store::{Etcd, Snapshot};
+use crate::store::Etcd;
 use audit::{Audit, Filter, Record, RecordedChange};
 use plan::{Index, Wanted};
 use scope::{Operator, Scope};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub use plan::{Change, Verb};
 
@@ -98,24 +98,6 @@ fn outcome(status: u16, revision: i64, errors: Vec<String>) -> Outcome {
     }
 }
 
-/// The documents of a snapshot as specs, each key parsed on its own; keys that do not
-/// parse are left out (validation reports them).
-fn parsed(snapshot: &Snapshot, prefix: &str) -> Specs {
-    let mut specs = Specs::default();
-    for (name, text) in &snapshot.documents {
-        let mut errors = Vec::new();
-        let mut one = Specs::default();
-        spec::load::parse_file(
-            Path::new(&format!("etcd:{prefix}{name}")),
-            text,
-            &mut one,
-            &mut errors,
-        );
-        specs.documents.extend(one.documents);
-    }
-    specs
-}
-
 impl Manager {
     pub fn new(store: Etcd, files: PathBuf, audit: Audit) -> Self {
         Self {
@@ -168,7 +150,11 @@ impl Manager {
         }
         // Dry runs change nothing and are not audited; nor are no-ops, nor a store that
         // could not be reached (nothing was decided).
-        let noop = out.accepted && out.changes.iter().all(|c| c.change == "unchanged");
+        let noop = out.accepted
+            && out
+                .changes
+                .iter()
+                .all(|c| c.change == Verb::Unchanged.as_str());
         if !dry_run && !noop && out.status != 503 && out.status != 404 {
             record.accepted = out.accepted;
             record.reasons = out.errors.clone();
@@ -191,8 +177,8 @@ impl Manager {
             Err(e) => return Attempt::Done(outcome(503, 0, vec![e.to_string()])),
         };
         let prefix = self.store.prefix.clone();
-        let before = parsed(&snap, &prefix);
         let index = Index::read(&snap, &prefix);
+        let before = index.specs();
         let fail = |status, errors| Attempt::Done(outcome(status, snap.revision, errors));
         let promoted;
         let (wanted, request): (Vec<Wanted>, Option<(&str, &str)>) = match req {
@@ -235,15 +221,7 @@ impl Manager {
         o.changes = plan.changes.iter().map(RecordedChange::from).collect();
 
         // Scope before validity: a caller outside the scope learns nothing more.
-        let after = {
-            let mut s = Specs::default();
-            for (name, text) in &plan.documents {
-                let mut errors = Vec::new();
-                spec::load::parse_file(Path::new(name), text, &mut s, &mut errors);
-            }
-            s
-        };
-        let refused = scope_refusals(&op.scope, &plan.changes, &[&before, &after]);
+        let refused = scope_refusals(&op.scope, &plan.changes, &[&before, &plan.after]);
         if !refused.is_empty() {
             o.status = 403;
             o.errors = refused;
@@ -280,8 +258,8 @@ impl Manager {
         name: Option<&str>,
     ) -> Result<Listing, crate::store::StoreError> {
         let snap = self.store.snapshot().await?;
-        let specs = parsed(&snap, &self.store.prefix);
         let index = Index::read(&snap, &self.store.prefix);
+        let specs = index.specs();
         let documents = index
             .documents()
             .filter(|(_, k, _)| kind.is_none_or(|want| k.kind().eq_ignore_ascii_case(want)))

@@ -6,10 +6,11 @@
 //! is rewritten in its key (which may hold other documents: they are kept, re-joined with
 //! `---` lines); a new one gets a key of its own, `<kind>/<name>.yaml` (`policy/orders-west.yaml`).
 
-use crate::spec::{Kind, SpecError, load};
+use crate::spec::{Document, Kind, SpecError, Specs, load};
 use crate::store::{Snapshot, Write};
 use serde::Serialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// One key of the store and its documents.
 struct Key {
@@ -35,6 +36,17 @@ pub enum Verb {
     Unchanged,
 }
 
+impl Verb {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Created => "created",
+            Verb::Updated => "updated",
+            Verb::Deleted => "deleted",
+            Verb::Unchanged => "unchanged",
+        }
+    }
+}
+
 /// One document a change touches.
 #[derive(Debug, Clone, Serialize)]
 pub struct Change {
@@ -56,8 +68,10 @@ pub struct Change {
 pub struct Plan {
     pub changes: Vec<Change>,
     pub writes: Vec<Write>,
-    /// Every document after the change, `(name for errors, text)`.
+    /// Every document after the change, `(name for errors, text)`, to validate.
     pub documents: Vec<(String, String)>,
+    /// The same as parsed (keys that do not parse left out), to look scopes up in.
+    pub after: Specs,
 }
 
 /// A document the change asks for: its new text, or its removal.
@@ -104,6 +118,24 @@ impl Index {
             prefix: prefix.to_owned(),
             keys,
         }
+    }
+
+    /// The documents as specs (keys that do not parse left out): what scopes and
+    /// promotion read. Taken from this index, so the store is parsed once per change.
+    pub fn specs(&self) -> Specs {
+        let mut specs = Specs::default();
+        for k in &self.keys {
+            let file = PathBuf::from(format!("etcd:{}{}", self.prefix, k.name));
+            for (kind, text) in k.docs.iter().flatten() {
+                specs.documents.push(Arc::new(Document {
+                    file: file.clone(),
+                    offset: 0,
+                    kind: kind.clone(),
+                    digest: load::digest(text),
+                }));
+            }
+        }
+        specs
     }
 
     /// Every document, with the key it is in.
@@ -258,6 +290,7 @@ impl Index {
             changes,
             writes,
             documents,
+            after: self.specs(),
         })
     }
 }

@@ -177,26 +177,14 @@ pub async fn mint(
     scope: Scope,
     ttl: Duration,
 ) -> Result<String, CredentialError> {
-    let mut secret = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut secret).map_err(|_| CredentialError::Random)?;
-    use base64::Engine as _;
-    let token = format!(
-        "{PREFIX}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
-    );
+    let (token, sha256) = crate::ca::tokens::random_token(PREFIX).ok_or(CredentialError::Random)?;
     let record = Operator {
         name: name.to_owned(),
         scope,
         expires: now_unix().saturating_add(ttl.as_secs()),
     };
     let value = serde_json::to_vec(&record).map_err(|e| CredentialError::Record(e.to_string()))?;
-    store
-        .put_side(
-            "operators",
-            &membrane_identity::sha256_hex(token.as_bytes()),
-            &value,
-        )
-        .await?;
+    store.put_side("operators", &sha256, &value).await?;
     Ok(token)
 }
 
@@ -205,10 +193,7 @@ pub async fn authenticate(store: &Etcd, token: &str) -> Result<Operator, Credent
     if !token.starts_with(PREFIX) || token.len() > 128 {
         return Err(CredentialError::Unknown);
     }
-    let key = store.side_key(
-        "operators",
-        &membrane_identity::sha256_hex(token.as_bytes()),
-    );
+    let key = store.side_key("operators", &crate::ca::tokens::hash(token));
     let Some((value, _)) = store.get_key(&key).await? else {
         return Err(CredentialError::Unknown);
     };

@@ -210,6 +210,15 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    fn set_time(path: &Path, t: SystemTime) {
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    }
+
     #[test]
     fn a_settled_file_is_not_read_again_until_its_stamp_changes() {
         let dir = std::env::temp_dir().join(format!("membrane-parse-stamp-{}", std::process::id()));
@@ -219,23 +228,13 @@ mod tests {
         std::fs::write(&a, cell("a", 1)).unwrap();
         // Make it old: its time three seconds back.
         let old = SystemTime::now() - Duration::from_secs(3);
-        std::fs::File::options()
-            .write(true)
-            .open(&a)
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
+        set_time(&a, old);
         let mut cache = ParseCache::default();
         let first = cache.validate_dir(&dir).unwrap();
         // Unchanged and settled: reused without reading (its text replaced behind the
         // stamp's back, same length and time, shows that it was not read).
         std::fs::write(&a, cell("a", 2)).unwrap();
-        std::fs::File::options()
-            .write(true)
-            .open(&a)
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
+        set_time(&a, old);
         let second = cache.validate_dir(&dir).unwrap();
         assert!(Arc::ptr_eq(&first.documents[0], &second.documents[0]));
         // Any write that moves the time (every write does) is read.
@@ -245,12 +244,7 @@ mod tests {
         // Replaced by rename (a new inode), even with the old time: read.
         let tmp = dir.join("a.tmp");
         std::fs::write(&tmp, cell("a", 4)).unwrap();
-        std::fs::File::options()
-            .write(true)
-            .open(&tmp)
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
+        set_time(&tmp, old);
         std::fs::rename(&tmp, &a).unwrap();
         let fourth = cache.validate_dir(&dir).unwrap();
         assert_eq!(wests(&fourth)[0].1, Some("127.0.0.1:4".parse().unwrap()));

@@ -32,25 +32,7 @@ impl Etcd {
     /// Every spec document and the revision they were read at, in one read.
     pub async fn snapshot(&self) -> Result<Snapshot, StoreError> {
         let mut c = self.connect().await?;
-        let resp = c
-            .range_prefix(self.prefix.as_bytes())
-            .await
-            .map_err(|e| self.err(e.message().to_owned()))?;
-        let revision = resp.header.as_ref().map_or(0, |h| h.revision);
-        let mut documents = Vec::new();
-        for kv in resp.kvs {
-            let key = String::from_utf8_lossy(&kv.key).into_owned();
-            let Some(name) = key.strip_prefix(&self.prefix) else {
-                continue;
-            };
-            if !(name.ends_with(".yaml") || name.ends_with(".yml")) {
-                continue;
-            }
-            let text = String::from_utf8(kv.value)
-                .map_err(|_| StoreError::NotText { key: key.clone() })?;
-            documents.push((name.to_owned(), text));
-        }
-        documents.sort();
+        let (revision, documents) = self.spec_documents(&mut c).await?;
         // The serial is read after the range: a delete between the two makes the commit
         // fail and be retried, never pass unseen.
         let serial = c

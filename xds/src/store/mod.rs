@@ -91,23 +91,40 @@ impl Etcd {
     /// `etcd:<key>`.
     pub async fn documents(&self) -> Result<Vec<(String, String)>, StoreError> {
         let mut c = self.connect().await?;
+        let (_, docs) = self.spec_documents(&mut c).await?;
+        Ok(docs
+            .into_iter()
+            .map(|(name, text)| (format!("etcd:{}{name}", self.prefix), text))
+            .collect())
+    }
+
+    /// The revision read at, and every key under the prefix ending in `.yaml`/`.yml` as
+    /// `(name under the prefix, text)`, in key order.
+    async fn spec_documents(
+        &self,
+        c: &mut EtcdClient,
+    ) -> Result<(i64, Vec<(String, String)>), StoreError> {
         let resp = c
             .range_prefix(self.prefix.as_bytes())
             .await
             .map_err(|e| self.err(e.message().to_owned()))?;
+        let revision = resp.header.as_ref().map_or(0, |h| h.revision);
         let mut docs = Vec::new();
         for kv in resp.kvs {
             let key = String::from_utf8_lossy(&kv.key).into_owned();
-            if !(key.ends_with(".yaml") || key.ends_with(".yml")) {
+            let Some(name) = key.strip_prefix(&self.prefix) else {
+                continue;
+            };
+            if !(name.ends_with(".yaml") || name.ends_with(".yml")) {
                 continue;
             }
-            let text = String::from_utf8(kv.value)
-                .map_err(|_| StoreError::NotText { key: key.clone() })?;
-            docs.push((format!("etcd:{key}"), text));
+            let name = name.to_owned();
+            let text = String::from_utf8(kv.value).map_err(|_| StoreError::NotText { key })?;
+            docs.push((name, text));
         }
         // etcd answers in key order; said here, not relied on.
         docs.sort();
-        Ok(docs)
+        Ok((revision, docs))
     }
 
     /// Writes one document (`name` is the key under the prefix: `orders.yaml`).
