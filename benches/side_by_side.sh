@@ -50,17 +50,20 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 
 echo "building membrane (release)" >&2
-(cd "$root" && cargo build --release --quiet && cargo build --release --quiet --example otlp-sink)
+(cd "$root" && cargo build --release --quiet && cargo build --release --quiet --example otlp-sink --example idle-conns)
 MEMBRANE=${CARGO_TARGET_DIR:-$root/target}/release/membrane
 OTLP_SINK=${CARGO_TARGET_DIR:-$root/target}/release/examples/otlp-sink
 
 body=$(printf 'x%.0s' $(seq 1 100))
+mkdir -p "$work/www" && head -c 1048576 /dev/zero | tr '\0' 'x' >"$work/www/big"
 mkdir -p "$work/nginx-tmp"
 cat >"$work/upstream.conf" <<CONF
 worker_processes 1; daemon off; pid $work/up.pid; error_log $work/up.err warn; user root;
 events { worker_connections 4096; }
 http { access_log off; client_body_temp_path $work/nginx-tmp;
   server { listen 127.0.0.1:$UP_PORT; keepalive_requests 10000000;
+    location = /big { root $work/www; }
+    location = /upload { client_max_body_size 2m; client_body_buffer_size 2m; return 200 "ok"; }
     location / { return 200 "$body"; } } }
 CONF
 nginx_proxy_conf() { # $1 = master_process on|off, $2 = port, $3 = pid name, $4 = extra directives
@@ -69,7 +72,9 @@ worker_processes 1; daemon off; master_process $1; pid $work/$3.pid; error_log $
 events { worker_connections 4096; }
 http { access_log off; client_body_temp_path $work/nginx-tmp; proxy_temp_path $work/nginx-tmp;
   upstream up { server 127.0.0.1:$UP_PORT; keepalive 256; }
-  server { listen 127.0.0.1:$2; keepalive_requests 10000000;
+  server { listen 127.0.0.1:$2; keepalive_requests 10000000; client_max_body_size 2m;
+    location ~ ^/(big|upload)\$ { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_max_temp_file_size 0; proxy_request_buffering off; }
     location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; $4 } } }
 CONF
 }
@@ -157,9 +162,9 @@ clusters:
 CONF
 } >"$work/membrane-policy.yaml"
 
-wait_port() { # $1 port; polls until it answers, 60 s at most
+wait_port() { # $1 port; polls until it answers, 60 s at most (curl flags in WAIT_CURL_FLAGS)
   for _ in $(seq 1 600); do
-    if curl -s -o /dev/null "http://127.0.0.1:$1/"; then return 0; fi
+    if curl -s -o /dev/null ${WAIT_CURL_FLAGS:-} "http://127.0.0.1:$1/"; then return 0; fi
     sleep 0.1
   done
   echo "port $1 never answered" >&2; return 1
@@ -239,15 +244,7 @@ for pair in "membrane nginx" "membrane haproxy" "membrane nginx-fwd" "membrane-p
   set -- $pair
   printf '%-28s %8.3f %8.3f\n' "$1/$2" "$(paired "$1" "$2" 1)" "$(paired "$1" "$2" 2)"
 done
-declare -A HS HSR TRPS
-if [ "${SKIP_TLS:-0}" != 1 ]; then
-  # shellcheck source=benches/tls_rows.sh
-  . "$root/benches/tls_rows.sh"
-fi
-# Stop the load-test instances before callgrind; the upstream stays.
-kill "${pids[1]}" "${pids[2]}" "${pids[3]}" "${pids[4]}" "${pids[5]}" 2>/dev/null || true
-sleep 0.5
-
+H2LOAD_FLAGS="--h1 -m 1"
 instr_per_request() { # $1 name, $2 port, $3 extra header or "", then the command
   local name=$1 port=$2 header=$3; shift 3
   local hdr=(); [ -n "$header" ] && hdr=(-H "$header")
@@ -257,7 +254,8 @@ instr_per_request() { # $1 name, $2 port, $3 extra header or "", then the comman
     taskset -c "$PROXY_CORE" valgrind --tool=callgrind --callgrind-out-file="$out" "$@" >/dev/null 2>"$work/vg.$name.log" &
     local vpid=$!
     wait_port "$port" >/dev/null
-    taskset -c "$LOAD_CORE" h2load --h1 -n "$n" -c 16 -m 1 "${hdr[@]}" \
+    # shellcheck disable=SC2086 # H2LOAD_FLAGS is a list of flags
+    taskset -c "$LOAD_CORE" h2load $H2LOAD_FLAGS -n "$n" -c 16 "${hdr[@]}" \
       "http://127.0.0.1:$port/" >"$work/h2load.$name.$n" 2>&1
     grep -q "succeeded, 0 errored" "$work/h2load.$name.$n" || true
     kill -TERM "$vpid"; wait "$vpid" 2>/dev/null || true
@@ -265,6 +263,32 @@ instr_per_request() { # $1 name, $2 port, $3 extra header or "", then the comman
   done
   awk -v a="${irs[0]}" -v b="${irs[1]}" -v n1="$N1" -v n2="$N2" 'BEGIN{ printf "%.0f", (b-a)/(n2-n1) }'
 }
+
+# Rows that print their RESULT lines at the end add them here.
+results=()
+declare -A HS HSR TRPS
+if [ "${SKIP_TLS:-0}" != 1 ]; then
+  # shellcheck source=benches/tls_rows.sh
+  . "$root/benches/tls_rows.sh"
+  # shellcheck source=benches/rows/churn.sh
+  [ "${SKIP_CHURN:-0}" = 1 ] || . "$root/benches/rows/churn.sh"
+  # shellcheck source=benches/rows/zero_trust.sh
+  [ "${SKIP_ZERO_TRUST:-0}" = 1 ] || . "$root/benches/rows/zero_trust.sh"
+fi
+# shellcheck source=benches/rows/bodies.sh
+[ "${SKIP_BODIES:-0}" = 1 ] || . "$root/benches/rows/bodies.sh"
+# shellcheck source=benches/rows/latency.sh
+[ "${SKIP_LATENCY:-0}" = 1 ] || . "$root/benches/rows/latency.sh"
+# Stop the load-test instances; the upstream (the first) stays.
+for p in "${pids[@]:1}"; do kill "$p" 2>/dev/null || true; done
+sleep 0.5
+if [ "${SKIP_TLS:-0}" != 1 ]; then
+  # shellcheck source=benches/rows/h2.sh
+  [ "${SKIP_H2:-0}" = 1 ] || . "$root/benches/rows/h2.sh"
+  # shellcheck source=benches/rows/idle.sh
+  [ "${SKIP_IDLE:-0}" = 1 ] || . "$root/benches/rows/idle.sh"
+fi
+
 
 if [ "${SKIP_CALLGRIND:-0}" != 1 ]; then
   echo
@@ -309,3 +333,4 @@ if [ "${SKIP_TLS:-0}" != 1 ]; then
   awk -v m="$(median <<<"${TRPS[membrane-tls]}")" -v n="$(median <<<"${TRPS[nginx-tls]}")" \
     'BEGIN{ printf "RESULT tls_rps_ratio_vs_nginx %.3f\n", m/n }'
 fi
+for line in "${results[@]}"; do echo "RESULT $line"; done

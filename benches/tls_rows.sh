@@ -119,4 +119,3 @@ for r in $(seq 1 "$ROUNDS"); do
     done
   done
 done
-kill "$tls_m_pid" "$tls_n_pid" 2>/dev/null || true

@@ -668,3 +668,41 @@ async fn a_silent_client_is_dropped_at_the_handshake_timeout_and_upgrades_work_o
     drop(s);
     proxy.shutdown().await;
 }
+
+/// A connection the proxy ends after a complete answer (the client asked to close, or sent
+/// a request the proxy answers and closes) ends with a TLS close_notify, so the client can
+/// tell a complete close-delimited body from a cut one; OpenSSL clients also drop the
+/// session of a connection that ended without it, and could not resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_proxy_closes_ends_with_close_notify() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tmp("close-notify");
+    let pki = Pki::new(&dir);
+    let (cert, key) = pki.leaf("gw", &Leaf::new("gw").dns("gw.test"));
+    let up = Upstream::start("up").await;
+    let tls = format!(
+        "      certificates: [{{cert: {}, key: {}}}]",
+        p(&cert),
+        p(&key)
+    );
+    let (proxy, _) = start_proxy(&config(&tls, up.addr, ""));
+    let addr = proxy.listener_addr("edge").unwrap();
+    let cfg = client_config(&pki.bundle(), None, &["http/1.1"], &[&TLS13, &TLS12]);
+    for request in [
+        "GET / HTTP/1.1\r\nhost: gw.test\r\nconnection: close\r\n\r\n",
+        "GET / HTTP/1.0\r\nhost: gw.test\r\n\r\n",
+        "GET / HTTP/1.1\r\nhost: gw.test\r\ncontent-length: 1\r\ntransfer-encoding: chunked\r\n\r\n",
+    ] {
+        let mut s = connect(addr, "gw.test", cfg.clone()).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        // Without a close_notify, rustls reports the TCP close as an unexpected EOF.
+        let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got))
+            .await
+            .expect("the proxy closes the connection");
+        let text = String::from_utf8_lossy(&got);
+        assert!(read.is_ok(), "{request:?}: {read:?} after {text}");
+        assert!(text.starts_with("HTTP/1."), "{request:?}: {text}");
+    }
+    proxy.shutdown().await;
+}

@@ -75,7 +75,10 @@ pub async fn serve(
     // Sweeps (a new deny list) seen so far: an idle connection whose peer it revokes ends.
     let mut sweeps = 0;
     let tls = ctx.tls.is_some();
-    loop {
+    // Whether the connection ends by the proxy's choice after a complete answer (or idle):
+    // a TLS connection then gets a close_notify before the TCP close, so the client can tell
+    // a complete close-delimited body from a cut one, and keeps its session to resume.
+    let graceful = 'conn: loop {
         // One coarse deadline per connection (`server::deadline`), re-armed for each
         // phase: it bounds a slow head and an idle keep-alive connection here, and the
         // upstream exchange in the request path.
@@ -96,10 +99,10 @@ pub async fn serve(
                     return std::task::Poll::Ready(());
                 }
                 std::task::Poll::Pending
-            }) => return,
+            }) => break 'conn true,
         };
         let head = match head {
-            Err(ReadError::Closed) => return,
+            Err(ReadError::Closed) => break 'conn false,
             Err(ReadError::Bad(e)) => {
                 let id = crate::http::headers::request_id(&http::HeaderMap::new(), false).value;
                 let resp = e.into_response(&id);
@@ -110,8 +113,8 @@ pub async fn serve(
                     trailers: false,
                     send_timeout: limits.send_timeout,
                 };
-                let _ = write_response(&mut wr, &mut wbuf, resp, &to, &mut deadline).await;
-                return;
+                let written = write_response(&mut wr, &mut wbuf, resp, &to, &mut deadline).await;
+                break 'conn written.is_ok();
             }
             Ok(h) => h,
         };
@@ -127,7 +130,7 @@ pub async fn serve(
                 .is_err()
                 || wr.flush().await.is_err()
             {
-                return;
+                break 'conn false;
             }
         }
         let side = match head.framing {
@@ -165,7 +168,7 @@ pub async fn serve(
                     body_done = matches!(s.framing, Framing::Empty);
                     rd = Some(s.rd);
                 }
-                None => return,
+                None => break 'conn false,
             }
         }
         let closing = stopping();
@@ -204,8 +207,15 @@ pub async fn serve(
         };
         match write_response(&mut wr, &mut wbuf, resp, &to, &mut deadline).await {
             Ok(true) => continue,
-            _ => return,
+            Ok(false) => break 'conn true,
+            Err(_) => break 'conn false,
         }
+    };
+    if graceful && tls {
+        // Assumption: a close_notify that the client does not take within a second is not
+        // worth holding the connection for (the TCP close follows either way).
+        use tokio::io::AsyncWriteExt;
+        let _ = tokio::time::timeout(Duration::from_secs(1), wr.shutdown()).await;
     }
 }
 
