@@ -50,7 +50,7 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 
 echo "building membrane (release)" >&2
-(cd "$root" && cargo build --release --quiet && cargo build --release --quiet --example otlp-sink --example idle-conns)
+(cd "$root" && cargo build --release --quiet && cargo build --release --quiet --example otlp-sink --example idle-conns --example fixed-rate)
 MEMBRANE=${CARGO_TARGET_DIR:-$root/target}/release/membrane
 OTLP_SINK=${CARGO_TARGET_DIR:-$root/target}/release/examples/otlp-sink
 
@@ -63,7 +63,10 @@ events { worker_connections 4096; }
 http { access_log off; client_body_temp_path $work/nginx-tmp;
   server { listen 127.0.0.1:$UP_PORT; keepalive_requests 10000000;
     location = /big { root $work/www; }
-    location = /upload { client_max_body_size 2m; client_body_buffer_size 2m; return 200 "ok"; }
+    # /upload reads the whole body (it is proxied to /sink once buffered), then answers.
+    location = /upload { client_max_body_size 2m; client_body_buffer_size 2m;
+      proxy_pass http://127.0.0.1:$UP_PORT/sink; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    location = /sink { client_max_body_size 2m; client_body_buffer_size 2m; return 200 "ok"; }
     location / { return 200 "$body"; } } }
 CONF
 nginx_proxy_conf() { # $1 = master_process on|off, $2 = port, $3 = pid name, $4 = extra directives

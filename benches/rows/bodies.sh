@@ -1,6 +1,6 @@
 # Large-body rows; sourced by side_by_side.sh (uses the plain Membrane and nginx instances
-# and the upstream, which serves /big, a 1 MiB file, and takes /upload, answering 200 after
-# reading the body). wrk with BODY_CONNS connections: GET /big (download) and POST /upload
+# and the upstream, which serves /big, a 1 MiB file, and takes /upload, answering 200 once
+# it has read the whole body). wrk with BODY_CONNS connections: GET /big (download) and POST /upload
 # with a 1 MiB body (upload), interleaved rounds. Throughput is MiB/s of body through the
 # proxy; CPU is the proxy's CPU time per MiB. Both proxies stream: nginx with its default
 # in-memory response buffers but no temporary files (`proxy_max_temp_file_size 0`) and

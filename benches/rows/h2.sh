@@ -42,7 +42,7 @@ events { worker_connections 4096; }
 http { access_log off; client_body_temp_path $work/nginx-tmp; proxy_temp_path $work/nginx-tmp;
   upstream up { server 127.0.0.1:$UP_PORT; keepalive 256; }
   server { listen 127.0.0.1:$H2C_N_PORT http2; listen 127.0.0.1:$H2T_N_PORT ssl http2;
-    keepalive_requests 10000000; http2_max_requests 10000000;
+    keepalive_requests 10000000;
     ssl_certificate $work/pki/bench.pem; ssl_certificate_key $work/pki/bench-key.pem;
     ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:SSL:10m;
     location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; } } }

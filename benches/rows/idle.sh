@@ -10,7 +10,9 @@ IDLE_CONNS=${IDLE_CONNS:-10000}
 IDLE_M_PORT=18180 IDLE_MT_PORT=18181 IDLE_M2_PORT=18182 IDLE_ADMIN_PORT=18096
 IDLE_N_PORT=18183 IDLE_NT_PORT=18184 IDLE_N2_PORT=18185
 IDLE_TOOL=${CARGO_TARGET_DIR:-$root/target}/release/examples/idle-conns
-ulimit -n 200000
+# 10,000 connections need as many descriptors in the proxy and in the client: the soft
+# limit is raised to the hard one (20,000 on the development machine).
+ulimit -n "$(ulimit -Hn)"
 
 cat >"$work/membrane-idle.yaml" <<CONF
 admin: {address: "127.0.0.1:$IDLE_ADMIN_PORT"}
@@ -38,7 +40,7 @@ CONF
 done
 echo "clusters: [{name: up, endpoints: [\"127.0.0.1:$UP_PORT\"]}]" >>"$work/membrane-idle.yaml"
 cat >"$work/nginx-idle.conf" <<CONF
-worker_processes 1; worker_rlimit_nofile 100000; daemon off; master_process on; pid $work/ngi.pid; error_log $work/ngi.err warn; user root;
+worker_processes 1; worker_rlimit_nofile 20000; daemon off; master_process on; pid $work/ngi.pid; error_log $work/ngi.err warn; user root;
 events { worker_connections 40000; }
 http { access_log off; client_body_temp_path $work/nginx-tmp; proxy_temp_path $work/nginx-tmp;
   keepalive_timeout 120s; http2_idle_timeout 120s;

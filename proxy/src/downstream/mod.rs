@@ -19,6 +19,7 @@
 //! requests are answered in order. A client that sends no complete head within the
 //! listener's `header_read_timeout` is disconnected; so is an idle keep-alive connection.
 
+mod buffers;
 mod date;
 mod response;
 
@@ -62,7 +63,6 @@ pub async fn serve(
     let (rd, mut wr) = stream.split();
     let mut rd = Some(rd);
     let mut rbuf = initial;
-    let mut wbuf: Vec<u8> = Vec::with_capacity(4 * 1024);
     let mut scratch = Vec::with_capacity(32);
     // The config generation, checked per request with one plain load and reloaded only when
     // a new one is in. A request runs on the generation it started with; an idle connection
@@ -83,6 +83,11 @@ pub async fn serve(
         // phase: it bounds a slow head and an idle keep-alive connection here, and the
         // upstream exchange in the request path.
         deadline.arm(limits.header_read_timeout);
+        // Waiting for a new request: the connection gives up its read buffer (the next
+        // head's first bytes land in the worker's buffer, `buffers`).
+        if rbuf.is_empty() {
+            rbuf = BytesMut::new();
+        }
         let head = tokio::select! {
             biased;
             // The head first: on the wake-up that brings it, nothing else is looked at.
@@ -113,7 +118,7 @@ pub async fn serve(
                     trailers: false,
                     send_timeout: limits.send_timeout,
                 };
-                let written = write_response(&mut wr, &mut wbuf, resp, &to, &mut deadline).await;
+                let written = respond(&mut wr, resp, &to, &mut deadline).await;
                 break 'conn written.is_ok();
             }
             Ok(h) => h,
@@ -156,7 +161,15 @@ pub async fn serve(
         } else {
             None
         };
-        let resp = service::serve(&ctx, snapshots.load(), req, Some(&mut deadline)).await;
+        // Boxed: the request path's future is kilobytes, and inline it would make every
+        // connection's task that size for its whole life, idle or not.
+        let resp = Box::pin(service::serve(
+            &ctx,
+            snapshots.load(),
+            req,
+            Some(&mut deadline),
+        ))
+        .await;
         // Take the read buffer back; a body not read to its end leaves the connection in
         // the middle of a request, so it is closed after this response.
         let mut body_done = true;
@@ -182,9 +195,7 @@ pub async fn serve(
                 trailers: false,
                 send_timeout: limits.send_timeout,
             };
-            if write_response(&mut wr, &mut wbuf, resp, &to, &mut deadline)
-                .await
-                .is_ok()
+            if respond(&mut wr, resp, &to, &mut deadline).await.is_ok()
                 && let Ok(upstream) = rx.await
                 && let Some(rd) = rd.take()
                 && let Some(stream) = io::reunite(rd, wr)
@@ -205,7 +216,7 @@ pub async fn serve(
             trailers: head.trailers,
             send_timeout: limits.send_timeout,
         };
-        match write_response(&mut wr, &mut wbuf, resp, &to, &mut deadline).await {
+        match respond(&mut wr, resp, &to, &mut deadline).await {
             Ok(true) => continue,
             Ok(false) => break 'conn true,
             Err(_) => break 'conn false,
@@ -217,6 +228,19 @@ pub async fn serve(
         use tokio::io::AsyncWriteExt;
         let _ = tokio::time::timeout(Duration::from_secs(1), wr.shutdown()).await;
     }
+}
+
+/// Writes a response through a write buffer from the worker's pool.
+async fn respond(
+    wr: &mut io::DownWrite,
+    resp: http::Response<crate::http::body::ProxyBody>,
+    to: &Answering,
+    deadline: &mut Deadline,
+) -> std::io::Result<bool> {
+    let mut wbuf = buffers::take_write_buf();
+    let written = write_response(wr, &mut wbuf, resp, to, deadline).await;
+    buffers::give_write_buf(wbuf);
+    written
 }
 
 enum ReadError {
@@ -252,13 +276,18 @@ async fn read_head(
                 }
             }
         }
-        if rbuf.capacity() - rbuf.len() < 2048 {
-            rbuf.reserve(8 * 1024);
-        }
         let Some(rd) = rd.as_mut() else {
             return Err(ReadError::Closed);
         };
-        let n = rd.read_buf(rbuf).await.map_err(|_| ReadError::Closed)?;
+        let n = if rbuf.capacity() == 0 {
+            buffers::read_landing(rd, rbuf).await
+        } else {
+            if rbuf.capacity() - rbuf.len() < 2048 {
+                rbuf.reserve(buffers::READ_BUF);
+            }
+            rd.read_buf(rbuf).await
+        }
+        .map_err(|_| ReadError::Closed)?;
         if n == 0 {
             return Err(ReadError::Closed);
         }

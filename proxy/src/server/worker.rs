@@ -246,7 +246,12 @@ async fn serve_accepted(
     let idle = activity.idle(idle_timeout);
     let stalled = activity.stalled(send_timeout);
     let revoked = revoked_peer(&ctx, deadline);
-    log_end(&ctx, drive(conn, stop, idle, stalled, revoked).await);
+    // Boxed: hyper's connection is kilobytes, and every connection's task (HTTP/1.1 ones
+    // too) would otherwise be sized for it.
+    log_end(
+        &ctx,
+        Box::pin(drive(conn, stop, idle, stalled, revoked)).await,
+    );
 }
 
 /// Resolves when a deny list pushed after the handshake refuses the connection's peer (the
