@@ -13,6 +13,10 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+// mimalloc: fewer instructions per request than glibc's malloc (ARCHITECTURE.md). The
+// `system-alloc` feature leaves it out, so heap profilers that hook malloc (valgrind's
+// massif and dhat) see every allocation: `benches/README.md`, memory per idle connection.
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

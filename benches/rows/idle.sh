@@ -41,9 +41,9 @@ done
 echo "clusters: [{name: up, endpoints: [\"127.0.0.1:$UP_PORT\"]}]" >>"$work/membrane-idle.yaml"
 cat >"$work/nginx-idle.conf" <<CONF
 worker_processes 1; worker_rlimit_nofile 20000; daemon off; master_process on; pid $work/ngi.pid; error_log $work/ngi.err warn; user root;
-events { worker_connections 40000; }
+events { worker_connections 19000; }
 http { access_log off; client_body_temp_path $work/nginx-tmp; proxy_temp_path $work/nginx-tmp;
-  keepalive_timeout 120s; http2_idle_timeout 120s;
+  keepalive_timeout 120s; 
   upstream up { server 127.0.0.1:$UP_PORT; keepalive 256; }
   server { listen 127.0.0.1:$IDLE_N_PORT; listen 127.0.0.1:$IDLE_NT_PORT ssl; listen 127.0.0.1:$IDLE_N2_PORT http2;
     ssl_certificate $work/pki/bench.pem; ssl_certificate_key $work/pki/bench-key.pem;
@@ -56,7 +56,7 @@ idle_source=2
 idle_hold() { # $1 kind, $2 port, $3 count → prints nothing; leaves the client running in $idle_pid
   idle_source=$((idle_source + 1))
   taskset -c "$LOAD_CORE" "$IDLE_TOOL" --addr "127.0.0.1:$2" --kind "$1" --count "$3" --hold 60 \
-    --source "127.0.0.$idle_source" --ca "$work/pki/ca.pem" --name localhost >"$work/idle.out" 2>"$work/idle.err" &
+    --source "127.0.$idle_source.0" --ca "$work/pki/ca.pem" --name localhost >"$work/idle.out" 2>"$work/idle.err" &
   idle_pid=$!
   for _ in $(seq 1 1200); do
     grep -q '^open' "$work/idle.out" && return 0

@@ -3,14 +3,16 @@
 //! `benches/side_by_side.sh` (`benches/rows/idle.sh`), which read the proxy's RSS before
 //! and while they are held.
 //!
-//!   idle-conns --addr 127.0.0.1:18080 --kind h1 --count 10000 --hold 20 [--source 127.0.0.2]
+//!   idle-conns --addr 127.0.0.1:18080 --kind h1 --count 10000 --hold 20 [--source 127.0.3.0]
 //!   idle-conns --addr 127.0.0.1:18443 --kind tls|h2tls --ca ca.pem --name localhost ...
 //!   idle-conns --addr 127.0.0.1:18086 --kind h2 ...
 //!
 //! Kinds: `h1` (HTTP/1.1 keep-alive), `tls` (HTTP/1.1 over TLS), `h2` (HTTP/2 with prior
 //! knowledge), `h2tls` (HTTP/2 over TLS, ALPN h2). Connections are opened 64 at a time from
-//! `--source` (a loopback address of its own per run, so no run waits on another's
-//! TIME_WAIT ports). Prints `open N` once all are open, then holds them for `--hold`
+//! loopback addresses of their own per run (so no run waits on another's TIME_WAIT
+//! ports): connection i binds `--source` with its last octet replaced by 1 + i mod 64.
+//! One source address ran out of ports for a port-0 bind at 119 to 8,725 connections
+//! (EADDRINUSE), as bind cannot know the destination; 64 addresses leave each ~160. Prints `open N` once all are open, then holds them for `--hold`
 //! seconds (or until killed) and exits: the load is bounded in count and time.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -105,9 +107,16 @@ enum Held {
     ),
 }
 
-async fn open(a: &Args, tls: Option<Arc<rustls::ClientConfig>>) -> std::io::Result<Held> {
+async fn open(a: &Args, i: usize, tls: Option<Arc<rustls::ClientConfig>>) -> std::io::Result<Held> {
+    let source = match a.source {
+        IpAddr::V4(v4) => {
+            let [x, y, z, _] = v4.octets();
+            IpAddr::from([x, y, z, 1 + (i % 64) as u8])
+        }
+        v6 => v6,
+    };
     let sock = TcpSocket::new_v4()?;
-    sock.bind(SocketAddr::new(a.source, 0))?;
+    sock.bind(SocketAddr::new(source, 0))?;
     let tcp = sock.connect(a.addr).await?;
     tcp.set_nodelay(true)?;
     let name = ServerName::try_from(a.name.clone()).map_err(std::io::Error::other)?;
@@ -208,9 +217,9 @@ fn main() {
         while held.len() < a.count {
             let batch = (a.count - held.len()).min(64);
             let opening: Vec<_> = (0..batch)
-                .map(|_| {
-                    let (a, tls) = (a.clone(), tls.clone());
-                    tokio::spawn(async move { open(&a, tls).await })
+                .map(|k| {
+                    let (a, tls, i) = (a.clone(), tls.clone(), held.len() + k);
+                    tokio::spawn(async move { open(&a, i, tls).await })
                 })
                 .collect();
             for o in opening {

@@ -7,12 +7,15 @@
 //! - The first read of each request head lands in this thread's landing buffer; only when
 //!   bytes arrive is a read buffer allocated for the connection and the bytes copied in (a
 //!   request head, a few hundred bytes). While it waits, the connection holds no buffer.
+//! - A head's field positions are collected in this thread's list while it is parsed (a
+//!   kilobyte per connection when each kept its own).
 //! - Response heads and small bodies are written through a write buffer taken from this
 //!   thread's pool for the response and given back after it.
 //!
 //! Each worker is one thread (a current-thread runtime), and neither buffer is borrowed
 //! across an await, so a thread-local `RefCell` is enough.
 
+use crate::h1::fields::FieldSpan;
 use bytes::BytesMut;
 use std::cell::RefCell;
 use std::pin::Pin;
@@ -30,6 +33,7 @@ const WRITE_BUF: usize = 4 * 1024;
 
 thread_local! {
     static LANDING_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; LANDING].into_boxed_slice());
+    static FIELDS: RefCell<Vec<FieldSpan>> = RefCell::new(Vec::with_capacity(32));
     static WRITE_POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -59,6 +63,12 @@ pub async fn read_landing<R: AsyncRead + Unpin>(
         })
     })
     .await
+}
+
+/// Runs `parse` with this thread's field list (a head parse does not await, so nothing
+/// else can hold it meanwhile).
+pub fn with_fields<T>(parse: impl FnOnce(&mut Vec<FieldSpan>) -> T) -> T {
+    FIELDS.with(|f| parse(&mut f.borrow_mut()))
 }
 
 /// A write buffer for one response.

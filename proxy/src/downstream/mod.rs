@@ -19,28 +19,24 @@
 //! requests are answered in order. A client that sends no complete head within the
 //! listener's `header_read_timeout` is disconnected; so is an idle keep-alive connection.
 
+mod answer;
 mod buffers;
 mod date;
 mod response;
 
 pub use crate::stream::DownStream;
 
-use crate::body::{BodyReader, ReadSide};
 use crate::context::ConnContext;
 use crate::deadline::Deadline;
-use crate::h1::framing::Framing;
 use crate::h1::request::{self, HeadError};
-use crate::http::UpgradeSlot;
-use crate::http::body::RequestBody;
 use crate::http::error::ProxyError;
-use crate::http::service;
 use crate::stream::{self as io, DownRead};
 use bytes::BytesMut;
 use response::{Answering, write_response};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 /// Most bytes a request head may take before the parser gives up (the listener's own limit
 /// is checked per request, with a JSON 431, inside this).
@@ -63,7 +59,6 @@ pub async fn serve(
     let (rd, mut wr) = stream.split();
     let mut rd = Some(rd);
     let mut rbuf = initial;
-    let mut scratch = Vec::with_capacity(32);
     // The config generation, checked per request with one plain load and reloaded only when
     // a new one is in. A request runs on the generation it started with; an idle connection
     // keeps the last one it used until its next request (or its end).
@@ -91,7 +86,7 @@ pub async fn serve(
         let head = tokio::select! {
             biased;
             // The head first: on the wake-up that brings it, nothing else is looked at.
-            r = read_head(&mut rd, &mut rbuf, &mut scratch, limits.max_head) => r,
+            r = read_head(&mut rd, &mut rbuf, limits.max_head) => r,
             // Idle between requests: a stopping listener, or a deny list that now refuses
             // the peer, closes the connection here. The waker is handed over before the
             // flags are read: a stop or sweep that lands in between then finds the waker
@@ -118,108 +113,40 @@ pub async fn serve(
                     trailers: false,
                     send_timeout: limits.send_timeout,
                 };
-                let written = respond(&mut wr, resp, &to, &mut deadline).await;
+                // Boxed like every answer (see below), so the connection's future stays small.
+                let written = Box::pin(respond(&mut wr, resp, &to, &mut deadline)).await;
                 break 'conn written.is_ok();
             }
             Ok(h) => h,
         };
-        let to_version = head.parts.version;
-        let head_request = head.parts.method == http::Method::HEAD;
-        if head.expect_continue && !matches!(head.framing, Framing::Empty) {
-            // The interim answer goes out before the request is handled (RFC 9110 §10.1.1
-            // lets a server send it early); the client then sends its body.
-            use tokio::io::AsyncWriteExt;
-            if wr
-                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-                .await
-                .is_err()
-                || wr.flush().await.is_err()
-            {
-                break 'conn false;
-            }
-        }
-        let side = match head.framing {
-            Framing::Empty => None,
-            framing => rd.take().map(|rd| {
-                Arc::new(Mutex::new(Some(ReadSide {
-                    rd,
-                    rbuf: std::mem::take(&mut rbuf),
-                    framing,
-                })))
-            }),
-        };
-        let body = match &side {
-            Some(side) => RequestBody::Native(BodyReader { side: side.clone() }),
-            None => RequestBody::Empty,
-        };
-        let mut req = http::Request::from_parts(head.parts, body);
-        let upgrade = if head.upgrade {
-            let (tx, rx) = oneshot::channel();
-            req.extensions_mut()
-                .insert(UpgradeSlot(Arc::new(Mutex::new(Some(tx)))));
-            Some(rx)
-        } else {
-            None
-        };
-        // Boxed: the request path's future is kilobytes, and inline it would make every
-        // connection's task that size for its whole life, idle or not.
-        let resp = Box::pin(service::serve(
-            &ctx,
-            snapshots.load(),
-            req,
-            Some(&mut deadline),
+        // One box per request for all of its answer (the request path's future is
+        // kilobytes): inline, every connection's future would be that size for its whole
+        // life, idle or not.
+        let next = Box::pin(answer::answer(
+            answer::Conn {
+                ctx: &ctx,
+                snapshot: snapshots.load(),
+                rd: &mut rd,
+                rbuf: &mut rbuf,
+                wr: &mut wr,
+                deadline: &mut deadline,
+                send_timeout: limits.send_timeout,
+                closing: &stopping,
+            },
+            head,
         ))
         .await;
-        // Take the read buffer back; a body not read to its end leaves the connection in
-        // the middle of a request, so it is closed after this response.
-        let mut body_done = true;
-        if let Some(side) = side {
-            let taken = side.lock().unwrap_or_else(|e| e.into_inner()).take();
-            match taken {
-                Some(s) => {
-                    rbuf = s.rbuf;
-                    body_done = matches!(s.framing, Framing::Empty);
-                    rd = Some(s.rd);
+        match next {
+            answer::Next::Request => continue,
+            answer::Next::Close { graceful } => break 'conn graceful,
+            answer::Next::Tunnel(upstream) => {
+                if let Some(rd) = rd.take()
+                    && let Some(stream) = io::reunite(rd, wr)
+                {
+                    Box::pin(tunnel(stream, rbuf, upstream)).await;
                 }
-                None => break 'conn false,
+                return;
             }
-        }
-        let closing = stopping();
-        if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS
-            && let Some(rx) = upgrade
-        {
-            let to = Answering {
-                version: to_version,
-                head_request: true,
-                keep_alive: true,
-                trailers: false,
-                send_timeout: limits.send_timeout,
-            };
-            if respond(&mut wr, resp, &to, &mut deadline).await.is_ok()
-                && let Ok(upstream) = rx.await
-                && let Some(rd) = rd.take()
-                && let Some(stream) = io::reunite(rd, wr)
-            {
-                tunnel(stream, rbuf, upstream).await;
-            }
-            return;
-        }
-        // The gateway's own answer may ask for the connection to end (a revoked peer).
-        let close_asked = resp
-            .extensions()
-            .get::<crate::context::CloseConnection>()
-            .is_some();
-        let to = Answering {
-            version: to_version,
-            head_request,
-            keep_alive: head.keep_alive && body_done && !closing && !close_asked,
-            trailers: head.trailers,
-            send_timeout: limits.send_timeout,
-        };
-        match respond(&mut wr, resp, &to, &mut deadline).await {
-            Ok(true) => continue,
-            Ok(false) => break 'conn true,
-            Err(_) => break 'conn false,
         }
     };
     if graceful && tls {
@@ -231,7 +158,7 @@ pub async fn serve(
 }
 
 /// Writes a response through a write buffer from the worker's pool.
-async fn respond(
+pub(super) async fn respond(
     wr: &mut io::DownWrite,
     resp: http::Response<crate::http::body::ProxyBody>,
     to: &Answering,
@@ -251,12 +178,11 @@ enum ReadError {
 async fn read_head(
     rd: &mut Option<DownRead>,
     rbuf: &mut BytesMut,
-    scratch: &mut Vec<crate::h1::fields::FieldSpan>,
     max_head: usize,
 ) -> Result<request::RequestHead, ReadError> {
     loop {
         if !rbuf.is_empty() {
-            match request::parse_request(rbuf, scratch) {
+            match buffers::with_fields(|fields| request::parse_request(rbuf, fields)) {
                 Ok(Some(head)) => return Ok(head),
                 Ok(None) if rbuf.len() > max_head => {
                     return Err(ReadError::Bad(ProxyError::HeadersTooLarge {

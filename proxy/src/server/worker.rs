@@ -181,7 +181,12 @@ async fn serve_accepted(
     let mut ctx = ConnContext::new(name, state, peer);
     let bytes = listener.metrics.bytes.clone();
     let (mut stream, alpn) = match (&listener.tls, &listener.tls_metrics) {
-        (Some(tls), Some(m)) => match opening(&stop, handshake(stream, tls, m)).await.flatten() {
+        // Boxed: the handshake's future is kilobytes, which inline would stay in every
+        // connection's future after the handshake too (HTTP/1.1 ones without TLS too).
+        (Some(tls), Some(m)) => match opening(&stop, Box::pin(handshake(stream, tls, m)))
+            .await
+            .flatten()
+        {
             Some((s, peer_tls, alpn)) => {
                 ctx.set_tls(peer_tls);
                 (DownStream::new(DownIo::Tls(s), bytes), alpn)
